@@ -1,0 +1,6 @@
+//! Palisade runtime: the sandbox that runs WebAssembly strategies under hard
+//! limits, and the engines (backtest, studies) built on it.
+pub mod cli;
+pub mod engine;
+pub mod policy;
+pub mod sandbox;

@@ -1,0 +1,260 @@
+//! The sandbox: validates, compiles and runs guest strategies under a policy's
+//! hard limits, and classifies every way a run can end.
+//!
+//! One [`Sandbox`] per process (per distinct stack size): one wasmtime engine,
+//! one epoch ticker thread, one linker with the ABI v1 imports. A module is
+//! validated and compiled once ([`Sandbox::load`]) into a [`Strategy`] that
+//! can be instantiated in microseconds for each run. Each run gets a new
+//! `Store` with its own limits; a run ends with `ok` or a classified
+//! [`Failure`], never with a panic of the host and never affecting another run.
+//!
+//! What it does not do: schedule runs (callers drive the returned futures on
+//! whatever executor they like) or read files.
+
+mod engine;
+mod host;
+pub mod outcome;
+pub mod params;
+pub mod validate;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use palisade_host_api::{exports, fail_kind};
+use serde::Serialize;
+use wasmtime::{InstancePre, Linker, Module, Store, Trap};
+
+pub use engine::{EngineSettings, WasmEngine, EPOCH_TICK};
+pub use host::{LogLine, ORDER_RECORD_BYTES};
+pub use outcome::{Cause, Failure};
+pub use validate::ModuleInfo;
+
+use crate::engine::{Backtest, BacktestConfig, BacktestReport, Dataset};
+use crate::policy::Policy;
+use host::{Phase, RunState};
+
+/// The engine and linker every run of this process shares.
+pub struct Sandbox {
+    engine: WasmEngine,
+    linker: Linker<RunState>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("engine", &self.engine).finish()
+    }
+}
+
+/// A validated, compiled module, ready to instantiate.
+pub struct Strategy {
+    pub info: ModuleInfo,
+    pre: InstancePre<RunState>,
+}
+
+impl std::fmt::Debug for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Strategy").field("info", &self.info).finish()
+    }
+}
+
+/// What one run needs besides the module and the data.
+#[derive(Clone, Debug, Default)]
+pub struct RunConfig {
+    /// Resolved parameter values (see [`params::resolve`]).
+    pub params: Vec<(String, f64)>,
+    /// Seed of the guest's `random` stream.
+    pub seed: u64,
+    pub backtest: BacktestConfig,
+    /// Set to stop the run at the next epoch tick.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// Resources a run used.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Usage {
+    pub fuel: u64,
+    pub memory_peak_bytes: u64,
+    pub orders: u64,
+}
+
+/// The result of one run: how it ended, and what it produced up to then.
+#[derive(Debug)]
+pub struct RunOutput {
+    pub outcome: Result<(), Failure>,
+    /// The backtest up to where the run ended (all the data when it succeeded).
+    pub report: BacktestReport,
+    pub logs: Vec<LogLine>,
+    pub metrics: std::collections::BTreeMap<String, f64>,
+    pub usage: Usage,
+    /// Wall-clock time from instantiation to the end of the run.
+    pub run_seconds: f64,
+}
+
+impl Sandbox {
+    pub fn new(settings: EngineSettings) -> Result<Sandbox, Failure> {
+        let engine = WasmEngine::new(settings).map_err(|e| {
+            Failure::new(
+                Cause::InvalidModule,
+                format!("cannot start the wasm engine: {e:#}"),
+            )
+        })?;
+        let mut linker = Linker::new(engine.engine());
+        host::define(&mut linker).expect("the ABI's imports are defined once each");
+        Ok(Sandbox { engine, linker })
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        self.engine.settings()
+    }
+
+    /// Validates and compiles a module. The policy decides what is accepted;
+    /// it must not grant more stack or memory than the engine was built for.
+    pub fn load(&self, bytes: &[u8], policy: &Policy) -> Result<Strategy, Failure> {
+        let settings = self.engine.settings();
+        if policy.stack_bytes as usize > settings.stack_bytes
+            || policy.memory_bytes > settings.max_memory_bytes
+        {
+            return Err(Failure::new(
+                Cause::InvalidModule,
+                format!(
+                    "policy {} grants more stack or memory than this engine was started with ({} stack bytes, {} memory bytes)",
+                    policy.name, settings.stack_bytes, settings.max_memory_bytes
+                ),
+            ));
+        }
+        let info = validate::validate(bytes, policy)?;
+        let module = Module::new(self.engine.engine(), bytes)
+            .map_err(|e| Failure::new(Cause::InvalidModule, format!("compilation failed: {e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| Failure::new(Cause::InvalidModule, format!("cannot link: {e:#}")))?;
+        Ok(Strategy { info, pre })
+    }
+
+    /// Runs a backtest of `strategy` over `data`, under `policy`.
+    pub async fn backtest(
+        &self,
+        strategy: &Strategy,
+        data: Arc<Dataset>,
+        policy: &Policy,
+        run: &RunConfig,
+    ) -> RunOutput {
+        let started = Instant::now();
+        let bt = Backtest::new(data.clone(), run.backtest.clone());
+        let state = RunState::new(data, bt, policy, run.params.clone(), run.seed, run.cancel.clone());
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|st| &mut st.limiter);
+        store.epoch_deadline_callback(host::on_epoch);
+        store.set_epoch_deadline(1);
+
+        let outcome = self.drive(&mut store, strategy).await;
+        let run_seconds = started.elapsed().as_secs_f64();
+        let fuel = host::fuel_used(&store.as_context_mut());
+        let st = store.into_data();
+        let usage = Usage {
+            fuel,
+            memory_peak_bytes: st.limiter.peak_memory as u64,
+            orders: st.orders_total,
+        };
+        let report = st.bt.finish();
+        RunOutput {
+            outcome,
+            report,
+            logs: st.logs,
+            metrics: st.metrics,
+            usage,
+            run_seconds,
+        }
+    }
+
+    async fn drive(&self, store: &mut Store<RunState>, strategy: &Strategy) -> Result<(), Failure> {
+        host::refuel(&mut store.as_context_mut(), 1).map_err(|e| classify(store.data(), &e, false))?;
+        let instance = match strategy.pre.instantiate_async(&mut *store).await {
+            Ok(i) => i,
+            Err(e) => return Err(classify(store.data(), &e, false)),
+        };
+        let memory = instance.get_memory(&mut *store, exports::MEMORY);
+        store.data_mut().memory = memory;
+        let run = instance
+            .get_typed_func::<(), i32>(&mut *store, exports::RUN)
+            .map_err(|e| Failure::new(Cause::InvalidModule, format!("{}: {e:#}", exports::RUN)))?;
+        match run.call_async(&mut *store, ()).await {
+            Ok(0) => {
+                if store.data().phase != Phase::Finished {
+                    return Err(Failure::new(
+                        Cause::GuestError,
+                        "palisade_run returned before consuming all bars (next_batch never returned 0)",
+                    ));
+                }
+                Ok(())
+            }
+            Ok(status) => Err(Failure::new(
+                Cause::GuestError,
+                format!("palisade_run returned status {status}"),
+            )),
+            Err(e) => {
+                let bound_by_run = store.data().fuel_bound_by_run;
+                Err(classify(store.data(), &e, bound_by_run))
+            }
+        }
+    }
+}
+
+use wasmtime::AsContextMut as _;
+
+/// Maps an error out of wasmtime to one classified failure.
+fn classify(st: &RunState, err: &wasmtime::Error, fuel_bound_by_run: bool) -> Failure {
+    if let Some(fault) = &st.fault {
+        return fault.clone();
+    }
+    if let Some(f) = err.downcast_ref::<Failure>() {
+        return f.clone();
+    }
+    if let Some((kind, message)) = &st.guest_failure {
+        if let Some(denied) = &st.limiter.denied {
+            return Failure::new(
+                Cause::MemoryLimit,
+                format!("{denied}; the guest then failed: {message}"),
+            );
+        }
+        let cause = match *kind {
+            fail_kind::PANIC => Cause::GuestPanic,
+            fail_kind::INVALID_PARAMS => Cause::InvalidParams,
+            _ => Cause::GuestError,
+        };
+        return Failure::new(cause, message.clone());
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => {
+            let l = &st.limits;
+            let message = if fuel_bound_by_run {
+                format!("used all {} fuel of the run (fuel_per_run)", l.fuel_per_run)
+            } else {
+                format!(
+                    "{} used more than {} fuel per event (fuel_per_event)",
+                    st.event_name(),
+                    l.fuel_per_event
+                )
+            };
+            Failure::new(Cause::FuelExhausted, message)
+        }
+        Some(Trap::StackOverflow) => Failure::new(
+            Cause::StackOverflow,
+            "the guest's call stack went past the policy's stack size (stack_bytes)",
+        ),
+        Some(Trap::Interrupt) => Failure::new(Cause::Deadline, "the guest was interrupted at a deadline"),
+        Some(trap) => match &st.limiter.denied {
+            Some(denied) => Failure::new(
+                Cause::MemoryLimit,
+                format!("{denied}; the guest then trapped: {trap}"),
+            ),
+            None => Failure::new(Cause::GuestTrap, format!("{} trapped: {trap}", st.event_name())),
+        },
+        None => match &st.limiter.denied {
+            Some(denied) => Failure::new(Cause::MemoryLimit, denied.clone()),
+            None => Failure::new(Cause::GuestTrap, format!("{err:#}")),
+        },
+    }
+}
