@@ -2,5 +2,7 @@
 //! limits, and the engines (backtest, studies) built on it.
 pub mod cli;
 pub mod engine;
+pub mod native;
 pub mod policy;
 pub mod sandbox;
+pub mod session;

@@ -26,13 +26,13 @@ use serde::Serialize;
 use wasmtime::{InstancePre, Linker, Module, Store, Trap};
 
 pub use engine::{EngineSettings, WasmEngine, EPOCH_TICK};
-pub use host::{LogLine, ORDER_RECORD_BYTES};
 pub use outcome::{Cause, Failure};
 pub use validate::ModuleInfo;
 
 use crate::engine::{Backtest, BacktestConfig, BacktestReport, Dataset};
 use crate::policy::Policy;
-use host::{Phase, RunState};
+use crate::session::{LogLine, OutputLimits, Phase, Session};
+use host::RunState;
 
 /// The engine and linker every run of this process shares.
 pub struct Sandbox {
@@ -142,8 +142,14 @@ impl Sandbox {
         run: &RunConfig,
     ) -> RunOutput {
         let started = Instant::now();
-        let bt = Backtest::new(data.clone(), run.backtest.clone());
-        let state = RunState::new(data, bt, policy, run.params.clone(), run.seed, run.cancel.clone());
+        let bt = Backtest::new(data, run.backtest.clone());
+        let session = Session::new(
+            bt,
+            OutputLimits::from_policy(policy),
+            run.params.clone(),
+            run.seed,
+        );
+        let state = RunState::new(session, policy, run.cancel.clone());
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|st| &mut st.limiter);
         store.epoch_deadline_callback(host::on_epoch);
@@ -156,14 +162,19 @@ impl Sandbox {
         let usage = Usage {
             fuel,
             memory_peak_bytes: st.limiter.peak_memory as u64,
-            orders: st.orders_total,
+            orders: st.session.orders_total,
         };
-        let report = st.bt.finish();
+        let session = st.session;
+        let report = if outcome.is_ok() {
+            session.bt.finish()
+        } else {
+            session.bt.abort()
+        };
         RunOutput {
             outcome,
             report,
-            logs: st.logs,
-            metrics: st.metrics,
+            logs: session.logs,
+            metrics: session.metrics,
             usage,
             run_seconds,
         }
@@ -182,7 +193,7 @@ impl Sandbox {
             .map_err(|e| Failure::new(Cause::InvalidModule, format!("{}: {e:#}", exports::RUN)))?;
         match run.call_async(&mut *store, ()).await {
             Ok(0) => {
-                if store.data().phase != Phase::Finished {
+                if store.data().session.phase != Phase::Finished {
                     return Err(Failure::new(
                         Cause::GuestError,
                         "palisade_run returned before consuming all bars (next_batch never returned 0)",
@@ -234,7 +245,7 @@ fn classify(st: &RunState, err: &wasmtime::Error, fuel_bound_by_run: bool) -> Fa
             } else {
                 format!(
                     "{} used more than {} fuel per event (fuel_per_event)",
-                    st.event_name(),
+                    st.session.event_name(),
                     l.fuel_per_event
                 )
             };
@@ -250,7 +261,10 @@ fn classify(st: &RunState, err: &wasmtime::Error, fuel_bound_by_run: bool) -> Fa
                 Cause::MemoryLimit,
                 format!("{denied}; the guest then trapped: {trap}"),
             ),
-            None => Failure::new(Cause::GuestTrap, format!("{} trapped: {trap}", st.event_name())),
+            None => Failure::new(
+                Cause::GuestTrap,
+                format!("{} trapped: {trap}", st.session.event_name()),
+            ),
         },
         None => match &st.limiter.denied {
             Some(denied) => Failure::new(Cause::MemoryLimit, denied.clone()),
