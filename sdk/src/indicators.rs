@@ -8,7 +8,11 @@
 //! `new`, `update` never allocates and costs O(1) (amortized for [`Donchian`]
 //! and [`RollingStats`]), and nothing panics on any input value. It uses only
 //! `core` and `alloc`, and gives bit-identical results on `wasm32` and natively
-//! (square roots are correctly rounded on both).
+//! (square roots are correctly rounded on both). On `wasm32` without the
+//! `simd128` target feature, `core` offers no square root instruction and the
+//! one in [`Bollinger`] and [`RollingStats`] is computed in integer arithmetic,
+//! some tens of nanoseconds; guests built with `-C target-feature=+simd128` get
+//! the instruction.
 //!
 //! [`Sma`] and the middle band of [`Bollinger`] are *exact*: inputs are rounded
 //! to a fixed-point grid (8 decimals by default) and summed in integers, so two
@@ -22,9 +26,11 @@
 //!
 //! # Conventions
 //!
-//! - `new(period)` panics when `period` is out of range (0, or 1 where a
-//!   sample variance is needed). This is a programming error in the strategy;
-//!   the SDK's panic handler reports it to the strategy author.
+//! - Constructors panic on settings out of range (a period of 0, or of 1 for
+//!   [`RollingStats`], which needs a sample variance; a Bollinger period above
+//!   [`Bollinger::MAX_PERIOD`]; a scale of 0), as documented under `# Panics`.
+//!   That is a programming error in the strategy; the SDK's panic handler
+//!   reports it to the strategy author.
 //! - NaN or infinite inputs never panic. A *windowed* indicator ([`Sma`],
 //!   [`Bollinger`], [`Donchian`], [`RollingStats`]) returns NaN while such a
 //!   value is inside its window and recovers once it has left. A *recursive*
@@ -100,15 +106,18 @@ fn sqrt(x: f64) -> f64 {
     }
 }
 
-/// Correctly rounded square root in integer arithmetic, for `wasm32` without
-/// SIMD: `core` has no stable scalar `sqrt` there (neither `f64::sqrt` nor
+/// Correctly rounded square root for `wasm32` without SIMD, where `core` has
+/// no stable scalar `sqrt` (neither `f64::sqrt` nor
 /// `core::arch::wasm32::f64_sqrt` is stable). Tested bit for bit against the
 /// hardware square root.
 ///
 /// For a positive `x = m · 2^e` with `e` even (`m` is shifted left once if
-/// needed), `sqrt(x) = sqrt(m · 2^52) · 2^(e/2 - 26)`, and the integer square
-/// root of `m · 2^52` (a 105 or 106-bit integer) has exactly 53 bits, so
-/// rounding it to the nearest integer is rounding to the nearest `f64`.
+/// needed), `sqrt(x) = sqrt(n) · 2^(e/2 - 26)` with the integer
+/// `n = m · 2^52` in `[2^104, 2^106)`. The nearest integer `r` to `sqrt(n)`
+/// has 53 bits, so it is the rounded mantissa. A division-free Newton
+/// iteration for `1 / sqrt(m)` gives `r` to within a few units; the exact
+/// residual `n - r²` then fixes it: `r` is the nearest integer exactly when
+/// `-r < n - r² <= r` (ties are impossible between integers).
 #[cfg(any(test, all(target_arch = "wasm32", not(target_feature = "simd128"))))]
 fn soft_sqrt(x: f64) -> f64 {
     // NaN, negative, zero (of either sign) and +infinity.
@@ -123,23 +132,37 @@ fn soft_sqrt(x: f64) -> f64 {
     let biased = ((bits >> 52) & 0x7ff) as i32;
     let fraction = bits & ((1 << 52) - 1);
     // x = mantissa · 2^exp, mantissa in [2^52, 2^53).
-    let (mantissa, mut exp) = if biased == 0 {
+    let (mantissa, exp) = if biased == 0 {
         // Subnormal: normalize so that bit 52 is the leading one.
         let shift = fraction.leading_zeros() - 11;
         (fraction << shift, -1074 - shift as i32)
     } else {
         (fraction | (1 << 52), biased - 1075)
     };
-    let mut m = u128::from(mantissa);
-    if exp & 1 != 0 {
-        m <<= 1;
-        exp -= 1;
+    let (m, exp) = if exp & 1 != 0 {
+        (mantissa << 1, exp - 1)
+    } else {
+        (mantissa, exp)
+    };
+    // Estimate: y ≈ 1 / sqrt(m) from the classic bit-level guess (within 4%)
+    // and four Newton steps (each squares the error), r ≈ m · y · 2^26.
+    let mf = m as f64; // exact: m < 2^54
+    let half = 0.5 * mf;
+    let mut y = f64::from_bits(0x5fe6_eb50_c7b5_37a9 - (mf.to_bits() >> 1));
+    for _ in 0..4 {
+        y *= 1.5 - half * y * y;
     }
-    let n = m << 52; // in [2^104, 2^106)
-    let mut r = n.isqrt(); // in [2^52, 2^53)
-                           // Round to nearest: n >= (r + 1/2)^2 <=> n - r^2 > r (no ties between integers).
-    if n - r * r > r {
+    let mut r = ((mf * y * (1u64 << 26) as f64) as i64).clamp(1 << 52, 1 << 53);
+    // Exact correction (normally zero to three steps).
+    let n = i128::from(m) << 52;
+    let mut res = n - i128::from(r) * i128::from(r);
+    while res > i128::from(r) {
+        res -= 2 * i128::from(r) + 1; // n - (r + 1)²
         r += 1;
+    }
+    while res <= -i128::from(r) {
+        res += 2 * i128::from(r) - 1; // n - (r - 1)²
+        r -= 1;
     }
     // r <= 2^53 converts exactly; the power of two is normal (exponent in
     // [-590, 459]), so the product is exact.
@@ -305,7 +328,8 @@ impl ExactWindow {
 /// only on the mean itself (see below), so:
 ///
 /// - two `Sma`s of any lengths whose windows have the same exact decimal mean
-///   return the *same* `f64`, and a larger exact mean never compares smaller:
+///   return the *same* `f64`, and a larger exact mean never compares smaller
+///   (means closer than the `f64` resolution at that price compare equal):
 ///   `fast > slow` is decided by the decimal prices, not by rounding;
 /// - there is no drift, however long the series;
 /// - the SMA of a constant price with up to 8 decimals is that very `f64`
@@ -322,11 +346,11 @@ impl ExactWindow {
 /// per value. Quantization is exact (the `f64` nearest to a price with at most
 /// 8 decimals maps to that decimal) while `|x| · scale < 2^51`, about `2.2e7`
 /// at the default scale: the input's own rounding and that of the product then
-/// stay below 3/8 of a unit. Up to `2^53 / scale` (about `9e7`) the rounding is
-/// still deterministic but may be off by one unit. Larger magnitudes, NaN and infinities are not averaged: the
-/// value is NaN while such an input is in the window. Use
-/// [`Sma::with_scale`] with a larger scale for assets quoted with more decimals
-/// (this lowers the largest usable price in proportion).
+/// stay below 3/8 of a unit. Up to `2^53 / scale` (about `9e7`) the rounding
+/// is still deterministic but may be off by one unit. Larger magnitudes, NaN
+/// and infinities are not averaged: the value is NaN while such an input is in
+/// the window. Use [`Sma::with_scale`] with a larger scale for assets quoted
+/// with more decimals (this lowers the largest usable price in proportion).
 ///
 /// ```
 /// use palisade_sdk::indicators::Sma;
@@ -1327,6 +1351,9 @@ mod tests {
             f64::NAN,
             1.0 - f64::EPSILON / 2.0,
             1.0 + f64::EPSILON,
+            f64::from_bits(2.0f64.to_bits() - 1),
+            f64::from_bits(4.0f64.to_bits() - 1),
+            f64::from_bits(0x0010_0000_0000_0001),
         ];
         let mut rng = Rng(7);
         let randoms = (0..300_000).map(|i| match i % 3 {

@@ -385,10 +385,13 @@ pub fn define(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
 fn next_batch(mut caller: Caller<'_, RunState>, buf: i32, cap: i32) -> wasmtime::Result<i32> {
     let mem = memory(&mut caller)?;
     let (data, st) = mem.data_and_store_mut(&mut caller);
+    // The whole buffer the guest declares must be its own, however many bars
+    // are left to write into it.
+    let declared = u64::from(cap.max(0) as u32) * Bar::SIZE as u64;
+    let out = span(st, data.len(), imports::NEXT_BATCH, buf, declared)?;
     let r = st.session.next_batch(cap);
     let events = st.check(r)?;
     let n = events.len();
-    let out = span(st, data.len(), imports::NEXT_BATCH, buf, (n * Bar::SIZE) as u64)?;
     let bars = &st.session.data.bars()[events];
     for (chunk, bar) in data[out].chunks_exact_mut(Bar::SIZE).zip(bars) {
         chunk.copy_from_slice(&bar.to_le_bytes());

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use palisade_host_api::{exports, fail_kind};
 use serde::Serialize;
-use wasmtime::{InstancePre, Linker, Module, Store, Trap};
+use wasmtime::{Instance, InstancePre, Linker, Module, Store, Trap};
 
 pub use engine::{EngineSettings, WasmEngine, EPOCH_TICK};
 pub use outcome::{Cause, Failure};
@@ -38,6 +38,9 @@ use host::RunState;
 pub struct Sandbox {
     engine: WasmEngine,
     linker: Linker<RunState>,
+    /// An empty window of data, for stores that run no bars
+    /// ([`Sandbox::instantiate_and_drop`]).
+    probe_data: Arc<Dataset>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -101,7 +104,12 @@ impl Sandbox {
         })?;
         let mut linker = Linker::new(engine.engine());
         host::define(&mut linker).expect("the ABI's imports are defined once each");
-        Ok(Sandbox { engine, linker })
+        let probe_data = Arc::new(probe_dataset());
+        Ok(Sandbox {
+            engine,
+            linker,
+            probe_data,
+        })
     }
 
     pub fn settings(&self) -> &EngineSettings {
@@ -149,11 +157,7 @@ impl Sandbox {
             run.params.clone(),
             run.seed,
         );
-        let state = RunState::new(session, policy, run.cancel.clone());
-        let mut store = Store::new(self.engine.engine(), state);
-        store.limiter(|st| &mut st.limiter);
-        store.epoch_deadline_callback(host::on_epoch);
-        store.set_epoch_deadline(1);
+        let mut store = self.store(session, policy, run.cancel.clone());
 
         let outcome = self.drive(&mut store, strategy).await;
         let run_seconds = started.elapsed().as_secs_f64();
@@ -180,12 +184,52 @@ impl Sandbox {
         }
     }
 
-    async fn drive(&self, store: &mut Store<RunState>, strategy: &Strategy) -> Result<(), Failure> {
+    /// Creates the `Store` of one run of `policy`: its limiter, epoch
+    /// callback and first epoch deadline.
+    fn store(&self, session: Session, policy: &Policy, cancel: Option<Arc<AtomicBool>>) -> Store<RunState> {
+        let state = RunState::new(session, policy, cancel);
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|st| &mut st.limiter);
+        store.epoch_deadline_callback(host::on_epoch);
+        store.set_epoch_deadline(1);
+        store
+    }
+
+    /// Grants the fuel of one event (a start function or data initialisers
+    /// run during instantiation) and instantiates `strategy` in `store`.
+    async fn instantiate(
+        &self,
+        store: &mut Store<RunState>,
+        strategy: &Strategy,
+    ) -> Result<Instance, Failure> {
         host::refuel(&mut store.as_context_mut(), 1).map_err(|e| classify(store.data(), &e, false))?;
-        let instance = match strategy.pre.instantiate_async(&mut *store).await {
-            Ok(i) => i,
-            Err(e) => return Err(classify(store.data(), &e, false)),
-        };
+        match strategy.pre.instantiate_async(&mut *store).await {
+            Ok(i) => Ok(i),
+            Err(e) => Err(classify(store.data(), &e, false)),
+        }
+    }
+
+    /// Creates a run's `Store` with `policy`'s limits, instantiates
+    /// `strategy` in it without calling any export, and drops both: all the
+    /// fixed cost of a run and none of its work. Operators can use it as a
+    /// health or warm-up probe (it fails with the same classified cause a run
+    /// would if the module cannot be instantiated under `policy`, e.g. an
+    /// initial memory above `memory_bytes`); the instantiation benchmark
+    /// measures it.
+    pub async fn instantiate_and_drop(&self, strategy: &Strategy, policy: &Policy) -> Result<(), Failure> {
+        let data = Arc::clone(&self.probe_data);
+        let session = Session::new(
+            Backtest::new(data, BacktestConfig::default()),
+            OutputLimits::from_policy(policy),
+            Vec::new(),
+            0,
+        );
+        let mut store = self.store(session, policy, None);
+        self.instantiate(&mut store, strategy).await.map(drop)
+    }
+
+    async fn drive(&self, store: &mut Store<RunState>, strategy: &Strategy) -> Result<(), Failure> {
+        let instance = self.instantiate(store, strategy).await?;
         let memory = instance.get_memory(&mut *store, exports::MEMORY);
         store.data_mut().memory = memory;
         let run = instance
@@ -214,6 +258,23 @@ impl Sandbox {
 }
 
 use wasmtime::AsContextMut as _;
+
+/// An empty window (no events) of a one-bar dataset.
+fn probe_dataset() -> Dataset {
+    let bar = palisade_host_api::Bar {
+        ts: 0,
+        symbol: 0,
+        reserved: 0,
+        open: 1.0,
+        high: 1.0,
+        low: 1.0,
+        close: 1.0,
+        volume: 0.0,
+    };
+    Dataset::from_bars(vec!["probe".to_owned()], vec![bar])
+        .expect("one valid bar is a valid dataset")
+        .slice(0..0)
+}
 
 /// Maps an error out of wasmtime to one classified failure.
 fn classify(st: &RunState, err: &wasmtime::Error, fuel_bound_by_run: bool) -> Failure {

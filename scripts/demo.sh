@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The demo: builds the example strategies for wasm32, builds palisade, then
+# validates, backtests and optimizes sma-cross on the bundled sample data and
+# shows the sandbox stopping a misbehaving strategy. Installs what it needs
+# (the wasm toolchain), idempotently.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+say() { printf '\n==> %s\n' "$*" >&2; }
+
+say "building the example strategies (guest-examples/out/*.wasm)"
+scripts/build-guests.sh
+
+say "building palisade (release; the first build compiles wasmtime and takes several minutes)"
+cargo build -j2 --release -p palisade-runtime --bin palisade
+palisade=target/release/palisade
+data=data/sample/spy-like-daily.csv
+
+say "validating sma-cross: manifest, imports, exports"
+$palisade inspect guest-examples/out/sma_cross.wasm
+
+say "backtesting sma-cross (fast=10, slow=30, 100 units) on $data"
+$palisade backtest guest-examples/out/sma_cross.wasm --data "$data" -p fast=10 -p slow=30 -p size=100
+
+if $palisade optimize --help >/dev/null 2>&1; then
+    say "optimizing sma-cross over a grid of fast and slow lengths"
+    $palisade optimize guest-examples/out/sma_cross.wasm --data "$data" -p size=100 \
+        --grid fast=5:40:5 --grid slow=20:120:10 --objective sharpe --top 5
+fi
+
+say "a strategy stuck in an infinite loop is stopped, and nothing else is affected"
+$palisade backtest guest-examples/out/adversary.wasm --data "$data" -p mode=1 -p at=100 || true

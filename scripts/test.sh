@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test of the project: formatting, the host workspace's tests
+# (unit and end-to-end, against real guest modules), the guest strategies'
+# native unit tests, and the cross-check of the backtest engine against
+# backtesting.py. Installs what it needs (wasm toolchain, Python peer),
+# idempotently.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+say() { printf '\n==> %s\n' "$*" >&2; }
+
+say "checking formatting (cargo fmt --check)"
+cargo fmt --all -- --check
+
+say "building the guest strategies for wasm32"
+scripts/build-guests.sh
+
+say "installing the Python peer for the cross-check (backtesting.py)"
+python3 -m pip install --quiet --disable-pip-version-check -r tests/crosscheck/requirements.txt
+
+say "running the host workspace's tests"
+cargo test -j2 --workspace
+
+say "running the guest strategies' native unit tests"
+(cd guest-examples && cargo test -j2 --quiet)
+
+say "cross-checking the backtest engine against backtesting.py"
+python3 tests/crosscheck/crosscheck.py --palisade target/debug/palisade --module guest-examples/out/sma_cross.wasm

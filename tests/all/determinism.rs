@@ -1,0 +1,120 @@
+//! Same module + params + data + policy gives the same result, byte for byte:
+//! across repeated runs, across batch sizes, and between the wasm build of a
+//! strategy and its native build run through the same engine.
+
+use std::sync::Arc;
+
+use palisade_runtime::engine::Dataset;
+use palisade_runtime::native;
+use palisade_runtime::policy::Policy;
+use palisade_runtime::sandbox::{params, RunConfig, RunOutput};
+
+use crate::support::{data, guests, policy, read, result_json, run};
+
+fn wasm(path: &str, p: &Policy, overrides: &[(&str, &str)], prices: Arc<Dataset>) -> RunOutput {
+    let out = run(&read(path), p, overrides, prices).expect("module loads");
+    assert!(out.outcome.is_ok(), "{path}: {:?}", out.outcome);
+    out
+}
+
+fn native_run<S: palisade_sdk::Strategy>(
+    manifest: &str,
+    p: &Policy,
+    overrides: &[(&str, &str)],
+    prices: Arc<Dataset>,
+) -> RunOutput {
+    let manifest = serde_json::from_str(manifest).unwrap();
+    let overrides: Vec<(String, String)> = overrides
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let run = RunConfig {
+        params: params::resolve(&manifest, &overrides).unwrap(),
+        ..RunConfig::default()
+    };
+    native::backtest::<S>(prices, p, &run)
+}
+
+#[test]
+fn repeated_runs_are_identical() {
+    let p = policy(|_| {});
+    let prices = data(3000, 1, 3);
+    let first = result_json(&wasm(guests::SMA_CROSS, &p, &[], prices.clone()));
+    for _ in 0..3 {
+        assert_eq!(
+            result_json(&wasm(guests::SMA_CROSS, &p, &[], prices.clone())),
+            first
+        );
+    }
+    assert!(first.contains("\"trades\":[{"), "the test data should trade");
+}
+
+#[test]
+fn batch_size_does_not_change_results() {
+    let prices = data(2000, 2, 5);
+    let at = |batch: u32| {
+        let p = policy(|p| p.bars_per_batch = batch);
+        result_json(&wasm(
+            guests::SMA_CROSS,
+            &p,
+            &[("fast", "3"), ("slow", "8")],
+            prices.clone(),
+        ))
+    };
+    let one = at(1);
+    for batch in [2, 7, 256, 4096] {
+        assert_eq!(at(batch), one, "bars_per_batch = {batch}");
+    }
+}
+
+#[test]
+fn wasm_and_native_builds_agree() {
+    let p = policy(|_| {});
+    for (symbols, seed) in [(1, 11), (3, 12)] {
+        let prices = data(3000, symbols, seed);
+        let cases: [(&str, String, String); 3] = [
+            (
+                "sma-cross",
+                result_json(&wasm(
+                    guests::SMA_CROSS,
+                    &p,
+                    &[("fast", "5"), ("slow", "20")],
+                    prices.clone(),
+                )),
+                result_json(&native_run::<sma_cross::SmaCross>(
+                    sma_cross::MANIFEST_JSON,
+                    &p,
+                    &[("fast", "5"), ("slow", "20")],
+                    prices.clone(),
+                )),
+            ),
+            (
+                "bollinger-revert",
+                result_json(&wasm(guests::BOLLINGER_REVERT, &p, &[], prices.clone())),
+                result_json(&native_run::<bollinger_revert::BollingerRevert>(
+                    bollinger_revert::MANIFEST_JSON,
+                    &p,
+                    &[],
+                    prices.clone(),
+                )),
+            ),
+            (
+                "donchian-breakout",
+                result_json(&wasm(guests::DONCHIAN_BREAKOUT, &p, &[], prices.clone())),
+                result_json(&native_run::<donchian_breakout::DonchianBreakout>(
+                    donchian_breakout::MANIFEST_JSON,
+                    &p,
+                    &[],
+                    prices.clone(),
+                )),
+            ),
+        ];
+        for (name, wasm, native) in cases {
+            assert_eq!(wasm, native, "{name} with {symbols} symbols");
+            assert!(
+                wasm.contains("\"trades\":[{"),
+                "{name} should trade on the test data"
+            );
+        }
+    }
+}

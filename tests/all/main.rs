@@ -1,0 +1,8 @@
+//! End-to-end tests of the sandbox against real guest modules: the examples
+//! and adversaries built from `guest-examples/`, and hand-written WAT.
+//! Run with `cargo test -p palisade-tests`.
+
+mod determinism;
+mod limits;
+mod support;
+mod validation;

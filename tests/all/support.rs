@@ -1,0 +1,173 @@
+//! Shared helpers: guest paths, policies, generated data, running a module.
+
+use std::sync::Arc;
+
+use palisade_host_api::Bar;
+use palisade_runtime::engine::Dataset;
+use palisade_runtime::policy::Policy;
+use palisade_runtime::sandbox::{params, EngineSettings, Failure, RunConfig, RunOutput, Sandbox};
+
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// The default policy with `edit` applied (and checked).
+pub fn policy(edit: impl FnOnce(&mut Policy)) -> Policy {
+    let mut p = Policy::default();
+    p.name = "test".into();
+    edit(&mut p);
+    p.validate("test")
+        .unwrap_or_else(|e| panic!("test policy is invalid: {e}"));
+    p
+}
+
+/// `n` bars of a seeded random walk with 4-decimal prices, for `symbols`
+/// symbols sharing timestamps.
+pub fn data(n: usize, symbols: usize, seed: u64) -> Arc<Dataset> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let round = |x: f64| (x * 10_000.0).round() / 10_000.0;
+    let mut bars = Vec::with_capacity(n * symbols);
+    let mut closes = vec![100.0f64; symbols];
+    for i in 0..n {
+        for (s, close) in closes.iter_mut().enumerate() {
+            let open = *close;
+            let c = round((open * (1.0 + (next() - 0.5) * 0.04)).max(1.0));
+            let high = round(open.max(c) * (1.0 + next() * 0.01));
+            let low = round(open.min(c) * (1.0 - next() * 0.01));
+            bars.push(Bar {
+                ts: 1_600_000_000 + i as i64 * 86_400,
+                symbol: s as i32,
+                reserved: 0,
+                open,
+                high,
+                low,
+                close: c,
+                volume: 1000.0,
+            });
+            *close = c;
+        }
+    }
+    let names = (0..symbols).map(|s| format!("S{s}")).collect();
+    Arc::new(Dataset::from_bars(names, bars).expect("generated bars are valid"))
+}
+
+pub fn read(path: &str) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A sandbox able to run `policy`.
+pub fn sandbox(policy: &Policy) -> Sandbox {
+    Sandbox::new(EngineSettings {
+        max_instances: 8,
+        ..EngineSettings::for_policy(policy)
+    })
+    .expect("engine starts")
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Loads `module` and backtests it; `Err` when the module is refused.
+pub fn run_in(
+    sandbox: &Sandbox,
+    module: &[u8],
+    policy: &Policy,
+    overrides: &[(&str, &str)],
+    data: Arc<Dataset>,
+) -> Result<RunOutput, Failure> {
+    let strategy = sandbox.load(module, policy)?;
+    let overrides: Vec<(String, String)> = overrides
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let values = params::resolve(&strategy.info.manifest, &overrides).expect("test parameters are valid");
+    let run = RunConfig {
+        params: values,
+        ..RunConfig::default()
+    };
+    Ok(block_on(sandbox.backtest(&strategy, data, policy, &run)))
+}
+
+/// [`run_in`] with a fresh sandbox for `policy`.
+pub fn run(
+    module: &[u8],
+    policy: &Policy,
+    overrides: &[(&str, &str)],
+    data: Arc<Dataset>,
+) -> Result<RunOutput, Failure> {
+    run_in(&sandbox(policy), module, policy, overrides, data)
+}
+
+/// How a run ended: Ok, or the failure (refusal at load included).
+pub fn outcome(
+    module: &[u8],
+    policy: &Policy,
+    overrides: &[(&str, &str)],
+    data: Arc<Dataset>,
+) -> Result<(), Failure> {
+    run(module, policy, overrides, data)?.outcome
+}
+
+/// Everything a run produced, as JSON text (for byte-for-byte comparisons).
+pub fn result_json(out: &RunOutput) -> String {
+    serde_json::to_string(&serde_json::json!({
+        "outcome": out.outcome.as_ref().err(),
+        "report": out.report,
+        "logs": out.logs,
+        "metrics": out.metrics,
+    }))
+    .unwrap()
+}
+
+/// A hand-written guest: every ABI import declared, `pages` of memory, the
+/// body of `palisade_run` and extra module fields, and a minimal manifest.
+pub fn wat_guest(pages: u32, body: &str, extra: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(module
+  (import "palisade" "next_batch" (func $next_batch (param i32 i32) (result i32)))
+  (import "palisade" "order" (func $order (param i32 i32 f64 i32 f64) (result i64)))
+  (import "palisade" "log" (func $log (param i32 i32 i32)))
+  (memory (export "memory") {pages})
+  (func (export "palisade_run") (result i32)
+    {body})
+  {extra}
+  (@custom "palisade.manifest" "{{\"abi\":1,\"name\":\"wat-guest\",\"version\":\"1\",\"params\":[]}}")
+)"#
+    );
+    wat::parse_str(&text).unwrap_or_else(|e| panic!("bad test WAT: {e}\n{text}"))
+}
+
+/// WAT that hands every bar back: asks for batches of one bar at address 0
+/// until the data ends, then returns 0.
+pub const DRAIN: &str = r#"
+    (block $done (loop $next
+      (br_if $done (i32.eqz (call $next_batch (i32.const 0) (i32.const 1))))
+      (br $next)))
+    (i32.const 0)"#;
+
+/// Finds the smallest value in `lo..=hi` for which `ok` holds, assuming it
+/// is monotonic (false below the threshold, true from it on).
+pub fn threshold(mut lo: u64, mut hi: u64, mut ok: impl FnMut(u64) -> bool) -> u64 {
+    assert!(ok(hi), "no threshold below {hi}");
+    assert!(!ok(lo), "already passes at {lo}");
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if ok(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
