@@ -144,21 +144,25 @@ pub fn backtest<S: palisade_sdk::Strategy>(
         }
         (None, Ok(())) => Ok(()),
     };
-    let session = host.session;
+    let mut session = host.session;
     let usage = Usage {
         orders: session.orders_total,
         ..Usage::default()
     };
+    let (logs, metrics) = (
+        std::mem::take(&mut session.logs),
+        std::mem::take(&mut session.metrics),
+    );
     let report = if outcome.is_ok() {
         session.bt.finish()
     } else {
-        session.bt.abort()
+        session.abort()
     };
     RunOutput {
         outcome,
         report,
-        logs: session.logs,
-        metrics: session.metrics,
+        logs,
+        metrics,
         usage,
         run_seconds,
     }

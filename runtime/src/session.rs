@@ -14,7 +14,7 @@ use std::sync::Arc;
 use palisade_host_api::{error, Fill};
 use serde::Serialize;
 
-use crate::engine::{Backtest, Dataset, OrderKind};
+use crate::engine::{Backtest, BacktestReport, Dataset, OrderKind};
 use crate::policy::Policy;
 use crate::sandbox::{Cause, Failure};
 
@@ -321,6 +321,16 @@ impl Session {
             Phase::Bars => self.data.bars().get(self.batch_start + self.cursor).map(|b| b.ts),
             _ => None,
         }
+    }
+
+    /// The report of a run that ended early: every bar up to the one the
+    /// guest was last known to handle (the start of its current batch, or a
+    /// later bar it asked about; exact with `bars_per_batch = 1`).
+    pub fn abort(mut self) -> BacktestReport {
+        if self.phase == Phase::Bars && self.batch_len > 0 {
+            self.bt.advance_to(self.batch_start + self.cursor);
+        }
+        self.bt.abort()
     }
 
     /// A description of the current event, for messages.

@@ -168,17 +168,21 @@ impl Sandbox {
             memory_peak_bytes: st.limiter.peak_memory as u64,
             orders: st.session.orders_total,
         };
-        let session = st.session;
+        let mut session = st.session;
+        let (logs, metrics) = (
+            std::mem::take(&mut session.logs),
+            std::mem::take(&mut session.metrics),
+        );
         let report = if outcome.is_ok() {
             session.bt.finish()
         } else {
-            session.bt.abort()
+            session.abort()
         };
         RunOutput {
             outcome,
             report,
-            logs: session.logs,
-            metrics: session.metrics,
+            logs,
+            metrics,
             usage,
             run_seconds,
         }

@@ -1,0 +1,250 @@
+//! The `palisade` binary, run as a user would: exit codes, the JSON
+//! contract, and a clear error (never a panic) for every kind of bad input.
+//! Needs the guest modules: `scripts/build-guests.sh` (the test command runs it).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn guest(name: &str) -> String {
+    let path = root().join("guest-examples/out").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-guests.sh",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+fn sample() -> String {
+    root()
+        .join("data/sample/spy-like-daily.csv")
+        .display()
+        .to_string()
+}
+
+fn palisade(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(args)
+        .output()
+        .expect("run palisade")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes `contents` to a fresh file named `name` and returns its path.
+fn file(name: &str, contents: &[u8]) -> String {
+    let dir = std::env::temp_dir().join(format!("palisade-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path.display().to_string()
+}
+
+/// Runs `args`, expects exit code `code` and `fragment` in stderr (or stdout).
+#[track_caller]
+fn check(args: &[&str], code: i32, fragment: &str) {
+    let out = palisade(args);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "palisade {args:?}\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "palisade {args:?} panicked: {stderr}"
+    );
+    assert!(
+        stderr.contains(fragment) || stdout.contains(fragment),
+        "palisade {args:?}: {fragment:?} not in\nstdout: {stdout}\nstderr: {stderr}"
+    );
+}
+
+#[test]
+fn backtest_json_has_the_documented_shape() {
+    let out = palisade(&["backtest", &guest("sma_cross"), "--data", &sample(), "--json"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    for key in ["bars", "stats", "trades", "final_equity", "outcome", "timing"] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(v["outcome"], "ok");
+    assert_eq!(v["bars"], 2520);
+    let trade = &v["trades"][0];
+    for key in ["entry_ts", "exit_ts", "qty", "entry_price", "exit_price", "pnl"] {
+        assert!(trade.get(key).is_some(), "trade lacks {key}");
+    }
+    assert!(v["timing"]["load_seconds"].is_number() && v["timing"]["run_seconds"].is_number());
+    assert!(v["stats"]["sharpe"].is_number());
+}
+
+#[test]
+fn repeated_runs_print_identical_bytes() {
+    let args = [
+        "backtest",
+        &guest("sma_cross"),
+        "--data",
+        &sample(),
+        "--json",
+        "--no-timing",
+        "-p",
+        "fast=5",
+    ];
+    let first = palisade(&args).stdout;
+    assert!(!first.is_empty());
+    for _ in 0..2 {
+        assert_eq!(palisade(&args).stdout, first);
+    }
+}
+
+#[test]
+fn a_failed_run_exits_non_zero_and_still_prints_its_outcome() {
+    let args = [
+        "backtest",
+        &guest("adversary"),
+        "--data",
+        &sample(),
+        "-p",
+        "mode=4",
+        "-p",
+        "at=7",
+        "--json",
+    ];
+    let strict: Vec<&str> = args.iter().copied().chain(["--policy", "strict"]).collect();
+    let out = palisade(&strict);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on failure too");
+    assert_eq!(v["outcome"]["cause"], "guest_panic");
+    assert!(v["outcome"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("adversary gave up at bar 7"));
+    // With one bar per batch (strict) the host knows exactly where the guest
+    // was: bars 0 to 7.
+    assert_eq!(v["bars"], 8, "the report covers the bars up to the failure");
+    assert_eq!(v["policy"], "strict");
+}
+
+#[test]
+fn validate_and_inspect_report_on_modules() {
+    check(
+        &["validate", &guest("sma_cross")],
+        0,
+        "ok: sma-cross 0.1.0 is a valid ABI v1 strategy",
+    );
+    check(&["inspect", &guest("sma_cross")], 0, "fast SMA length in bars");
+    let bad = file("bad.wasm", b"not wasm at all");
+    check(
+        &["validate", &bad],
+        1,
+        "rejected: invalid_module: not a WebAssembly module",
+    );
+    let system = wat::parse_str(
+        r#"(module (import "env" "system" (func (param i32) (result i32))) (memory (export "memory") 1)
+            (func (export "palisade_run") (result i32) (i32.const 0)))"#,
+    )
+    .unwrap();
+    let system = file("system.wasm", &system);
+    check(
+        &["validate", &system],
+        1,
+        "forbidden_import: forbidden import env.system",
+    );
+    let abi2 = wat::parse_str(
+        r#"(module (memory (export "memory") 1) (func (export "palisade_run") (result i32) (i32.const 0))
+            (@custom "palisade.manifest" "{\"abi\":2,\"name\":\"x\",\"version\":\"1\"}"))"#,
+    )
+    .unwrap();
+    let abi2 = file("abi2.wasm", &abi2);
+    check(
+        &["backtest", &abi2, "--data", &sample()],
+        1,
+        "manifest declares abi version 2",
+    );
+    check(&["validate", &abi2, "--json"], 1, "\"verdict\":\"rejected\"");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let sma = guest("sma_cross");
+    let data = |name: &str, csv: &str| file(name, csv.as_bytes());
+    let head = "timestamp,open,high,low,close,volume\n";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            data("short.csv", &format!("{head}1,1,1,1,1,1\n2,1,1,1\n")),
+            "short.csv line 3",
+        ),
+        (
+            data("text.csv", &format!("{head}1,1,1,1,1,1\n2,1,x,1,1,1\n")),
+            "text.csv line 3",
+        ),
+        (
+            data("back.csv", &format!("{head}5,1,1,1,1,1\n4,1,1,1,1,1\n")),
+            "back.csv line 3",
+        ),
+        (
+            data("same.csv", &format!("{head}5,1,1,1,1,1\n5,1,1,1,1,1\n")),
+            "same.csv line 3",
+        ),
+        (
+            data("nan.csv", &format!("{head}1,1,1,1,NaN,1\n")),
+            "nan.csv line 2",
+        ),
+        (
+            data("neg.csv", &format!("{head}1,-1,1,-1,1,1\n")),
+            "neg.csv line 2",
+        ),
+        (
+            data("header.csv", "time,o,h,l,c,v\n1,1,1,1,1,1\n"),
+            "expected header",
+        ),
+        (data("empty.csv", head), "no bars"),
+    ];
+    for (path, fragment) in &cases {
+        check(&["backtest", &sma, "--data", path], 2, fragment);
+    }
+    check(
+        &["backtest", &sma, "--data", "/nonexistent/prices.csv"],
+        2,
+        "/nonexistent/prices.csv",
+    );
+    check(
+        &["backtest", &sma, "--data", &sample(), "-p", "speed=3"],
+        2,
+        "unknown parameter speed",
+    );
+    check(
+        &["backtest", &sma, "--data", &sample(), "-p", "fast=0"],
+        2,
+        "parameter fast = 0 is out of range",
+    );
+    check(
+        &["backtest", &sma, "--data", &sample(), "-p", "fast"],
+        2,
+        "not of the form name=value",
+    );
+    check(
+        &["backtest", &sma, "--data", &sample(), "--policy", "lenient"],
+        2,
+        "unknown policy",
+    );
+    check(
+        &["backtest", "/nonexistent.wasm", "--data", &sample()],
+        2,
+        "/nonexistent.wasm: cannot read",
+    );
+    check(
+        &["backtest", &sma, "--data", &sample(), "--cash=-5"],
+        2,
+        "initial_cash",
+    );
+}
