@@ -13,8 +13,10 @@ pub mod guests {
 
 /// The default policy with `edit` applied (and checked).
 pub fn policy(edit: impl FnOnce(&mut Policy)) -> Policy {
-    let mut p = Policy::default();
-    p.name = "test".into();
+    let mut p = Policy {
+        name: "test".into(),
+        ..Policy::default()
+    };
     edit(&mut p);
     p.validate("test")
         .unwrap_or_else(|e| panic!("test policy is invalid: {e}"));
