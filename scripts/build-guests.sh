@@ -45,7 +45,7 @@ build_with_build_std() {
     fi
     [ -n "$lld" ] || { echo "no rust-lld or wasm-ld found to link wasm" >&2; exit 1; }
     say "building guests with Debian's $(/usr/bin/rustc --version) and -Zbuild-std=core,alloc"
-    (cd "$guests" && RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="-C linker=$lld" \
+    (cd "$guests" && RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 RUSTFLAGS="-C linker=$lld -C target-feature=+simd128" \
         /usr/bin/cargo build --release -Zbuild-std=core,alloc --target wasm32-unknown-unknown)
 }
 

@@ -38,6 +38,8 @@ pub struct MockHost {
     symbols: Vec<String>,
     params: BTreeMap<String, f64>,
     delivered: usize,
+    /// `next_batch` has returned 0: the data ended.
+    ended: bool,
     positions: Vec<f64>,
     cash: f64,
     last_close: Vec<f64>,
@@ -65,6 +67,7 @@ impl MockHost {
             symbols: (0..n_symbols).map(|i| std::format!("S{i}")).collect(),
             params: BTreeMap::new(),
             delivered: 0,
+            ended: false,
             positions: std::vec![0.0; n_symbols],
             cash: 100_000.0,
             last_close: std::vec![0.0; n_symbols],
@@ -111,7 +114,11 @@ impl MockHost {
         self.positions.get(symbol as usize).copied().unwrap_or(0.0)
     }
 
+    /// The bar being handled, if any.
     fn current(&self) -> Option<usize> {
+        if self.ended {
+            return None;
+        }
         self.delivered.checked_sub(1)
     }
 
@@ -144,6 +151,7 @@ impl MockHost {
 impl Host for MockHost {
     fn next_batch(&mut self, buf: &mut [Bar]) -> usize {
         if self.delivered >= self.bars.len() || buf.is_empty() {
+            self.ended = true;
             return 0;
         }
         let i = self.delivered;
@@ -154,7 +162,7 @@ impl Host for MockHost {
     }
 
     fn order(&mut self, _bar: u32, symbol: i32, qty: f64, kind: i32, price: f64) -> i64 {
-        let Some(current) = self.current().filter(|&i| i < self.bars.len()) else {
+        let Some(current) = self.current() else {
             return i64::from(error::NO_BAR);
         };
         if !qty.is_finite() || qty == 0.0 || !(0..=2).contains(&kind) {

@@ -257,3 +257,48 @@ fn declared_memory_is_checked_on_both_sides_of_the_limit() {
         )),
     );
 }
+
+/// Corrupted modules (seeded byte mutations of a real one) are refused or
+/// run; they never panic the host.
+#[test]
+fn mutated_modules_never_panic_the_host() {
+    let original = std::fs::read(guests::SMA_CROSS).unwrap();
+    let p = policy(|_| {});
+    let sb = sandbox(&p);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut refused = 0;
+    for _ in 0..300 {
+        let mut bytes = original.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() as usize) % bytes.len();
+            bytes[at] = next() as u8;
+        }
+        if next() % 8 == 0 {
+            let cut = (next() as usize) % bytes.len();
+            bytes.truncate(cut);
+        }
+        match sb.load(&bytes, &p) {
+            Err(_) => refused += 1,
+            Ok(strategy) => {
+                let run = palisade_runtime::sandbox::RunConfig {
+                    params: palisade_runtime::sandbox::params::resolve(&strategy.info.manifest, &[])
+                        .unwrap_or_default(),
+                    ..Default::default()
+                };
+                let _ = crate::support::block_on(sb.backtest(
+                    &strategy,
+                    crate::support::data(50, 1, 2),
+                    &p,
+                    &run,
+                ));
+            }
+        }
+    }
+    assert!(refused > 0, "some mutations must be refused");
+}

@@ -349,7 +349,7 @@ fn backtest(args: &BacktestArgs) -> Result<ExitCode, InputError> {
             args.equity_curve,
             (!args.no_timing).then_some(p.load_seconds),
         );
-        println!("{v}");
+        emit(v);
     } else {
         print_summary(&args.run, &strategy, &p.policy, &values, &out, p.load_seconds);
     }
@@ -372,8 +372,34 @@ fn report_refused(args: &RunArgs, policy: &Policy, f: &Failure, load_seconds: f6
     ExitCode::from(1)
 }
 
-fn params_json(values: &[(String, f64)]) -> Value {
-    Value::Object(values.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
+/// Parameter values as JSON: `int` and `bool` parameters as integers.
+pub fn params_json(manifest: &palisade_host_api::manifest::Manifest, values: &[(String, f64)]) -> Value {
+    use palisade_host_api::manifest::ParamType;
+    let whole = |name: &str| {
+        manifest
+            .params
+            .iter()
+            .any(|p| p.name == name && matches!(p.ty, ParamType::Int | ParamType::Bool))
+    };
+    Value::Object(
+        values
+            .iter()
+            .map(|(k, v)| {
+                let value = if whole(k) && v.abs() < 9.0e15 {
+                    json!(*v as i64)
+                } else {
+                    json!(v)
+                };
+                (k.clone(), value)
+            })
+            .collect(),
+    )
+}
+
+/// Prints a line on stdout; a closed pipe (`palisade ... | head`) is not an error.
+pub fn emit(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 /// The JSON document of one backtest run.
@@ -394,7 +420,7 @@ pub fn run_json(
     };
     let mut v = json!({
         "strategy": StrategyJson { name: &m.name, version: &m.version, module: args.module.display().to_string() },
-        "params": params_json(values),
+        "params": params_json(m, values),
         "policy": policy.name,
         "outcome": match &out.outcome { Ok(()) => json!("ok"), Err(f) => failure_json(f) },
     });
