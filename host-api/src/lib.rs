@@ -191,6 +191,18 @@ pub fn import(name: &str) -> Option<&'static FuncSig> {
     IMPORTS.iter().find(|f| f.name == name)
 }
 
+/// The `random` stream: splitmix64 over the run's seed, mapped to `[0, 1)`
+/// with 53 bits. Part of the contract, so a run's random choices are the same
+/// on every host (and in the SDK's native test harness).
+pub fn next_random(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Status a guest returns from `palisade_run`.
 pub mod status {
     /// The run completed.

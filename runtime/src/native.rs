@@ -144,26 +144,9 @@ pub fn backtest<S: palisade_sdk::Strategy>(
         }
         (None, Ok(())) => Ok(()),
     };
-    let mut session = host.session;
     let usage = Usage {
-        orders: session.orders_total,
+        orders: host.session.orders_total,
         ..Usage::default()
     };
-    let (logs, metrics) = (
-        std::mem::take(&mut session.logs),
-        std::mem::take(&mut session.metrics),
-    );
-    let report = if outcome.is_ok() {
-        session.bt.finish()
-    } else {
-        session.abort()
-    };
-    RunOutput {
-        outcome,
-        report,
-        logs,
-        metrics,
-        usage,
-        run_seconds,
-    }
+    host.session.into_output(outcome, usage, run_seconds)
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::engine::{Backtest, BacktestReport, Dataset, OrderKind};
 use crate::policy::Policy;
-use crate::sandbox::{Cause, Failure};
+use crate::sandbox::{Cause, Failure, RunOutput, Usage};
 
 /// Estimated bytes of result per order a guest places, charged against the
 /// policy's `output_bytes`.
@@ -306,20 +306,36 @@ impl Session {
         Ok(())
     }
 
-    /// The next value in `[0, 1)` of the run's stream (splitmix64 over the seed).
+    /// The next value of the run's random stream (see `palisade_host_api::next_random`).
     pub fn random(&mut self) -> f64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        palisade_host_api::next_random(&mut self.rng)
     }
 
     fn current_ts(&self) -> Option<i64> {
         match self.phase {
             Phase::Bars => self.data.bars().get(self.batch_start + self.cursor).map(|b| b.ts),
             _ => None,
+        }
+    }
+
+    /// What the run produced: the full report when it succeeded, the report
+    /// up to where it stopped otherwise (see [`Session::abort`]).
+    pub fn into_output(self, outcome: Result<(), Failure>, usage: Usage, run_seconds: f64) -> RunOutput {
+        let mut session = self;
+        let logs = std::mem::take(&mut session.logs);
+        let metrics = std::mem::take(&mut session.metrics);
+        let report = if outcome.is_ok() {
+            session.bt.finish()
+        } else {
+            session.abort()
+        };
+        RunOutput {
+            outcome,
+            report,
+            logs,
+            metrics,
+            usage,
+            run_seconds,
         }
     }
 

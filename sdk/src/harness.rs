@@ -72,7 +72,7 @@ impl MockHost {
             cash: 100_000.0,
             last_close: std::vec![0.0; n_symbols],
             fills: Vec::new(),
-            rng: 0x9E37_79B9_7F4A_7C15,
+            rng: 0,
             orders: Vec::new(),
             logs: Vec::new(),
             metrics: BTreeMap::new(),
@@ -235,13 +235,7 @@ impl Host for MockHost {
     }
 
     fn random(&mut self) -> f64 {
-        // splitmix64: deterministic, good enough for tests.
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        palisade_host_api::next_random(&mut self.rng)
     }
 
     fn metric(&mut self, name: &str, value: f64) {

@@ -168,24 +168,7 @@ impl Sandbox {
             memory_peak_bytes: st.limiter.peak_memory as u64,
             orders: st.session.orders_total,
         };
-        let mut session = st.session;
-        let (logs, metrics) = (
-            std::mem::take(&mut session.logs),
-            std::mem::take(&mut session.metrics),
-        );
-        let report = if outcome.is_ok() {
-            session.bt.finish()
-        } else {
-            session.abort()
-        };
-        RunOutput {
-            outcome,
-            report,
-            logs,
-            metrics,
-            usage,
-            run_seconds,
-        }
+        st.session.into_output(outcome, usage, run_seconds)
     }
 
     /// Creates the `Store` of one run of `policy`: its limiter, epoch
