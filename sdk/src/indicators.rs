@@ -406,6 +406,45 @@ impl Sma {
         }
     }
 
+    /// Adds `x` without computing the average: for strategies that only
+    /// [`compare`](Sma::compare) averages, which then costs no division.
+    #[inline]
+    pub fn push(&mut self, x: f64) {
+        let q = quantize(x, self.window.scale_f);
+        self.window.push(q);
+    }
+
+    /// Compares this average with `other`'s exactly, in integers (the sums
+    /// cross-multiplied by the other window's length): no rounding at all, so
+    /// `Equal` means the decimal averages are equal. `None` until both are
+    /// ready, while either window holds a NaN or out-of-range value, or when
+    /// the two use different scales.
+    ///
+    /// ```
+    /// use core::cmp::Ordering;
+    /// use palisade_sdk::indicators::Sma;
+    /// let (mut fast, mut slow) = (Sma::new(1), Sma::new(3));
+    /// for x in [0.3, 0.1, 0.2] {
+    ///     fast.push(x);
+    ///     slow.push(x);
+    /// }
+    /// assert_eq!(fast.compare(&slow), Some(Ordering::Equal)); // 0.2 == (0.3 + 0.1 + 0.2) / 3
+    /// ```
+    #[inline]
+    pub fn compare(&self, other: &Sma) -> Option<core::cmp::Ordering> {
+        let (a, b) = (&self.window, &other.window);
+        if !a.is_full() || !b.is_full() || a.invalid > 0 || b.invalid > 0 || a.scale != b.scale {
+            return None;
+        }
+        let (na, nb) = (a.q.len() as i128, b.q.len() as i128);
+        match (a.sum.checked_mul(nb), b.sum.checked_mul(na)) {
+            (Some(x), Some(y)) => Some(x.cmp(&y)),
+            // Sums beyond 2^117 / n: the f64 means are still ordered exactly
+            // as their exact values, ties included.
+            _ => a.mean().partial_cmp(&b.mean()),
+        }
+    }
+
     /// Whether `period` values have been seen.
     #[inline]
     pub fn is_ready(&self) -> bool {
@@ -2353,5 +2392,49 @@ mod tests {
     #[should_panic(expected = "rolling stats period must be at least 2")]
     fn rolling_stats_rejects_period_one() {
         RollingStats::new(1);
+    }
+
+    #[test]
+    fn compare_agrees_with_exact_rational_comparison() {
+        use core::cmp::Ordering;
+        let mut rng = 0x1234_5678_9ABC_DEF0u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let (mut fast, mut slow) = (Sma::new(2), Sma::new(5));
+        let mut window: std::vec::Vec<i64> = std::vec::Vec::new();
+        let mut ties = 0;
+        for _ in 0..20_000 {
+            // Prices on a coarse 4-decimal grid so that ties happen.
+            let ticks = 10_000 + (next() % 40) as i64;
+            let x = ticks as f64 / 10_000.0;
+            fast.push(x);
+            slow.push(x);
+            window.push(ticks);
+            if window.len() < 5 {
+                assert_eq!(fast.compare(&slow), None);
+                continue;
+            }
+            let n = window.len();
+            let sf: i64 = window[n - 2..].iter().sum();
+            let ss: i64 = window[n - 5..].iter().sum();
+            let want = (sf * 5).cmp(&(ss * 2));
+            ties += usize::from(want == Ordering::Equal);
+            assert_eq!(fast.compare(&slow), Some(want));
+            assert_eq!(
+                fast.value().partial_cmp(&slow.value()),
+                Some(want),
+                "value() orders like compare()"
+            );
+        }
+        assert!(ties > 100, "the test should see ties, saw {ties}");
+        let mut nan = Sma::new(2);
+        nan.push(f64::NAN);
+        nan.push(1.0);
+        assert_eq!(nan.compare(&fast), None);
+        assert_eq!(Sma::with_scale(2, 100).compare(&Sma::new(2)), None);
     }
 }

@@ -14,6 +14,7 @@ extern crate alloc;
 
 use alloc::format;
 use alloc::vec::Vec;
+use core::cmp::Ordering::{self, Equal, Greater, Less};
 
 use palisade_sdk::indicators::Sma;
 use palisade_sdk::{Bar, Ctx, Failure, Init, Strategy};
@@ -22,8 +23,8 @@ use palisade_sdk::{Bar, Ctx, Failure, Init, Strategy};
 struct Leg {
     fast: Sma,
     slow: Sma,
-    /// (fast, slow) on the previous bar, once both are defined.
-    prev: Option<(f64, f64)>,
+    /// How fast compared with slow on the previous bar, once both were defined.
+    prev: Option<Ordering>,
 }
 
 pub struct SmaCross {
@@ -70,21 +71,24 @@ impl Strategy for SmaCross {
     fn on_bar(&mut self, ctx: &mut Ctx<'_>, bar: &Bar) {
         let size = self.size;
         let leg = self.leg(bar.symbol);
-        let fast = leg.fast.update(bar.close);
-        let slow = leg.slow.update(bar.close);
-        let (Some(fast), Some(slow)) = (fast, slow) else {
-            return;
-        };
-        if let Some((prev_fast, prev_slow)) = leg.prev {
-            if fast > slow && prev_fast <= prev_slow {
+        leg.fast.push(bar.close);
+        leg.slow.push(bar.close);
+        // Exact comparison of the two averages: a tie is a tie.
+        let now = leg.fast.compare(&leg.slow);
+        match (leg.prev, now) {
+            (Some(Less | Equal), Some(Greater)) => {
                 if ctx.position(bar.symbol) == 0.0 {
                     let _ = ctx.buy(bar.symbol, size);
                 }
-            } else if fast < slow && prev_fast >= prev_slow && ctx.position(bar.symbol) > 0.0 {
-                let _ = ctx.close_position(bar.symbol);
             }
+            (Some(Greater | Equal), Some(Less)) => {
+                if ctx.position(bar.symbol) > 0.0 {
+                    let _ = ctx.close_position(bar.symbol);
+                }
+            }
+            _ => {}
         }
-        leg.prev = Some((fast, slow));
+        leg.prev = now;
     }
 }
 
