@@ -5,4 +5,6 @@ pub mod engine;
 pub mod native;
 pub mod policy;
 pub mod sandbox;
+pub mod service;
 pub mod session;
+pub mod study;

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod serve;
+
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -14,6 +16,8 @@ use serde_json::{json, Value};
 use crate::engine::{BacktestConfig, Dataset};
 use crate::policy::Policy;
 use crate::sandbox::{params, EngineSettings, Failure, ModuleInfo, RunConfig, RunOutput, Sandbox, Strategy};
+
+mod study;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +38,14 @@ enum Command {
     Inspect(ModuleArgs),
     /// Backtest a strategy module on CSV bars.
     Backtest(BacktestArgs),
+    /// Backtest every point of a parameter grid in parallel and rank them.
+    Optimize(study::OptimizeArgs),
+    /// Optimize on in-sample windows, test out-of-sample, measure robustness.
+    WalkForward(study::WalkForwardArgs),
+    /// Resample a backtest's trade returns: spread of return and drawdown.
+    MonteCarlo(study::MonteCarloArgs),
+    /// Run the HTTP service: uploads, jobs, policies, metrics.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +128,10 @@ pub fn main() -> ExitCode {
         Command::Validate(a) => validate(&a),
         Command::Inspect(a) => inspect(&a),
         Command::Backtest(a) => backtest(&a),
+        Command::Optimize(a) => study::optimize(&a),
+        Command::WalkForward(a) => study::walk_forward(&a),
+        Command::MonteCarlo(a) => study::monte_carlo(&a),
+        Command::Serve(a) => serve::serve(a),
     };
     match result {
         Ok(code) => code,

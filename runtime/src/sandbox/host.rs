@@ -392,10 +392,57 @@ fn next_batch(mut caller: Caller<'_, RunState>, buf: i32, cap: i32) -> wasmtime:
     let r = st.session.next_batch(cap);
     let events = st.check(r)?;
     let n = events.len();
-    let bars = &st.session.data.bars()[events];
-    for (chunk, bar) in data[out].chunks_exact_mut(Bar::SIZE).zip(bars) {
-        chunk.copy_from_slice(&bar.to_le_bytes());
-    }
+    write_bars(&mut data[out], &st.session.data.bars()[events]);
     refuel(&mut caller.as_context_mut(), n.max(1) as u64)?;
     Ok(n as i32)
+}
+
+/// Writes `bars` as consecutive [`Bar`] records at the start of `out`, in the
+/// layout of [`Bar::to_le_bytes`], field by field straight into guest memory
+/// (no temporary record and no call per bar: this runs for every bar of every
+/// run).
+#[inline]
+fn write_bars(out: &mut [u8], bars: &[Bar]) {
+    for (chunk, bar) in out.chunks_exact_mut(Bar::SIZE).zip(bars) {
+        let Ok(rec) = <&mut [u8; Bar::SIZE]>::try_from(chunk) else {
+            unreachable!("chunks_exact_mut yields chunks of Bar::SIZE bytes")
+        };
+        rec[0..8].copy_from_slice(&bar.ts.to_le_bytes());
+        rec[8..12].copy_from_slice(&bar.symbol.to_le_bytes());
+        rec[12..16].copy_from_slice(&bar.reserved.to_le_bytes());
+        rec[16..24].copy_from_slice(&bar.open.to_le_bytes());
+        rec[24..32].copy_from_slice(&bar.high.to_le_bytes());
+        rec[32..40].copy_from_slice(&bar.low.to_le_bytes());
+        rec[40..48].copy_from_slice(&bar.close.to_le_bytes());
+        rec[48..56].copy_from_slice(&bar.volume.to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_bars_matches_the_abi_layout() {
+        let bars: Vec<Bar> = (0..3)
+            .map(|i| Bar {
+                ts: -5 + i,
+                symbol: i as i32,
+                reserved: 7,
+                open: 1.5 + i as f64,
+                high: f64::MAX,
+                low: -0.0,
+                close: f64::NAN,
+                volume: 1e-300,
+            })
+            .collect();
+        let mut out = vec![0xAA; 4 * Bar::SIZE];
+        write_bars(&mut out, &bars);
+        let want: Vec<u8> = bars.iter().flat_map(|b| b.to_le_bytes()).collect();
+        assert_eq!(&out[..3 * Bar::SIZE], &want[..]);
+        assert!(
+            out[3 * Bar::SIZE..].iter().all(|&b| b == 0xAA),
+            "wrote past the bars"
+        );
+    }
 }

@@ -80,14 +80,20 @@
 //!
 //! **Parameter stability.** For each grid parameter, the coefficient of
 //! variation of the values chosen across windows: `cv = σ / |μ|` with the
-//! population standard deviation `σ` and mean `μ` (undefined when `μ = 0`).
-//! 0 means every window chose the same value.
+//! population standard deviation `σ` and mean `μ` over the windows that
+//! chose parameters. 0 means every window chose the same value (also when
+//! that value is 0); undefined when `μ = 0 < σ`.
 //!
 //! **Robustness score**, in `[0, 1]`: the mean of three parts, each in
 //! `[0, 1]`: the fraction of windows whose OOS total return is positive (a
 //! window that could not be tested counts as not profitable);
-//! `clamp(WFE, 0, 1)` (0 when undefined); and `1 / (1 + mean cv)` over the
-//! grid parameters with a defined `cv` (1 when there is none).
+//! `clamp(WFE, 0, 1)` (0 when undefined); and the mean over the grid
+//! parameters of `1 / (1 + cv)` (a parameter with an undefined `cv` counts
+//! 0; the part is 0 when no window chose parameters).
+//!
+//! A window whose in-sample variants all lack an objective value chooses
+//! nothing and is not tested; a window whose OOS backtest fails is reported
+//! with its cause. Neither is part of the stitched curve or of WFE.
 //!
 //! **Monte Carlo trade returns.** The closed trades of one backtest, in
 //! closing order, as returns on the equity they were closed from:
@@ -255,9 +261,7 @@ pub enum StudyError {
     NoTrades,
     /// A trade's return is undefined (the realized equity before it is not
     /// positive).
-    #[error(
-        "trade {trade} closed when the realized equity was {equity}: its return on equity is undefined"
-    )]
+    #[error("trade {trade} closed when the realized equity was {equity}: its return on equity is undefined")]
     UndefinedReturn { trade: usize, equity: f64 },
     /// [`Study::cancel`] was set.
     #[error("the study was cancelled after {done} of {total} runs")]
@@ -434,12 +438,28 @@ mod tests {
     fn ranking_orders_best_first_with_missing_last_and_ties_by_index() {
         use Objective::*;
         check_rank(TotalReturn, &[Some(0.1), Some(0.3), Some(0.2)], &[1, 2, 0]);
-        check_rank(TotalReturn, &[None, Some(-1.0), Some(f64::NAN), Some(0.0)], &[3, 1, 0, 2]);
-        check_rank(TotalReturn, &[Some(0.2), Some(0.5), Some(0.2), Some(0.5)], &[1, 3, 0, 2]);
+        check_rank(
+            TotalReturn,
+            &[None, Some(-1.0), Some(f64::NAN), Some(0.0)],
+            &[3, 1, 0, 2],
+        );
+        check_rank(
+            TotalReturn,
+            &[Some(0.2), Some(0.5), Some(0.2), Some(0.5)],
+            &[1, 3, 0, 2],
+        );
         check_rank(TotalReturn, &[Some(-0.0), Some(0.0)], &[0, 1]);
         check_rank(TotalReturn, &[Some(0.0), Some(-0.0)], &[0, 1]);
-        check_rank(MaxDrawdown, &[Some(0.3), Some(0.1), None, Some(0.1)], &[1, 3, 0, 2]);
-        check_rank(Volatility, &[Some(0.2), Some(f64::INFINITY), Some(0.1)], &[2, 0, 1]);
+        check_rank(
+            MaxDrawdown,
+            &[Some(0.3), Some(0.1), None, Some(0.1)],
+            &[1, 3, 0, 2],
+        );
+        check_rank(
+            Volatility,
+            &[Some(0.2), Some(f64::INFINITY), Some(0.1)],
+            &[2, 0, 1],
+        );
         check_rank(Sharpe, &[None, None], &[0, 1]);
         check_rank(Sharpe, &[], &[]);
     }

@@ -1,0 +1,346 @@
+//! Running one job of any kind on the executor and turning how it ended into
+//! a job state, an error and a result document.
+//!
+//! Each kind is one arm of [`execute`]: a backtest is one sandboxed run
+//! (its result is the same JSON document as `palisade backtest --json`,
+//! with the strategy id in place of the module path); `optimize`,
+//! `walk_forward` and `monte_carlo` are the library's studies over the same
+//! compiled module, with the job's cancel flag and progress. Adding a kind is
+//! adding its arm here and its options in `jobs`.
+//!
+//! Mapping of endings: ok → `succeeded`; cancelled by the client →
+//! `cancelled`; the sandbox's `deadline` or the job deadline → `timed_out`;
+//! stopped by the watchdog → `failed` (`watchdog`); stopped by a shutdown →
+//! back to the queue; any other classified failure → `failed` with its
+//! cause. A failed backtest still has a result: the report up to where it
+//! stopped.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::cli::{run_json, RunArgs};
+use crate::sandbox::{Cause, Failure, RunConfig};
+use crate::study::{self, Progress, Study, StudyError};
+
+use super::jobs::{Job, Plan};
+use super::metrics::Metrics;
+use super::scheduler::{Control, StopReason};
+use super::store::JobState;
+
+/// How a job ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum End {
+    Finished {
+        state: JobState,
+        /// `(cause, message)`.
+        error: Option<(String, String)>,
+    },
+    /// Stopped by a shutdown: to run again after the restart.
+    Requeue,
+}
+
+/// A job's ending and its result document.
+#[derive(Debug)]
+pub struct Outcome {
+    pub end: End,
+    pub result: Option<String>,
+}
+
+/// Runs `job` to its end. Never panics on guest behaviour.
+pub async fn execute(job: &Job, control: &Arc<Control>, metrics: &Metrics, parallelism: usize) -> Outcome {
+    let instances = match job.plan {
+        Plan::Backtest | Plan::MonteCarlo { .. } => 1,
+        _ => parallelism as i64,
+    };
+    metrics.running_instances.add(instances);
+    let (outcome, busy) = Timed::new(run(job, control, metrics, parallelism)).await;
+    metrics.running_instances.sub(instances);
+    let cpu = match job.plan {
+        Plan::Backtest => busy,
+        // Variants run as their own tasks: count wall time × parallelism,
+        // an upper bound.
+        _ => control.started.elapsed() * parallelism as u32,
+    };
+    metrics
+        .cpu_seconds
+        .with_label_values(&[&job.label])
+        .inc_by(cpu.as_secs_f64());
+    outcome
+}
+
+async fn run(job: &Job, control: &Arc<Control>, metrics: &Metrics, parallelism: usize) -> Outcome {
+    match &job.plan {
+        Plan::Backtest => backtest(job, control, metrics).await,
+        Plan::Optimize { grid, options } => {
+            let study = study_of(job, control, parallelism);
+            finish_study(job, control, study::optimize(&study, grid, options).await)
+        }
+        Plan::WalkForward { grid, options } => {
+            let study = study_of(job, control, parallelism);
+            finish_study(job, control, study::walk_forward(&study, grid, options).await)
+        }
+        Plan::MonteCarlo { options } => {
+            let study = study_of(job, control, 1);
+            finish_study(job, control, study::monte_carlo(&study, options).await)
+        }
+    }
+}
+
+async fn backtest(job: &Job, control: &Arc<Control>, metrics: &Metrics) -> Outcome {
+    let compiled = &job.compiled;
+    let policy = &job.policy.policy;
+    let run = RunConfig {
+        params: job.params.clone(),
+        seed: job.request.seed,
+        backtest: job.backtest.clone(),
+        cancel: Some(control.cancel.clone()),
+    };
+    let out = compiled
+        .sandbox
+        .backtest(&compiled.strategy, job.data.clone(), policy, &run)
+        .await;
+    let end = end_of(out.outcome.as_ref().err(), control);
+    metrics.step("run", Duration::from_secs_f64(out.run_seconds));
+    metrics
+        .fuel
+        .with_label_values(&[&job.label])
+        .inc_by(out.usage.fuel);
+    let peak = metrics.memory_peak.with_label_values(&[&job.label]);
+    let used = i64::try_from(out.usage.memory_peak_bytes).unwrap_or(i64::MAX);
+    if used > peak.get() {
+        peak.set(used);
+    }
+    let args = RunArgs {
+        module: PathBuf::from(&compiled.sha),
+        data: job.dataset_ids.clone(),
+        params: Vec::new(),
+        policy: policy.name.clone(),
+        cash: job.backtest.initial_cash,
+        commission: job.backtest.commission_rate,
+        commission_per_fill: job.backtest.commission_per_fill,
+        slippage: job.backtest.slippage,
+        periods_per_year: job.backtest.periods_per_year,
+        seed: job.request.seed,
+        json: true,
+    };
+    let doc = run_json(
+        &args,
+        &compiled.strategy,
+        policy,
+        &job.params,
+        out,
+        job.request.equity_curve,
+        None,
+    );
+    Outcome {
+        end,
+        result: Some(doc.to_string()),
+    }
+}
+
+fn study_of(job: &Job, control: &Arc<Control>, parallelism: usize) -> Study {
+    let progress_control = control.clone();
+    Study {
+        sandbox: job.compiled.sandbox.clone(),
+        strategy: job.compiled.strategy.clone(),
+        policy: job.policy.policy.clone(),
+        data: job.data.clone(),
+        base_params: job.params.clone(),
+        backtest: job.backtest.clone(),
+        seed: job.request.seed,
+        jobs: parallelism.max(1),
+        cancel: control.cancel.clone(),
+        progress: Some(Arc::new(move |p: Progress| {
+            if p.total > 0 {
+                progress_control.set_progress(p.done as f64 / p.total as f64);
+            }
+        })),
+    }
+}
+
+fn finish_study<R: Serialize>(job: &Job, control: &Control, result: Result<R, StudyError>) -> Outcome {
+    match result {
+        Ok(report) => {
+            let m = &job.compiled.strategy.info.manifest;
+            let mut doc = json!({
+                "kind": job.kind.as_str(),
+                "strategy": { "name": m.name, "version": m.version, "module": job.compiled.sha },
+                "params": Value::Object(job.params.iter().map(|(k, v)| (k.clone(), json!(v))).collect()),
+                "policy": job.policy.policy.name,
+                "seed": job.request.seed,
+            });
+            if let (Some(obj), Ok(Value::Object(r))) = (doc.as_object_mut(), serde_json::to_value(&report)) {
+                obj.extend(r);
+            }
+            Outcome {
+                end: End::Finished {
+                    state: JobState::Succeeded,
+                    error: None,
+                },
+                result: Some(doc.to_string()),
+            }
+        }
+        Err(StudyError::Cancelled { .. }) => Outcome {
+            end: end_of(
+                Some(&Failure::new(Cause::Cancelled, "the study was cancelled")),
+                control,
+            ),
+            result: None,
+        },
+        Err(StudyError::BacktestFailed(f)) => Outcome {
+            end: end_of(Some(&f), control),
+            result: None,
+        },
+        Err(e) => Outcome {
+            end: End::Finished {
+                state: JobState::Failed,
+                error: Some(("study_error".into(), e.to_string())),
+            },
+            result: None,
+        },
+    }
+}
+
+/// The ending of a run that stopped with `failure` (or completed).
+fn end_of(failure: Option<&Failure>, control: &Control) -> End {
+    let Some(f) = failure else {
+        return End::Finished {
+            state: JobState::Succeeded,
+            error: None,
+        };
+    };
+    let failed = |cause: &str, message: String| End::Finished {
+        state: JobState::Failed,
+        error: Some((cause.to_owned(), message)),
+    };
+    match (f.cause, control.reason()) {
+        (Cause::Cancelled, Some(StopReason::Shutdown)) => End::Requeue,
+        (Cause::Cancelled, Some(StopReason::Deadline)) => End::Finished {
+            state: JobState::TimedOut,
+            error: Some((
+                "deadline".into(),
+                format!(
+                    "the job ran past its deadline ({} ms, deadline_per_run)",
+                    control
+                        .deadline
+                        .saturating_duration_since(control.started)
+                        .as_millis()
+                ),
+            )),
+        },
+        (Cause::Cancelled, Some(StopReason::Watchdog)) => failed(
+            "watchdog",
+            format!(
+                "no progress for {:.0} s: stopped by the watchdog",
+                control.stalled_for(Instant::now()).as_secs_f64()
+            ),
+        ),
+        (Cause::Cancelled, _) => End::Finished {
+            state: JobState::Cancelled,
+            error: Some(("cancelled".into(), "cancelled by the client".into())),
+        },
+        (Cause::Deadline, _) => End::Finished {
+            state: JobState::TimedOut,
+            error: Some(("deadline".into(), f.message.clone())),
+        },
+        (cause, _) => failed(cause.as_str(), f.message.clone()),
+    }
+}
+
+/// A future that adds up the time spent inside its `poll`: the CPU time the
+/// executor gave it (plus any time its thread was descheduled mid-poll).
+struct Timed<F> {
+    inner: Pin<Box<F>>,
+    busy: Duration,
+}
+
+impl<F: Future> Timed<F> {
+    fn new(inner: F) -> Self {
+        Timed {
+            inner: Box::pin(inner),
+            busy: Duration::ZERO,
+        }
+    }
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = (F::Output, Duration);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let started = Instant::now();
+        let polled = self.inner.as_mut().poll(cx);
+        self.busy += started.elapsed();
+        polled.map(|out| (out, self.busy))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn control(reason: Option<StopReason>) -> Control {
+        let c = Control::new("j".into(), "t".into(), Duration::from_secs(1));
+        if let Some(r) = reason {
+            c.stop(r);
+        }
+        c
+    }
+
+    #[test]
+    fn endings_map_to_states() {
+        let cancelled = Failure::new(Cause::Cancelled, "the run was cancelled");
+        let check = |f: Option<&Failure>,
+                     reason: Option<StopReason>,
+                     state: Option<JobState>,
+                     cause: Option<&str>| {
+            let end = end_of(f, &control(reason));
+            match (end, state) {
+                (End::Requeue, None) => {}
+                (End::Finished { state: s, error }, Some(want)) => {
+                    assert_eq!(s, want, "{f:?} {reason:?}");
+                    assert_eq!(error.as_ref().map(|e| e.0.as_str()), cause, "{f:?} {reason:?}");
+                }
+                (end, want) => panic!("{f:?} {reason:?}: {end:?}, wanted {want:?}"),
+            }
+        };
+        check(None, None, Some(JobState::Succeeded), None);
+        check(
+            Some(&cancelled),
+            Some(StopReason::Cancelled),
+            Some(JobState::Cancelled),
+            Some("cancelled"),
+        );
+        check(
+            Some(&cancelled),
+            Some(StopReason::Deadline),
+            Some(JobState::TimedOut),
+            Some("deadline"),
+        );
+        check(
+            Some(&cancelled),
+            Some(StopReason::Watchdog),
+            Some(JobState::Failed),
+            Some("watchdog"),
+        );
+        check(Some(&cancelled), Some(StopReason::Shutdown), None, None);
+        check(
+            Some(&Failure::new(Cause::Deadline, "run deadline")),
+            None,
+            Some(JobState::TimedOut),
+            Some("deadline"),
+        );
+        check(
+            Some(&Failure::new(Cause::FuelExhausted, "fuel")),
+            None,
+            Some(JobState::Failed),
+            Some("fuel_exhausted"),
+        );
+    }
+}

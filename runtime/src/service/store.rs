@@ -1,0 +1,1371 @@
+//! Embedded storage: an SQLite database (through sqlx, WAL mode) for records,
+//! and content-addressed files for the bytes of modules and datasets, both in
+//! the data directory.
+//!
+//! - Files are named by the SHA-256 of their content (`modules/<hex>.wasm`,
+//!   `datasets/<hex>.csv`) and opened only through a `cap_std` [`Dir`] of the
+//!   data directory, so no name can reach outside it. A file is written to
+//!   `tmp/`, synced and renamed into place before any row refers to it.
+//! - Tables: `strategies`, `datasets` (per tenant, referring to files by
+//!   hash), `jobs`, `results`, `policies` (operator replacements),
+//!   `policy_versions` (every policy text a job ran with, by hash) and
+//!   `policy_audit`. The schema is created by [`migrate`], versioned by
+//!   `PRAGMA user_version`.
+//! - Job writes go through one [`Writer`] task that applies whatever is
+//!   waiting as a few atomic multi-row statements (group commit); callers that must know a write is durable (a submission
+//!   before it is acknowledged, a start before the guest runs, a result
+//!   before it is shown) wait for its acknowledgement.
+//! - [`JobState`] is the job state machine; [`JobState::transition`] rejects
+//!   every move it does not list.
+//! - [`Store::recover`] runs at start-up: jobs found `running` were
+//!   interrupted by a crash and are re-queued, or failed with the reason
+//!   after too many starts.
+//!
+//! Durability: `synchronous = NORMAL` in WAL mode, so a committed write
+//! survives the process being killed (`kill -9`); a power loss may lose the
+//! last commits, never corrupt the database. This module knows nothing of
+//! HTTP, scheduling or wasm.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
+
+/// File name of the database inside the data directory.
+pub const DATABASE_FILE: &str = "palisade.db";
+/// Most writes applied in one transaction.
+pub const MAX_BATCH: usize = 2_048;
+/// Writes waiting for the writer before senders wait.
+const WRITE_QUEUE: usize = 16_384;
+
+/// The current schema version (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// True for a lowercase hex SHA-256.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Why storage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("stored {what} is corrupt: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("the database writer has stopped")]
+    WriterGone,
+    #[error("database schema version {found} is newer than this build knows ({known})")]
+    SchemaTooNew { found: i64, known: i64 },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+    let what = what.into();
+    move |source| StoreError::Io { what, source }
+}
+
+/// Where a job is in its life.
+///
+/// ```text
+/// queued ──► running ──► succeeded | failed | cancelled | timed_out
+///   │  ▲        │
+///   │  └────────┘  (re-queued: interrupted by a restart or a shutdown)
+///   └──► cancelled | failed   (cancelled while queued; cannot be prepared after a restart)
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+/// A state change the state machine does not allow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a job cannot go from {from} to {to}")]
+pub struct TransitionError {
+    pub from: JobState,
+    pub to: JobState,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::TimedOut,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::TimedOut => "timed_out",
+        }
+    }
+
+    /// True for the states a job never leaves.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobState::Queued | JobState::Running)
+    }
+
+    /// The state after moving to `to`, or the error when the move is not
+    /// allowed (see the diagram on [`JobState`]).
+    pub fn transition(self, to: JobState) -> Result<JobState, TransitionError> {
+        use JobState::*;
+        let allowed = matches!(
+            (self, to),
+            (Queued, Running | Cancelled | Failed)
+                | (Running, Succeeded | Failed | Cancelled | TimedOut | Queued)
+        );
+        if allowed {
+            Ok(to)
+        } else {
+            Err(TransitionError { from: self, to })
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown job state {s:?}"))
+    }
+}
+
+/// One row of `jobs`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    /// Submission order, across restarts.
+    pub seq: i64,
+    pub tenant: String,
+    pub kind: String,
+    /// SHA-256 of the strategy module.
+    pub strategy: String,
+    /// Dataset ids, comma-separated in the order given.
+    pub dataset: String,
+    /// The normalized submission (JSON).
+    pub spec: String,
+    pub priority: String,
+    pub policy: String,
+    pub policy_hash: String,
+    pub state: JobState,
+    /// 0 to 1.
+    pub progress: f64,
+    pub error_cause: Option<String>,
+    pub error_message: Option<String>,
+    pub created: i64,
+    pub started: Option<i64>,
+    pub finished: Option<i64>,
+    /// Times the job was started.
+    pub attempts: i64,
+}
+
+impl JobRecord {
+    fn from_row(row: &SqliteRow) -> Result<JobRecord, StoreError> {
+        let state: String = row.try_get("state")?;
+        Ok(JobRecord {
+            id: row.try_get("id")?,
+            seq: row.try_get("seq")?,
+            tenant: row.try_get("tenant")?,
+            kind: row.try_get("kind")?,
+            strategy: row.try_get("strategy")?,
+            dataset: row.try_get("dataset")?,
+            spec: row.try_get("spec")?,
+            priority: row.try_get("priority")?,
+            policy: row.try_get("policy")?,
+            policy_hash: row.try_get("policy_hash")?,
+            state: state.parse().map_err(|detail| StoreError::Corrupt {
+                what: "job state".into(),
+                detail,
+            })?,
+            progress: row.try_get("progress")?,
+            error_cause: row.try_get("error_cause")?,
+            error_message: row.try_get("error_message")?,
+            created: row.try_get("created")?,
+            started: row.try_get("started")?,
+            finished: row.try_get("finished")?,
+            attempts: row.try_get("attempts")?,
+        })
+    }
+}
+
+/// One row of `strategies`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StrategyRecord {
+    pub tenant: String,
+    pub sha256: String,
+    pub name: String,
+    pub version: String,
+    /// The manifest (JSON).
+    pub manifest: String,
+    /// What validation found: imports, exports, sizes (JSON).
+    pub info: String,
+    pub size: i64,
+    pub created: i64,
+}
+
+impl StrategyRecord {
+    fn from_row(row: &SqliteRow) -> Result<StrategyRecord, StoreError> {
+        Ok(StrategyRecord {
+            tenant: row.try_get("tenant")?,
+            sha256: row.try_get("sha256")?,
+            name: row.try_get("name")?,
+            version: row.try_get("version")?,
+            manifest: row.try_get("manifest")?,
+            info: row.try_get("info")?,
+            size: row.try_get("size")?,
+            created: row.try_get("created")?,
+        })
+    }
+}
+
+/// One row of `datasets`: the bars of one symbol.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatasetRecord {
+    pub tenant: String,
+    pub id: String,
+    /// The symbol.
+    pub name: String,
+    pub bars: i64,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    /// SHA-256 of the CSV file.
+    pub sha256: String,
+    pub size: i64,
+    pub created: i64,
+}
+
+impl DatasetRecord {
+    fn from_row(row: &SqliteRow) -> Result<DatasetRecord, StoreError> {
+        Ok(DatasetRecord {
+            tenant: row.try_get("tenant")?,
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            bars: row.try_get("bars")?,
+            first_ts: row.try_get("first_ts")?,
+            last_ts: row.try_get("last_ts")?,
+            sha256: row.try_get("sha256")?,
+            size: row.try_get("size")?,
+            created: row.try_get("created")?,
+        })
+    }
+}
+
+/// One audited policy replacement.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PolicyAudit {
+    pub name: String,
+    pub hash: String,
+    pub previous_hash: Option<String>,
+    pub tenant: String,
+    pub at: i64,
+}
+
+/// Filters of [`Store::list_jobs`].
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub kind: Option<String>,
+    pub strategy: Option<String>,
+    /// Only jobs submitted before this `seq` (pagination).
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// The kind of content-addressed file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blob {
+    Module,
+    Dataset,
+}
+
+impl Blob {
+    fn dir(self) -> &'static str {
+        match self {
+            Blob::Module => "modules",
+            Blob::Dataset => "datasets",
+        }
+    }
+
+    fn file(self, sha: &str) -> String {
+        match self {
+            Blob::Module => format!("modules/{sha}.wasm"),
+            Blob::Dataset => format!("datasets/{sha}.csv"),
+        }
+    }
+}
+
+/// What [`Store::recover`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Interrupted jobs put back in the queue.
+    pub requeued: Vec<String>,
+    /// Interrupted jobs failed after too many starts.
+    pub failed: Vec<String>,
+    /// Unreferenced content files removed.
+    pub swept_files: usize,
+}
+
+/// The reason recorded on a job failed by [`Store::recover`].
+pub const INTERRUPTED: &str = "interrupted by a restart";
+
+/// The database and the data directory.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    dir: Arc<Dir>,
+    tmp_counter: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the data directory and its database, and
+    /// brings the schema up to date.
+    pub async fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(io(format!("cannot create data directory {}", data_dir.display())))?;
+        let dir = Dir::open_ambient_dir(data_dir, ambient_authority())
+            .map_err(io(format!("cannot open data directory {}", data_dir.display())))?;
+        for sub in ["modules", "datasets", "tmp"] {
+            dir.create_dir_all(sub)
+                .map_err(io(format!("cannot create {sub}/ in the data directory")))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join(DATABASE_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            // A local file: nothing to check before each use.
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
+        migrate(&pool).await?;
+        Ok(Store {
+            pool,
+            dir: Arc::new(dir),
+            tmp_counter: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Closes the database: waits for connections to be returned and
+    /// checkpoints the WAL.
+    pub async fn close(&self) {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint at close failed");
+        }
+        self.pool.close().await;
+    }
+
+    // ---- content-addressed files ----
+
+    /// Stores `bytes` as a file named by their SHA-256 (given, already
+    /// computed by the caller); does nothing when it exists.
+    pub fn put_blob(&self, kind: Blob, sha: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        debug_assert!(is_sha256_hex(sha));
+        let name = kind.file(sha);
+        if self.dir.exists(&name) {
+            return Ok(());
+        }
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = format!("tmp/{sha}.{}.{n}", std::process::id());
+        let write = || -> std::io::Result<()> {
+            let mut file = self.dir.create(&tmp)?;
+            std::io::Write::write_all(&mut file, bytes)?;
+            file.sync_all()?;
+            self.dir.rename(&tmp, &self.dir, &name)
+        };
+        write().map_err(|e| {
+            let _ = self.dir.remove_file(&tmp);
+            StoreError::Io {
+                what: format!("cannot store {name}"),
+                source: e,
+            }
+        })
+    }
+
+    /// Reads a content-addressed file and checks its hash.
+    pub fn get_blob(&self, kind: Blob, sha: &str) -> Result<Vec<u8>, StoreError> {
+        if !is_sha256_hex(sha) {
+            return Err(StoreError::Corrupt {
+                what: "content hash".into(),
+                detail: format!("{sha:?} is not a SHA-256"),
+            });
+        }
+        let name = kind.file(sha);
+        let bytes = self.dir.read(&name).map_err(io(format!("cannot read {name}")))?;
+        if sha256_hex(&bytes) != sha {
+            return Err(StoreError::Corrupt {
+                what: name,
+                detail: "content does not match its hash".into(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Removes files no row refers to, and leftovers in `tmp/`. Run at
+    /// start-up, before requests are served, so no upload can race it.
+    async fn sweep(&self) -> Result<usize, StoreError> {
+        let mut keep: HashSet<String> = HashSet::new();
+        for row in sqlx::query("SELECT sha256 FROM strategies UNION SELECT sha256 FROM datasets")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            keep.insert(row.try_get("sha256")?);
+        }
+        // Jobs not yet finished still need their module and data.
+        for row in sqlx::query("SELECT strategy, dataset FROM jobs WHERE state IN ('queued', 'running')")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            keep.insert(row.try_get("strategy")?);
+            let datasets: String = row.try_get("dataset")?;
+            for id in datasets.split(',').filter(|d| !d.is_empty()) {
+                if let Some((_, sha)) = self.dataset_file(id).await? {
+                    keep.insert(sha);
+                }
+            }
+        }
+        let mut removed = 0;
+        for kind in [Blob::Module, Blob::Dataset] {
+            let entries = self
+                .dir
+                .read_dir(kind.dir())
+                .map_err(io(format!("cannot list {}/", kind.dir())))?;
+            for entry in entries {
+                let entry = entry.map_err(io(format!("cannot list {}/", kind.dir())))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let sha = name.split('.').next().unwrap_or_default();
+                if !keep.contains(sha) {
+                    let path = format!("{}/{name}", kind.dir());
+                    self.dir
+                        .remove_file(&path)
+                        .map_err(io(format!("cannot remove {path}")))?;
+                    removed += 1;
+                }
+            }
+        }
+        for entry in self.dir.read_dir("tmp").map_err(io("cannot list tmp/"))? {
+            let entry = entry.map_err(io("cannot list tmp/"))?;
+            let path = format!("tmp/{}", entry.file_name().to_string_lossy());
+            self.dir
+                .remove_file(&path)
+                .map_err(io(format!("cannot remove {path}")))?;
+        }
+        Ok(removed)
+    }
+
+    // ---- strategies ----
+
+    /// Inserts a strategy for its tenant; returns false when that tenant
+    /// already has this module (nothing is changed).
+    pub async fn insert_strategy(&self, s: &StrategyRecord) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO strategies (tenant, sha256, name, version, manifest, info, size, created) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, sha256) DO NOTHING",
+        )
+        .bind(&s.tenant)
+        .bind(&s.sha256)
+        .bind(&s.name)
+        .bind(&s.version)
+        .bind(&s.manifest)
+        .bind(&s.info)
+        .bind(s.size)
+        .bind(s.created)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn get_strategy(&self, tenant: &str, sha: &str) -> Result<Option<StrategyRecord>, StoreError> {
+        sqlx::query("SELECT * FROM strategies WHERE tenant = ? AND sha256 = ?")
+            .bind(tenant)
+            .bind(sha)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(StrategyRecord::from_row)
+            .transpose()
+    }
+
+    pub async fn list_strategies(&self, tenant: &str) -> Result<Vec<StrategyRecord>, StoreError> {
+        sqlx::query("SELECT * FROM strategies WHERE tenant = ? ORDER BY created, sha256")
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(StrategyRecord::from_row)
+            .collect()
+    }
+
+    /// Deletes a tenant's strategy; false when it had none. The file stays
+    /// until the next start-up sweep if another tenant or a job uses it.
+    pub async fn delete_strategy(&self, tenant: &str, sha: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM strategies WHERE tenant = ? AND sha256 = ?")
+            .bind(tenant)
+            .bind(sha)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- datasets ----
+
+    pub async fn insert_dataset(&self, d: &DatasetRecord) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO dataset_files (id, sha256, name) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&d.id)
+        .bind(&d.sha256)
+        .bind(&d.name)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(
+            "INSERT INTO datasets (tenant, id, name, bars, first_ts, last_ts, sha256, size, created) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, id) DO NOTHING",
+        )
+        .bind(&d.tenant)
+        .bind(&d.id)
+        .bind(&d.name)
+        .bind(d.bars)
+        .bind(d.first_ts)
+        .bind(d.last_ts)
+        .bind(&d.sha256)
+        .bind(d.size)
+        .bind(d.created)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn get_dataset(&self, tenant: &str, id: &str) -> Result<Option<DatasetRecord>, StoreError> {
+        sqlx::query("SELECT * FROM datasets WHERE tenant = ? AND id = ?")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(DatasetRecord::from_row)
+            .transpose()
+    }
+
+    /// The symbol and file of a dataset id, whoever uploaded it (so a
+    /// re-queued job still finds a dataset deleted since): `(name, sha256)`.
+    pub async fn dataset_file(&self, id: &str) -> Result<Option<(String, String)>, StoreError> {
+        sqlx::query("SELECT name, sha256 FROM dataset_files WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| Ok((r.try_get("name")?, r.try_get("sha256")?)))
+            .transpose()
+    }
+
+    pub async fn list_datasets(&self, tenant: &str) -> Result<Vec<DatasetRecord>, StoreError> {
+        sqlx::query("SELECT * FROM datasets WHERE tenant = ? ORDER BY created, id")
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(DatasetRecord::from_row)
+            .collect()
+    }
+
+    pub async fn delete_dataset(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM datasets WHERE tenant = ? AND id = ?")
+            .bind(tenant)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- jobs ----
+
+    /// The next `seq` to give a job.
+    pub async fn next_seq(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM jobs")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("next")?)
+    }
+
+    pub async fn get_job(&self, tenant: &str, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        sqlx::query("SELECT * FROM jobs WHERE tenant = ? AND id = ?")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(JobRecord::from_row)
+            .transpose()
+    }
+
+    /// A tenant's jobs, newest first.
+    pub async fn list_jobs(&self, tenant: &str, f: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM jobs WHERE tenant = ?1 \
+             AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR kind = ?3) \
+             AND (?4 IS NULL OR strategy = ?4) AND (?5 IS NULL OR seq < ?5) \
+             ORDER BY seq DESC LIMIT ?6",
+        )
+        .bind(tenant)
+        .bind(f.state.map(JobState::as_str))
+        .bind(f.kind.as_deref())
+        .bind(f.strategy.as_deref())
+        .bind(f.before)
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(JobRecord::from_row)
+        .collect()
+    }
+
+    /// Jobs waiting to run, in submission order (start-up).
+    pub async fn queued_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        sqlx::query("SELECT * FROM jobs WHERE state = 'queued' ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(JobRecord::from_row)
+            .collect()
+    }
+
+    /// The stored result of a tenant's job.
+    pub async fn get_result(&self, tenant: &str, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT r.json FROM results r JOIN jobs j ON j.id = r.job_id WHERE j.tenant = ? AND j.id = ?",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| r.try_get("json"))
+        .transpose()?)
+    }
+
+    /// Start-up recovery: jobs left `running` by a crash go back to
+    /// `queued`, or to `failed` ([`INTERRUPTED`]) once they have been started
+    /// `max_attempts` times; then unreferenced files are swept.
+    pub async fn recover(&self, max_attempts: u32) -> Result<Recovery, StoreError> {
+        let mut out = Recovery::default();
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT id, attempts FROM jobs WHERE state = 'running' ORDER BY seq")
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let attempts: i64 = row.try_get("attempts")?;
+            if attempts >= i64::from(max_attempts) {
+                JobState::Running.transition(JobState::Failed)?;
+                sqlx::query(
+                    "UPDATE jobs SET state = 'failed', error_cause = 'interrupted', error_message = ?, finished = ? \
+                     WHERE id = ?",
+                )
+                .bind(format!("{INTERRUPTED} ({attempts} attempts)"))
+                .bind(now_ms())
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+                out.failed.push(id);
+            } else {
+                JobState::Running.transition(JobState::Queued)?;
+                sqlx::query("UPDATE jobs SET state = 'queued', progress = 0, started = NULL WHERE id = ?")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                out.requeued.push(id);
+            }
+        }
+        tx.commit().await?;
+        out.swept_files = self.sweep().await?;
+        Ok(out)
+    }
+
+    // ---- policies ----
+
+    /// Records a policy text by its hash (idempotent).
+    pub async fn put_policy_version(&self, hash: &str, toml: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO policy_versions (hash, toml) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING")
+            .bind(hash)
+            .bind(toml)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A policy text by hash.
+    pub async fn policy_version(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query("SELECT toml FROM policy_versions WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get("toml"))
+            .transpose()?)
+    }
+
+    /// Replaces policy `name` with `toml` (hash `hash`) and audits it, in
+    /// one transaction.
+    pub async fn replace_policy(
+        &self,
+        name: &str,
+        toml: &str,
+        hash: &str,
+        tenant: &str,
+    ) -> Result<PolicyAudit, StoreError> {
+        let at = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let previous: Option<String> = sqlx::query("SELECT hash FROM policies WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get("hash"))
+            .transpose()?;
+        sqlx::query("INSERT INTO policy_versions (hash, toml) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING")
+            .bind(hash)
+            .bind(toml)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO policies (name, hash, updated, updated_by) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, updated = excluded.updated, updated_by = excluded.updated_by",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(at)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO policy_audit (name, hash, previous_hash, tenant, at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(previous.as_deref())
+        .bind(tenant)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(PolicyAudit {
+            name: name.to_owned(),
+            hash: hash.to_owned(),
+            previous_hash: previous,
+            tenant: tenant.to_owned(),
+            at,
+        })
+    }
+
+    /// Every replaced policy: `(name, toml)`.
+    pub async fn replaced_policies(&self) -> Result<Vec<(String, String)>, StoreError> {
+        sqlx::query(
+            "SELECT p.name, v.toml FROM policies p JOIN policy_versions v ON v.hash = p.hash ORDER BY p.name",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("name")?, r.try_get("toml")?)))
+        .collect()
+    }
+
+    /// The audit trail of a policy, oldest first.
+    pub async fn policy_audit(&self, name: &str) -> Result<Vec<PolicyAudit>, StoreError> {
+        sqlx::query("SELECT * FROM policy_audit WHERE name = ? ORDER BY id")
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(PolicyAudit {
+                    name: r.try_get("name")?,
+                    hash: r.try_get("hash")?,
+                    previous_hash: r.try_get("previous_hash")?,
+                    tenant: r.try_get("tenant")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Starts the batching writer; see [`Writer`].
+    pub fn writer(&self, on_commit: impl Fn(usize, Duration) + Send + Sync + 'static) -> Writer {
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let pool = self.pool.clone();
+        tokio::spawn(write_loop(pool, rx, Box::new(on_commit)));
+        Writer { tx }
+    }
+}
+
+/// The schema, one step per version; each step runs once, in a transaction.
+const MIGRATIONS: &[&[&str]] = &[&[
+    "CREATE TABLE IF NOT EXISTS strategies (
+        tenant TEXT NOT NULL, sha256 TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL,
+        manifest TEXT NOT NULL, info TEXT NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL,
+        PRIMARY KEY (tenant, sha256))",
+    "CREATE TABLE IF NOT EXISTS dataset_files (id TEXT PRIMARY KEY, sha256 TEXT NOT NULL, name TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS datasets (
+        tenant TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, bars INTEGER NOT NULL,
+        first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL, sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL, created INTEGER NOT NULL,
+        PRIMARY KEY (tenant, id))",
+    "CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, tenant TEXT NOT NULL, kind TEXT NOT NULL,
+        strategy TEXT NOT NULL, dataset TEXT NOT NULL, spec TEXT NOT NULL, priority TEXT NOT NULL,
+        policy TEXT NOT NULL, policy_hash TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('queued','running','succeeded','failed','cancelled','timed_out')),
+        progress REAL NOT NULL DEFAULT 0, error_cause TEXT, error_message TEXT,
+        created INTEGER NOT NULL, started INTEGER, finished INTEGER, attempts INTEGER NOT NULL DEFAULT 0)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, seq)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state)",
+    "CREATE TABLE IF NOT EXISTS results (job_id TEXT PRIMARY KEY, json TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS policy_versions (hash TEXT PRIMARY KEY, toml TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS policies (
+        name TEXT PRIMARY KEY, hash TEXT NOT NULL, updated INTEGER NOT NULL, updated_by TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS policy_audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, hash TEXT NOT NULL,
+        previous_hash TEXT, tenant TEXT NOT NULL, at INTEGER NOT NULL)",
+]];
+
+/// Brings the schema to [`SCHEMA_VERSION`].
+pub async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let version: i64 = sqlx::query("PRAGMA user_version")
+        .fetch_one(pool)
+        .await?
+        .try_get(0)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let mut tx = pool.begin().await?;
+        for statement in *step {
+            sqlx::query(*statement).execute(&mut *tx).await?;
+        }
+        // PRAGMA takes no bind parameters; the value is a constant of ours.
+        let set_version: &'static str = match i + 1 {
+            1 => "PRAGMA user_version = 1",
+            _ => unreachable!("one statement per schema version"),
+        };
+        sqlx::query(set_version).execute(&mut *tx).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// One write of the job lifecycle.
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// Inserts or updates a job's row with its whole record (a submission,
+    /// a start, an end, a re-queue), and stores its result document with it.
+    /// A row in a terminal state is never changed again.
+    Job {
+        record: Box<JobRecord>,
+        result: Option<Arc<str>>,
+    },
+    /// A running job's progress.
+    Progress { id: String, progress: f64 },
+}
+
+impl Write {
+    pub fn job(record: JobRecord) -> Write {
+        Write::Job {
+            record: Box::new(record),
+            result: None,
+        }
+    }
+}
+
+type Ack = oneshot::Sender<Result<(), Arc<str>>>;
+
+enum Msg {
+    Write(Write, Option<Ack>),
+    /// Apply what came before, then stop.
+    Stop(oneshot::Sender<()>),
+}
+
+/// The handle of the batching writer task. Writes are applied in the order
+/// sent; each batch (up to [`MAX_BATCH`] writes that were waiting) is one
+/// transaction.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Queues a write and waits until it is committed.
+    pub async fn commit(&self, write: Write) -> Result<(), StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Msg::Write(write, Some(ack)))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StoreError::Corrupt {
+                what: "write batch".into(),
+                detail: message.to_string(),
+            }),
+            Err(_) => Err(StoreError::WriterGone),
+        }
+    }
+
+    /// Queues a write without waiting for it.
+    pub async fn send(&self, write: Write) -> Result<(), StoreError> {
+        self.tx
+            .send(Msg::Write(write, None))
+            .await
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Applies everything queued so far and stops the task. Later writes fail
+    /// with [`StoreError::WriterGone`].
+    pub async fn flush_and_stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.tx.send(Msg::Stop(done)).await.is_ok() {
+            let _ = stopped.await;
+        }
+    }
+}
+
+async fn write_loop(
+    pool: SqlitePool,
+    mut rx: mpsc::Receiver<Msg>,
+    on_commit: Box<dyn Fn(usize, Duration) + Send + Sync>,
+) {
+    let mut msgs = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<(Write, Option<Ack>)> = Vec::with_capacity(MAX_BATCH);
+    let mut stop = None;
+    while stop.is_none() && rx.recv_many(&mut msgs, MAX_BATCH).await > 0 {
+        for msg in msgs.drain(..) {
+            match msg {
+                Msg::Write(w, ack) if stop.is_none() => batch.push((w, ack)),
+                // Writes after a stop are refused: their acks are dropped.
+                Msg::Write(..) => {}
+                Msg::Stop(done) => stop = Some(done),
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        let result = match pool.acquire().await {
+            Ok(mut conn) => apply(&mut conn, &batch).await,
+            Err(e) => Err(e),
+        };
+        on_commit(batch.len(), started.elapsed());
+        let result = result.map_err(|e| {
+            tracing::error!(error = %e, writes = batch.len(), "a write batch failed");
+            Arc::<str>::from(e.to_string())
+        });
+        for (_, ack) in batch.drain(..) {
+            if let Some(ack) = ack {
+                let _ = ack.send(result.clone());
+            }
+        }
+    }
+    if let Some(done) = stop {
+        let _ = done.send(());
+    }
+}
+
+/// Rows per multi-row statement (SQLite allows 32766 bound values).
+const ROWS_PER_STATEMENT: usize = 500;
+
+const JOB_COLUMNS: &str = "id, seq, tenant, kind, strategy, dataset, spec, priority, policy, policy_hash, \
+                           state, progress, error_cause, error_message, created, started, finished, attempts";
+
+/// `INSERT … VALUES (?, …), (?, …) …` for `rows` rows of `columns` values.
+fn values_sql(head: &str, rows: usize, columns: usize, tail: &str) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    format!("{head} VALUES {}{tail}", vec![row; rows].join(", "))
+}
+
+/// Applies a batch as at most a few multi-row statements, each atomic (one
+/// round trip to SQLite each, where a transaction would add two): the last
+/// record of each job wins (writes of one job come in order).
+async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]) -> Result<(), sqlx::Error> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut latest: std::collections::HashMap<&str, &JobRecord> = std::collections::HashMap::new();
+    let mut results: Vec<(&str, &str)> = Vec::new();
+    let mut progress: Vec<(&str, f64)> = Vec::new();
+    for (write, _) in batch {
+        match write {
+            Write::Job { record, result } => {
+                if latest.insert(&record.id, record).is_none() {
+                    order.push(&record.id);
+                }
+                if let Some(json) = result {
+                    results.push((&record.id, json));
+                }
+            }
+            Write::Progress { id, progress: p } => progress.push((id, *p)),
+        }
+    }
+    let jobs: Vec<&JobRecord> = order.iter().map(|id| latest[id]).collect();
+    // Results first: a result whose job row still says running (a crash in
+    // between) is never shown, and is replaced when the job runs again.
+    for chunk in results.chunks(ROWS_PER_STATEMENT) {
+        let sql = values_sql(
+            "INSERT OR REPLACE INTO results (job_id, json)",
+            chunk.len(),
+            2,
+            "",
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, json) in chunk {
+            q = q.bind(*id).bind(*json);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
+        let sql = values_sql(
+            &format!("INSERT INTO jobs ({JOB_COLUMNS})"),
+            chunk.len(),
+            18,
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, progress = excluded.progress, \
+             error_cause = excluded.error_cause, error_message = excluded.error_message, \
+             started = excluded.started, finished = excluded.finished, attempts = excluded.attempts \
+             WHERE jobs.state IN ('queued', 'running')",
+        );
+        // The statement is made of placeholders only; every value is bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for j in chunk {
+            q = q
+                .bind(&j.id)
+                .bind(j.seq)
+                .bind(&j.tenant)
+                .bind(&j.kind)
+                .bind(&j.strategy)
+                .bind(&j.dataset)
+                .bind(&j.spec)
+                .bind(&j.priority)
+                .bind(&j.policy)
+                .bind(&j.policy_hash)
+                .bind(j.state.as_str())
+                .bind(j.progress)
+                .bind(j.error_cause.as_deref())
+                .bind(j.error_message.as_deref())
+                .bind(j.created)
+                .bind(j.started)
+                .bind(j.finished)
+                .bind(j.attempts);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    for (id, p) in progress {
+        sqlx::query("UPDATE jobs SET progress = ? WHERE id = ? AND state = 'running'")
+            .bind(p)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_machine_allows_only_listed_moves() {
+        use JobState::*;
+        let allowed = [
+            (Queued, Running),
+            (Queued, Cancelled),
+            (Queued, Failed),
+            (Running, Succeeded),
+            (Running, Failed),
+            (Running, Cancelled),
+            (Running, TimedOut),
+            (Running, Queued),
+        ];
+        for from in JobState::ALL {
+            for to in JobState::ALL {
+                let ok = allowed.contains(&(from, to));
+                assert_eq!(from.transition(to).is_ok(), ok, "{from} -> {to}");
+                if !ok {
+                    assert_eq!(
+                        from.transition(to).unwrap_err().to_string(),
+                        format!("a job cannot go from {from} to {to}")
+                    );
+                }
+            }
+            assert_eq!(from.as_str().parse::<JobState>(), Ok(from));
+            assert_eq!(from.is_terminal(), !matches!(from, Queued | Running));
+        }
+    }
+
+    fn job(id: &str, seq: i64, state: JobState, attempts: i64) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            seq,
+            tenant: "t".into(),
+            kind: "backtest".into(),
+            strategy: sha256_hex(b"module"),
+            dataset: "d1".into(),
+            spec: "{}".into(),
+            priority: "normal".into(),
+            policy: "default".into(),
+            policy_hash: "h".into(),
+            state,
+            progress: 0.0,
+            error_cause: None,
+            error_message: None,
+            created: 1,
+            started: None,
+            finished: None,
+            attempts,
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn batched_writes_and_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let writer = store.writer(|_, _| {});
+        for (i, (state, attempts)) in [
+            (JobState::Queued, 0),
+            (JobState::Running, 1),
+            (JobState::Running, 3),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("j{i}");
+            let record = job(&id, i as i64 + 1, JobState::Queued, 0);
+            writer.send(Write::job(record.clone())).await.unwrap();
+            if state == JobState::Running {
+                let started = JobRecord {
+                    state,
+                    attempts,
+                    started: Some(5),
+                    ..record
+                };
+                writer.send(Write::job(started)).await.unwrap();
+            }
+        }
+        writer
+            .commit(Write::Progress {
+                id: "j1".into(),
+                progress: 0.5,
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.next_seq().await.unwrap(), 4);
+        let j1 = store.get_job("t", "j1").await.unwrap().unwrap();
+        assert_eq!((j1.state, j1.attempts, j1.progress), (JobState::Running, 1, 0.5));
+        assert!(
+            store.get_job("other", "j1").await.unwrap().is_none(),
+            "another tenant's job"
+        );
+        // A finished job's row never changes again.
+        let done = JobRecord {
+            state: JobState::Succeeded,
+            ..job("j0", 1, JobState::Queued, 1)
+        };
+        writer
+            .commit(Write::Job {
+                record: Box::new(done),
+                result: Some(Arc::from("{\"ok\":1}")),
+            })
+            .await
+            .unwrap();
+        writer
+            .commit(Write::job(job("j0", 1, JobState::Running, 2)))
+            .await
+            .unwrap();
+        let j0 = store.get_job("t", "j0").await.unwrap().unwrap();
+        assert_eq!((j0.state, j0.attempts), (JobState::Succeeded, 1));
+        assert_eq!(
+            store.get_result("t", "j0").await.unwrap().as_deref(),
+            Some("{\"ok\":1}")
+        );
+        writer.flush_and_stop().await;
+        drop(store);
+
+        // As after a crash: j1 (1 start) is re-queued, j2 (3 starts) failed.
+        let store = Store::open(dir.path()).await.unwrap();
+        let r = store.recover(3).await.unwrap();
+        assert_eq!(r.requeued, vec!["j1".to_string()]);
+        assert_eq!(r.failed, vec!["j2".to_string()]);
+        let j2 = store.get_job("t", "j2").await.unwrap().unwrap();
+        assert_eq!(j2.state, JobState::Failed);
+        assert_eq!(
+            j2.error_message.as_deref(),
+            Some("interrupted by a restart (3 attempts)")
+        );
+        let queued: Vec<String> = store
+            .queued_jobs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(queued, ["j1"]);
+        let filter = JobFilter {
+            state: Some(JobState::Failed),
+            limit: 10,
+            ..JobFilter::default()
+        };
+        assert_eq!(store.list_jobs("t", &filter).await.unwrap().len(), 1);
+        let all = JobFilter {
+            limit: 10,
+            ..JobFilter::default()
+        };
+        let ids: Vec<String> = store
+            .list_jobs("t", &all)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(ids, ["j2", "j1", "j0"], "newest first");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn blobs_are_content_addressed_and_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let kept = sha256_hex(b"kept");
+        let orphan = sha256_hex(b"orphan");
+        store.put_blob(Blob::Module, &kept, b"kept").unwrap();
+        store.put_blob(Blob::Module, &kept, b"kept").unwrap();
+        store.put_blob(Blob::Module, &orphan, b"orphan").unwrap();
+        assert_eq!(store.get_blob(Blob::Module, &kept).unwrap(), b"kept");
+        assert!(store.get_blob(Blob::Module, "../palisade.db").is_err());
+        let record = StrategyRecord {
+            tenant: "t".into(),
+            sha256: kept.clone(),
+            name: "n".into(),
+            version: "1".into(),
+            manifest: "{}".into(),
+            info: "{}".into(),
+            size: 4,
+            created: 1,
+        };
+        assert!(store.insert_strategy(&record).await.unwrap());
+        assert!(!store.insert_strategy(&record).await.unwrap(), "duplicate");
+        // A corrupted file is detected, not served.
+        std::fs::write(dir.path().join(format!("modules/{orphan}.wasm")), b"tampered").unwrap();
+        assert!(matches!(
+            store.get_blob(Blob::Module, &orphan),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let r = store.recover(3).await.unwrap();
+        assert_eq!(r.swept_files, 1);
+        assert!(store.get_blob(Blob::Module, &kept).is_ok());
+        assert!(store.get_blob(Blob::Module, &orphan).is_err());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn policy_replacements_are_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let a = store
+            .replace_policy("fast", "fuel_per_run = 1000", "h1", "ops")
+            .await
+            .unwrap();
+        assert_eq!(a.previous_hash, None);
+        let b = store
+            .replace_policy("fast", "fuel_per_run = 2000", "h2", "ops")
+            .await
+            .unwrap();
+        assert_eq!(b.previous_hash.as_deref(), Some("h1"));
+        assert_eq!(store.policy_audit("fast").await.unwrap().len(), 2);
+        assert_eq!(
+            store.replaced_policies().await.unwrap(),
+            vec![("fast".to_string(), "fuel_per_run = 2000".to_string())]
+        );
+        assert_eq!(
+            store.policy_version("h1").await.unwrap().as_deref(),
+            Some("fuel_per_run = 1000")
+        );
+    }
+}

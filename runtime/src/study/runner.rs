@@ -1,0 +1,149 @@
+//! Runs a list of backtests of one strategy in parallel and returns their
+//! results in list order.
+//!
+//! `jobs` worker tasks are spawned on the current tokio runtime; each takes the
+//! next unstarted backtest from a shared counter until none is left or the
+//! study is cancelled. Each result is stored under its index, so the output
+//! does not depend on which worker ran what or when it finished. It knows
+//! nothing of grids or objectives.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::{Progress, ProgressFn, Study, StudyError};
+use crate::engine::Dataset;
+use crate::sandbox::{RunConfig, RunOutput};
+
+/// One backtest to run: every parameter's value, and the data.
+#[derive(Clone, Debug)]
+pub(crate) struct Job {
+    pub params: Vec<(String, f64)>,
+    pub data: Arc<Dataset>,
+}
+
+/// Counts finished runs across the batches of one study and reports them.
+pub(crate) struct Tracker {
+    done: Mutex<u64>,
+    total: u64,
+    progress: Option<ProgressFn>,
+}
+
+impl Tracker {
+    pub fn new(total: u64, progress: Option<ProgressFn>) -> Arc<Tracker> {
+        let tracker = Arc::new(Tracker {
+            done: Mutex::new(0),
+            total,
+            progress,
+        });
+        tracker.report(0);
+        tracker
+    }
+
+    fn report(&self, done: u64) {
+        if let Some(p) = &self.progress {
+            p(Progress {
+                done,
+                total: self.total,
+            });
+        }
+    }
+
+    /// Counts one finished run. The lock makes the reports arrive in order.
+    pub fn tick(&self) {
+        self.advance(1);
+    }
+
+    /// Counts `n` finished runs.
+    pub fn advance(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        *done += n;
+        self.report(*done);
+    }
+
+    pub fn done(&self) -> u64 {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn cancelled(&self) -> StudyError {
+        StudyError::Cancelled {
+            done: self.done(),
+            total: self.total,
+        }
+    }
+}
+
+/// Runs `jobs` with `study`'s strategy, policy, config and seed, at most
+/// `study.jobs` at once, and maps each output with `keep` on the worker (so
+/// that what is not kept is dropped early). Returns the kept values in job
+/// order, or [`StudyError::Cancelled`] when the study's cancel flag was set.
+pub(crate) async fn run_all<T, F>(
+    study: &Study,
+    jobs: Vec<Job>,
+    tracker: &Arc<Tracker>,
+    keep: F,
+) -> Result<Vec<T>, StudyError>
+where
+    T: Send + 'static,
+    F: Fn(usize, RunOutput) -> T + Clone + Send + Sync + 'static,
+{
+    let count = jobs.len();
+    let jobs = Arc::new(jobs);
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers = study.jobs.clamp(1, count.max(1));
+    let mut handles = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (study, jobs, next, tracker, keep) = (
+            study.clone(),
+            jobs.clone(),
+            next.clone(),
+            tracker.clone(),
+            keep.clone(),
+        );
+        handles.push(tokio::spawn(async move {
+            let mut kept = Vec::new();
+            loop {
+                // A claimed job always runs: when the study is cancelled
+                // meanwhile, the sandbox stops it at its first epoch tick.
+                if study.cancel.load(Ordering::Relaxed) {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= jobs.len() {
+                    break;
+                }
+                let job = &jobs[i];
+                let run = RunConfig {
+                    params: job.params.clone(),
+                    seed: study.seed,
+                    backtest: study.backtest.clone(),
+                    cancel: Some(study.cancel.clone()),
+                };
+                let out = study
+                    .sandbox
+                    .backtest(&study.strategy, job.data.clone(), &study.policy, &run)
+                    .await;
+                kept.push((i, keep(i, out)));
+                tracker.tick();
+            }
+            kept
+        }));
+    }
+    let mut slots: Vec<Option<T>> = (0..count).map(|_| None).collect();
+    for handle in handles {
+        let kept = handle.await.map_err(|e| StudyError::Worker(e.to_string()))?;
+        for (i, value) in kept {
+            slots[i] = Some(value);
+        }
+    }
+    if study.cancel.load(Ordering::Relaxed) {
+        return Err(tracker.cancelled());
+    }
+    slots
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| v.ok_or_else(|| StudyError::Worker(format!("run {i} produced no result"))))
+        .collect()
+}
