@@ -12,6 +12,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 guests="$root/guest-examples"
 out="$guests/out"
+# The guest workspace keeps its own target directory (core and alloc are
+# rebuilt for wasm once there), whatever the caller's CARGO_TARGET_DIR.
+export CARGO_TARGET_DIR="$guests/target"
 say() { printf '==> %s\n' "$*" >&2; }
 
 have_rustup_target() {
