@@ -25,4 +25,5 @@ say "running the guest strategies' native unit tests"
 (cd guest-examples && cargo test -j2 --quiet)
 
 say "cross-checking the backtest engine against backtesting.py"
-python3 tests/crosscheck/crosscheck.py --palisade target/debug/palisade --module guest-examples/out/sma_cross.wasm
+python3 tests/crosscheck/crosscheck.py --palisade "${CARGO_TARGET_DIR:-target}/debug/palisade" \
+    --module guest-examples/out/sma_cross.wasm
