@@ -34,7 +34,10 @@ fn bench(c: &mut Criterion) {
     let infinite_loop = [("mode".to_string(), "1".to_string())];
     let values = params::resolve(&strategy.info.manifest, &infinite_loop).unwrap();
     let data = random_walk(100, DEFAULT_SEED);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     let mut group = c.benchmark_group("stopping_a_runaway_guest");
     group.sample_size(20);
@@ -42,7 +45,10 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut past = Duration::ZERO;
             for _ in 0..iters {
-                let run = RunConfig { params: values.clone(), ..RunConfig::default() };
+                let run = RunConfig {
+                    params: values.clone(),
+                    ..RunConfig::default()
+                };
                 let started = Instant::now();
                 let out = rt.block_on(sandbox.backtest(&strategy, data.clone(), &policy, &run));
                 let took = started.elapsed();
@@ -58,7 +64,11 @@ fn bench(c: &mut Criterion) {
             let mut latency = Duration::ZERO;
             for _ in 0..iters {
                 let cancel = Arc::new(AtomicBool::new(false));
-                let run = RunConfig { params: values.clone(), cancel: Some(cancel.clone()), ..RunConfig::default() };
+                let run = RunConfig {
+                    params: values.clone(),
+                    cancel: Some(cancel.clone()),
+                    ..RunConfig::default()
+                };
                 let flag = cancel.clone();
                 let setter = std::thread::spawn(move || {
                     std::thread::sleep(Duration::from_millis(5));

@@ -38,6 +38,9 @@ fn main() -> Result<()> {
             .max_memory_size(64 << 20);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     }
+    if std::env::args().any(|a| a == "fastalloc") {
+        config.cranelift_regalloc_algorithm(RegallocAlgorithm::SinglePass);
+    }
     let engine = Engine::new(&config)?;
     let mut best = f64::MAX;
     let mut best_v = f64::MAX;

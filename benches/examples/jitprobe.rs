@@ -41,6 +41,9 @@ fn main() -> Result<()> {
             .max_memory_size(64 << 20);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     }
+    if std::env::args().any(|a| a == "fastalloc") {
+        config.cranelift_regalloc_algorithm(RegallocAlgorithm::SinglePass);
+    }
     let engine = Engine::new(&config)?;
     let module = Module::new(
         &engine,

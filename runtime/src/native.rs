@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use palisade_host_api::{error, fail_kind, Bar, Fill};
 
-use crate::engine::{Backtest, Dataset};
+use crate::engine::Dataset;
 use crate::policy::Policy;
 use crate::sandbox::{Cause, Failure, RunConfig, RunOutput, Usage};
-use crate::session::{OutputLimits, Session};
+use crate::session::Session;
 
 /// A [`palisade_sdk::Host`] over a [`Session`]. The first failure (an output
 /// limit, a protocol error) ends the data: later calls get neutral answers.
@@ -122,13 +122,7 @@ pub fn backtest<S: palisade_sdk::Strategy>(
     run: &RunConfig,
 ) -> RunOutput {
     let started = Instant::now();
-    let bt = Backtest::new(data, run.backtest.clone());
-    let session = Session::new(
-        bt,
-        OutputLimits::from_policy(policy),
-        run.params.clone(),
-        run.seed,
-    );
+    let session = Session::for_run(data, policy, run);
     let mut host = NativeHost::new(session);
     let result = palisade_sdk::run::<S>(&mut host);
     let run_seconds = started.elapsed().as_secs_f64();

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::engine::{Backtest, BacktestReport, Dataset, OrderKind};
 use crate::policy::Policy;
-use crate::sandbox::{Cause, Failure, RunOutput, Usage};
+use crate::sandbox::{Cause, Failure, RunConfig, RunOutput, Usage};
 
 /// Estimated bytes of result per order a guest places, charged against the
 /// policy's `output_bytes`.
@@ -111,6 +111,18 @@ impl Session {
             log_bytes: 0,
             metrics: BTreeMap::new(),
         }
+    }
+
+    /// The session of one backtest run: `run`'s engine settings, parameters
+    /// and seed over `data`, with `policy`'s output limits.
+    pub fn for_run(data: Arc<Dataset>, policy: &Policy, run: &RunConfig) -> Session {
+        let bt = Backtest::new(data, run.backtest.clone());
+        Session::new(
+            bt,
+            OutputLimits::from_policy(policy),
+            run.params.clone(),
+            run.seed,
+        )
     }
 
     /// Validates the bar index a guest passed and brings the engine up to it.

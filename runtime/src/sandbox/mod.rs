@@ -150,13 +150,7 @@ impl Sandbox {
         run: &RunConfig,
     ) -> RunOutput {
         let started = Instant::now();
-        let bt = Backtest::new(data, run.backtest.clone());
-        let session = Session::new(
-            bt,
-            OutputLimits::from_policy(policy),
-            run.params.clone(),
-            run.seed,
-        );
+        let session = Session::for_run(data, policy, run);
         let mut store = self.store(session, policy, run.cancel.clone());
 
         let outcome = self.drive(&mut store, strategy).await;
