@@ -27,3 +27,7 @@ say "running the guest strategies' native unit tests"
 say "cross-checking the backtest engine against backtesting.py"
 python3 tests/crosscheck/crosscheck.py --palisade "${CARGO_TARGET_DIR:-target}/debug/palisade" \
     --module guest-examples/out/sma_cross.wasm
+
+say "cross-checking the optimizer's best parameters against backtesting.py's optimizer"
+python3 tests/crosscheck/optimize_check.py --palisade "${CARGO_TARGET_DIR:-target}/debug/palisade" \
+    --module guest-examples/out/sma_cross.wasm
