@@ -436,6 +436,16 @@ impl Sma {
         if !a.is_full() || !b.is_full() || a.invalid > 0 || b.invalid > 0 || a.scale != b.scale {
             return None;
         }
+        // Fast path in i64: |sum| < 2^53 and n < 2^10 keep each product below
+        // 2^63, and wasm has no native 128-bit multiply (it calls a runtime
+        // routine), so this is what a per-bar comparison should cost.
+        const SUM: i128 = 1 << 53;
+        const LEN: usize = 1 << 10;
+        if a.sum.abs() < SUM && b.sum.abs() < SUM && a.q.len() < LEN && b.q.len() < LEN {
+            let x = a.sum as i64 * b.q.len() as i64;
+            let y = b.sum as i64 * a.q.len() as i64;
+            return Some(x.cmp(&y));
+        }
         let (na, nb) = (a.q.len() as i128, b.q.len() as i128);
         match (a.sum.checked_mul(nb), b.sum.checked_mul(na)) {
             (Some(x), Some(y)) => Some(x.cmp(&y)),
