@@ -100,35 +100,51 @@ impl Stats {
         let last = equity.last().copied().unwrap_or(c);
         let total_return = last / c - 1.0;
 
+        // Two passes, no temporaries: every sum below adds the same values
+        // in the same order as its definition, so the results are
+        // bit-identical to summing materialized vectors.
         let mut peak = c;
         let mut max_drawdown = 0.0_f64;
+        let mut solvent = c > 0.0;
+        let mut sum_r = Neumaier::default();
+        let mut sum_down = Neumaier::default();
+        let mut first_r = None;
+        let mut all_equal = true;
+        let mut prev = c;
         for &e in equity {
             peak = peak.max(e);
             max_drawdown = max_drawdown.max(1.0 - e / peak);
+            solvent &= e > 0.0;
+            let r = e / prev - 1.0;
+            prev = e;
+            all_equal &= *first_r.get_or_insert(r) == r;
+            sum_r.add(r);
+            sum_down.add(r.min(0.0).powi(2));
         }
-
-        let solvent = c > 0.0 && equity.iter().all(|&e| e > 0.0);
-        let returns: Vec<f64> = if solvent {
-            std::iter::once(c)
-                .chain(equity.iter().copied())
-                .zip(equity)
-                .map(|(prev, &e)| e / prev - 1.0)
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let count = if solvent { n } else { 0 };
         let annual = ppy.sqrt();
-        let mean_r = mean(&returns);
-        let stdev_r = sample_stdev(&returns);
+        let mean_r = (count > 0).then(|| sum_r.value() / count as f64);
+        let stdev_r = match mean_r {
+            Some(_) if count < 2 => None,
+            Some(_) if all_equal => Some(0.0),
+            Some(m) => {
+                let mut squares = Neumaier::default();
+                let mut prev = c;
+                for &e in equity {
+                    let r = e / prev - 1.0;
+                    prev = e;
+                    squares.add((r - m) * (r - m));
+                }
+                Some((squares.value() / (count - 1) as f64).sqrt())
+            }
+            None => None,
+        };
         let volatility = stdev_r.map(|s| s * annual);
         let sharpe = match (mean_r, stdev_r) {
             (Some(m), Some(s)) if s > 0.0 => Some(m / s * annual),
             _ => None,
         };
-        let downside = {
-            let squares: Vec<f64> = returns.iter().map(|&r| r.min(0.0).powi(2)).collect();
-            mean(&squares).map(f64::sqrt)
-        };
+        let downside = (count > 0).then(|| (sum_down.value() / count as f64).sqrt());
         let sortino = match (mean_r, downside) {
             (Some(m), Some(d)) if d > 0.0 => Some(m / d * annual),
             _ => None,
@@ -172,22 +188,39 @@ fn finite(x: Option<f64>) -> Option<f64> {
 }
 
 /// Neumaier-compensated sequential sum.
-pub fn sum(values: impl IntoIterator<Item = f64>) -> f64 {
-    let mut total = 0.0_f64;
-    let mut compensation = 0.0_f64;
-    for v in values {
-        let t = total + v;
-        if total.abs() >= v.abs() {
-            compensation += (total - t) + v;
-        } else {
-            compensation += (v - t) + total;
-        }
-        total = t;
-    }
-    total + compensation
+/// A running Neumaier (compensated) sum.
+#[derive(Clone, Copy, Debug, Default)]
+struct Neumaier {
+    total: f64,
+    compensation: f64,
 }
 
-/// Arithmetic mean (compensated); `None` for no values.
+impl Neumaier {
+    #[inline]
+    fn add(&mut self, v: f64) {
+        let t = self.total + v;
+        if self.total.abs() >= v.abs() {
+            self.compensation += (self.total - t) + v;
+        } else {
+            self.compensation += (v - t) + self.total;
+        }
+        self.total = t;
+    }
+
+    #[inline]
+    fn value(&self) -> f64 {
+        self.total + self.compensation
+    }
+}
+
+pub fn sum(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut s = Neumaier::default();
+    for v in values {
+        s.add(v);
+    }
+    s.value()
+}
+
 pub fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| sum(values.iter().copied()) / values.len() as f64)
 }
