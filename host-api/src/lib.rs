@@ -278,14 +278,22 @@ impl Bar {
     /// The record's bytes as they are laid out in guest memory.
     pub fn to_le_bytes(&self) -> [u8; Self::SIZE] {
         let mut out = [0u8; Self::SIZE];
+        self.write_le(&mut out);
+        out
+    }
+
+    /// Writes the record, as laid out in guest memory, into `out` (the one
+    /// definition of the layout; hosts write straight into guest memory).
+    #[inline]
+    pub fn write_le(&self, out: &mut [u8; Self::SIZE]) {
         out[0..8].copy_from_slice(&self.ts.to_le_bytes());
         out[8..12].copy_from_slice(&self.symbol.to_le_bytes());
         out[12..16].copy_from_slice(&self.reserved.to_le_bytes());
-        let floats = [self.open, self.high, self.low, self.close, self.volume];
-        for (i, v) in floats.iter().enumerate() {
-            out[16 + i * 8..24 + i * 8].copy_from_slice(&v.to_le_bytes());
-        }
-        out
+        out[16..24].copy_from_slice(&self.open.to_le_bytes());
+        out[24..32].copy_from_slice(&self.high.to_le_bytes());
+        out[32..40].copy_from_slice(&self.low.to_le_bytes());
+        out[40..48].copy_from_slice(&self.close.to_le_bytes());
+        out[48..56].copy_from_slice(&self.volume.to_le_bytes());
     }
 }
 

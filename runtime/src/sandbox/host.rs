@@ -397,24 +397,14 @@ fn next_batch(mut caller: Caller<'_, RunState>, buf: i32, cap: i32) -> wasmtime:
     Ok(n as i32)
 }
 
-/// Writes `bars` as consecutive [`Bar`] records at the start of `out`, in the
-/// layout of [`Bar::to_le_bytes`], field by field straight into guest memory
-/// (no temporary record and no call per bar: this runs for every bar of every
-/// run).
+/// Writes `bars` as consecutive [`Bar`] records at the start of `out`,
+/// straight into guest memory with [`Bar::write_le`] (no temporary record:
+/// this runs for every bar of every run).
 #[inline]
 fn write_bars(out: &mut [u8], bars: &[Bar]) {
-    for (chunk, bar) in out.chunks_exact_mut(Bar::SIZE).zip(bars) {
-        let Ok(rec) = <&mut [u8; Bar::SIZE]>::try_from(chunk) else {
-            unreachable!("chunks_exact_mut yields chunks of Bar::SIZE bytes")
-        };
-        rec[0..8].copy_from_slice(&bar.ts.to_le_bytes());
-        rec[8..12].copy_from_slice(&bar.symbol.to_le_bytes());
-        rec[12..16].copy_from_slice(&bar.reserved.to_le_bytes());
-        rec[16..24].copy_from_slice(&bar.open.to_le_bytes());
-        rec[24..32].copy_from_slice(&bar.high.to_le_bytes());
-        rec[32..40].copy_from_slice(&bar.low.to_le_bytes());
-        rec[40..48].copy_from_slice(&bar.close.to_le_bytes());
-        rec[48..56].copy_from_slice(&bar.volume.to_le_bytes());
+    let (records, _) = out.as_chunks_mut::<{ Bar::SIZE }>();
+    for (record, bar) in records.iter_mut().zip(bars) {
+        bar.write_le(record);
     }
 }
 
