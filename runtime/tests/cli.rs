@@ -2,36 +2,10 @@
 //! contract, and a clear error (never a panic) for every kind of bad input.
 //! Needs the guest modules: `scripts/build-guests.sh` (the test command runs it).
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod support;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn guest(name: &str) -> String {
-    let path = root().join("guest-examples/out").join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-guests.sh",
-        path.display()
-    );
-    path.display().to_string()
-}
-
-fn sample() -> String {
-    root()
-        .join("data/sample/spy-like-daily.csv")
-        .display()
-        .to_string()
-}
-
-fn palisade(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args(args)
-        .output()
-        .expect("run palisade")
-}
+use std::process::Output;
+use support::{guest_path as guest, palisade, sample_path as sample};
 
 fn text(out: &Output) -> (String, String) {
     (

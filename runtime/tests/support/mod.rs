@@ -1,6 +1,7 @@
-//! Helpers shared by the service's end-to-end tests and its load benchmark:
-//! a real `palisade serve` process on a loopback port and a small blocking
-//! HTTP client. Every wait is bounded.
+//! Helpers shared by the end-to-end tests (the CLI's and the service's) and
+//! the service's load benchmark: paths of the guests and sample data, running
+//! the `palisade` binary, a real `palisade serve` process on a loopback port
+//! and a small blocking HTTP client. Every wait is bounded.
 
 #![allow(dead_code)]
 
@@ -14,6 +15,33 @@ use serde_json::Value;
 /// The repository's root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The path of a prebuilt guest module (`scripts/build-guests.sh`).
+pub fn guest_path(name: &str) -> String {
+    let path = repo().join("guest-examples/out").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-guests.sh",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+/// The bundled sample bars the CLI tests run on.
+pub fn sample_path() -> String {
+    repo()
+        .join("data/sample/spy-like-daily.csv")
+        .display()
+        .to_string()
+}
+
+/// Runs the `palisade` binary of this build with `args`.
+pub fn palisade(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(args)
+        .output()
+        .expect("run palisade")
 }
 
 /// A prebuilt guest module (`scripts/build-guests.sh`).
