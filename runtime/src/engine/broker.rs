@@ -60,7 +60,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::Dataset;
 use super::report::{BacktestReport, EquityPoint, OpenPosition, OrderKindName, PendingOrder, Trade};
-use super::stats::{Stats, StatsInput};
+use super::stats::{CurvePass, Stats, StatsInput};
 
 /// Default starting cash.
 pub const DEFAULT_INITIAL_CASH: f64 = 100_000.0;
@@ -361,8 +361,10 @@ struct State {
     fills: usize,
     dropped_fills: usize,
     last_ts: Option<i64>,
-    curve_ts: Vec<i64>,
-    curve_equity: Vec<f64>,
+    /// The equity curve, stored once: the report hands it out as it is.
+    curve: Vec<EquityPoint>,
+    /// The statistics' pass over `curve`, fed as it grows.
+    curve_pass: CurvePass,
     exposed_points: usize,
 }
 
@@ -372,6 +374,7 @@ impl Backtest {
     pub fn new(data: Arc<Dataset>, config: BacktestConfig) -> Backtest {
         let symbols = data.symbols().len();
         let points = data.timestamps();
+        let initial_cash = config.initial_cash;
         let state = State {
             cash: config.initial_cash,
             fill_queue: VecDeque::with_capacity(config.max_pending_fills.min(256)),
@@ -390,8 +393,8 @@ impl Backtest {
             fills: 0,
             dropped_fills: 0,
             last_ts: None,
-            curve_ts: Vec::with_capacity(points),
-            curve_equity: Vec::with_capacity(points),
+            curve: Vec::with_capacity(points),
+            curve_pass: CurvePass::new(initial_cash),
             exposed_points: 0,
         };
         Backtest { data, state }
@@ -436,9 +439,13 @@ impl Backtest {
         if end <= state.processed {
             return;
         }
+        // The statistics' pass is a few dependency chains per equity point:
+        // a local copy keeps them in registers for the whole loop.
+        let mut pass = state.curve_pass.clone();
         for (e, bar) in bars.iter().enumerate().take(end).skip(state.processed) {
-            state.step(e, bar);
+            state.step(e, bar, &mut pass);
         }
+        state.curve_pass = pass;
         state.processed = end;
     }
 
@@ -565,7 +572,9 @@ impl Backtest {
             .fold(0.0, |acc, v| acc + v);
         let final_equity = s.equity();
         if let Some(ts) = s.last_ts {
-            s.push_point(ts);
+            let mut pass = s.curve_pass.clone();
+            s.push_point(ts, &mut pass);
+            s.curve_pass = pass;
         }
 
         let name = |symbol: usize| data.symbols()[symbol].clone();
@@ -628,20 +637,17 @@ impl Backtest {
             .collect();
         pending_orders.sort_by_key(|o| o.id);
 
-        let stats = Stats::compute(&StatsInput {
-            initial_cash: s.config.initial_cash,
-            periods_per_year: s.config.periods_per_year,
-            equity: &s.curve_equity,
-            exposed_points: s.exposed_points,
-            trades: &trades,
-            fills: s.fills,
-        });
-        let equity_curve = s
-            .curve_ts
-            .iter()
-            .zip(&s.curve_equity)
-            .map(|(&ts, &equity)| EquityPoint { ts, equity })
-            .collect();
+        let stats = Stats::complete(
+            &s.curve_pass,
+            &StatsInput {
+                initial_cash: s.config.initial_cash,
+                periods_per_year: s.config.periods_per_year,
+                equity: &s.curve,
+                exposed_points: s.exposed_points,
+                trades: &trades,
+                fills: s.fills,
+            },
+        );
 
         BacktestReport {
             bars: s.processed,
@@ -657,7 +663,7 @@ impl Backtest {
             commission: s.commission_paid,
             fills: s.fills,
             dropped_fills: s.dropped_fills,
-            equity_curve,
+            equity_curve: s.curve,
         }
     }
 }
@@ -670,10 +676,10 @@ impl State {
 
     /// Processes one event: the per-bar hot path.
     #[inline(always)]
-    fn step(&mut self, event: usize, bar: &Bar) {
+    fn step(&mut self, event: usize, bar: &Bar, pass: &mut CurvePass) {
         if self.last_ts != Some(bar.ts) {
             if let Some(ts) = self.last_ts {
-                self.push_point(ts);
+                self.push_point(ts, pass);
             }
             self.last_ts = Some(bar.ts);
         }
@@ -688,9 +694,10 @@ impl State {
     }
 
     #[inline]
-    fn push_point(&mut self, ts: i64) {
-        self.curve_ts.push(ts);
-        self.curve_equity.push(self.equity());
+    fn push_point(&mut self, ts: i64, pass: &mut CurvePass) {
+        let equity = self.equity();
+        self.curve.push(EquityPoint { ts, equity });
+        pass.push(equity);
         self.exposed_points += usize::from(self.open_symbols != 0);
     }
 
@@ -1407,5 +1414,35 @@ mod tests {
         let json = serde_json::to_string(&report).unwrap();
         assert!(!json.contains("equity_curve"), "{json}");
         assert!(json.contains(r#""sharpe":"#), "{json}");
+    }
+
+    #[test]
+    fn streamed_statistics_equal_a_computation_over_the_reported_curve() {
+        let data = two_symbols();
+        let orders = [
+            (0, 0, 3.0, OrderKind::Market),
+            (1, 1, -1.5, OrderKind::Limit(205.0)),
+            (2, 0, -5.0, OrderKind::Stop(11.5)),
+            (3, 1, 2.0, OrderKind::Market),
+        ];
+        for report in [run(&data, config(), &orders), {
+            let mut bt = Backtest::new(Arc::clone(&data), config());
+            bt.advance_to(2);
+            bt.place_order(2, 0, 1.0, OrderKind::Market).unwrap();
+            bt.advance_to(4);
+            bt.abort()
+        }] {
+            let again = Stats::compute(&StatsInput {
+                initial_cash: report.initial_cash,
+                periods_per_year: report.stats.periods_per_year,
+                equity: &report.equity_curve,
+                exposed_points: (report.stats.exposure.unwrap_or(0.0) * report.stats.periods as f64).round()
+                    as usize,
+                trades: &report.trades,
+                fills: report.fills,
+            });
+            assert_eq!(report.stats, again);
+            assert!(report.stats.periods > 2, "{:?}", report.stats);
+        }
     }
 }

@@ -46,12 +46,14 @@
 //! returns stop meaning anything (the account is ruined: see
 //! `total_return` and `max_drawdown`).
 //!
-//! Sums are sequential and compensated (Neumaier), so a result does not
-//! depend on anything but its inputs, and long curves do not drift.
+//! Sums are compensated (Neumaier) and added in a fixed order, so a result
+//! does not depend on anything but its inputs, and long curves do not drift.
+//! The sums of returns are sequential; the sum of squared deviations runs
+//! in four interleaved lanes (see `squared_deviations`).
 
 use serde::Serialize;
 
-use super::report::Trade;
+use super::report::{EquityPoint, Trade};
 
 /// The numbers a statistics computation starts from.
 #[derive(Clone, Copy, Debug)]
@@ -59,7 +61,7 @@ pub struct StatsInput<'a> {
     pub initial_cash: f64,
     pub periods_per_year: f64,
     /// Equity points `e_0 … e_T`.
-    pub equity: &'a [f64],
+    pub equity: &'a [EquityPoint],
     /// Equity points at which a position was open.
     pub exposed_points: usize,
     pub trades: &'a [Trade],
@@ -90,53 +92,121 @@ pub struct Stats {
     pub periods_per_year: f64,
 }
 
+/// What the statistics need from the equity curve that one pass over it can
+/// give: running peak and drawdown, the sums of returns and of squared
+/// downside returns, solvency. The broker feeds it one point at a time as
+/// the curve grows, so a report only needs the deviation pass at the end.
+#[derive(Clone, Debug)]
+pub struct CurvePass {
+    initial_cash: f64,
+    points: usize,
+    peak: f64,
+    /// Lowest point since `peak` was reached: the drawdown from `peak` is
+    /// largest there, so it is the only division the segment needs.
+    trough: f64,
+    /// Largest drawdown of the segments before the current peak.
+    max_drawdown: f64,
+    solvent: bool,
+    sum_r: Neumaier,
+    sum_down: Neumaier,
+    first_r: Option<f64>,
+    all_equal: bool,
+    prev: f64,
+}
+
+impl CurvePass {
+    /// Before the first point, starting from `initial_cash`.
+    pub fn new(initial_cash: f64) -> CurvePass {
+        CurvePass {
+            initial_cash,
+            points: 0,
+            peak: initial_cash,
+            trough: initial_cash,
+            max_drawdown: 0.0,
+            solvent: initial_cash > 0.0,
+            sum_r: Neumaier::default(),
+            sum_down: Neumaier::default(),
+            first_r: None,
+            all_equal: true,
+            prev: initial_cash,
+        }
+    }
+
+    /// The pass over a whole curve.
+    pub fn over(initial_cash: f64, equity: &[EquityPoint]) -> CurvePass {
+        let mut pass = CurvePass::new(initial_cash);
+        for p in equity {
+            pass.push(p.equity);
+        }
+        pass
+    }
+
+    /// Takes the next equity point `e_t`.
+    #[inline]
+    pub fn push(&mut self, e: f64) {
+        self.points += 1;
+        if unchanged(e, self.prev) {
+            // r_t = 0 exactly: the sums do not move, neither do the peak,
+            // the trough or solvency (a common case: no position open).
+            self.all_equal &= *self.first_r.get_or_insert(0.0) == 0.0;
+            return;
+        }
+        if e > self.peak {
+            self.max_drawdown = self.drawdown();
+            self.peak = e;
+            self.trough = e;
+        } else {
+            self.trough = self.trough.min(e);
+        }
+        self.solvent &= e > 0.0;
+        let r = e / self.prev - 1.0;
+        self.prev = e;
+        self.all_equal &= *self.first_r.get_or_insert(r) == r;
+        self.sum_r.add(r);
+        self.sum_down.add(r.min(0.0).powi(2));
+    }
+
+    /// `max_t (1 − e_t / peak_t)` over the points so far. For a fixed
+    /// positive peak, `1 − e / peak` falls as `e` rises (correctly rounded
+    /// division is monotone), so each peak's segment is represented by its
+    /// lowest point exactly.
+    fn drawdown(&self) -> f64 {
+        self.max_drawdown.max(1.0 - self.trough / self.peak)
+    }
+
+    /// Points taken so far.
+    pub fn points(&self) -> usize {
+        self.points
+    }
+}
+
 impl Stats {
     /// Computes every statistic.
     pub fn compute(input: &StatsInput<'_>) -> Stats {
+        Stats::complete(&CurvePass::over(input.initial_cash, input.equity), input)
+    }
+
+    /// Computes every statistic from `pass`, which has taken every point of
+    /// `input.equity` (and only those) from `input.initial_cash`.
+    pub fn complete(pass: &CurvePass, input: &StatsInput<'_>) -> Stats {
         let c = input.initial_cash;
+        debug_assert_eq!(pass.initial_cash.to_bits(), c.to_bits());
+        debug_assert_eq!(pass.points, input.equity.len());
         let ppy = input.periods_per_year;
         let equity = input.equity;
         let n = equity.len();
-        let last = equity.last().copied().unwrap_or(c);
+        let last = equity.last().map_or(c, |p| p.equity);
         let total_return = last / c - 1.0;
+        let max_drawdown = pass.drawdown();
+        let solvent = pass.solvent;
 
-        // Two passes, no temporaries: every sum below adds the same values
-        // in the same order as its definition, so the results are
-        // bit-identical to summing materialized vectors.
-        let mut peak = c;
-        let mut max_drawdown = 0.0_f64;
-        let mut solvent = c > 0.0;
-        let mut sum_r = Neumaier::default();
-        let mut sum_down = Neumaier::default();
-        let mut first_r = None;
-        let mut all_equal = true;
-        let mut prev = c;
-        for &e in equity {
-            peak = peak.max(e);
-            max_drawdown = max_drawdown.max(1.0 - e / peak);
-            solvent &= e > 0.0;
-            let r = e / prev - 1.0;
-            prev = e;
-            all_equal &= *first_r.get_or_insert(r) == r;
-            sum_r.add(r);
-            sum_down.add(r.min(0.0).powi(2));
-        }
         let count = if solvent { n } else { 0 };
         let annual = ppy.sqrt();
-        let mean_r = (count > 0).then(|| sum_r.value() / count as f64);
+        let mean_r = (count > 0).then(|| pass.sum_r.value() / count as f64);
         let stdev_r = match mean_r {
             Some(_) if count < 2 => None,
-            Some(_) if all_equal => Some(0.0),
-            Some(m) => {
-                let mut squares = Neumaier::default();
-                let mut prev = c;
-                for &e in equity {
-                    let r = e / prev - 1.0;
-                    prev = e;
-                    squares.add((r - m) * (r - m));
-                }
-                Some((squares.value() / (count - 1) as f64).sqrt())
-            }
+            Some(_) if pass.all_equal => Some(0.0),
+            Some(m) => Some((squared_deviations(c, equity, m) / (count - 1) as f64).sqrt()),
             None => None,
         };
         let volatility = stdev_r.map(|s| s * annual);
@@ -144,7 +214,7 @@ impl Stats {
             (Some(m), Some(s)) if s > 0.0 => Some(m / s * annual),
             _ => None,
         };
-        let downside = (count > 0).then(|| (sum_down.value() / count as f64).sqrt());
+        let downside = (count > 0).then(|| (pass.sum_down.value() / count as f64).sqrt());
         let sortino = match (mean_r, downside) {
             (Some(m), Some(d)) if d > 0.0 => Some(m / d * annual),
             _ => None,
@@ -183,11 +253,51 @@ impl Stats {
     }
 }
 
+/// `Σ (r_t − m)²` over the returns of `equity` (from `initial_cash`), in
+/// [`LANES`] compensated sums, lane `k` taking every return `t` with
+/// `t mod LANES = k`, added together in lane order at the end. The lanes
+/// are independent chains, so the CPU overlaps them; the order is fixed, so
+/// the result depends only on the curve.
+fn squared_deviations(initial_cash: f64, equity: &[EquityPoint], m: f64) -> f64 {
+    let mut lanes = [Neumaier::default(); LANES];
+    let mut prev = initial_cash;
+    let (chunks, rest) = equity.as_chunks::<LANES>();
+    let mut deviation = |e: f64| {
+        let r = if unchanged(e, prev) { 0.0 } else { e / prev - 1.0 };
+        prev = e;
+        let d = r - m;
+        d * d
+    };
+    for chunk in chunks {
+        for (lane, p) in lanes.iter_mut().zip(chunk) {
+            lane.add(deviation(p.equity));
+        }
+    }
+    for (lane, p) in lanes.iter_mut().zip(rest) {
+        lane.add(deviation(p.equity));
+    }
+    let mut total = Neumaier::default();
+    for lane in &lanes {
+        total.add(lane.total);
+        total.add(lane.compensation);
+    }
+    total.value()
+}
+
+/// Whether `e / prev − 1` is exactly 0 without dividing: equal, finite,
+/// non-zero (`0 / 0` and `∞ / ∞` are NaN).
+#[inline]
+fn unchanged(e: f64, prev: f64) -> bool {
+    e == prev && e != 0.0 && e.is_finite()
+}
+
+/// Independent sums in [`squared_deviations`].
+const LANES: usize = 4;
+
 fn finite(x: Option<f64>) -> Option<f64> {
     x.filter(|v| v.is_finite())
 }
 
-/// Neumaier-compensated sequential sum.
 /// A running Neumaier (compensated) sum.
 #[derive(Clone, Copy, Debug, Default)]
 struct Neumaier {
@@ -260,10 +370,15 @@ mod tests {
 
     fn stats(initial_cash: f64, ppy: f64, equity: &[f64], pnls: &[f64]) -> Stats {
         let trades: Vec<Trade> = pnls.iter().map(|&p| trade(p)).collect();
+        let curve: Vec<EquityPoint> = equity
+            .iter()
+            .enumerate()
+            .map(|(t, &equity)| EquityPoint { ts: t as i64, equity })
+            .collect();
         Stats::compute(&StatsInput {
             initial_cash,
             periods_per_year: ppy,
-            equity,
+            equity: &curve,
             exposed_points: equity.len() / 2,
             trades: &trades,
             fills: 2 * pnls.len(),
@@ -367,6 +482,50 @@ mod tests {
         let s = stats(100.0, 252.0, &[100.0], &[1.0, 2.0]);
         assert_eq!(s.profit_factor, None);
         assert_eq!(s.win_rate, Some(1.0));
+    }
+
+    #[test]
+    fn laned_deviations_agree_with_the_two_pass_definition() {
+        // 10,007 points, not a multiple of the lanes, of a seeded random walk.
+        let mut state = 7_u64;
+        let mut e = 100.0;
+        let equity: Vec<f64> = (0..10_007)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let u = (state >> 11) as f64 / (1_u64 << 53) as f64;
+                // A third of the points repeat the previous one (no position).
+                if u > 1.0 / 3.0 {
+                    e *= 1.0 + (u - 0.5) * 0.02;
+                }
+                e
+            })
+            .collect();
+        let mut prev = 100.0;
+        let returns: Vec<f64> = equity
+            .iter()
+            .map(|&v| {
+                let r = v / prev - 1.0;
+                prev = v;
+                r
+            })
+            .collect();
+        let s = stats(100.0, 252.0, &equity, &[]);
+        let stdev = sample_stdev(&returns).unwrap();
+        close(s.volatility, Some(stdev * 252.0_f64.sqrt()));
+        close(s.sharpe, Some(mean(&returns).unwrap() / stdev * 252.0_f64.sqrt()));
+        assert_eq!(s.periods, 10_007);
+        // The drawdown, taken at each segment's trough, is the definition's
+        // to the bit.
+        let mut peak = 100.0_f64;
+        let mut max_drawdown = 0.0_f64;
+        for &v in &equity {
+            peak = peak.max(v);
+            max_drawdown = max_drawdown.max(1.0 - v / peak);
+        }
+        assert!(max_drawdown > 0.01, "{max_drawdown}");
+        assert_eq!(s.max_drawdown.to_bits(), max_drawdown.to_bits());
     }
 
     #[test]

@@ -318,11 +318,10 @@ fn stitch(reports: &[&BacktestReport], periods_per_year: f64) -> Option<Stitched
             .map_or(0, |e| (e * r.stats.periods as f64).round() as usize);
         fills += r.fills;
     }
-    let equity: Vec<f64> = curve.iter().map(|p| p.equity).collect();
     let stats = Stats::compute(&StatsInput {
         initial_cash: cash,
         periods_per_year,
-        equity: &equity,
+        equity: &curve,
         exposed_points: exposed,
         trades: &trades,
         fills,
