@@ -803,3 +803,69 @@ fn documents_and_probes_are_served() {
         assert!(text.contains(name), "{name} missing");
     }
 }
+
+#[test]
+fn submitting_with_a_wait_answers_with_the_result() {
+    let dir = temp();
+    let data_dir = dir.path().join("data");
+    let mut server = Server::start(&data_dir, &[]);
+    let c = server.client(None);
+    install_endless(&c);
+    let strategy = c.upload_module(&guest("sma_cross"));
+    let adversary = c.upload_module(&guest("adversary"));
+    let data = c.upload_csv("spy", &sample_csv("spy-like-daily.csv", 500));
+    let job = json!({ "strategy": strategy, "dataset": data, "params": { "fast": 5, "slow": 20 } });
+
+    // Ended within the wait: the status with the result spliced in, the
+    // same document GET …/result serves, and the job listed.
+    let r = c.post_json("/v1/jobs?wait=10000", &job).expect(201);
+    let v = r.json();
+    let id = v["id"].as_str().expect("id").to_owned();
+    assert_eq!(r.location.as_deref(), Some(format!("/v1/jobs/{id}").as_str()));
+    assert_eq!(v["state"], "succeeded", "{v}");
+    assert_eq!(v["attempts"], 1);
+    let stored = c.get(&format!("/v1/jobs/{id}/result")).expect(200).json();
+    assert_eq!(v["output"], stored);
+    assert_eq!(stored["outcome"], "ok");
+    let listed = c.get("/v1/jobs").expect(200).json();
+    assert_eq!(listed["jobs"][0]["id"], id.as_str(), "{listed}");
+    // The same job submitted without a wait gives the same result.
+    let other = c.submit(&job);
+    assert_eq!(c.result(&other).expect(200).json(), stored);
+
+    // Still running when the wait is over: the status alone, committed, so
+    // it is listed and can be cancelled like any other job.
+    let r = c
+        .post_json(
+            "/v1/jobs?wait=50",
+            &json!({ "strategy": adversary, "dataset": data, "params": { "mode": 1 }, "policy": "endless" }),
+        )
+        .expect(201);
+    let v = r.json();
+    let stuck = v["id"].as_str().expect("id").to_owned();
+    assert!(v["state"] == "running" || v["state"] == "queued", "{v}");
+    assert!(v.get("output").is_none(), "{v}");
+    let listed = c.get("/v1/jobs?state=running").expect(200).json();
+    assert!(
+        listed["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == stuck.as_str()),
+        "{listed}"
+    );
+    wait_running(&c, &stuck);
+
+    // Bad waits are refused before anything is queued.
+    c.post_json("/v1/jobs?wait=soon", &job)
+        .problem(400, "bad-request");
+
+    // A crash: the answered jobs are all there; the running one runs again.
+    server.kill9();
+    let server = Server::start(&data_dir, &[]);
+    let c = server.client(None);
+    assert_eq!(c.get(&format!("/v1/jobs/{id}/result")).expect(200).json(), stored);
+    c.wait_job(&stuck, "running again", |v| v["state"] == "running");
+    c.delete(&format!("/v1/jobs/{stuck}")).expect(202);
+    c.wait_job(&stuck, "cancelled", |v| v["state"] == "cancelled");
+}

@@ -570,15 +570,51 @@ async fn delete_dataset(
 
 // ---- jobs ----
 
-async fn submit_job(State(service): State<Arc<Service>>, Auth(who): Auth, request: Request) -> ApiResult {
+/// `POST /v1/jobs[?wait=ms]`: 201 with the job's status. With `wait`, the
+/// answer comes once the job ended or the wait is over, whichever is first;
+/// a job that ended carries its result document under `"output"` (its
+/// `"result"` is the link, as in every status).
+async fn submit_job(
+    State(service): State<Arc<Service>>,
+    Auth(who): Auth,
+    q: Result<Query<ResultQuery>, axum::extract::rejection::QueryRejection>,
+    request: Request,
+) -> ApiResult {
+    let wait = query(q)?.wait.unwrap_or(0);
     let bytes = body_bytes(request, &service, service.config.max_json_bytes).await?;
     let job: JobRequest = parse_json(&bytes)?;
-    let record = service.submit(&who, job).await?;
-    Ok(created_or_ok(
-        true,
-        format!("/v1/jobs/{}", record.id),
-        &jobs::view(&record),
-    ))
+    if wait == 0 {
+        let record = service.submit(&who, job).await?;
+        return Ok(created_or_ok(
+            true,
+            format!("/v1/jobs/{}", record.id),
+            &jobs::view(&record),
+        ));
+    }
+    let (record, result) = service
+        .submit_and_wait(&who, job, Duration::from_millis(wait))
+        .await?;
+    let location = format!("/v1/jobs/{}", record.id);
+    let view = jobs::view(&record);
+    let Some(result) = result else {
+        return Ok(created_or_ok(true, location, &view));
+    };
+    // The stored document as it is, spliced into the view (an object).
+    let view = view.to_string();
+    let body = format!(
+        "{},\"output\":{result}}}",
+        view.strip_suffix('}').unwrap_or(&view)
+    );
+    let mut response = (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(body),
+    )
+        .into_response();
+    if let Ok(l) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, l);
+    }
+    Ok(response)
 }
 
 #[derive(Deserialize)]

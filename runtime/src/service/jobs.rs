@@ -329,6 +329,9 @@ struct Entry {
     record: JobRecord,
     result: Option<Arc<str>>,
     state: watch::Sender<JobState>,
+    /// Whether the job's row is in the database (a job submitted with a
+    /// wait is not, until it ends or its submitter stops waiting).
+    durable: bool,
 }
 
 struct Table {
@@ -363,7 +366,8 @@ impl JobTable {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn insert(&self, record: JobRecord) {
+    /// Adds a job; `durable` when its row is committed already.
+    pub fn insert(&self, record: JobRecord, durable: bool) {
         let (state, _) = watch::channel(record.state);
         let id = record.id.clone();
         self.lock().jobs.insert(
@@ -372,8 +376,21 @@ impl JobTable {
                 record,
                 result: None,
                 state,
+                durable,
             },
         );
+    }
+
+    /// Whether a job's row is committed (unknown jobs: true, nothing to do).
+    pub fn is_durable(&self, id: &str) -> bool {
+        self.lock().jobs.get(id).is_none_or(|e| e.durable)
+    }
+
+    /// Notes that a job's row is committed.
+    pub fn set_durable(&self, id: &str) {
+        if let Some(e) = self.lock().jobs.get_mut(id) {
+            e.durable = true;
+        }
     }
 
     /// A tenant's job, with its result when finished and kept.

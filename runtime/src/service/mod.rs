@@ -57,7 +57,7 @@ use jobs::{Job, JobKind, JobRequest, JobTable, Plan, Source};
 use metrics::Metrics;
 use registry::{Compiled, PolicyEntry, Registry, RegistryError};
 use runner::End;
-use scheduler::{Cancel, Control, Limits, Refused, Scheduler, StopReason};
+use scheduler::{Cancel, Control, Limits, Refused, Reservation, Scheduler, StopReason};
 use store::{
     now_ms, sha256_hex, Blob, DatasetRecord, JobFilter, JobRecord, JobState, Store, StoreError,
     StrategyRecord, Write, Writer,
@@ -289,9 +289,13 @@ impl Service {
             ..queued
         };
         // The start is durable before the guest runs, so a job that brings
-        // the process down is counted and, after `max_attempts`, failed.
-        if let Err(e) = self.writer.commit(Write::job(running.clone())).await {
-            tracing::error!(error = %e, "cannot record the start");
+        // the process down is counted and, after `max_attempts`, failed. A
+        // job submitted with a wait has no row yet (nobody knows of it): its
+        // end writes it.
+        if self.table.is_durable(&job.id) {
+            if let Err(e) = self.writer.commit(Write::job(running.clone())).await {
+                tracing::error!(error = %e, "cannot record the start");
+            }
         }
         self.table.set(running.clone());
         let outcome = runner::execute(&job, &control, &self.metrics, self.parallelism).await;
@@ -388,6 +392,75 @@ impl Service {
         who: &Principal,
         request: JobRequest,
     ) -> Result<JobRecord, ServiceError> {
+        let (job, reservation, record) = self.admit(who, request).await?;
+        // Durable before it is acknowledged (and before it can start, so its
+        // start is written after its insert).
+        if let Err(e) = self.writer.commit(Write::job(record.clone())).await {
+            self.scheduler.release(reservation);
+            return Err(e.into());
+        }
+        self.table.insert(record.clone(), true);
+        self.queue(reservation, job);
+        Ok(record)
+    }
+
+    /// Submits a job for `who` and waits up to `wait` for it to end. A job
+    /// that ends in time is written once, with its end and result, and
+    /// acknowledged after that commit: a crash before it loses a job nobody
+    /// was told about. A job still queued or running when the wait is over
+    /// is committed as it stands and acknowledged like [`Service::submit`]'s.
+    /// Until one or the other, the job is not in listings (its submitter does
+    /// not know its id yet). Returns its record and, when it ended, its
+    /// result.
+    pub async fn submit_and_wait(
+        self: &Arc<Self>,
+        who: &Principal,
+        request: JobRequest,
+        wait: Duration,
+    ) -> Result<(JobRecord, Option<Arc<str>>), ServiceError> {
+        let (job, reservation, record) = self.admit(who, request).await?;
+        let id = record.id.clone();
+        self.table.insert(record, false);
+        let watch = self.table.subscribe(&who.tenant, &id);
+        self.queue(reservation, job);
+        if let Some(mut rx) = watch {
+            let _ = tokio::time::timeout(wait.min(MAX_RESULT_WAIT), rx.wait_for(|s| s.is_terminal())).await;
+        }
+        let Some((record, result)) = self.table.get(&who.tenant, &id) else {
+            // Ended and already evicted from the table: its end is committed.
+            let record = self.job(&who.tenant, &id).await?;
+            let result = self.store.get_result(&who.tenant, &id).await?.map(Arc::from);
+            return Ok((record, result));
+        };
+        if record.state.is_terminal() {
+            // `finish` runs after the end's commit.
+            return Ok((record, result));
+        }
+        // Still queued or running: the acknowledgement needs the row. A
+        // later end overwrites it (the writer applies writes in order, and
+        // a terminal row is never changed).
+        self.writer.commit(Write::job(record.clone())).await?;
+        self.table.set_durable(&id);
+        Ok((self.table.record(&id).unwrap_or(record), None))
+    }
+
+    /// Queues an admitted job and starts what can start.
+    fn queue(self: &Arc<Self>, reservation: Reservation, job: Job) {
+        self.metrics
+            .jobs
+            .with_label_values(&[job.kind.as_str(), job.source.as_str(), "queued"])
+            .inc();
+        self.scheduler.enqueue(reservation, job);
+        self.pump();
+    }
+
+    /// Prepares a request and admits it (token bucket, queue room): the job,
+    /// its place in the queue and its first record.
+    async fn admit(
+        self: &Arc<Self>,
+        who: &Principal,
+        request: JobRequest,
+    ) -> Result<(Job, Reservation, JobRecord), ServiceError> {
         let job = self.prepare(&who.tenant, request).await?;
         let reservation = match self.scheduler.reserve(&who.tenant) {
             Ok(r) => r,
@@ -419,20 +492,7 @@ impl Service {
             finished: None,
             attempts: 0,
         };
-        // Durable before it is acknowledged (and before it can start, so its
-        // start is written after its insert).
-        if let Err(e) = self.writer.commit(Write::job(record.clone())).await {
-            self.scheduler.release(reservation);
-            return Err(e.into());
-        }
-        self.table.insert(record.clone());
-        self.metrics
-            .jobs
-            .with_label_values(&[job.kind.as_str(), job.source.as_str(), "queued"])
-            .inc();
-        self.scheduler.enqueue(reservation, job);
-        self.pump();
-        Ok(record)
+        Ok((job, reservation, record))
     }
 
     /// Resolves, checks and compiles everything a request needs.
@@ -581,7 +641,7 @@ impl Service {
             .await
         }
         .await;
-        self.table.insert(record.clone());
+        self.table.insert(record.clone(), true);
         match prepared {
             Ok(job) => {
                 self.metrics

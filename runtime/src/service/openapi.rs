@@ -166,10 +166,10 @@ pub const ROUTES: &[RouteDoc] = &[
     RouteDoc {
         method: "post",
         path: "/v1/jobs",
-        summary: "Submit a job; acknowledged once durably recorded",
+        summary: "Submit a job; acknowledged once durably recorded. With wait, answered once it ended (its result document under \"output\") or the wait is over",
         auth: true,
         body: Some((JSON, "JobRequest")),
-        query: &[],
+        query: &[("wait", "integer", "milliseconds to wait for the job to end (at most 60000)")],
         ok: &[(201, JSON, "Job")],
         errors: &[400, 401, 404, 413, 422, 429, 503],
     },
