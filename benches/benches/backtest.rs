@@ -13,7 +13,9 @@
 //!   instance of sma-cross (pooling allocator, `InstancePre`) then teardown;
 //!   and a whole backtest of one bar (instantiate, run, report, teardown).
 //! - `validate_compile_100k`: `Sandbox::load` (validation plus Cranelift
-//!   compilation on the engine's threads) of a generated ~100 KB module.
+//!   compilation on the engine's threads) of a generated ~100 KB module;
+//!   `validate_load_precompiled_100k`: `Sandbox::load_precompiled` of the
+//!   same module (validation plus loading its serialized compiled code).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -256,6 +258,27 @@ fn validate_compile_100k(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5));
     group.bench_with_input(BenchmarkId::from_parameter(bytes.len()), &bytes, |b, bytes| {
         b.iter(|| sandbox.load(bytes, &policy).map(|s| s.info.size_bytes))
+    });
+    group.finish();
+
+    // The same module from its precompiled artifact, as the service loads
+    // every module after its first compilation: validation, then the
+    // artifact mapped and linked.
+    let artifact = sandbox
+        .serialize(&strategy)
+        .unwrap_or_else(|f| panic!("cannot serialize: {f}"));
+    eprintln!(
+        "validate_load_precompiled_100k: artifact of {} bytes",
+        artifact.len()
+    );
+    let mut group = c.benchmark_group("validate_load_precompiled_100k");
+    group
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    group.bench_with_input(BenchmarkId::from_parameter(bytes.len()), &bytes, |b, bytes| {
+        // SAFETY: the artifact was serialized above by this sandbox.
+        b.iter(|| unsafe { sandbox.load_precompiled(bytes, &artifact, &policy) }.map(|s| s.info.size_bytes))
     });
     group.finish();
 }

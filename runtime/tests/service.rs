@@ -869,3 +869,56 @@ fn submitting_with_a_wait_answers_with_the_result() {
     c.delete(&format!("/v1/jobs/{stuck}")).expect(202);
     c.wait_job(&stuck, "cancelled", |v| v["state"] == "cancelled");
 }
+
+#[test]
+fn compiled_modules_survive_a_restart() {
+    let dir = temp();
+    let data_dir = dir.path().join("data");
+    let step_count = |metrics: &str, step: &str| -> u64 {
+        let key = format!("palisade_step_duration_seconds_count{{step=\"{step}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    };
+    let mut server = Server::start(&data_dir, &[]);
+    let c = server.client(None);
+    let strategy = c.upload_module(&guest("sma_cross"));
+    let data = c.upload_csv("spy", &sample_csv("spy-like-daily.csv", 300));
+    let job = json!({ "strategy": strategy, "dataset": data });
+    let first = c.result(&c.submit(&job)).expect(200).json();
+    let metrics = c.get("/metrics").expect(200).text();
+    assert_eq!(step_count(&metrics, "compile"), 1, "{metrics}");
+    assert_eq!(step_count(&metrics, "load"), 0);
+    let files: Vec<_> = std::fs::read_dir(data_dir.join("compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].to_string_lossy().contains(&strategy), "{files:?}");
+    server.kill9();
+
+    // After a restart the module is loaded, not compiled, and runs the same.
+    let mut server = Server::start(&data_dir, &[]);
+    let c = server.client(None);
+    assert_eq!(c.result(&c.submit(&job)).expect(200).json(), first);
+    let metrics = c.get("/metrics").expect(200).text();
+    assert_eq!(step_count(&metrics, "load"), 1, "{metrics}");
+    assert_eq!(step_count(&metrics, "compile"), 0, "{metrics}");
+    server.kill9();
+
+    // A damaged file is never loaded: the module is compiled again and the
+    // file rewritten.
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&files[0], &bytes).unwrap();
+    let server = Server::start(&data_dir, &[]);
+    let c = server.client(None);
+    assert_eq!(c.result(&c.submit(&job)).expect(200).json(), first);
+    let metrics = c.get("/metrics").expect(200).text();
+    assert_eq!(step_count(&metrics, "compile"), 1, "{metrics}");
+    assert_eq!(step_count(&metrics, "load"), 0, "{metrics}");
+    assert_ne!(std::fs::read(&files[0]).unwrap(), bytes);
+    drop(server);
+}

@@ -118,3 +118,42 @@ fn wasm_and_native_builds_agree() {
         }
     }
 }
+
+#[test]
+fn a_precompiled_artifact_runs_like_the_compiled_module() {
+    let p = policy(|_| {});
+    let bytes = read(guests::SMA_CROSS);
+    let sandbox = crate::support::sandbox(&p);
+    let compiled = sandbox.load(&bytes, &p).expect("module loads");
+    let artifact = sandbox.serialize(&compiled).expect("serializes");
+    // SAFETY: the artifact was produced just above by this sandbox.
+    let loaded = unsafe { sandbox.load_precompiled(&bytes, &artifact, &p) }.expect("artifact loads");
+    assert_eq!(format!("{:?}", loaded.info), format!("{:?}", compiled.info));
+    let run = RunConfig {
+        params: params::resolve(&loaded.info.manifest, &[]).unwrap(),
+        ..RunConfig::default()
+    };
+    let prices = data(3_000, 1, 11);
+    let a = crate::support::block_on(sandbox.backtest(&compiled, prices.clone(), &p, &run));
+    let b = crate::support::block_on(sandbox.backtest(&loaded, prices, &p, &run));
+    assert!(a.outcome.is_ok(), "{:?}", a.outcome);
+    assert_eq!(result_json(&a), result_json(&b));
+
+    // The module is still validated against the policy it is loaded for.
+    let tiny = policy(|q| q.module_bytes = 1_024);
+    // SAFETY: as above.
+    let refused = unsafe { sandbox.load_precompiled(&bytes, &artifact, &tiny) }.unwrap_err();
+    assert!(refused.message.contains("module_bytes"), "{refused}");
+
+    // The key names the compiled code's kind: stable for one engine build
+    // and configuration. A damaged artifact is refused.
+    assert_eq!(sandbox.artifact_key(), crate::support::sandbox(&p).artifact_key());
+    assert_eq!(sandbox.artifact_key().len(), 16);
+    // SAFETY: a truncated artifact fails the header and section checks.
+    let refused =
+        unsafe { sandbox.load_precompiled(&bytes, &artifact[..artifact.len() / 2], &p) }.unwrap_err();
+    assert!(
+        refused.message.contains("precompiled artifact does not load"),
+        "{refused}"
+    );
+}

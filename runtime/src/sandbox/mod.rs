@@ -119,6 +119,64 @@ impl Sandbox {
     /// Validates and compiles a module. The policy decides what is accepted;
     /// it must not grant more stack or memory than the engine was built for.
     pub fn load(&self, bytes: &[u8], policy: &Policy) -> Result<Strategy, Failure> {
+        let info = self.admit(bytes, policy)?;
+        let module = Module::new(self.engine.engine(), bytes)
+            .map_err(|e| Failure::new(Cause::InvalidModule, format!("compilation failed: {e:#}")))?;
+        self.link(info, &module)
+    }
+
+    /// Like [`Sandbox::load`], with the compiled code taken from `artifact`
+    /// (what [`Sandbox::serialize`] gave for the same `bytes`) instead of
+    /// compiling: the module is still validated against `policy`. Fails on
+    /// an artifact of another engine build or configuration (see
+    /// [`Sandbox::artifact_key`]); the caller then compiles.
+    ///
+    /// # Safety
+    ///
+    /// `artifact` is machine code that will run as is: it must be bytes that
+    /// [`Sandbox::serialize`] produced, read back intact (e.g. checked
+    /// against a hash stored with them) from storage only this process
+    /// writes. wasmtime checks its header, not its code.
+    pub unsafe fn load_precompiled(
+        &self,
+        bytes: &[u8],
+        artifact: &[u8],
+        policy: &Policy,
+    ) -> Result<Strategy, Failure> {
+        let info = self.admit(bytes, policy)?;
+        // SAFETY: the caller vouches for `artifact` (see above).
+        let module = unsafe { Module::deserialize(self.engine.engine(), artifact) }.map_err(|e| {
+            Failure::new(
+                Cause::InvalidModule,
+                format!("the precompiled artifact does not load: {e:#}"),
+            )
+        })?;
+        self.link(info, &module)
+    }
+
+    /// The compiled code of a loaded strategy, for
+    /// [`Sandbox::load_precompiled`].
+    pub fn serialize(&self, strategy: &Strategy) -> Result<Vec<u8>, Failure> {
+        strategy.pre.module().serialize().map_err(|e| {
+            Failure::new(
+                Cause::InvalidModule,
+                format!("cannot serialize the compiled module: {e:#}"),
+            )
+        })
+    }
+
+    /// Names this sandbox's kind of compiled code (wasmtime build, target,
+    /// compiler settings): an artifact loads only where the key is the same.
+    pub fn artifact_key(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.engine().precompile_compatibility_hash().hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    /// Checks the policy against the engine, then the module against the
+    /// policy.
+    fn admit(&self, bytes: &[u8], policy: &Policy) -> Result<ModuleInfo, Failure> {
         let settings = self.engine.settings();
         if policy.stack_bytes as usize > settings.stack_bytes
             || policy.memory_bytes > settings.max_memory_bytes
@@ -131,12 +189,13 @@ impl Sandbox {
                 ),
             ));
         }
-        let info = validate::validate(bytes, policy)?;
-        let module = Module::new(self.engine.engine(), bytes)
-            .map_err(|e| Failure::new(Cause::InvalidModule, format!("compilation failed: {e:#}")))?;
+        validate::validate(bytes, policy)
+    }
+
+    fn link(&self, info: ModuleInfo, module: &Module) -> Result<Strategy, Failure> {
         let pre = self
             .linker
-            .instantiate_pre(&module)
+            .instantiate_pre(module)
             .map_err(|e| Failure::new(Cause::InvalidModule, format!("cannot link: {e:#}")))?;
         Ok(Strategy { info, pre })
     }

@@ -8,7 +8,7 @@
 //! | `palisade_jobs_total` | `kind`, `source`, `status` | jobs entering each state; `source` is `api` (submitted) or `restart` (re-queued by recovery) |
 //! | `palisade_running_jobs` | | jobs running now |
 //! | `palisade_running_instances` | | wasm instances that running jobs may have alive (1 per backtest, the parallelism of a study) |
-//! | `palisade_step_duration_seconds` | `step` | `validate`, `compile`, `instantiate` (probe at upload), `run`, `store` (one write batch) |
+//! | `palisade_step_duration_seconds` | `step` | `validate`, `compile`, `load` (a precompiled module from `compiled/`), `instantiate` (probe at upload), `run`, `store` (one write batch) |
 //! | `palisade_strategy_fuel_consumed_total` | `strategy` | fuel burnt by a strategy's runs |
 //! | `palisade_strategy_cpu_seconds_total` | `strategy` | executor time spent in a strategy's jobs (measured around each poll of the job) |
 //! | `palisade_strategy_memory_peak_bytes` | `strategy` | largest linear memory any run of the strategy reached |

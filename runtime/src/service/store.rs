@@ -359,6 +359,13 @@ impl Blob {
     }
 }
 
+/// Where compiled modules are kept, as `<module sha>.<artifact key>.cwasm`.
+const COMPILED_DIR: &str = "compiled";
+
+fn compiled_file(sha: &str, key: &str) -> String {
+    format!("{COMPILED_DIR}/{sha}.{key}.cwasm")
+}
+
 /// What [`Store::recover`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovery {
@@ -395,7 +402,7 @@ impl Store {
             .map_err(io(format!("cannot create data directory {}", data_dir.display())))?;
         let dir = Dir::open_ambient_dir(data_dir, ambient_authority())
             .map_err(io(format!("cannot open data directory {}", data_dir.display())))?;
-        for sub in ["modules", "datasets", "tmp"] {
+        for sub in ["modules", "datasets", COMPILED_DIR, "tmp"] {
             dir.create_dir_all(sub)
                 .map_err(io(format!("cannot create {sub}/ in the data directory")))?;
         }
@@ -479,6 +486,49 @@ impl Store {
         Ok(bytes)
     }
 
+    /// Stores the compiled code of module `sha` for sandboxes whose
+    /// artifact key is `key` (see `Sandbox::artifact_key`), prefixed with
+    /// its own SHA-256 so that a damaged file is never loaded. Replaces
+    /// any older file atomically.
+    pub fn put_compiled(&self, sha: &str, key: &str, artifact: &[u8]) -> Result<(), StoreError> {
+        debug_assert!(is_sha256_hex(sha));
+        let name = compiled_file(sha, key);
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = format!("tmp/{sha}.{key}.{}.{n}", std::process::id());
+        let digest = Sha256::digest(artifact);
+        let write = || -> std::io::Result<()> {
+            let mut file = self.dir.create(&tmp)?;
+            std::io::Write::write_all(&mut file, &digest)?;
+            std::io::Write::write_all(&mut file, artifact)?;
+            file.sync_all()?;
+            self.dir.rename(&tmp, &self.dir, &name)
+        };
+        write().map_err(|e| {
+            let _ = self.dir.remove_file(&tmp);
+            StoreError::Io {
+                what: format!("cannot store {name}"),
+                source: e,
+            }
+        })
+    }
+
+    /// The compiled code [`Store::put_compiled`] stored, checked against its
+    /// hash; `None` when there is none or it is damaged (then removed).
+    pub fn get_compiled(&self, sha: &str, key: &str) -> Option<Vec<u8>> {
+        if !is_sha256_hex(sha) || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let name = compiled_file(sha, key);
+        let bytes = self.dir.read(&name).ok()?;
+        let intact = bytes.len() > 32 && Sha256::digest(&bytes[32..]).as_slice() == &bytes[..32];
+        if !intact {
+            tracing::warn!(file = %name, "a damaged precompiled module was removed");
+            let _ = self.dir.remove_file(&name);
+            return None;
+        }
+        Some(bytes[32..].to_vec())
+    }
+
     /// Removes files no row refers to, and leftovers in `tmp/`. Run at
     /// start-up, before requests are served, so no upload can race it.
     async fn sweep(&self) -> Result<usize, StoreError> {
@@ -503,18 +553,18 @@ impl Store {
             }
         }
         let mut removed = 0;
-        for kind in [Blob::Module, Blob::Dataset] {
+        for dir in [Blob::Module.dir(), Blob::Dataset.dir(), COMPILED_DIR] {
             let entries = self
                 .dir
-                .read_dir(kind.dir())
-                .map_err(io(format!("cannot list {}/", kind.dir())))?;
+                .read_dir(dir)
+                .map_err(io(format!("cannot list {dir}/")))?;
             for entry in entries {
-                let entry = entry.map_err(io(format!("cannot list {}/", kind.dir())))?;
+                let entry = entry.map_err(io(format!("cannot list {dir}/")))?;
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
                 let sha = name.split('.').next().unwrap_or_default();
                 if !keep.contains(sha) {
-                    let path = format!("{}/{name}", kind.dir());
+                    let path = format!("{dir}/{name}");
                     self.dir
                         .remove_file(&path)
                         .map_err(io(format!("cannot remove {path}")))?;
