@@ -334,17 +334,28 @@ impl Service {
                     error_message,
                     ..latest
                 };
-                let committed = self
-                    .writer
-                    .commit(Write::Job {
-                        record: Box::new(ended.clone()),
-                        result: result.clone(),
-                    })
-                    .await;
-                if let Err(e) = &committed {
+                // Readers learn of the end once it is committed: the writer
+                // publishes it, so this task and its executor thread are
+                // free as soon as the write is queued.
+                let publish = {
+                    let service = self.clone();
+                    let (ended, result) = (ended.clone(), result.clone());
+                    let span = tracing::Span::current();
+                    move |committed: Result<(), Arc<str>>| {
+                        if let Err(e) = committed {
+                            span.in_scope(|| tracing::error!(error = %e, "cannot record the end of the job"));
+                        }
+                        service.table.finish(ended, result);
+                    }
+                };
+                let write = Write::Job {
+                    record: Box::new(ended.clone()),
+                    result: result.clone(),
+                };
+                if let Err(e) = self.writer.commit_then(write, publish).await {
                     tracing::error!(error = %e, "cannot record the end of the job");
+                    self.table.finish(ended, result);
                 }
-                self.table.finish(ended, result);
                 self.metrics
                     .jobs
                     .with_label_values(&[job.kind.as_str(), job.source.as_str(), state.as_str()])

@@ -1006,7 +1006,13 @@ impl Write {
     }
 }
 
-type Ack = oneshot::Sender<Result<(), Arc<str>>>;
+/// What to do once a write's batch is committed (or failed).
+enum Ack {
+    /// Wake the writer of [`Writer::commit`].
+    Wake(oneshot::Sender<Result<(), Arc<str>>>),
+    /// Run [`Writer::commit_then`]'s continuation on the writer task.
+    Then(Box<dyn FnOnce(Result<(), Arc<str>>) + Send + Sync>),
+}
 
 enum Msg {
     Write(Write, Option<Ack>),
@@ -1033,7 +1039,7 @@ impl Writer {
     pub async fn commit(&self, write: Write) -> Result<(), StoreError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Msg::Write(write, Some(ack)))
+            .send(Msg::Write(write, Some(Ack::Wake(ack))))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         match done.await {
@@ -1044,6 +1050,20 @@ impl Writer {
             }),
             Err(_) => Err(StoreError::WriterGone),
         }
+    }
+
+    /// Queues a write; `then` runs on the writer task once it is committed
+    /// (with the error if its batch failed), so that nobody has to wait
+    /// for the commit to act on it. `then` must be quick and must not block.
+    pub async fn commit_then(
+        &self,
+        write: Write,
+        then: impl FnOnce(Result<(), Arc<str>>) + Send + Sync + 'static,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .send(Msg::Write(write, Some(Ack::Then(Box::new(then)))))
+            .await
+            .map_err(|_| StoreError::WriterGone)
     }
 
     /// Queues a write without waiting for it.
@@ -1095,8 +1115,12 @@ async fn write_loop(
             Arc::<str>::from(e.to_string())
         });
         for (_, ack) in batch.drain(..) {
-            if let Some(ack) = ack {
-                let _ = ack.send(result.clone());
+            match ack {
+                Some(Ack::Wake(tx)) => {
+                    let _ = tx.send(result.clone());
+                }
+                Some(Ack::Then(then)) => then(result.clone()),
+                None => {}
             }
         }
     }
