@@ -412,6 +412,11 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
+            // Checkpoint (copy the WAL into the database, then sync it)
+            // every 40 MB of WAL rather than every 4 MB: a busy service
+            // writes several MB per second, and each checkpoint stalls the
+            // writer for a sync.
+            .pragma("wal_autocheckpoint", "10000")
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
