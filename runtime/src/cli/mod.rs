@@ -418,7 +418,11 @@ pub fn emit(text: impl std::fmt::Display) {
     let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
-/// The JSON document of one backtest run.
+/// The JSON document of one backtest run, as compact JSON text: what the
+/// run was (strategy, parameters, policy), how it ended, the report's fields,
+/// then logs, metrics, usage and, when given, timing. Serialized straight
+/// from the report (no intermediate `Value` tree: the service writes one per
+/// job).
 pub fn run_json(
     args: &RunArgs,
     strategy: &Strategy,
@@ -427,42 +431,59 @@ pub fn run_json(
     out: RunOutput,
     equity_curve: bool,
     load_seconds: Option<f64>,
-) -> Value {
+) -> String {
     let m = &strategy.info.manifest;
     let report = if equity_curve {
         out.report
     } else {
         out.report.without_curve()
     };
-    let mut v = json!({
-        "strategy": StrategyJson { name: &m.name, version: &m.version, module: args.module.display().to_string() },
-        "params": params_json(m, values),
-        "policy": policy.name,
-        "outcome": match &out.outcome { Ok(()) => json!("ok"), Err(f) => failure_json(f) },
-    });
-    let obj = v.as_object_mut().expect("object");
-    if let Value::Object(r) = serde_json::to_value(&report).unwrap_or(Value::Null) {
-        obj.extend(r);
-    }
-    obj.insert(
-        "logs".into(),
-        serde_json::to_value(&out.logs).unwrap_or(Value::Null),
-    );
-    obj.insert(
-        "metrics".into(),
-        serde_json::to_value(&out.metrics).unwrap_or(Value::Null),
-    );
-    obj.insert(
-        "usage".into(),
-        serde_json::to_value(&out.usage).unwrap_or(Value::Null),
-    );
-    if let Some(load) = load_seconds {
-        obj.insert(
-            "timing".into(),
-            json!({ "load_seconds": load, "run_seconds": out.run_seconds }),
-        );
-    }
-    v
+    let doc = RunDocument {
+        strategy: StrategyJson {
+            name: &m.name,
+            version: &m.version,
+            module: args.module.display().to_string(),
+        },
+        params: params_json(m, values),
+        policy: &policy.name,
+        outcome: match &out.outcome {
+            Ok(()) => json!("ok"),
+            Err(f) => failure_json(f),
+        },
+        report: &report,
+        logs: &out.logs,
+        metrics: &out.metrics,
+        usage: &out.usage,
+        timing: load_seconds.map(|load_seconds| Timing {
+            load_seconds,
+            run_seconds: out.run_seconds,
+        }),
+    };
+    serde_json::to_string(&doc).unwrap_or_else(|e| {
+        json!({ "outcome": { "cause": "host_error", "message": format!("cannot write the result: {e}") } })
+            .to_string()
+    })
+}
+
+#[derive(Serialize)]
+struct RunDocument<'a> {
+    strategy: StrategyJson<'a>,
+    params: Value,
+    policy: &'a str,
+    outcome: Value,
+    #[serde(flatten)]
+    report: &'a crate::engine::BacktestReport,
+    logs: &'a [crate::session::LogLine],
+    metrics: &'a std::collections::BTreeMap<String, f64>,
+    usage: &'a crate::sandbox::Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timing: Option<Timing>,
+}
+
+#[derive(Serialize)]
+struct Timing {
+    load_seconds: f64,
+    run_seconds: f64,
 }
 
 fn pct(x: Option<f64>) -> String {

@@ -141,7 +141,7 @@ async fn backtest(job: &Job, control: &Arc<Control>, metrics: &Metrics) -> Outco
     );
     Outcome {
         end,
-        result: Some(doc.to_string()),
+        result: Some(doc),
     }
 }
 
