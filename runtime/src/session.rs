@@ -195,6 +195,14 @@ impl Session {
         Ok(start..start + n)
     }
 
+    /// The fraction of the data's bars handed to the strategy so far.
+    pub fn progress(&self) -> f64 {
+        match self.data.len() {
+            0 => 1.0,
+            n => (self.batch_start + self.batch_len) as f64 / n as f64,
+        }
+    }
+
     /// Bars in the current batch.
     pub fn batch_len(&self) -> usize {
         self.batch_len

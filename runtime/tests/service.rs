@@ -272,6 +272,34 @@ fn deadlines_time_out_and_the_watchdog_stops_stalled_jobs() {
     });
     assert_eq!(v["state"], "failed", "{v}");
     assert_eq!(v["error"]["cause"], "watchdog");
+    // A slow backtest that moves is not stalled: its progress (the bars
+    // handed to the guest, published at every epoch tick) is visible, and
+    // the watchdog leaves it alone for longer than `watchdog_stall_ms`.
+    let slow = format!("{short}bars_per_batch = 1\n").replace("100\n", "600000\n");
+    c.put("/v1/policies/slow", "application/toml", slow.as_bytes())
+        .expect(200);
+    let steady = c.submit(&json!({
+        "strategy": adversary, "dataset": data, "params": { "mode": 9, "amount": 20_000_000 }, "policy": "slow"
+    }));
+    let v = c.wait_job(&steady, "part way", |v| {
+        v["state"] != "queued" && v["state"] != "running"
+            || v["progress"].as_f64().is_some_and(|p| p > 0.0 && p < 1.0)
+    });
+    assert_eq!(
+        v["state"], "running",
+        "the slow job ended before it was seen part way: {v}"
+    );
+    let v = c.wait_job(&steady, "ended", |v| {
+        v["state"] != "queued" && v["state"] != "running"
+    });
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let at = |k: &str| chrono::DateTime::parse_from_rfc3339(v[k].as_str().unwrap()).unwrap();
+    let took = at("finished") - at("started");
+    assert!(
+        took.num_milliseconds() > 300,
+        "ran {took} only: make the job slower"
+    );
+
     let metrics = c.get("/metrics").expect(200).text();
     assert!(metrics.contains("palisade_watchdog_kills_total 1"), "{metrics}");
     assert!(

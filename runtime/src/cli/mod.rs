@@ -352,6 +352,7 @@ fn backtest(args: &BacktestArgs) -> Result<ExitCode, InputError> {
         seed: args.run.seed,
         backtest: p.config.clone(),
         cancel: None,
+        progress: None,
     };
     let out = runtime()?.block_on(p.sandbox.backtest(&strategy, p.data.clone(), &p.policy, &run));
     let ok = out.outcome.is_ok();

@@ -119,6 +119,7 @@ pub struct RunState {
     pub event_deadline: Instant,
     pub run_deadline: Instant,
     pub cancel: Option<Arc<AtomicBool>>,
+    pub progress: Option<super::ProgressFn>,
 }
 
 impl RunState {
@@ -143,6 +144,7 @@ impl RunState {
             run_deadline: now + limits.deadline_per_run,
             limits,
             cancel,
+            progress: None,
         }
     }
 
@@ -187,6 +189,9 @@ pub fn on_epoch(mut store: StoreContextMut<'_, RunState>) -> wasmtime::Result<Up
     let st = store.data_mut();
     if st.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
         return Err(st.fault(Failure::new(Cause::Cancelled, "the run was cancelled")));
+    }
+    if let Some(progress) = &st.progress {
+        (progress.0)(st.session.progress());
     }
     let now = Instant::now();
     if now >= st.run_deadline {

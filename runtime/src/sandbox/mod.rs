@@ -71,6 +71,19 @@ pub struct RunConfig {
     pub backtest: BacktestConfig,
     /// Set to stop the run at the next epoch tick.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Told, at every epoch tick, the fraction of the bars handed to the
+    /// guest so far.
+    pub progress: Option<ProgressFn>,
+}
+
+/// A callback taking a run's progress, from 0 to 1.
+#[derive(Clone)]
+pub struct ProgressFn(pub Arc<dyn Fn(f64) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressFn")
+    }
 }
 
 /// Resources a run used.
@@ -210,7 +223,7 @@ impl Sandbox {
     ) -> RunOutput {
         let started = Instant::now();
         let session = Session::for_run(data, policy, run);
-        let mut store = self.store(session, policy, run.cancel.clone());
+        let mut store = self.store(session, policy, run.cancel.clone(), run.progress.clone());
 
         let outcome = self.drive(&mut store, strategy).await;
         let run_seconds = started.elapsed().as_secs_f64();
@@ -226,8 +239,15 @@ impl Sandbox {
 
     /// Creates the `Store` of one run of `policy`: its limiter, epoch
     /// callback and first epoch deadline.
-    fn store(&self, session: Session, policy: &Policy, cancel: Option<Arc<AtomicBool>>) -> Store<RunState> {
-        let state = RunState::new(session, policy, cancel);
+    fn store(
+        &self,
+        session: Session,
+        policy: &Policy,
+        cancel: Option<Arc<AtomicBool>>,
+        progress: Option<ProgressFn>,
+    ) -> Store<RunState> {
+        let mut state = RunState::new(session, policy, cancel);
+        state.progress = progress;
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|st| &mut st.limiter);
         store.epoch_deadline_callback(host::on_epoch);
@@ -264,7 +284,7 @@ impl Sandbox {
             Vec::new(),
             0,
         );
-        let mut store = self.store(session, policy, None);
+        let mut store = self.store(session, policy, None, None);
         self.instantiate(&mut store, strategy).await.map(drop)
     }
 

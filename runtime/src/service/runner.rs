@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::cli::{run_json, RunArgs};
-use crate::sandbox::{Cause, Failure, RunConfig};
+use crate::sandbox::{Cause, Failure, ProgressFn, RunConfig};
 use crate::study::{self, Progress, Study, StudyError};
 
 use super::jobs::{Job, Plan};
@@ -101,6 +101,10 @@ async fn backtest(job: &Job, control: &Arc<Control>, metrics: &Metrics) -> Outco
         seed: job.request.seed,
         backtest: job.backtest.clone(),
         cancel: Some(control.cancel.clone()),
+        progress: Some(ProgressFn({
+            let control = control.clone();
+            Arc::new(move |p| control.set_progress(p))
+        })),
     };
     let out = compiled
         .sandbox

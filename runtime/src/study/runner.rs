@@ -120,6 +120,8 @@ where
                     seed: study.seed,
                     backtest: study.backtest.clone(),
                     cancel: Some(study.cancel.clone()),
+                    // The study reports progress per variant.
+                    progress: None,
                 };
                 let out = study
                     .sandbox

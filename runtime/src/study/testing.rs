@@ -131,6 +131,7 @@ pub fn backtest_on(study: &Study, data: Arc<Dataset>, params: &[(String, f64)]) 
         seed: study.seed,
         backtest: study.backtest.clone(),
         cancel: None,
+        progress: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
