@@ -132,11 +132,24 @@ fn every_job_kind_runs() {
         &std::fs::read(repo().join("data/sample/spy-like-daily.csv")).unwrap(),
     );
 
+    let metric = |name: &str| -> f64 {
+        let key = format!("{name}{{strategy=\"sma-cross\"}} ");
+        c.get("/metrics")
+            .expect(200)
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix(&key).map(|v| v.trim().parse().unwrap()))
+            .unwrap_or(0.0)
+    };
+    let fuel_before = metric("palisade_strategy_fuel_consumed_total");
     let optimize = c.submit(&json!({
         "strategy": strategy, "dataset": data, "kind": "optimize",
         "grid": ["fast=5:15:5"], "params": { "slow": 30 }, "objective": "sharpe", "top": 2
     }));
     let report = c.result(&optimize).expect(200).json();
+    // A study's variants count in the strategy's fuel and memory metrics.
+    let fuel_study = metric("palisade_strategy_fuel_consumed_total") - fuel_before;
+    assert!(metric("palisade_strategy_memory_peak_bytes") >= 65536.0);
     assert_eq!(report["kind"], "optimize");
     assert_eq!(report["counts"]["ok"], 3, "{report}");
     assert_eq!(report["top"].as_array().map(Vec::len), Some(2));
@@ -147,6 +160,12 @@ fn every_job_kind_runs() {
         c.submit(&json!({ "strategy": strategy, "dataset": data, "params": { "fast": 10, "slow": 30 } }));
     let single = c.result(&single).expect(200).json();
     assert_eq!(variant["stats"], single["stats"]);
+    // Three variants like this one (fast 5, 10, 15): about three times its fuel.
+    let fuel_single = single["usage"]["fuel"].as_f64().unwrap();
+    assert!(
+        fuel_study > 2.0 * fuel_single && fuel_study < 4.0 * fuel_single,
+        "study {fuel_study}, one variant {fuel_single}"
+    );
 
     let wf = c.submit(&json!({
         "strategy": strategy, "dataset": data, "kind": "walk_forward",

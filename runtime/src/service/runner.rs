@@ -18,6 +18,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -79,15 +80,15 @@ async fn run(job: &Job, control: &Arc<Control>, metrics: &Metrics, parallelism: 
     match &job.plan {
         Plan::Backtest => backtest(job, control, metrics).await,
         Plan::Optimize { grid, options } => {
-            let study = study_of(job, control, parallelism);
+            let study = study_of(job, control, metrics, parallelism);
             finish_study(job, control, study::optimize(&study, grid, options).await)
         }
         Plan::WalkForward { grid, options } => {
-            let study = study_of(job, control, parallelism);
+            let study = study_of(job, control, metrics, parallelism);
             finish_study(job, control, study::walk_forward(&study, grid, options).await)
         }
         Plan::MonteCarlo { options } => {
-            let study = study_of(job, control, 1);
+            let study = study_of(job, control, metrics, 1);
             finish_study(job, control, study::monte_carlo(&study, options).await)
         }
     }
@@ -149,8 +150,11 @@ async fn backtest(job: &Job, control: &Arc<Control>, metrics: &Metrics) -> Outco
     }
 }
 
-fn study_of(job: &Job, control: &Arc<Control>, parallelism: usize) -> Study {
+fn study_of(job: &Job, control: &Arc<Control>, metrics: &Metrics, parallelism: usize) -> Study {
     let progress_control = control.clone();
+    let fuel = metrics.fuel.with_label_values(&[&job.label]);
+    let peak = metrics.memory_peak.with_label_values(&[&job.label]);
+    let counted = AtomicU64::new(0);
     Study {
         sandbox: job.compiled.sandbox.clone(),
         strategy: job.compiled.strategy.clone(),
@@ -164,6 +168,13 @@ fn study_of(job: &Job, control: &Arc<Control>, parallelism: usize) -> Study {
         progress: Some(Arc::new(move |p: Progress| {
             if p.total > 0 {
                 progress_control.set_progress(p.done as f64 / p.total as f64);
+            }
+            // Calls come one at a time with growing totals.
+            let before = counted.swap(p.fuel, Ordering::Relaxed);
+            fuel.inc_by(p.fuel.saturating_sub(before));
+            let used = i64::try_from(p.memory_peak_bytes).unwrap_or(i64::MAX);
+            if used > peak.get() {
+                peak.set(used);
             }
         })),
     }

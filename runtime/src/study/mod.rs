@@ -140,11 +140,16 @@ use crate::policy::Policy;
 use crate::sandbox::params::ParamError;
 use crate::sandbox::{Failure, Sandbox, Strategy};
 
-/// Runs done and runs in total, reported after each run of a study.
+/// Runs done and runs in total, reported after each run of a study, with
+/// what the sandboxed runs so far used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Progress {
     pub done: u64,
     pub total: u64,
+    /// Fuel used by the finished backtests, together.
+    pub fuel: u64,
+    /// The largest linear memory one finished backtest reached, in bytes.
+    pub memory_peak_bytes: u64,
 }
 
 /// A progress callback. It is called from the executor's worker threads, one

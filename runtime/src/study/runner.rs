@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{Progress, ProgressFn, Study, StudyError};
 use crate::engine::Dataset;
-use crate::sandbox::{RunConfig, RunOutput};
+use crate::sandbox::{RunConfig, RunOutput, Usage};
 
 /// One backtest to run: every parameter's value, and the data.
 #[derive(Clone, Debug)]
@@ -23,54 +23,69 @@ pub(crate) struct Job {
 
 /// Counts finished runs across the batches of one study and reports them.
 pub(crate) struct Tracker {
-    done: Mutex<u64>,
-    total: u64,
+    /// `done`, `fuel` and `memory_peak_bytes` of the next report.
+    state: Mutex<Progress>,
     progress: Option<ProgressFn>,
 }
 
 impl Tracker {
     pub fn new(total: u64, progress: Option<ProgressFn>) -> Arc<Tracker> {
         let tracker = Arc::new(Tracker {
-            done: Mutex::new(0),
-            total,
+            state: Mutex::new(Progress {
+                done: 0,
+                total,
+                fuel: 0,
+                memory_peak_bytes: 0,
+            }),
             progress,
         });
-        tracker.report(0);
+        tracker.report(*tracker.lock());
         tracker
     }
 
-    fn report(&self, done: u64) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn report(&self, now: Progress) {
         if let Some(p) = &self.progress {
-            p(Progress {
-                done,
-                total: self.total,
-            });
+            p(now);
         }
     }
 
-    /// Counts one finished run. The lock makes the reports arrive in order.
+    /// Counts one finished run that used no sandbox.
     pub fn tick(&self) {
         self.advance(1);
     }
 
-    /// Counts `n` finished runs.
+    /// Counts one finished backtest and what it used. The lock makes the
+    /// reports arrive in order.
+    pub fn ran(&self, usage: &Usage) {
+        let mut state = self.lock();
+        state.done += 1;
+        state.fuel = state.fuel.saturating_add(usage.fuel);
+        state.memory_peak_bytes = state.memory_peak_bytes.max(usage.memory_peak_bytes);
+        self.report(*state);
+    }
+
+    /// Counts `n` finished runs that used no sandbox.
     pub fn advance(&self, n: u64) {
         if n == 0 {
             return;
         }
-        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        *done += n;
-        self.report(*done);
+        let mut state = self.lock();
+        state.done += n;
+        self.report(*state);
     }
 
     pub fn done(&self) -> u64 {
-        *self.done.lock().unwrap_or_else(|e| e.into_inner())
+        self.lock().done
     }
 
     pub fn cancelled(&self) -> StudyError {
         StudyError::Cancelled {
             done: self.done(),
-            total: self.total,
+            total: self.lock().total,
         }
     }
 }
@@ -127,8 +142,9 @@ where
                     .sandbox
                     .backtest(&study.strategy, job.data.clone(), &study.policy, &run)
                     .await;
+                let usage = out.usage.clone();
                 kept.push((i, keep(i, out)));
-                tracker.tick();
+                tracker.ran(&usage);
             }
             kept
         }));
