@@ -317,3 +317,49 @@ fn bad_input_gets_a_clear_error() {
         "error: the backtest closed no trades: there is nothing to resample",
     );
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn ctrl_c_cancels_a_study() {
+    use std::time::{Duration, Instant};
+    // 2,001 variants of a guest that burns fuel on every bar: many seconds.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args([
+            "optimize",
+            &guest("adversary"),
+            "--data",
+            &sample(),
+            "--grid",
+            "at=0:2000:1",
+            "-p",
+            "mode=9",
+            "-p",
+            "amount=100000",
+            "--jobs",
+            "1",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start palisade");
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the study ended too soon to be interrupted"
+    );
+    // SAFETY: kill(2) on our own child's pid, which has not been reaped.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(sent, 0);
+    let interrupted = Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the study was cancelled after"), "{stderr}");
+    assert!(stderr.contains("of 2001 runs"), "{stderr}");
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop",
+        interrupted.elapsed()
+    );
+}

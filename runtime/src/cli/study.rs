@@ -5,7 +5,7 @@
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -186,14 +186,29 @@ fn grid_and_search(
     Ok((grid, search))
 }
 
-/// Runs a study future on a multi-thread runtime with `jobs` workers.
+/// Runs a study future on a multi-thread runtime with `jobs` workers. Ctrl-C
+/// (SIGINT) cancels the study: running variants stop at their next epoch
+/// tick and the command reports the cancellation (exit code 1).
 fn block_on<T>(
     jobs: u32,
     bar: &Meter,
+    study: &Study,
     future: impl std::future::Future<Output = Result<T, StudyError>>,
 ) -> Result<Result<T, StudyError>, InputError> {
     let rt = study::executor(jobs as usize)?;
-    let out = rt.block_on(future);
+    let cancel = study.cancel.clone();
+    let out = rt.block_on(async move {
+        let interrupt = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        });
+        // Cancelled, the study still ends through its own path, with the
+        // count of variants done.
+        let out = future.await;
+        interrupt.abort();
+        out
+    });
     bar.finish();
     Ok(out)
 }
@@ -381,7 +396,7 @@ pub fn optimize(args: &OptimizeArgs) -> Result<ExitCode, InputError> {
         keep_reports: false,
     };
     let started = Instant::now();
-    let report = match block_on(jobs, &bar, study::optimize(&s.study, &grid, &options))? {
+    let report = match block_on(jobs, &bar, &s.study, study::optimize(&s.study, &grid, &options))? {
         Ok(r) => r,
         Err(e) => return study_error(e),
     };
@@ -518,7 +533,12 @@ pub fn walk_forward(args: &WalkForwardArgs) -> Result<ExitCode, InputError> {
         search,
     };
     let started = Instant::now();
-    let mut report = match block_on(jobs, &bar, study::walk_forward(&s.study, &grid, &options))? {
+    let mut report = match block_on(
+        jobs,
+        &bar,
+        &s.study,
+        study::walk_forward(&s.study, &grid, &options),
+    )? {
         Ok(r) => r,
         Err(e) => return study_error(e),
     };
@@ -678,7 +698,7 @@ pub fn monte_carlo(args: &MonteCarloArgs) -> Result<ExitCode, InputError> {
         ruin: args.ruin,
     };
     let started = Instant::now();
-    let report = match block_on(1, &bar, study::monte_carlo(&s.study, &options))? {
+    let report = match block_on(1, &bar, &s.study, study::monte_carlo(&s.study, &options))? {
         Ok(r) => r,
         Err(StudyError::BacktestFailed(f)) => {
             if args.run.json {
