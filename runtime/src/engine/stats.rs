@@ -48,8 +48,11 @@
 //!
 //! Sums are compensated (Neumaier) and added in a fixed order, so a result
 //! does not depend on anything but its inputs, and long curves do not drift.
-//! The sums of returns are sequential; the sum of squared deviations runs
-//! in four interleaved lanes (see `squared_deviations`).
+//! Everything comes from one pass over the curve, which the broker makes as
+//! the curve grows: the sum of squared deviations is taken around the first
+//! non-zero return `K` and corrected at the end,
+//! `Σ (r − m)² = Σ (r − K)² − (Σ (r − K))² / n`, which loses no precision
+//! worth speaking of while `K` is a typical return (it is one).
 
 use serde::Serialize;
 
@@ -112,6 +115,12 @@ pub struct CurvePass {
     first_r: Option<f64>,
     all_equal: bool,
     prev: f64,
+    /// `K`, the first non-zero return, and `Σ (r − K)`, `Σ (r − K)²` over
+    /// the non-zero returns; `flat` counts the zero ones.
+    shift: Option<f64>,
+    sum_d: Neumaier,
+    sum_d2: Neumaier,
+    flat: u64,
 }
 
 impl CurvePass {
@@ -129,6 +138,10 @@ impl CurvePass {
             first_r: None,
             all_equal: true,
             prev: initial_cash,
+            shift: None,
+            sum_d: Neumaier::default(),
+            sum_d2: Neumaier::default(),
+            flat: 0,
         }
     }
 
@@ -149,6 +162,7 @@ impl CurvePass {
             // r_t = 0 exactly: the sums do not move, neither do the peak,
             // the trough or solvency (a common case: no position open).
             self.all_equal &= *self.first_r.get_or_insert(0.0) == 0.0;
+            self.flat += 1;
             return;
         }
         if e > self.peak {
@@ -164,6 +178,23 @@ impl CurvePass {
         self.all_equal &= *self.first_r.get_or_insert(r) == r;
         self.sum_r.add(r);
         self.sum_down.add(r.min(0.0).powi(2));
+        let d = r - *self.shift.get_or_insert(r);
+        self.sum_d.add(d);
+        self.sum_d2.add(d * d);
+    }
+
+    /// `Σ (r_t − m)²` over all the returns so far, `m` being their mean.
+    fn squared_deviations(&self) -> f64 {
+        let n = self.points as f64;
+        let k = self.shift.unwrap_or(0.0);
+        let flat = self.flat as f64;
+        // The zero returns are `0 − K` from the shift.
+        let mut s1 = self.sum_d;
+        s1.add(-k * flat);
+        let mut s2 = self.sum_d2;
+        s2.add(k * k * flat);
+        let s1 = s1.value();
+        (s2.value() - s1 * s1 / n).max(0.0)
     }
 
     /// `max_t (1 − e_t / peak_t)` over the points so far. For a fixed
@@ -206,7 +237,7 @@ impl Stats {
         let stdev_r = match mean_r {
             Some(_) if count < 2 => None,
             Some(_) if pass.all_equal => Some(0.0),
-            Some(m) => Some((squared_deviations(c, equity, m) / (count - 1) as f64).sqrt()),
+            Some(_) => Some((pass.squared_deviations() / (count - 1) as f64).sqrt()),
             None => None,
         };
         let volatility = stdev_r.map(|s| s * annual);
@@ -253,46 +284,12 @@ impl Stats {
     }
 }
 
-/// `Σ (r_t − m)²` over the returns of `equity` (from `initial_cash`), in
-/// [`LANES`] compensated sums, lane `k` taking every return `t` with
-/// `t mod LANES = k`, added together in lane order at the end. The lanes
-/// are independent chains, so the CPU overlaps them; the order is fixed, so
-/// the result depends only on the curve.
-fn squared_deviations(initial_cash: f64, equity: &[EquityPoint], m: f64) -> f64 {
-    let mut lanes = [Neumaier::default(); LANES];
-    let mut prev = initial_cash;
-    let (chunks, rest) = equity.as_chunks::<LANES>();
-    let mut deviation = |e: f64| {
-        let r = if unchanged(e, prev) { 0.0 } else { e / prev - 1.0 };
-        prev = e;
-        let d = r - m;
-        d * d
-    };
-    for chunk in chunks {
-        for (lane, p) in lanes.iter_mut().zip(chunk) {
-            lane.add(deviation(p.equity));
-        }
-    }
-    for (lane, p) in lanes.iter_mut().zip(rest) {
-        lane.add(deviation(p.equity));
-    }
-    let mut total = Neumaier::default();
-    for lane in &lanes {
-        total.add(lane.total);
-        total.add(lane.compensation);
-    }
-    total.value()
-}
-
 /// Whether `e / prev − 1` is exactly 0 without dividing: equal, finite,
 /// non-zero (`0 / 0` and `∞ / ∞` are NaN).
 #[inline]
 fn unchanged(e: f64, prev: f64) -> bool {
     e == prev && e != 0.0 && e.is_finite()
 }
-
-/// Independent sums in [`squared_deviations`].
-const LANES: usize = 4;
 
 fn finite(x: Option<f64>) -> Option<f64> {
     x.filter(|v| v.is_finite())
@@ -485,7 +482,7 @@ mod tests {
     }
 
     #[test]
-    fn laned_deviations_agree_with_the_two_pass_definition() {
+    fn shifted_deviations_agree_with_the_two_pass_definition() {
         // 10,007 points, not a multiple of the lanes, of a seeded random walk.
         let mut state = 7_u64;
         let mut e = 100.0;
@@ -526,6 +523,27 @@ mod tests {
         }
         assert!(max_drawdown > 0.01, "{max_drawdown}");
         assert_eq!(s.max_drawdown.to_bits(), max_drawdown.to_bits());
+    }
+
+    #[test]
+    fn deviations_stay_accurate_when_the_mean_dominates() {
+        // Steady growth of 0.1 % per period with noise a million times
+        // smaller: summing r² and subtracting n·m² would lose every digit.
+        let mut e = 100.0;
+        let mut prev = e;
+        let mut returns = Vec::new();
+        let equity: Vec<f64> = (0..5_000)
+            .map(|t| {
+                e *= 1.001 + if t % 2 == 0 { 1e-9 } else { -1e-9 };
+                returns.push(e / prev - 1.0);
+                prev = e;
+                e
+            })
+            .collect();
+        let s = stats(100.0, 1.0, &equity, &[]);
+        let want = sample_stdev(&returns).unwrap();
+        let got = s.volatility.unwrap();
+        assert!((got - want).abs() <= 1e-6 * want, "got {got}, want {want}");
     }
 
     #[test]
