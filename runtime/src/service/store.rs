@@ -455,13 +455,22 @@ impl Store {
         if self.dir.exists(&name) {
             return Ok(());
         }
+        self.write_file(&name, sha, &[bytes])
+    }
+
+    /// Writes `parts` one after the other to a file in `tmp/` (named after
+    /// `tag`), syncs it and renames it to `name`: readers see the whole file
+    /// or none.
+    fn write_file(&self, name: &str, tag: &str, parts: &[&[u8]]) -> Result<(), StoreError> {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = format!("tmp/{sha}.{}.{n}", std::process::id());
+        let tmp = format!("tmp/{tag}.{}.{n}", std::process::id());
         let write = || -> std::io::Result<()> {
             let mut file = self.dir.create(&tmp)?;
-            std::io::Write::write_all(&mut file, bytes)?;
+            for part in parts {
+                std::io::Write::write_all(&mut file, part)?;
+            }
             file.sync_all()?;
-            self.dir.rename(&tmp, &self.dir, &name)
+            self.dir.rename(&tmp, &self.dir, name)
         };
         write().map_err(|e| {
             let _ = self.dir.remove_file(&tmp);
@@ -497,24 +506,12 @@ impl Store {
     /// any older file atomically.
     pub fn put_compiled(&self, sha: &str, key: &str, artifact: &[u8]) -> Result<(), StoreError> {
         debug_assert!(is_sha256_hex(sha));
-        let name = compiled_file(sha, key);
-        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = format!("tmp/{sha}.{key}.{}.{n}", std::process::id());
         let digest = Sha256::digest(artifact);
-        let write = || -> std::io::Result<()> {
-            let mut file = self.dir.create(&tmp)?;
-            std::io::Write::write_all(&mut file, &digest)?;
-            std::io::Write::write_all(&mut file, artifact)?;
-            file.sync_all()?;
-            self.dir.rename(&tmp, &self.dir, &name)
-        };
-        write().map_err(|e| {
-            let _ = self.dir.remove_file(&tmp);
-            StoreError::Io {
-                what: format!("cannot store {name}"),
-                source: e,
-            }
-        })
+        self.write_file(
+            &compiled_file(sha, key),
+            &format!("{sha}.{key}"),
+            &[&digest, artifact],
+        )
     }
 
     /// The compiled code [`Store::put_compiled`] stored, checked against its
