@@ -1143,9 +1143,9 @@ fn values_sql(head: &str, rows: usize, columns: usize, tail: &str) -> String {
     format!("{head} VALUES {}{tail}", vec![row; rows].join(", "))
 }
 
-/// Applies a batch as at most a few multi-row statements, each atomic (one
-/// round trip to SQLite each, where a transaction would add two): the last
-/// record of each job wins (writes of one job come in order).
+/// Applies a batch in one transaction of a few multi-row statements, sent
+/// to SQLite as one query: the last record of each job wins (writes of one
+/// job come in order), and the batch is all there or not at all.
 async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]) -> Result<(), sqlx::Error> {
     let mut order: Vec<&str> = Vec::new();
     let mut latest: std::collections::HashMap<&str, &JobRecord> = std::collections::HashMap::new();
@@ -1165,62 +1165,70 @@ async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]
         }
     }
     let jobs: Vec<&JobRecord> = order.iter().map(|id| latest[id]).collect();
+
+    // One transaction, sent as one multi-statement query: a single round
+    // trip to SQLite's thread and a single commit per batch. Positional
+    // parameters are bound across the statements in order.
+    let mut sql = String::from("BEGIN IMMEDIATE;\n");
     // Results first: a result whose job row still says running (a crash in
     // between) is never shown, and is replaced when the job runs again.
     for chunk in results.chunks(ROWS_PER_STATEMENT) {
-        let sql = values_sql(
+        sql += &values_sql(
             "INSERT OR REPLACE INTO results (job_id, json)",
             chunk.len(),
             2,
-            "",
+            ";\n",
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (id, json) in chunk {
-            q = q.bind(*id).bind(*json);
-        }
-        q.execute(&mut *conn).await?;
     }
     for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
-        let sql = values_sql(
+        sql += &values_sql(
             &format!("INSERT INTO jobs ({JOB_COLUMNS})"),
             chunk.len(),
             18,
             " ON CONFLICT (id) DO UPDATE SET state = excluded.state, progress = excluded.progress, \
              error_cause = excluded.error_cause, error_message = excluded.error_message, \
              started = excluded.started, finished = excluded.finished, attempts = excluded.attempts \
-             WHERE jobs.state IN ('queued', 'running')",
+             WHERE jobs.state IN ('queued', 'running');\n",
         );
-        // The statement is made of placeholders only; every value is bound.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for j in chunk {
-            q = q
-                .bind(&j.id)
-                .bind(j.seq)
-                .bind(&j.tenant)
-                .bind(&j.kind)
-                .bind(&j.strategy)
-                .bind(&j.dataset)
-                .bind(&j.spec)
-                .bind(&j.priority)
-                .bind(&j.policy)
-                .bind(&j.policy_hash)
-                .bind(j.state.as_str())
-                .bind(j.progress)
-                .bind(j.error_cause.as_deref())
-                .bind(j.error_message.as_deref())
-                .bind(j.created)
-                .bind(j.started)
-                .bind(j.finished)
-                .bind(j.attempts);
-        }
-        q.execute(&mut *conn).await?;
     }
-    for (id, p) in progress {
-        sqlx::query("UPDATE jobs SET progress = ? WHERE id = ? AND state = 'running'")
-            .bind(p)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
+    for _ in &progress {
+        sql += "UPDATE jobs SET progress = ? WHERE id = ? AND state = 'running';\n";
+    }
+    sql += "COMMIT;";
+    // The statements are made of placeholders only; every value is bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (id, json) in &results {
+        q = q.bind(*id).bind(*json);
+    }
+    for j in &jobs {
+        q = q
+            .bind(&j.id)
+            .bind(j.seq)
+            .bind(&j.tenant)
+            .bind(&j.kind)
+            .bind(&j.strategy)
+            .bind(&j.dataset)
+            .bind(&j.spec)
+            .bind(&j.priority)
+            .bind(&j.policy)
+            .bind(&j.policy_hash)
+            .bind(j.state.as_str())
+            .bind(j.progress)
+            .bind(j.error_cause.as_deref())
+            .bind(j.error_message.as_deref())
+            .bind(j.created)
+            .bind(j.started)
+            .bind(j.finished)
+            .bind(j.attempts);
+    }
+    for (id, p) in &progress {
+        q = q.bind(*p).bind(*id);
+    }
+    if let Err(e) = q.execute(&mut *conn).await {
+        // Whatever ran of the batch is undone; the connection is left
+        // without an open transaction for the next batch.
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        return Err(e);
     }
     Ok(())
 }
@@ -1383,6 +1391,35 @@ mod tests {
             .map(|j| j.id)
             .collect();
         assert_eq!(ids, ["j2", "j1", "j0"], "newest first");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failing_batch_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let writer = store.writer(|_, _| {});
+        writer
+            .commit(Write::job(job("j0", 1, JobState::Queued, 0)))
+            .await
+            .unwrap();
+        // One batch: a valid job with its result, then a job whose `seq`
+        // collides (UNIQUE): the whole batch is refused.
+        let ok = Write::Job {
+            record: Box::new(job("j1", 2, JobState::Queued, 0)),
+            result: Some(Arc::from("{}")),
+        };
+        let clash = Write::job(job("j2", 1, JobState::Queued, 0));
+        let (a, b) = tokio::join!(writer.commit(ok), writer.commit(clash));
+        assert!(a.is_err() && b.is_err(), "{a:?} {b:?}");
+        assert!(store.get_job("t", "j1").await.unwrap().is_none());
+        assert!(store.get_result("t", "j1").await.unwrap().is_none());
+        // The connection is usable: the next batch commits.
+        writer
+            .commit(Write::job(job("j1", 2, JobState::Queued, 0)))
+            .await
+            .unwrap();
+        assert!(store.get_job("t", "j1").await.unwrap().is_some());
+        assert_eq!(store.next_seq().await.unwrap(), 3);
     }
 
     #[tokio::test(flavor = "current_thread")]
