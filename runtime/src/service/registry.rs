@@ -43,6 +43,9 @@ const DATASET_CACHE: usize = 256;
 /// Compiled modules kept in memory (per module and sandbox); the oldest are
 /// forgotten first and loaded again from their precompiled files.
 const COMPILED_CACHE: usize = 512;
+/// (module, policy) pairs remembered as validated; a forgotten pair costs
+/// one validation (about a millisecond) at its next use.
+const VALIDATED_CACHE: usize = 4 * COMPILED_CACHE;
 
 /// A policy as the service knows it.
 #[derive(Debug)]
@@ -149,7 +152,8 @@ pub struct Registry {
     sandboxes: Mutex<HashMap<u64, Arc<Sandbox>>>,
     /// By `"{sha}/{stack_bytes}"`.
     compiled: Mutex<Lru<Arc<Compiled>>>,
-    validated: Mutex<HashSet<(String, String)>>,
+    /// `"{sha}/{policy hash}"` of the modules validated against a policy.
+    validated: Mutex<Lru<()>>,
     datasets: Mutex<Lru<Arc<Dataset>>>,
     /// Policies replaced over the API, and files read from the directory.
     policies: Mutex<HashMap<String, Arc<PolicyEntry>>>,
@@ -181,7 +185,7 @@ impl Registry {
             policies_dir,
             sandboxes: Mutex::new(HashMap::new()),
             compiled: Mutex::new(Lru::new(COMPILED_CACHE)),
-            validated: Mutex::new(HashSet::new()),
+            validated: Mutex::new(Lru::new(VALIDATED_CACHE)),
             datasets: Mutex::new(Lru::new(DATASET_CACHE)),
             policies: Mutex::new(HashMap::new()),
             stored_versions: Mutex::new(HashSet::new()),
@@ -307,8 +311,8 @@ impl Registry {
     pub fn compiled_cached(&self, sha: &str, policy: &PolicyEntry) -> Option<Arc<Compiled>> {
         let c = lock(&self.compiled).get(&compiled_key(sha, policy.policy.stack_bytes))?;
         lock(&self.validated)
-            .contains(&(sha.to_owned(), policy.hash.clone()))
-            .then_some(c)
+            .get(&format!("{sha}/{}", policy.hash))
+            .map(|()| c)
     }
 
     /// The module `sha` compiled for `policy`'s sandbox, validated against
@@ -322,9 +326,9 @@ impl Registry {
     ) -> Result<Arc<Compiled>, RegistryError> {
         let stack = policy.policy.stack_bytes;
         let key = compiled_key(sha, stack);
-        let validated_key = (sha.to_owned(), policy.hash.clone());
+        let validated_key = format!("{sha}/{}", policy.hash);
         let cached = lock(&self.compiled).get(&key);
-        let is_validated = lock(&self.validated).contains(&validated_key);
+        let is_validated = lock(&self.validated).get(&validated_key).is_some();
         if let (Some(c), true) = (&cached, is_validated) {
             return Ok(c.clone());
         }
@@ -375,7 +379,7 @@ impl Registry {
                 }
             }
         };
-        lock(&self.validated).insert(validated_key);
+        lock(&self.validated).insert(validated_key, ());
         Ok(compiled)
     }
 
