@@ -14,8 +14,9 @@
 //!   and a whole backtest of one bar (instantiate, run, report, teardown).
 //! - `validate_compile_100k`: `Sandbox::load` (validation plus Cranelift
 //!   compilation on the engine's threads) of a generated ~100 KB module;
-//!   `validate_load_precompiled_100k`: `Sandbox::load_precompiled` of the
-//!   same module (validation plus loading its serialized compiled code).
+//!   `validate_load_precompiled_100k`: `Sandbox::check` then
+//!   `Sandbox::load_precompiled` of the same module (validation plus loading
+//!   its serialized compiled code).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -278,7 +279,10 @@ fn validate_compile_100k(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     group.bench_with_input(BenchmarkId::from_parameter(bytes.len()), &bytes, |b, bytes| {
         // SAFETY: the artifact was serialized above by this sandbox.
-        b.iter(|| unsafe { sandbox.load_precompiled(bytes, &artifact, &policy) }.map(|s| s.info.size_bytes))
+        b.iter(|| {
+            let info = sandbox.check(bytes, &policy)?;
+            unsafe { sandbox.load_precompiled(info, &artifact) }.map(|s| s.info.size_bytes)
+        })
     });
     group.finish();
 }

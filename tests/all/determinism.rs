@@ -126,8 +126,10 @@ fn a_precompiled_artifact_runs_like_the_compiled_module() {
     let sandbox = crate::support::sandbox(&p);
     let compiled = sandbox.load(&bytes, &p).expect("module loads");
     let artifact = sandbox.serialize(&compiled).expect("serializes");
+    // Loading takes the module's checked description, as compiling does.
+    let info = || sandbox.check(&bytes, &p).expect("module is valid");
     // SAFETY: the artifact was produced just above by this sandbox.
-    let loaded = unsafe { sandbox.load_precompiled(&bytes, &artifact, &p) }.expect("artifact loads");
+    let loaded = unsafe { sandbox.load_precompiled(info(), &artifact) }.expect("artifact loads");
     assert_eq!(format!("{:?}", loaded.info), format!("{:?}", compiled.info));
     let run = RunConfig {
         params: params::resolve(&loaded.info.manifest, &[]).unwrap(),
@@ -139,10 +141,10 @@ fn a_precompiled_artifact_runs_like_the_compiled_module() {
     assert!(a.outcome.is_ok(), "{:?}", a.outcome);
     assert_eq!(result_json(&a), result_json(&b));
 
-    // The module is still validated against the policy it is loaded for.
+    // The module is still validated against the policy it is loaded for:
+    // without that check there is no description to load it with.
     let tiny = policy(|q| q.module_bytes = 1_024);
-    // SAFETY: as above.
-    let refused = unsafe { sandbox.load_precompiled(&bytes, &artifact, &tiny) }.unwrap_err();
+    let refused = sandbox.check(&bytes, &tiny).unwrap_err();
     assert!(refused.message.contains("module_bytes"), "{refused}");
 
     // The key names the compiled code's kind: stable for one engine build
@@ -150,8 +152,7 @@ fn a_precompiled_artifact_runs_like_the_compiled_module() {
     assert_eq!(sandbox.artifact_key(), crate::support::sandbox(&p).artifact_key());
     assert_eq!(sandbox.artifact_key().len(), 16);
     // SAFETY: a truncated artifact fails the header and section checks.
-    let refused =
-        unsafe { sandbox.load_precompiled(&bytes, &artifact[..artifact.len() / 2], &p) }.unwrap_err();
+    let refused = unsafe { sandbox.load_precompiled(info(), &artifact[..artifact.len() / 2]) }.unwrap_err();
     assert!(
         refused.message.contains("precompiled artifact does not load"),
         "{refused}"

@@ -123,7 +123,12 @@ pub struct RunState {
 }
 
 impl RunState {
-    pub fn new(session: Session, policy: &Policy, cancel: Option<Arc<AtomicBool>>) -> RunState {
+    pub fn new(
+        session: Session,
+        policy: &Policy,
+        cancel: Option<Arc<AtomicBool>>,
+        progress: Option<super::ProgressFn>,
+    ) -> RunState {
         let limits = RunLimits::from_policy(policy);
         let now = Instant::now();
         RunState {
@@ -144,7 +149,7 @@ impl RunState {
             run_deadline: now + limits.deadline_per_run,
             limits,
             cancel,
-            progress: None,
+            progress,
         }
     }
 

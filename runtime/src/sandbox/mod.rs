@@ -132,31 +132,52 @@ impl Sandbox {
     /// Validates and compiles a module. The policy decides what is accepted;
     /// it must not grant more stack or memory than the engine was built for.
     pub fn load(&self, bytes: &[u8], policy: &Policy) -> Result<Strategy, Failure> {
-        let info = self.admit(bytes, policy)?;
+        let info = self.check(bytes, policy)?;
+        self.compile(info, bytes)
+    }
+
+    /// The first half of [`Sandbox::load`]: checks the policy against the
+    /// engine, then validates the module against the policy. The
+    /// [`ModuleInfo`] it returns is what [`Sandbox::compile`] and
+    /// [`Sandbox::load_precompiled`] take, so nothing is linked unchecked.
+    pub fn check(&self, bytes: &[u8], policy: &Policy) -> Result<ModuleInfo, Failure> {
+        let settings = self.engine.settings();
+        if policy.stack_bytes as usize > settings.stack_bytes
+            || policy.memory_bytes > settings.max_memory_bytes
+        {
+            return Err(Failure::new(
+                Cause::InvalidModule,
+                format!(
+                    "policy {} grants more stack or memory than this engine was started with ({} stack bytes, {} memory bytes)",
+                    policy.name, settings.stack_bytes, settings.max_memory_bytes
+                ),
+            ));
+        }
+        validate::validate(bytes, policy)
+    }
+
+    /// The second half of [`Sandbox::load`]: compiles the module `info`
+    /// describes (`bytes`, checked by [`Sandbox::check`]) and links it.
+    pub fn compile(&self, info: ModuleInfo, bytes: &[u8]) -> Result<Strategy, Failure> {
         let module = Module::new(self.engine.engine(), bytes)
             .map_err(|e| Failure::new(Cause::InvalidModule, format!("compilation failed: {e:#}")))?;
         self.link(info, &module)
     }
 
-    /// Like [`Sandbox::load`], with the compiled code taken from `artifact`
-    /// (what [`Sandbox::serialize`] gave for the same `bytes`) instead of
-    /// compiling: the module is still validated against `policy`. Fails on
-    /// an artifact of another engine build or configuration (see
-    /// [`Sandbox::artifact_key`]); the caller then compiles.
+    /// Like [`Sandbox::compile`], with the compiled code taken from
+    /// `artifact` (what [`Sandbox::serialize`] gave for the same module)
+    /// instead of compiling. Fails on an artifact of another engine build or
+    /// configuration (see [`Sandbox::artifact_key`]); the caller then
+    /// compiles.
     ///
     /// # Safety
     ///
     /// `artifact` is machine code that will run as is: it must be bytes that
-    /// [`Sandbox::serialize`] produced, read back intact (e.g. checked
-    /// against a hash stored with them) from storage only this process
-    /// writes. wasmtime checks its header, not its code.
-    pub unsafe fn load_precompiled(
-        &self,
-        bytes: &[u8],
-        artifact: &[u8],
-        policy: &Policy,
-    ) -> Result<Strategy, Failure> {
-        let info = self.admit(bytes, policy)?;
+    /// [`Sandbox::serialize`] produced for the module `info` describes, read
+    /// back intact (e.g. checked against a hash stored with them) from
+    /// storage only this process writes. wasmtime checks its header, not its
+    /// code.
+    pub unsafe fn load_precompiled(&self, info: ModuleInfo, artifact: &[u8]) -> Result<Strategy, Failure> {
         // SAFETY: the caller vouches for `artifact` (see above).
         let module = unsafe { Module::deserialize(self.engine.engine(), artifact) }.map_err(|e| {
             Failure::new(
@@ -185,24 +206,6 @@ impl Sandbox {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.engine().precompile_compatibility_hash().hash(&mut h);
         format!("{:016x}", h.finish())
-    }
-
-    /// Checks the policy against the engine, then the module against the
-    /// policy.
-    fn admit(&self, bytes: &[u8], policy: &Policy) -> Result<ModuleInfo, Failure> {
-        let settings = self.engine.settings();
-        if policy.stack_bytes as usize > settings.stack_bytes
-            || policy.memory_bytes > settings.max_memory_bytes
-        {
-            return Err(Failure::new(
-                Cause::InvalidModule,
-                format!(
-                    "policy {} grants more stack or memory than this engine was started with ({} stack bytes, {} memory bytes)",
-                    policy.name, settings.stack_bytes, settings.max_memory_bytes
-                ),
-            ));
-        }
-        validate::validate(bytes, policy)
     }
 
     fn link(&self, info: ModuleInfo, module: &Module) -> Result<Strategy, Failure> {
@@ -246,8 +249,7 @@ impl Sandbox {
         cancel: Option<Arc<AtomicBool>>,
         progress: Option<ProgressFn>,
     ) -> Store<RunState> {
-        let mut state = RunState::new(session, policy, cancel);
-        state.progress = progress;
+        let state = RunState::new(session, policy, cancel, progress);
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|st| &mut st.limiter);
         store.epoch_deadline_callback(host::on_epoch);

@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use crate::engine::{DataError, Dataset};
 use crate::policy::{Policy, PolicyError};
-use crate::sandbox::{validate, EngineSettings, Failure, Sandbox, Strategy};
+use crate::sandbox::{EngineSettings, Failure, ModuleInfo, Sandbox, Strategy};
 
 use super::metrics::Metrics;
 use super::store::{sha256_hex, Blob, Store, StoreError};
@@ -109,6 +109,10 @@ pub enum RegistryError {
 
 fn compiled_key(sha: &str, stack_bytes: u64) -> String {
     format!("{sha}/{stack_bytes}")
+}
+
+fn validated_key(sha: &str, policy: &PolicyEntry) -> String {
+    format!("{sha}/{}", policy.hash)
 }
 
 /// Bounded map that forgets its oldest entries.
@@ -310,9 +314,7 @@ impl Registry {
     /// and validated against `policy` already (never blocks).
     pub fn compiled_cached(&self, sha: &str, policy: &PolicyEntry) -> Option<Arc<Compiled>> {
         let c = lock(&self.compiled).get(&compiled_key(sha, policy.policy.stack_bytes))?;
-        lock(&self.validated)
-            .get(&format!("{sha}/{}", policy.hash))
-            .map(|()| c)
+        lock(&self.validated).get(&validated_key(sha, policy)).map(|()| c)
     }
 
     /// The module `sha` compiled for `policy`'s sandbox, validated against
@@ -326,7 +328,7 @@ impl Registry {
     ) -> Result<Arc<Compiled>, RegistryError> {
         let stack = policy.policy.stack_bytes;
         let key = compiled_key(sha, stack);
-        let validated_key = format!("{sha}/{}", policy.hash);
+        let validated_key = validated_key(sha, policy);
         let cached = lock(&self.compiled).get(&key);
         let is_validated = lock(&self.validated).get(&validated_key).is_some();
         if let (Some(c), true) = (&cached, is_validated) {
@@ -340,25 +342,24 @@ impl Registry {
                 &owned
             }
         };
+        let sandbox = match &cached {
+            Some(c) => c.sandbox.clone(),
+            None => self.sandbox(stack)?,
+        };
+        // Validated once, here: loading and compiling take the result.
+        let started = Instant::now();
+        let info = sandbox
+            .check(bytes, &policy.policy)
+            .map_err(RegistryError::Module)?;
+        self.metrics.step("validate", started.elapsed());
         let compiled = match cached {
-            Some(c) => {
-                let started = Instant::now();
-                validate::validate(bytes, &policy.policy).map_err(RegistryError::Module)?;
-                self.metrics.step("validate", started.elapsed());
-                c
-            }
+            Some(c) => c,
             None => {
-                let sandbox = self.sandbox(stack)?;
-                let started = Instant::now();
-                validate::validate(bytes, &policy.policy).map_err(RegistryError::Module)?;
-                self.metrics.step("validate", started.elapsed());
-                let strategy = match self.precompiled(sha, bytes, &sandbox, policy) {
+                let strategy = match self.precompiled(sha, &info, &sandbox) {
                     Some(strategy) => strategy,
                     None => {
                         let started = Instant::now();
-                        let strategy = sandbox
-                            .load(bytes, &policy.policy)
-                            .map_err(RegistryError::Module)?;
+                        let strategy = sandbox.compile(info, bytes).map_err(RegistryError::Module)?;
                         self.metrics.step("compile", started.elapsed());
                         self.persist_compiled(sha, &sandbox, &strategy);
                         strategy
@@ -383,23 +384,16 @@ impl Registry {
         Ok(compiled)
     }
 
-    /// Module `sha` loaded from its precompiled file, when there is one
-    /// for `sandbox` that loads. `bytes` must have passed validation
-    /// against `policy` already.
-    fn precompiled(
-        &self,
-        sha: &str,
-        bytes: &[u8],
-        sandbox: &Sandbox,
-        policy: &PolicyEntry,
-    ) -> Option<Strategy> {
+    /// Module `sha` (checked, `info`) loaded from its precompiled file,
+    /// when there is one for `sandbox` that loads.
+    fn precompiled(&self, sha: &str, info: &ModuleInfo, sandbox: &Sandbox) -> Option<Strategy> {
         let key = sandbox.artifact_key();
         let artifact = self.store.get_compiled(sha, &key)?;
         let started = Instant::now();
         // SAFETY: the file is one `persist_compiled` wrote into this data
         // directory, for module `sha` and this artifact key, and
         // `get_compiled` checked it against the SHA-256 stored with it.
-        match unsafe { sandbox.load_precompiled(bytes, &artifact, &policy.policy) } {
+        match unsafe { sandbox.load_precompiled(info.clone(), &artifact) } {
             Ok(strategy) => {
                 self.metrics.step("load", started.elapsed());
                 Some(strategy)
