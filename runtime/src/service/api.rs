@@ -416,7 +416,7 @@ fn strategy_view(r: &StrategyRecord) -> Value {
 }
 
 fn created_or_ok(created: bool, location: String, v: &Value) -> Response {
-    let mut response = json_response(
+    let response = json_response(
         if created {
             StatusCode::CREATED
         } else {
@@ -424,7 +424,11 @@ fn created_or_ok(created: bool, location: String, v: &Value) -> Response {
         },
         v,
     );
-    if let Ok(l) = HeaderValue::from_str(&location) {
+    with_location(response, &location)
+}
+
+fn with_location(mut response: Response, location: &str) -> Response {
+    if let Ok(l) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, l);
     }
     response
@@ -605,16 +609,13 @@ async fn submit_job(
         "{},\"output\":{result}}}",
         view.strip_suffix('}').unwrap_or(&view)
     );
-    let mut response = (
+    let response = (
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/json")],
         Body::from(body),
     )
         .into_response();
-    if let Ok(l) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, l);
-    }
-    Ok(response)
+    Ok(with_location(response, &location))
 }
 
 #[derive(Deserialize)]
