@@ -22,8 +22,8 @@ pub const START_TS: i64 = 1_700_000_000;
 /// Seconds between generated bars (one-minute bars).
 pub const BAR_SECONDS: i64 = 60;
 
-/// splitmix64: a small, well-mixed, seedable generator. Enough for synthetic
-/// prices; not for anything that needs unpredictability.
+/// The seeded stream of the generated prices: the ABI's own `random`
+/// stream (splitmix64, 53-bit floats), so it is defined in one place.
 #[derive(Clone, Debug)]
 pub struct SplitMix64(u64);
 
@@ -32,17 +32,9 @@ impl SplitMix64 {
         SplitMix64(seed)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     /// Uniform in `[0, 1)`.
     pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        palisade_sdk::abi::next_random(&mut self.0)
     }
 
     /// Uniform in `[-1, 1)`.

@@ -46,14 +46,7 @@ impl Guest {
 /// prices rounded to 4 decimals.
 pub fn bars(n: usize, seed: u64) -> Dataset {
     let mut state = seed;
-    let mut next = move || {
-        // splitmix64
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut next = move || palisade_host_api::next_random(&mut state);
     let tick = |x: f64| (x * 10_000.0).round() / 10_000.0;
     let mut close = 100.0_f64;
     let mut drift = 0.0;
