@@ -1,8 +1,10 @@
-//! Streaming technical indicators for strategies: SMA, EMA, RSI, ATR, Bollinger
-//! bands, Donchian channels and rolling mean/variance. Each indicator is fed one
-//! value (or one bar's high/low/close) at a time with `update`, which returns
-//! `None` while the indicator is warming up and `Some(value)` once it has seen
-//! enough data; `value` returns the last result again without new input.
+//! Streaming technical indicators for strategies: SMA (alone or as a fast/slow
+//! pair), EMA, RSI, ATR, Bollinger bands, Donchian channels and rolling
+//! mean/variance. Each indicator is fed one value (or one bar's high/low/close)
+//! at a time with `update`, which returns `None` while the indicator is warming
+//! up and `Some(value)` once it has seen enough data; `value` returns the last
+//! result again without new input. ([`SmaPair`], made for crossover rules, is
+//! fed with `push` and read with `compare`, `fast` and `slow`.)
 //!
 //! The library is built for the per-bar hot path: every buffer is allocated in
 //! `new`, `update` never allocates and costs O(1) (amortized for [`Donchian`]
@@ -14,10 +16,11 @@
 //! some tens of nanoseconds; guests built with `-C target-feature=+simd128` get
 //! the instruction.
 //!
-//! [`Sma`] and the middle band of [`Bollinger`] are *exact*: inputs are rounded
-//! to a fixed-point grid (8 decimals by default) and summed in integers, so two
-//! averages whose decimal means are equal give equal `f64` values whatever
-//! their lengths, and crossover rules do not depend on rounding noise.
+//! [`Sma`], [`SmaPair`] and the middle band of [`Bollinger`] are *exact*:
+//! inputs are rounded to a fixed-point grid (8 decimals by default) and summed
+//! in integers, so two averages whose decimal means are equal give equal `f64`
+//! values whatever their lengths, and crossover rules do not depend on
+//! rounding noise.
 //!
 //! What it deliberately does not do: it does not validate bars (a high below
 //! its low is used as given), it does not resample or align series, it keeps no
@@ -42,8 +45,9 @@ use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
 
-/// Default fixed-point scale of the exact indicators ([`Sma`], [`Bollinger`]):
-/// inputs are rounded to multiples of `1 / DEFAULT_SCALE`, i.e. to 8 decimals.
+/// Default fixed-point scale of the exact indicators ([`Sma`], [`SmaPair`],
+/// [`Bollinger`]): inputs are rounded to multiples of `1 / DEFAULT_SCALE`,
+/// i.e. to 8 decimals.
 pub const DEFAULT_SCALE: u64 = 100_000_000;
 
 /// Largest magnitude of a quantized value, `2^53`: every quantized value is an
@@ -171,27 +175,165 @@ fn soft_sqrt(x: f64) -> f64 {
 }
 
 // ---------------------------------------------------------------------------
-// Exact fixed-point window shared by Sma and Bollinger.
+// Exact fixed-point windows of Sma, SmaPair and Bollinger.
 // ---------------------------------------------------------------------------
 
 /// Rounds `x · scale` to the nearest integer, halves away from zero; returns
 /// [`INVALID`] when `x` is NaN or infinite or the result would exceed
 /// [`MAX_QUANTIZED`] in magnitude.
+///
+/// Only the product is a float operation: the rounding reads the product's
+/// bits. For `|y| <= 2^53`, `|y| = m · 2^-s` with `m` the significand, and
+/// `round(|y|) = (m + 2^(s-1)) >> s` exactly (no float rounding, and no NaN
+/// canonicalization on wasm, where every float result pays for one).
 #[inline]
 fn quantize(x: f64, scale: f64) -> i64 {
-    let y = x * scale;
-    if y.is_nan() || abs(y) > MAX_QUANTIZED as f64 {
+    const SIGN: u64 = 1 << 63;
+    const FRACTION: u64 = (1 << 52) - 1;
+    /// Bits of `2^53`. Magnitudes order like their bit patterns, and NaN and
+    /// the infinities have larger patterns than any finite value.
+    const MAX_BITS: u64 = (1023 + 53) << 52;
+    let bits = (x * scale).to_bits();
+    let magnitude = bits & !SIGN;
+    if magnitude > MAX_BITS {
         return INVALID;
     }
-    let t = y as i64; // truncates toward zero
-    let frac = y - t as f64; // exact for |y| <= 2^53
-    if frac >= 0.5 {
-        t + 1
-    } else if frac <= -0.5 {
-        t - 1
+    // Biased exponent, taken as 1 for zeros and subnormals (whose
+    // significand has no implicit bit).
+    let exponent = (magnitude >> 52) as i32;
+    let significand = (magnitude & FRACTION) | (u64::from(exponent != 0) << 52);
+    // |y| = significand · 2^-shift, shift in [-1, 1074]. From shift 55 on,
+    // |y| < 1/2 and the formula gives 0 for any shift up to 63.
+    let shift = 1075 - exponent.max(1);
+    let rounded = if shift <= 0 {
+        significand << -shift
     } else {
-        t
+        let shift = shift.min(63) as u32;
+        (significand + (1 << (shift - 1))) >> shift
+    } as i64;
+    // Apply the sign: negate when the sign bit is set.
+    let negative = (bits as i64) >> 63;
+    (rounded ^ negative) - negative
+}
+
+/// The exact sum of the quantized values in a window of `len` values.
+#[derive(Clone, Copy, Debug)]
+struct WindowSum {
+    len: usize,
+    /// Sum of the valid values. `|q| <= 2^53` and the window has fewer than
+    /// `2^64` values, so `|sum| < 2^117`: it never overflows.
+    sum: i128,
+    /// How many [`INVALID`] values are in the window.
+    invalid: usize,
+}
+
+impl WindowSum {
+    fn new(len: usize) -> Self {
+        WindowSum {
+            len,
+            sum: 0,
+            invalid: 0,
+        }
     }
+
+    fn reset(&mut self) {
+        self.sum = 0;
+        self.invalid = 0;
+    }
+
+    #[inline]
+    fn add(&mut self, q: i64) {
+        if q == INVALID {
+            self.invalid += 1;
+        } else {
+            self.sum += i128::from(q);
+        }
+    }
+
+    #[inline]
+    fn remove(&mut self, q: i64) {
+        if q == INVALID {
+            self.invalid -= 1;
+        } else {
+            self.sum -= i128::from(q);
+        }
+    }
+
+    /// `(Q, R)` with `sum = Q · n + R` and `0 <= R < n` (floor division by
+    /// the length `n`). `|Q| <= 2^53` because the mean of the window lies
+    /// between its smallest and largest value.
+    #[inline]
+    fn floor_mean(&self) -> (i64, i64) {
+        let n = self.len as i64;
+        match i64::try_from(self.sum) {
+            Ok(s) => (s.div_euclid(n), s.rem_euclid(n)),
+            Err(_) => {
+                let n = i128::from(n);
+                (self.sum.div_euclid(n) as i64, self.sum.rem_euclid(n) as i64)
+            }
+        }
+    }
+
+    /// The mean of a full window in input units: `(Q + R / n) / scale`, NaN
+    /// while the window holds an invalid value.
+    ///
+    /// `Q` and `R / n` are the integer and fractional parts of the exact mean
+    /// of the quantized values, so every operation below has operands that
+    /// depend only on that exact mean, not on `n` or on the size of the sum:
+    /// equal exact means give bit-identical results, and (all roundings being
+    /// monotone) a larger exact mean never gives a smaller result.
+    #[inline]
+    fn mean(&self, scale: f64) -> f64 {
+        if self.invalid > 0 {
+            return f64::NAN;
+        }
+        let (q, r) = self.floor_mean();
+        self.mean_from(q, r, scale)
+    }
+
+    #[inline]
+    fn mean_from(&self, q: i64, r: i64, scale: f64) -> f64 {
+        (q as f64 + r as f64 / self.len as f64) / scale
+    }
+
+    /// Compares the exact means of two full windows at the same scale, in
+    /// integers (each sum multiplied by the other window's length); `None`
+    /// while either holds an invalid value.
+    #[inline]
+    fn compare(&self, other: &WindowSum, scale: f64) -> Option<core::cmp::Ordering> {
+        if self.invalid > 0 || other.invalid > 0 {
+            return None;
+        }
+        // Fast path in i64: |sum| < 2^53 and n < 2^10 keep each product below
+        // 2^63, and wasm has no native 128-bit multiply (it calls a runtime
+        // routine), so this is what a per-bar comparison should cost.
+        #[inline]
+        fn small(sum: i128) -> bool {
+            (sum as u128).wrapping_add(1 << 53) < 1 << 54
+        }
+        const LEN: usize = 1 << 10;
+        if small(self.sum) && small(other.sum) && self.len < LEN && other.len < LEN {
+            let x = self.sum as i64 * other.len as i64;
+            let y = other.sum as i64 * self.len as i64;
+            return Some(x.cmp(&y));
+        }
+        let (na, nb) = (self.len as i128, other.len as i128);
+        match (self.sum.checked_mul(nb), other.sum.checked_mul(na)) {
+            (Some(x), Some(y)) => Some(x.cmp(&y)),
+            // Sums beyond 2^117 / n: the f64 means are still ordered exactly
+            // as their exact values, ties included.
+            _ => self.mean(scale).partial_cmp(&other.mean(scale)),
+        }
+    }
+}
+
+/// Checks the settings of an exact indicator.
+fn check_exact(period: usize, scale: u64, what: &str) {
+    assert!(period > 0, "{what} period must be at least 1");
+    assert!(
+        (1..=MAX_QUANTIZED as u64).contains(&scale),
+        "{what} scale must be between 1 and 2^53, got {scale}"
+    );
 }
 
 /// Ring buffer of quantized values with their exact running sum.
@@ -204,28 +346,19 @@ struct ExactWindow {
     next: usize,
     /// Values in the window, up to `q.len()`.
     filled: usize,
-    /// Sum of the valid values in the window. `|q| <= 2^53` and the window has
-    /// fewer than `2^64` values, so `|sum| < 2^117`: it never overflows.
-    sum: i128,
-    /// How many [`INVALID`] values are in the window.
-    invalid: usize,
+    sum: WindowSum,
     scale: u64,
     scale_f: f64,
 }
 
 impl ExactWindow {
     fn new(period: usize, scale: u64, what: &str) -> Self {
-        assert!(period > 0, "{what} period must be at least 1");
-        assert!(
-            (1..=MAX_QUANTIZED as u64).contains(&scale),
-            "{what} scale must be between 1 and 2^53, got {scale}"
-        );
+        check_exact(period, scale, what);
         ExactWindow {
             q: vec![0; period],
             next: 0,
             filled: 0,
-            sum: 0,
-            invalid: 0,
+            sum: WindowSum::new(period),
             scale,
             scale_f: scale as f64,
         }
@@ -244,8 +377,7 @@ impl ExactWindow {
     fn reset(&mut self) {
         self.next = 0;
         self.filled = 0;
-        self.sum = 0;
-        self.invalid = 0;
+        self.sum.reset();
     }
 
     /// Adds the quantized value `q` and returns the one it evicted, if the
@@ -263,53 +395,16 @@ impl ExactWindow {
         if self.next == self.q.len() {
             self.next = 0;
         }
-        if q == INVALID {
-            self.invalid += 1;
-        } else {
-            self.sum += i128::from(q);
-        }
-        match old {
-            Some(INVALID) => self.invalid -= 1,
-            Some(o) => self.sum -= i128::from(o),
-            None => {}
+        self.sum.add(q);
+        if let Some(o) = old {
+            self.sum.remove(o);
         }
         old
     }
 
-    /// `(Q, R)` with `sum = Q · n + R` and `0 <= R < n` (floor division by the
-    /// period `n`). `|Q| <= 2^53` because the mean of the window lies between
-    /// its smallest and largest value.
-    #[inline]
-    fn floor_mean(&self) -> (i64, i64) {
-        let n = self.q.len() as i64;
-        match i64::try_from(self.sum) {
-            Ok(s) => (s.div_euclid(n), s.rem_euclid(n)),
-            Err(_) => {
-                let n = i128::from(n);
-                (self.sum.div_euclid(n) as i64, self.sum.rem_euclid(n) as i64)
-            }
-        }
-    }
-
-    /// The mean of a full window in input units: `(Q + R / n) / scale`.
-    ///
-    /// `Q` and `R / n` are the integer and fractional parts of the exact mean
-    /// of the quantized values, so every operation below has operands that
-    /// depend only on that exact mean, not on `n` or on the size of the sum:
-    /// equal exact means give bit-identical results, and (all roundings being
-    /// monotone) a larger exact mean never gives a smaller result.
     #[inline]
     fn mean(&self) -> f64 {
-        if self.invalid > 0 {
-            return f64::NAN;
-        }
-        let (q, r) = self.floor_mean();
-        self.mean_from(q, r)
-    }
-
-    #[inline]
-    fn mean_from(&self, q: i64, r: i64) -> f64 {
-        (q as f64 + r as f64 / self.q.len() as f64) / self.scale_f
+        self.sum.mean(self.scale_f)
     }
 }
 
@@ -433,26 +528,10 @@ impl Sma {
     #[inline]
     pub fn compare(&self, other: &Sma) -> Option<core::cmp::Ordering> {
         let (a, b) = (&self.window, &other.window);
-        if !a.is_full() || !b.is_full() || a.invalid > 0 || b.invalid > 0 || a.scale != b.scale {
+        if !a.is_full() || !b.is_full() || a.scale != b.scale {
             return None;
         }
-        // Fast path in i64: |sum| < 2^53 and n < 2^10 keep each product below
-        // 2^63, and wasm has no native 128-bit multiply (it calls a runtime
-        // routine), so this is what a per-bar comparison should cost.
-        const SUM: i128 = 1 << 53;
-        const LEN: usize = 1 << 10;
-        if a.sum.abs() < SUM && b.sum.abs() < SUM && a.q.len() < LEN && b.q.len() < LEN {
-            let x = a.sum as i64 * b.q.len() as i64;
-            let y = b.sum as i64 * a.q.len() as i64;
-            return Some(x.cmp(&y));
-        }
-        let (na, nb) = (a.q.len() as i128, b.q.len() as i128);
-        match (a.sum.checked_mul(nb), b.sum.checked_mul(na)) {
-            (Some(x), Some(y)) => Some(x.cmp(&y)),
-            // Sums beyond 2^117 / n: the f64 means are still ordered exactly
-            // as their exact values, ties included.
-            _ => a.mean().partial_cmp(&b.mean()),
-        }
+        a.sum.compare(&b.sum, a.scale_f)
     }
 
     /// Whether `period` values have been seen.
@@ -474,6 +553,150 @@ impl Sma {
     /// Forgets every value seen, keeping period and scale.
     pub fn reset(&mut self) {
         self.window.reset();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SmaPair
+// ---------------------------------------------------------------------------
+
+/// Two exact simple moving averages of one series, a fast and a slow one:
+/// the indicator of crossover rules.
+///
+/// It gives what two [`Sma`]s of the same lengths and scale fed the same
+/// values give ([`fast`](SmaPair::fast) and [`slow`](SmaPair::slow) are
+/// bit-identical to their [`Sma::value`], [`compare`](SmaPair::compare) to
+/// [`Sma::compare`]) for about half the work per value: each value is
+/// quantized once and stored once, in one ring as long as the longer window,
+/// and each window keeps its own exact sum.
+///
+/// The two lengths may be in either order or equal.
+///
+/// ```
+/// use core::cmp::Ordering;
+/// use palisade_sdk::indicators::SmaPair;
+/// let mut pair = SmaPair::new(1, 3);
+/// for x in [0.3, 0.1, 0.2] {
+///     pair.push(x);
+/// }
+/// assert_eq!(pair.compare(), Some(Ordering::Equal)); // 0.2 == (0.3 + 0.1 + 0.2) / 3
+/// pair.push(0.3);
+/// assert_eq!(pair.compare(), Some(Ordering::Greater));
+/// assert_eq!((pair.fast(), pair.slow()), (Some(0.3), Some(0.2)));
+/// ```
+#[derive(Clone, Debug)]
+pub struct SmaPair {
+    /// The last `max(fast, slow)` quantized values (or [`INVALID`]), the
+    /// oldest at `next` once full.
+    ring: Vec<i64>,
+    /// Slot the next value goes into.
+    next: usize,
+    /// Values seen, up to `ring.len()`.
+    seen: usize,
+    fast: WindowSum,
+    slow: WindowSum,
+    scale: u64,
+    scale_f: f64,
+}
+
+impl SmaPair {
+    /// Averages over the last `fast` and the last `slow` values, at the
+    /// default scale (8 decimals).
+    ///
+    /// # Panics
+    ///
+    /// If either period is 0.
+    pub fn new(fast: usize, slow: usize) -> Self {
+        Self::with_scale(fast, slow, DEFAULT_SCALE)
+    }
+
+    /// Averages with inputs rounded to multiples of `1 / scale`, as
+    /// [`Sma::with_scale`].
+    ///
+    /// # Panics
+    ///
+    /// If either period is 0, or `scale` is 0 or larger than `2^53`.
+    pub fn with_scale(fast: usize, slow: usize, scale: u64) -> Self {
+        check_exact(fast, scale, "sma pair fast");
+        check_exact(slow, scale, "sma pair slow");
+        SmaPair {
+            ring: vec![0; fast.max(slow)],
+            next: 0,
+            seen: 0,
+            fast: WindowSum::new(fast),
+            slow: WindowSum::new(slow),
+            scale,
+            scale_f: scale as f64,
+        }
+    }
+
+    /// Adds `x` to both averages.
+    #[inline]
+    pub fn push(&mut self, x: f64) {
+        let q = quantize(x, self.scale_f);
+        let len = self.ring.len();
+        // A full window of n values drops the value pushed n values ago.
+        for window in [&mut self.fast, &mut self.slow] {
+            if self.seen >= window.len {
+                let at = self.next + len - window.len;
+                let at = if at >= len { at - len } else { at };
+                window.remove(self.ring[at]);
+            }
+            window.add(q);
+        }
+        self.ring[self.next] = q;
+        self.next += 1;
+        if self.next == len {
+            self.next = 0;
+        }
+        if self.seen < len {
+            self.seen += 1;
+        }
+    }
+
+    /// The fast average compared with the slow one, exactly (as
+    /// [`Sma::compare`]): `None` until both are ready and while either window
+    /// holds a NaN or out-of-range value.
+    #[inline]
+    pub fn compare(&self) -> Option<core::cmp::Ordering> {
+        if !self.is_ready() {
+            return None;
+        }
+        self.fast.compare(&self.slow, self.scale_f)
+    }
+
+    /// The fast average, or `None` during its warm-up (as [`Sma::value`]).
+    pub fn fast(&self) -> Option<f64> {
+        (self.seen >= self.fast.len).then(|| self.fast.mean(self.scale_f))
+    }
+
+    /// The slow average, or `None` during its warm-up (as [`Sma::value`]).
+    pub fn slow(&self) -> Option<f64> {
+        (self.seen >= self.slow.len).then(|| self.slow.mean(self.scale_f))
+    }
+
+    /// Whether both averages are ready.
+    #[inline]
+    pub fn is_ready(&self) -> bool {
+        self.seen == self.ring.len()
+    }
+
+    /// The window lengths, `(fast, slow)`.
+    pub fn periods(&self) -> (usize, usize) {
+        (self.fast.len, self.slow.len)
+    }
+
+    /// The fixed-point scale inputs are rounded with.
+    pub fn scale(&self) -> u64 {
+        self.scale
+    }
+
+    /// Forgets every value seen, keeping periods and scale.
+    pub fn reset(&mut self) {
+        self.next = 0;
+        self.seen = 0;
+        self.fast.reset();
+        self.slow.reset();
     }
 }
 
@@ -873,7 +1096,7 @@ impl Bollinger {
         if !self.window.is_full() {
             return None;
         }
-        if self.window.invalid > 0 {
+        if self.window.sum.invalid > 0 {
             return Some(BollingerBands {
                 lower: f64::NAN,
                 middle: f64::NAN,
@@ -882,14 +1105,14 @@ impl Bollinger {
             });
         }
         let n = self.window.period();
-        let (qm, r) = self.window.floor_mean();
-        let middle = self.window.mean_from(qm, r);
+        let (qm, r) = self.window.sum.floor_mean();
+        let middle = self.window.sum.mean_from(qm, r, self.window.scale_f);
         // With the exact mean m = qm + r/n of the quantized values:
         // d = Σ(q - qm)² = Σq² - 2·qm·Σq + n·qm², computed modulo 2^128. The
         // true d is below 2^128 (|q - qm| < 2^54 and n <= 2^20), so the
         // wrapped result is exact even when the intermediate terms are not.
         let nn = n as u128;
-        let s = self.window.sum as u128;
+        let s = self.window.sum.sum as u128;
         let m = i128::from(qm) as u128;
         let d = self
             .sum_sq
@@ -1486,6 +1709,93 @@ mod tests {
         assert_eq!(sma.period(), 2);
     }
 
+    /// The definition `quantize` implements with integer operations on the
+    /// product's bits: truncate, then step away from zero on a fraction of at
+    /// least one half.
+    fn quantize_by_definition(x: f64, scale: f64) -> i64 {
+        let y = x * scale;
+        if y.is_nan() || y.abs() > MAX_QUANTIZED as f64 {
+            return INVALID;
+        }
+        let t = y.trunc();
+        let frac = y - t; // exact for |y| <= 2^53
+        let r = if frac >= 0.5 {
+            t + 1.0
+        } else if frac <= -0.5 {
+            t - 1.0
+        } else {
+            t
+        };
+        r as i64
+    }
+
+    #[test]
+    fn quantize_rounds_as_defined_on_every_kind_of_input() {
+        let two53 = 2.0f64.powi(53);
+        let mut specials = vec![
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            2.5,
+            -2.5,
+            0.49999999999999994,
+            -0.49999999999999994,
+            f64::MIN_POSITIVE,
+            f64::from_bits(1),
+            -f64::from_bits(1),
+            two53,
+            -two53,
+            f64::from_bits(two53.to_bits() + 1),
+            f64::from_bits(two53.to_bits() - 1),
+            2.0f64.powi(52) + 0.5,
+            2.0f64.powi(52) - 0.5,
+            2.0f64.powi(51) + 0.5,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            -f64::NAN,
+            f64::MAX,
+        ];
+        // Every k + 1/2 and its neighbours over a range of magnitudes.
+        for e in 0..53 {
+            let k = 2.0f64.powi(e);
+            for y in [k - 0.5, k + 0.5, k + 1.5] {
+                for z in [
+                    y,
+                    f64::from_bits(y.to_bits() + 1),
+                    f64::from_bits(y.to_bits() - 1),
+                ] {
+                    specials.push(z);
+                    specials.push(-z);
+                }
+            }
+        }
+        let mut rng = Rng(11);
+        let randoms: Vec<f64> = (0..400_000)
+            .map(|i| match i % 4 {
+                // Any double.
+                0 => f64::from_bits(rng.next_u64()),
+                // Magnitudes around the range limit and the rounding unit.
+                1 => (rng.unit() - 0.5) * 2.0f64.powi(rng.range(-60, 56) as i32),
+                // Prices with up to 10 decimals.
+                2 => rng.range(-10_000_000_000_000, 10_000_000_000_000) as f64 / 1e10,
+                _ => rng.unit() * 1e6,
+            })
+            .collect();
+        for scale in [1.0, 100.0, 1e8, 2.0f64.powi(53)] {
+            for &x in specials.iter().chain(&randoms) {
+                assert_eq!(
+                    quantize(x, scale),
+                    quantize_by_definition(x, scale),
+                    "quantize({x:e} = {:#x}, {scale})",
+                    x.to_bits()
+                );
+            }
+        }
+    }
+
     #[test]
     fn sma_out_of_range_inputs_are_nan_while_in_the_window() {
         let mut sma = Sma::with_scale(2, 1);
@@ -1627,6 +1937,82 @@ mod tests {
             assert_eq!(values[0], values[1], "a = {a}, b = {b}, n = {long}");
             assert_eq!(values[0], values[2], "a = {a}, b = {b}, n = {long}");
         }
+    }
+
+    // -- SmaPair ------------------------------------------------------------
+
+    /// A pair agrees bit for bit with two `Sma`s fed the same values.
+    fn check_pair_against_smas(input: &[f64], fast: usize, slow: usize, scale: u64) {
+        let mut pair = SmaPair::with_scale(fast, slow, scale);
+        let (mut a, mut b) = (Sma::with_scale(fast, scale), Sma::with_scale(slow, scale));
+        for (t, &x) in input.iter().enumerate() {
+            pair.push(x);
+            a.push(x);
+            b.push(x);
+            let what = || format!("SmaPair({fast}, {slow}) at step {t}, input {x}");
+            assert_eq!(pair.compare(), a.compare(&b), "{}", what());
+            assert_eq!(
+                pair.fast().map(f64::to_bits),
+                a.value().map(f64::to_bits),
+                "{}",
+                what()
+            );
+            assert_eq!(
+                pair.slow().map(f64::to_bits),
+                b.value().map(f64::to_bits),
+                "{}",
+                what()
+            );
+            assert_eq!(pair.is_ready(), a.is_ready() && b.is_ready(), "{}", what());
+        }
+    }
+
+    #[test]
+    fn sma_pair_agrees_with_two_smas() {
+        let mut rng = Rng(21);
+        // Narrow prices (many ties), with NaN, infinite and out-of-range
+        // values now and then.
+        let narrow: Vec<f64> = (0..6_000)
+            .map(|_| match rng.range(0, 200) {
+                0 => f64::NAN,
+                1 => f64::INFINITY,
+                2 => 1e12,
+                _ => rng.range(10_000, 10_012) as f64 / 1e4,
+            })
+            .collect();
+        let walk_prices = prices(&walk(21, 6_000, 1_012_345, 3));
+        for (fast, slow) in [(1, 1), (1, 2), (2, 1), (3, 7), (7, 3), (10, 30), (5, 5), (64, 1)] {
+            check_pair_against_smas(&narrow, fast, slow, DEFAULT_SCALE);
+            check_pair_against_smas(&walk_prices, fast, slow, DEFAULT_SCALE);
+            check_pair_against_smas(&walk_prices, fast, slow, 100);
+        }
+        // Sums beyond 2^63 and windows beyond the i64 fast path.
+        let large = prices(&walk(22, 6_000, 200_000_000_000, 2));
+        check_pair_against_smas(&large, 2_000, 1_999, DEFAULT_SCALE);
+        check_pair_against_smas(&large, 3, 1_500, DEFAULT_SCALE);
+    }
+
+    #[test]
+    fn sma_pair_reset_starts_over() {
+        let mut pair = SmaPair::new(2, 3);
+        for x in [1.0, 2.0, 3.0, 4.0] {
+            pair.push(x);
+        }
+        assert_eq!((pair.fast(), pair.slow()), (Some(3.5), Some(3.0)));
+        pair.reset();
+        assert_eq!((pair.fast(), pair.slow(), pair.compare()), (None, None, None));
+        for x in [5.0, 6.0] {
+            pair.push(x);
+        }
+        assert_eq!((pair.fast(), pair.slow()), (Some(5.5), None));
+        assert_eq!(pair.periods(), (2, 3));
+        assert_eq!(pair.scale(), DEFAULT_SCALE);
+    }
+
+    #[test]
+    #[should_panic(expected = "sma pair slow period must be at least 1")]
+    fn sma_pair_rejects_period_zero() {
+        SmaPair::new(3, 0);
     }
 
     // -- Ema ----------------------------------------------------------------

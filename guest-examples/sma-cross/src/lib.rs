@@ -16,13 +16,13 @@ use alloc::format;
 use alloc::vec::Vec;
 use core::cmp::Ordering::{self, Equal, Greater, Less};
 
-use palisade_sdk::indicators::Sma;
+use palisade_sdk::indicators::SmaPair;
 use palisade_sdk::{Bar, Ctx, Failure, Init, Strategy};
 
 /// Per-symbol state.
 struct Leg {
-    fast: Sma,
-    slow: Sma,
+    /// Fast and slow SMAs of closes.
+    smas: SmaPair,
     /// How fast compared with slow on the previous bar, once both were defined.
     prev: Option<Ordering>,
 }
@@ -39,8 +39,7 @@ impl SmaCross {
         let i = symbol.max(0) as usize;
         while self.legs.len() <= i {
             self.legs.push(Leg {
-                fast: Sma::new(self.fast_len),
-                slow: Sma::new(self.slow_len),
+                smas: SmaPair::new(self.fast_len, self.slow_len),
                 prev: None,
             });
         }
@@ -71,10 +70,9 @@ impl Strategy for SmaCross {
     fn on_bar(&mut self, ctx: &mut Ctx<'_>, bar: &Bar) {
         let size = self.size;
         let leg = self.leg(bar.symbol);
-        leg.fast.push(bar.close);
-        leg.slow.push(bar.close);
+        leg.smas.push(bar.close);
         // Exact comparison of the two averages: a tie is a tie.
-        let now = leg.fast.compare(&leg.slow);
+        let now = leg.smas.compare();
         match (leg.prev, now) {
             (Some(Less | Equal), Some(Greater)) => {
                 if ctx.position(bar.symbol) == 0.0 {
