@@ -569,13 +569,17 @@ impl Service {
             .remove(&(tenant.to_owned(), format!("{what}:{id}")));
     }
 
-    /// The compiled module for `policy`, compiling on a blocking thread on a
-    /// miss.
+    /// The compiled module for `policy`: from memory when it is there (the
+    /// common case: no thread hop per job), else loaded or compiled on a
+    /// blocking thread.
     async fn compiled(
         self: &Arc<Self>,
         sha: &str,
         policy: &Arc<PolicyEntry>,
     ) -> Result<Arc<Compiled>, ServiceError> {
+        if let Some(compiled) = self.registry.compiled_cached(sha, policy) {
+            return Ok(compiled);
+        }
         let registry = self.registry.clone();
         let (sha, policy) = (sha.to_owned(), policy.clone());
         tokio::task::spawn_blocking(move || registry.compiled(&sha, None, &policy))
