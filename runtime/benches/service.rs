@@ -6,7 +6,10 @@
 //! directory, uploads `sma_cross.wasm` and 1,000 bars of
 //! `data/sample/spy-like-daily.csv`, then runs `CLIENTS` client threads for
 //! `SECONDS` seconds. Each client keeps `DEPTH` jobs in flight (one
-//! keep-alive connection each). In mode `wait` (the default) a job is one
+//! keep-alive connection each). The clients' connections all run on one
+//! thread (a current-thread tokio runtime writing HTTP/1.1 by hand): a load
+//! generator with a blocking thread per connection spent more CPU than the
+//! server's HTTP thread on this 2-core machine, which the server then lacked. In mode `wait` (the default) a job is one
 //! exchange: `POST /v1/jobs?wait=…` answers with the result once the job
 //! ended. In mode `poll` it is two: submit (`POST /v1/jobs`, answered once
 //! the job is committed as queued), then wait for the result
@@ -46,6 +49,120 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// One keep-alive HTTP/1.1 connection to the server.
+struct Conn {
+    stream: tokio::net::TcpStream,
+    host: String,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> Conn {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        Conn {
+            stream,
+            host: addr.to_owned(),
+            buf: Vec::with_capacity(16 * 1024),
+        }
+    }
+
+    /// Sends one request and reads its answer: the status and the body.
+    async fn exchange(&mut self, method: &str, path: &str, body: &[u8]) -> (u16, &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        self.stream.write_all(&request).await.expect("send request");
+        self.buf.clear();
+        let (head_len, body_len) = loop {
+            if let Some(head) = find(&self.buf, b"\r\n\r\n") {
+                let head_text = std::str::from_utf8(&self.buf[..head]).expect("UTF-8 head");
+                let length = head_text
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().expect("content-length"))
+                    })
+                    .unwrap_or_else(|| panic!("an answer without content-length: {head_text}"));
+                break (head + 4, length);
+            }
+            self.read_more().await;
+        };
+        while self.buf.len() < head_len + body_len {
+            self.read_more().await;
+        }
+        let status = std::str::from_utf8(&self.buf[9..12])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .expect("status code");
+        (status, &self.buf[head_len..head_len + body_len])
+    }
+
+    async fn read_more(&mut self) {
+        use tokio::io::AsyncReadExt;
+        let n = self.stream.read_buf(&mut self.buf).await.expect("read answer");
+        assert!(n > 0, "the server closed the connection");
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One client connection's loop until `deadline`: submit-to-result latency
+/// and submission latency of each job.
+async fn client_loop(
+    addr: &str,
+    job: &[u8],
+    one_exchange: bool,
+    deadline: Instant,
+) -> Vec<(Duration, Duration)> {
+    let mut conn = Conn::open(addr).await;
+    let mut latencies = Vec::new();
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        if one_exchange {
+            let (status, body) = conn.exchange("POST", "/v1/jobs?wait=10000", job).await;
+            // A light check, as a load generator should be: the end-to-end
+            // tests read whole results.
+            assert!(
+                status == 201
+                    && find(body, br#""state":"succeeded""#).is_some()
+                    && find(body, br#""output":{"#).is_some(),
+                "{status}: {}",
+                String::from_utf8_lossy(body)
+            );
+            latencies.push((t.elapsed(), t.elapsed()));
+            continue;
+        }
+        let (status, body) = conn.exchange("POST", "/v1/jobs", job).await;
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(body));
+        let v: serde_json::Value = serde_json::from_slice(body).expect("JSON");
+        let id = v["id"].as_str().expect("id").to_owned();
+        let submitted = t.elapsed();
+        loop {
+            let (status, body) = conn
+                .exchange("GET", &format!("/v1/jobs/{id}/result?wait=10000"), b"")
+                .await;
+            match status {
+                200 => break,
+                202 => continue,
+                other => panic!("result of {id}: {other}: {}", String::from_utf8_lossy(body)),
+            }
+        }
+        latencies.push((t.elapsed(), submitted));
+    }
+    latencies
 }
 
 fn main() {
@@ -90,34 +207,31 @@ fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..clients * depth {
-        let (client, job) = (server.client(None), job.clone());
-        workers.push(std::thread::spawn(move || {
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                if one_exchange {
-                    // A light check, as a load generator should be: the
-                    // end-to-end tests read whole results.
-                    let r = client.post_json("/v1/jobs?wait=10000", &job).expect(201);
-                    let text = r.text();
-                    assert!(
-                        text.contains(r#""state":"succeeded""#) && text.contains(r#""output":{"#),
-                        "{text}"
-                    );
-                    latencies.push((t.elapsed(), t.elapsed()));
-                    continue;
-                }
-                let id = client.submit(&job);
-                let submitted = t.elapsed();
-                let r = client.result(&id);
-                assert_eq!(r.status, 200, "{}", r.text());
-                latencies.push((t.elapsed(), submitted));
+    let addr = server
+        .base
+        .strip_prefix("http://")
+        .expect("an http:// base URL")
+        .to_owned();
+    let body = serde_json::to_vec(&job).expect("job JSON");
+    let load = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime");
+        rt.block_on(async move {
+            let tasks: Vec<_> = (0..clients * depth)
+                .map(|_| {
+                    let (addr, body) = (addr.clone(), body.clone());
+                    tokio::spawn(async move { client_loop(&addr, &body, one_exchange, deadline).await })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.expect("client task"));
             }
-            latencies
-        }));
-    }
+            all
+        })
+    });
     let health = {
         let (client, stop) = (server.client(None), stop.clone());
         std::thread::spawn(move || {
@@ -131,10 +245,7 @@ fn main() {
             latencies
         })
     };
-    let both: Vec<(Duration, Duration)> = workers
-        .into_iter()
-        .flat_map(|w| w.join().expect("client thread"))
-        .collect();
+    let both: Vec<(Duration, Duration)> = load.join().expect("load thread");
     let mut jobs: Vec<Duration> = both.iter().map(|b| b.0).collect();
     let mut submits: Vec<Duration> = both.iter().map(|b| b.1).collect();
     submits.sort();
