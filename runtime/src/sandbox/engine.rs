@@ -105,6 +105,9 @@ impl WasmEngine {
             .wasm_memory64(false)
             .parallel_compilation(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if std::env::var_os("PROBE_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
 
         let stop = Arc::new(AtomicBool::new(false));
