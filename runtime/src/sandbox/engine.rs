@@ -105,7 +105,10 @@ impl WasmEngine {
             .wasm_memory64(false)
             .parallel_compilation(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        if std::env::var_os("PROBE_PERFMAP").is_some() {
+        // For profiling guests: with `PALISADE_PERF_MAP=1`, compiled code is
+        // listed in /tmp/perf-<pid>.map, so `perf report` names guest
+        // functions instead of showing raw addresses.
+        if std::env::var_os("PALISADE_PERF_MAP").is_some_and(|v| v == "1") {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         let engine = Engine::new(&config)?;
