@@ -23,7 +23,7 @@
 //! Blocking work (compiling, parsing CSV) is done by the callers on blocking
 //! threads; no lock here is held across an await.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -115,10 +115,14 @@ fn validated_key(sha: &str, policy: &PolicyEntry) -> String {
     format!("{sha}/{}", policy.hash)
 }
 
-/// Bounded map that forgets its oldest entries.
+/// Bounded map that forgets its least recently used entries: a hit or an
+/// insertion makes an entry the most recent.
 struct Lru<V> {
-    map: HashMap<String, V>,
-    order: VecDeque<String>,
+    /// Each value with the tick of its last use.
+    map: HashMap<String, (V, u64)>,
+    /// Keys by the tick of their last use, the least recent first.
+    order: BTreeMap<u64, String>,
+    tick: u64,
     cap: usize,
 }
 
@@ -126,23 +130,32 @@ impl<V: Clone> Lru<V> {
     fn new(cap: usize) -> Self {
         Lru {
             map: HashMap::new(),
-            order: VecDeque::new(),
+            order: BTreeMap::new(),
+            tick: 0,
             cap,
         }
     }
 
-    fn get(&self, k: &str) -> Option<V> {
-        self.map.get(k).cloned()
+    fn get(&mut self, k: &str) -> Option<V> {
+        let (v, used) = self.map.get_mut(k)?;
+        self.tick += 1;
+        let key = self.order.remove(used).expect("every entry has its tick");
+        *used = self.tick;
+        self.order.insert(self.tick, key);
+        Some(v.clone())
     }
 
     fn insert(&mut self, k: String, v: V) {
-        if self.map.insert(k.clone(), v).is_none() {
-            self.order.push_back(k);
+        self.tick += 1;
+        if let Some((_, used)) = self.map.insert(k.clone(), (v, self.tick)) {
+            self.order.remove(&used);
         }
-        while self.order.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.map.remove(&old);
-            }
+        self.order.insert(self.tick, k);
+        while self.map.len() > self.cap {
+            let Some((_, old)) = self.order.pop_first() else {
+                break;
+            };
+            self.map.remove(&old);
         }
     }
 }
@@ -477,4 +490,29 @@ pub fn valid_policy_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lru;
+
+    #[test]
+    fn lru_forgets_the_least_recently_used() {
+        let mut lru = Lru::new(2);
+        lru.insert("a".into(), 1);
+        lru.insert("b".into(), 2);
+        // A hit makes "a" the most recent: "b" goes when "c" comes.
+        assert_eq!(lru.get("a"), Some(1));
+        lru.insert("c".into(), 3);
+        assert_eq!(lru.get("b"), None);
+        assert_eq!((lru.get("a"), lru.get("c")), (Some(1), Some(3)));
+        // Replacing a value refreshes it too and keeps one entry per key.
+        lru.insert("a".into(), 10);
+        lru.insert("d".into(), 4);
+        assert_eq!(
+            (lru.get("a"), lru.get("c"), lru.get("d")),
+            (Some(10), None, Some(4))
+        );
+        assert_eq!((lru.map.len(), lru.order.len()), (2, 2));
+    }
 }
