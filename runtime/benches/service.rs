@@ -4,12 +4,15 @@
 //!
 //! Starts the real server binary on 127.0.0.1 with a temporary data
 //! directory, uploads `sma_cross.wasm` and 1,000 bars of
-//! `data/sample/spy-like-daily.csv`, then runs `CLIENTS` client threads for
+//! `data/sample/spy-like-daily.csv`, then runs `CLIENTS` clients for
 //! `SECONDS` seconds. Each client keeps `DEPTH` jobs in flight (one
 //! keep-alive connection each). The clients' connections all run on one
 //! thread (a current-thread tokio runtime writing HTTP/1.1 by hand): a load
 //! generator with a blocking thread per connection spent more CPU than the
-//! server's HTTP thread on this 2-core machine, which the server then lacked. In mode `wait` (the default) a job is one
+//! server's HTTP thread on this 2-core machine, which the server then
+//! lacked. (The generator panics rather than reconnects if the server
+//! closes a connection, and expects `content-length` on every answer, as
+//! the server sends.) In mode `wait` (the default) a job is one
 //! exchange: `POST /v1/jobs?wait=…` answers with the result once the job
 //! ended. In mode `poll` it is two: submit (`POST /v1/jobs`, answered once
 //! the job is committed as queued), then wait for the result
@@ -150,13 +153,14 @@ async fn client_loop(
         let v: serde_json::Value = serde_json::from_slice(body).expect("JSON");
         let id = v["id"].as_str().expect("id").to_owned();
         let submitted = t.elapsed();
-        loop {
+        // Each long poll lasts up to 10 s: 20 of them bound the wait.
+        for attempt in 1.. {
             let (status, body) = conn
                 .exchange("GET", &format!("/v1/jobs/{id}/result?wait=10000"), b"")
                 .await;
             match status {
                 200 => break,
-                202 => continue,
+                202 if attempt < 20 => continue,
                 other => panic!("result of {id}: {other}: {}", String::from_utf8_lossy(body)),
             }
         }

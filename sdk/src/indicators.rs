@@ -307,6 +307,8 @@ impl WindowSum {
         // Fast path in i64: |sum| < 2^53 and n < 2^10 keep each product below
         // 2^63, and wasm has no native 128-bit multiply (it calls a runtime
         // routine), so this is what a per-bar comparison should cost.
+        // `small` is -2^53 <= sum < 2^53: with n < 2^10 each product
+        // stays within i64.
         #[inline]
         fn small(sum: i128) -> bool {
             (sum as u128).wrapping_add(1 << 53) < 1 << 54
@@ -1784,7 +1786,9 @@ mod tests {
                 _ => rng.unit() * 1e6,
             })
             .collect();
-        for scale in [1.0, 100.0, 1e8, 2.0f64.powi(53)] {
+        let mut scales = vec![1.0, 100.0, 1e8, 2.0f64.powi(53)];
+        scales.extend((0..4).map(|_| rng.range(2, 1 << 53) as f64));
+        for scale in scales {
             for &x in specials.iter().chain(&randoms) {
                 assert_eq!(
                     quantize(x, scale),
@@ -1986,10 +1990,39 @@ mod tests {
             check_pair_against_smas(&walk_prices, fast, slow, DEFAULT_SCALE);
             check_pair_against_smas(&walk_prices, fast, slow, 100);
         }
-        // Sums beyond 2^63 and windows beyond the i64 fast path.
+        // Sums beyond 2^63, and windows at and beyond the i64 fast path's
+        // length limit (1,024).
         let large = prices(&walk(22, 6_000, 200_000_000_000, 2));
         check_pair_against_smas(&large, 2_000, 1_999, DEFAULT_SCALE);
         check_pair_against_smas(&large, 3, 1_500, DEFAULT_SCALE);
+        for (fast, slow) in [(1_023, 1_024), (1_024, 1_023), (1, 1_024), (1_023, 1_023)] {
+            check_pair_against_smas(&walk_prices, fast, slow, DEFAULT_SCALE);
+            check_pair_against_smas(&large, fast, slow, DEFAULT_SCALE);
+        }
+    }
+
+    #[test]
+    fn sma_pair_after_reset_agrees_with_fresh_smas() {
+        let input = prices(&walk(23, 3_000, 1_012_345, 3));
+        let mut pair = SmaPair::new(4, 9);
+        for (t, &x) in input.iter().enumerate() {
+            if t % 701 == 700 {
+                pair.reset();
+                // Compare from here on with two fresh Smas.
+                let (mut a, mut b) = (Sma::new(4), Sma::new(9));
+                for &y in &input[t..] {
+                    pair.push(y);
+                    a.push(y);
+                    b.push(y);
+                    assert_eq!(pair.compare(), a.compare(&b), "after a reset at step {t}");
+                    assert_eq!(pair.fast(), a.value());
+                    assert_eq!(pair.slow(), b.value());
+                }
+                return;
+            }
+            pair.push(x);
+        }
+        unreachable!("the input is longer than 700 values");
     }
 
     #[test]
