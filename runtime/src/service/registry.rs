@@ -40,8 +40,9 @@ use super::store::{sha256_hex, Blob, Store, StoreError};
 const MAX_POLICY_MEMORY: u64 = 4 << 30;
 /// Parsed datasets kept in memory.
 const DATASET_CACHE: usize = 256;
-/// Compiled modules kept in memory (per module and sandbox); the oldest are
-/// forgotten first and loaded again from their precompiled files.
+/// Compiled modules kept in memory (per module and sandbox); the least
+/// recently used are forgotten first and loaded again from their
+/// precompiled files.
 const COMPILED_CACHE: usize = 512;
 /// (module, policy) pairs remembered as validated; a forgotten pair costs
 /// one validation (about a millisecond) at its next use.
@@ -339,14 +340,14 @@ impl Registry {
         bytes: Option<&[u8]>,
         policy: &PolicyEntry,
     ) -> Result<Arc<Compiled>, RegistryError> {
+        if let Some(c) = self.compiled_cached(sha, policy) {
+            return Ok(c);
+        }
         let stack = policy.policy.stack_bytes;
         let key = compiled_key(sha, stack);
-        let validated_key = validated_key(sha, policy);
+        // Compiled but not validated against this policy yet: the compiled
+        // code serves once the module passes this policy's checks.
         let cached = lock(&self.compiled).get(&key);
-        let is_validated = lock(&self.validated).get(&validated_key).is_some();
-        if let (Some(c), true) = (&cached, is_validated) {
-            return Ok(c.clone());
-        }
         let owned;
         let bytes = match bytes {
             Some(b) => b,
@@ -393,7 +394,7 @@ impl Registry {
                 }
             }
         };
-        lock(&self.validated).insert(validated_key, ());
+        lock(&self.validated).insert(validated_key(sha, policy), ());
         Ok(compiled)
     }
 
