@@ -145,7 +145,8 @@ async fn client_loop(
                 "{status}: {}",
                 String::from_utf8_lossy(body)
             );
-            latencies.push((t.elapsed(), t.elapsed()));
+            let elapsed = t.elapsed();
+            latencies.push((elapsed, elapsed));
             continue;
         }
         let (status, body) = conn.exchange("POST", "/v1/jobs", job).await;
