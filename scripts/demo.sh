@@ -12,7 +12,7 @@ say "building the example strategies (guest-examples/out/*.wasm)"
 scripts/build-guests.sh
 
 say "building palisade (release; the first build compiles wasmtime and takes several minutes)"
-cargo build -j2 --release -p palisade-runtime --bin palisade
+cargo build -j2 --release -p palisade --bin palisade
 palisade=target/release/palisade
 data=data/sample/spy-like-daily.csv
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of the project: formatting, the host workspace's tests
+# Runs every test of the project: formatting, the crate layers, clippy and
+# the API docs with warnings denied, the host workspace's tests
 # (unit and end-to-end, against real guest modules), the guest strategies'
 # native unit tests, and the cross-check of the backtest engine against
 # backtesting.py. Installs what it needs (wasm toolchain, Python peer),
@@ -12,11 +13,20 @@ say() { printf '\n==> %s\n' "$*" >&2; }
 say "checking formatting (cargo fmt --check)"
 cargo fmt --all -- --check
 
+say "checking the crate layers and that no files import each other in a circle"
+python3 scripts/check-imports.py
+
 say "building the guest strategies for wasm32"
 scripts/build-guests.sh
 
 say "installing the Python peer for the cross-check (backtesting.py)"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/crosscheck/requirements.txt
+
+say "linting the host workspace (cargo clippy, warnings denied)"
+cargo clippy -j2 --workspace --all-targets -- -D warnings
+
+say "building the API docs (cargo doc, warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc -j2 --workspace --no-deps --quiet
 
 say "running the host workspace's tests"
 cargo test -j2 --workspace

@@ -23,11 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
-use palisade_benches::{guest_module, random_walk, DEFAULT_SEED};
-use palisade_runtime::engine::Dataset;
-use palisade_runtime::native;
-use palisade_runtime::policy::Policy;
-use palisade_runtime::sandbox::{params, EngineSettings, RunConfig, RunOutput, Sandbox, Strategy};
+use palisade_backtest::Dataset;
+use palisade_run::native;
+use palisade_run::Policy;
+use palisade_run::{params, RunConfig, RunOutput};
+use palisade_sandbox::{CompiledModule, EngineSettings, Sandbox};
+use palisade_testkit::bars::{minute_dataset as random_walk, DEFAULT_SEED};
+use palisade_testkit::guests::bytes as guest_module;
 
 /// Bars of the throughput benchmark.
 const BARS: usize = 1_000_000;
@@ -50,7 +52,7 @@ fn sandbox(policy: &Policy) -> Sandbox {
 
 /// sma-cross compiled from `guest-examples/out/sma_cross.wasm`, and its run
 /// configuration with parameters fast 10, slow 30, size 1.
-fn sma_cross(sandbox: &Sandbox, policy: &Policy) -> (Strategy, RunConfig) {
+fn sma_cross(sandbox: &Sandbox, policy: &Policy) -> (CompiledModule, RunConfig) {
     let bytes = guest_module("sma_cross");
     let strategy = sandbox
         .load(&bytes, policy)

@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use palisade_benches::{guest_module, random_walk, DEFAULT_SEED};
-use palisade_runtime::policy::Policy;
-use palisade_runtime::sandbox::{params, Cause, EngineSettings, RunConfig, Sandbox};
+use palisade_run::Policy;
+use palisade_run::{params, Cause, RunConfig};
+use palisade_sandbox::{EngineSettings, Sandbox};
+use palisade_testkit::bars::{minute_dataset as random_walk, DEFAULT_SEED};
+use palisade_testkit::guests::bytes as guest_module;
 
 const DEADLINE_MS: u64 = 20;
 

@@ -15,10 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode};
-use palisade_benches::{guest_module, random_walk, DEFAULT_SEED};
-use palisade_runtime::policy::Policy;
-use palisade_runtime::sandbox::{params, EngineSettings, Sandbox};
-use palisade_runtime::study::{self, Grid, OptimizeOptions, Study};
+use palisade_run::params;
+use palisade_run::Policy;
+use palisade_sandbox::{EngineSettings, Sandbox};
+use palisade_study::{self as study, Grid, OptimizeOptions, Study};
+use palisade_testkit::bars::{minute_dataset as random_walk, DEFAULT_SEED};
+use palisade_testkit::guests::bytes as guest_module;
 
 const BARS: usize = 100_000;
 const GRID: [&str; 2] = ["fast=2:21:1", "slow=30:520:10"];
@@ -27,7 +29,7 @@ const VARIANTS: usize = 1_000;
 /// Seconds per study measured by each thread count, all iterations.
 static TIMES: Mutex<Vec<(usize, f64)>> = Mutex::new(Vec::new());
 
-fn study(jobs: usize) -> (Study, Grid) {
+fn study(threads: usize) -> (Study, Grid) {
     let policy = Policy::default();
     let sandbox = Sandbox::new(EngineSettings {
         max_instances: 8,
@@ -49,7 +51,7 @@ fn study(jobs: usize) -> (Study, Grid) {
         base_params,
         backtest: Default::default(),
         seed: 0,
-        jobs,
+        threads,
         cancel: Arc::new(AtomicBool::new(false)),
         progress: None,
     };
@@ -62,11 +64,11 @@ fn optimize_grid(c: &mut Criterion) {
     group.sampling_mode(SamplingMode::Flat);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(40));
-    for jobs in [1, 2] {
-        let (study, grid) = study(jobs);
-        let rt = study::executor(jobs).expect("runtime");
+    for threads in [1, 2] {
+        let (study, grid) = study(threads);
+        let rt = study::executor(threads).expect("runtime");
         let options = OptimizeOptions::default();
-        group.bench_function(format!("jobs={jobs}"), |b| {
+        group.bench_function(format!("threads={threads}"), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
@@ -77,7 +79,7 @@ fn optimize_grid(c: &mut Criterion) {
                     let took = started.elapsed();
                     assert_eq!(report.counts.ok, VARIANTS, "every variant completes");
                     black_box(report);
-                    TIMES.lock().unwrap().push((jobs, took.as_secs_f64()));
+                    TIMES.lock().unwrap().push((threads, took.as_secs_f64()));
                     total += took;
                 }
                 total
@@ -89,10 +91,10 @@ fn optimize_grid(c: &mut Criterion) {
 
 fn summary() {
     let times = TIMES.lock().unwrap();
-    let mean = |jobs: usize| {
+    let mean = |threads: usize| {
         let t: Vec<f64> = times
             .iter()
-            .filter(|(j, _)| *j == jobs)
+            .filter(|(j, _)| *j == threads)
             .map(|(_, t)| *t)
             .collect();
         (!t.is_empty()).then(|| t.iter().sum::<f64>() / t.len() as f64)
@@ -102,10 +104,10 @@ fn summary() {
         "\n{VARIANTS}-variant grid of sma-cross over {BARS} bars ({} studies measured):",
         times.len()
     );
-    for jobs in [1, 2] {
-        if let Some(t) = mean(jobs) {
+    for threads in [1, 2] {
+        if let Some(t) = mean(threads) {
             println!(
-                "  jobs={jobs}: {t:.3} s per study, {:.1} M bars/s",
+                "  threads={threads}: {t:.3} s per study, {:.1} M bars/s",
                 bars / t / 1e6
             );
         }

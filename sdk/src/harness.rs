@@ -13,7 +13,8 @@ use std::vec::Vec;
 
 use palisade_host_api::{error, order_kind, Bar, Fill};
 
-use crate::{Failure, Host, Strategy};
+use crate::host::Host;
+use crate::strategy::{Strategy, StrategyError};
 
 /// An order a strategy placed while running on a [`MockHost`].
 #[derive(Clone, Debug, PartialEq)]
@@ -105,8 +106,8 @@ impl MockHost {
     }
 
     /// Runs `S` over all the bars.
-    pub fn run<S: Strategy>(&mut self) -> Result<(), Failure> {
-        crate::run::<S>(self)
+    pub fn run<S: Strategy>(&mut self) -> Result<(), StrategyError> {
+        crate::strategy::run::<S>(self)
     }
 
     /// Signed quantity held in `symbol` now.
@@ -255,9 +256,9 @@ mod tests {
     }
 
     impl Strategy for Scripted {
-        fn init(init: &mut Init<'_>) -> Result<Self, Failure> {
+        fn init(init: &mut Init<'_>) -> Result<Self, StrategyError> {
             if init.param("reject") == 1.0 {
-                return Err(Failure::invalid_params("rejected on request"));
+                return Err(StrategyError::invalid_params("rejected on request"));
             }
             Ok(Scripted {
                 seen: 0,
@@ -302,7 +303,7 @@ mod tests {
     fn init_can_reject_parameters() {
         let mut host = MockHost::from_closes(&[1.0]).with_param("reject", 1.0);
         let err = host.run::<Scripted>().unwrap_err();
-        assert_eq!(err, Failure::invalid_params("rejected on request"));
+        assert_eq!(err, StrategyError::invalid_params("rejected on request"));
     }
 
     #[test]

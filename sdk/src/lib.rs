@@ -33,10 +33,9 @@ pub use host::Host;
 pub use host::WasmHost;
 pub use palisade_host_api as abi;
 pub use palisade_host_api::{Bar, Fill};
-pub use strategy::{run, Ctx, Failure, Init, Level, OrderError, OrderId, OrderKind, Strategy};
-
-/// Bars the SDK asks for per `next_batch` call (the policy may deliver fewer).
-pub const BATCH_BARS: usize = 256;
+pub use strategy::{
+    run, Ctx, Init, Level, OrderError, OrderId, OrderKind, Strategy, StrategyError, BATCH_BARS,
+};
 
 #[doc(hidden)]
 pub mod __private {

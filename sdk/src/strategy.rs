@@ -14,6 +14,9 @@ pub(crate) type HostRef<'a> = &'a mut dyn crate::host::Host;
 #[cfg(target_arch = "wasm32")]
 use crate::host::Host as _;
 
+/// Bars the SDK asks for per `next_batch` call (the policy may deliver fewer).
+pub const BATCH_BARS: usize = 256;
+
 /// A trading strategy.
 ///
 /// The host creates it once with [`Strategy::init`], then calls
@@ -22,9 +25,9 @@ use crate::host::Host as _;
 /// whose open an order filled, and [`Strategy::finish`] once at the end.
 pub trait Strategy: Sized {
     /// Builds the strategy from its parameters. Declared ranges are already
-    /// enforced by the host; return [`Failure::invalid_params`] for any other
+    /// enforced by the host; return [`StrategyError::invalid_params`] for any other
     /// constraint (e.g. `fast < slow`).
-    fn init(init: &mut Init<'_>) -> Result<Self, Failure>;
+    fn init(init: &mut Init<'_>) -> Result<Self, StrategyError>;
 
     /// Handles one bar. Orders placed here fill at the next bar of their
     /// symbol at the earliest.
@@ -39,24 +42,24 @@ pub trait Strategy: Sized {
 
 /// Why a strategy stopped on its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
+pub struct StrategyError {
     /// One of `palisade_host_api::fail_kind`.
     pub kind: i32,
     pub message: String,
 }
 
-impl Failure {
+impl StrategyError {
     /// The parameters break a constraint the strategy checks itself.
-    pub fn invalid_params(message: impl Into<String>) -> Failure {
-        Failure {
+    pub fn invalid_params(message: impl Into<String>) -> StrategyError {
+        StrategyError {
             kind: fail_kind::INVALID_PARAMS,
             message: message.into(),
         }
     }
 
     /// Any other error the strategy wants to stop the run with.
-    pub fn error(message: impl Into<String>) -> Failure {
-        Failure {
+    pub fn error(message: impl Into<String>) -> StrategyError {
+        StrategyError {
             kind: fail_kind::ERROR,
             message: message.into(),
         }
@@ -279,9 +282,9 @@ impl Ctx<'_> {
 ///
 /// This is the loop the wasm export runs; natively it lets tests and
 /// benchmarks drive the same strategy code through any [`crate::Host`].
-pub fn run<S: Strategy>(host: HostRef<'_>) -> Result<(), Failure> {
+pub fn run<S: Strategy>(host: HostRef<'_>) -> Result<(), StrategyError> {
     let mut strategy = S::init(&mut Init { host: &mut *host })?;
-    let mut bars = vec![Bar::default(); crate::BATCH_BARS];
+    let mut bars = vec![Bar::default(); BATCH_BARS];
     let mut outstanding = 0u32;
     loop {
         let n = host.next_batch(&mut bars);

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use palisade_runtime::engine::Dataset;
-use palisade_runtime::native;
-use palisade_runtime::policy::Policy;
-use palisade_runtime::sandbox::{params, RunConfig, RunOutput};
+use palisade_backtest::Dataset;
+use palisade_run::native;
+use palisade_run::Policy;
+use palisade_run::{params, RunConfig, RunOutput};
 
 use crate::support::{data, guests, policy, read, result_json, run};
 

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade_runtime::policy::Policy;
-use palisade_runtime::sandbox::{params, Cause, Failure, RunConfig};
+use palisade_run::Policy;
+use palisade_run::{params, Cause, Failure, RunConfig};
 
 use crate::support::{
     block_on, data, guests, outcome, policy, read, result_json, run, run_in, sandbox, threshold, wat_guest,

@@ -1,6 +1,7 @@
 //! End-to-end tests of the sandbox against real guest modules: the examples
 //! and adversaries built from `guest-examples/`, and hand-written WAT.
-//! Run with `cargo test -p palisade-tests`.
+//! Run with `cargo test -p palisade-tests`; the helpers come from
+//! `palisade-testkit`.
 
 mod determinism;
 mod limits;

@@ -1,7 +1,7 @@
 //! Validation: every module is checked before it runs, and each rejection
 //! names its reason.
 
-use palisade_runtime::sandbox::Cause;
+use palisade_run::Cause;
 
 use crate::support::{guests, policy, sandbox, wat_guest, DRAIN};
 
@@ -19,7 +19,7 @@ fn module(fields: &str) -> Vec<u8> {
 fn check(
     what: &str,
     bytes: &[u8],
-    edit: impl FnOnce(&mut palisade_runtime::policy::Policy),
+    edit: impl FnOnce(&mut palisade_run::Policy),
     want: Result<(), (Cause, &str)>,
 ) {
     let p = policy(edit);
@@ -286,9 +286,8 @@ fn mutated_modules_never_panic_the_host() {
         match sb.load(&bytes, &p) {
             Err(_) => refused += 1,
             Ok(strategy) => {
-                let run = palisade_runtime::sandbox::RunConfig {
-                    params: palisade_runtime::sandbox::params::resolve(&strategy.info.manifest, &[])
-                        .unwrap_or_default(),
+                let run = palisade_run::RunConfig {
+                    params: palisade_run::params::resolve(&strategy.info.manifest, &[]).unwrap_or_default(),
                     ..Default::default()
                 };
                 let _ = crate::support::block_on(sb.backtest(

@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         binary = shutil.which(args.palisade) if os.sep not in args.palisade else args.palisade
         if not binary or not os.path.isfile(binary) or not os.access(binary, os.X_OK):
             print(f"crosscheck: the palisade binary {args.palisade!r} does not exist or is not "
-                  "executable; build it first (cargo build --release -p palisade-runtime) "
+                  "executable; build it first (cargo build --release -p palisade) "
                   "or pass --palisade PATH", file=sys.stderr)  # fmt: skip
             return 2
         if not os.path.isfile(args.module):

@@ -17,8 +17,8 @@ and requires:
 2. the same best return (within 1e-9 relative);
 3. Palisade's best variant to have exactly the statistics of a standalone
    ``palisade backtest --json`` with those parameters;
-4. byte-identical ``--json --no-timing`` output with ``--jobs 1`` and
-   ``--jobs 2``.
+4. byte-identical ``--json --no-timing`` output with ``--threads 1`` and
+   ``--threads 2``.
 
 backtesting.py leaves variants without a closed trade out of its ranking;
 Palisade ranks them like any other. So that the comparison is like for like,
@@ -91,7 +91,7 @@ def palisade_optimize(args, case: Case, jobs: int) -> tuple[dict, str]:
             grid_arg("slow", case.slow),
             "--objective",
             "total_return",
-            "--jobs",
+            "--threads",
             str(jobs),
             "--json",
             "--no-timing",
@@ -125,7 +125,7 @@ def check(args, case: Case) -> list[str]:
     report, text1 = palisade_optimize(args, case, jobs=1)
     _, text2 = palisade_optimize(args, case, jobs=2)
     if text1 != text2:
-        problems.append("--jobs 1 and --jobs 2 printed different results")
+        problems.append("--threads 1 and --threads 2 printed different results")
 
     admissible = [v for v in report["variants"] if v["params"]["fast"] < v["params"]["slow"]]
     idle = [v["params"] for v in admissible if v["status"] != "ok" or v["stats"]["trade_count"] == 0]

@@ -22,7 +22,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::hint::black_box;
 
-use palisade_sdk::{Bar, Ctx, Failure, Init, Strategy};
+use palisade_sdk::{Bar, Ctx, Init, Strategy, StrategyError};
 
 #[cfg(target_arch = "wasm32")]
 mod raw {
@@ -137,7 +137,7 @@ fn bad_pointer(_call: u32) {}
 fn break_protocol() {}
 
 impl Strategy for Adversary {
-    fn init(init: &mut Init<'_>) -> Result<Self, Failure> {
+    fn init(init: &mut Init<'_>) -> Result<Self, StrategyError> {
         Ok(Adversary {
             mode: init.param_usize("mode") as u32,
             amount: init.param("amount"),

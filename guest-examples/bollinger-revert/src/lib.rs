@@ -10,7 +10,7 @@ extern crate alloc;
 use alloc::vec::Vec;
 
 use palisade_sdk::indicators::Bollinger;
-use palisade_sdk::{Bar, Ctx, Failure, Init, Strategy};
+use palisade_sdk::{Bar, Ctx, Init, Strategy, StrategyError};
 
 pub struct BollingerRevert {
     period: usize,
@@ -20,7 +20,7 @@ pub struct BollingerRevert {
 }
 
 impl Strategy for BollingerRevert {
-    fn init(init: &mut Init<'_>) -> Result<Self, Failure> {
+    fn init(init: &mut Init<'_>) -> Result<Self, StrategyError> {
         Ok(BollingerRevert {
             period: init.param_usize("period"),
             k: init.param("k"),

@@ -11,7 +11,7 @@ use alloc::format;
 use alloc::vec::Vec;
 
 use palisade_sdk::indicators::{Donchian, DonchianChannel};
-use palisade_sdk::{Bar, Ctx, Failure, Init, Strategy};
+use palisade_sdk::{Bar, Ctx, Init, Strategy, StrategyError};
 
 struct Leg {
     entry: Donchian,
@@ -28,11 +28,11 @@ pub struct DonchianBreakout {
 }
 
 impl Strategy for DonchianBreakout {
-    fn init(init: &mut Init<'_>) -> Result<Self, Failure> {
+    fn init(init: &mut Init<'_>) -> Result<Self, StrategyError> {
         let entry_len = init.param_usize("entry");
         let exit_len = init.param_usize("exit");
         if exit_len > entry_len {
-            return Err(Failure::invalid_params(format!(
+            return Err(StrategyError::invalid_params(format!(
                 "exit ({exit_len}) must not exceed entry ({entry_len})"
             )));
         }

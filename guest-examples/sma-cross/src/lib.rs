@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 use core::cmp::Ordering::{self, Equal, Greater, Less};
 
 use palisade_sdk::indicators::SmaPair;
-use palisade_sdk::{Bar, Ctx, Failure, Init, Strategy};
+use palisade_sdk::{Bar, Ctx, Init, Strategy, StrategyError};
 
 /// Per-symbol state.
 struct Leg {
@@ -48,11 +48,11 @@ impl SmaCross {
 }
 
 impl Strategy for SmaCross {
-    fn init(init: &mut Init<'_>) -> Result<Self, Failure> {
+    fn init(init: &mut Init<'_>) -> Result<Self, StrategyError> {
         let fast_len = init.param_usize("fast");
         let slow_len = init.param_usize("slow");
         if fast_len >= slow_len {
-            return Err(Failure::invalid_params(format!(
+            return Err(StrategyError::invalid_params(format!(
                 "fast ({fast_len}) must be less than slow ({slow_len})"
             )));
         }

@@ -1,0 +1,182 @@
+//! `palisade serve`: flags → [`Config`], logging, the two runtimes (HTTP and
+//! wasm executor), signals. Everything else is `crate::service`.
+//!
+//! Prints `palisade listening on http://ADDR` on stdout once the socket is
+//! bound (with `--listen 127.0.0.1:0` this says which port was picked); logs
+//! go to stderr (`--log` or `PALISADE_LOG`, tracing's filter syntax). Stops
+//! gracefully on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use tracing_subscriber::EnvFilter;
+
+use crate::InputError;
+use palisade_service::auth::Tokens;
+use palisade_service::config::{Config, Overrides};
+use palisade_service::{listen_address, serve as run_server, Service};
+
+/// Flags of `palisade serve`; each overrides `PALISADE_<KEY>` and the config
+/// file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080; port 0 picks one).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Directory of the database and uploaded files (default ./palisade-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TOML config file (keys as in docs/service.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// TOML file of bearer tokens; without it the server is single-user and
+    /// listens on loopback only.
+    #[arg(long)]
+    tokens: Option<PathBuf>,
+    /// Directory of `<name>.toml` policies (default: the built-in ones).
+    #[arg(long)]
+    policies_dir: Option<PathBuf>,
+    /// Total depth of the job queues (default 200).
+    #[arg(long)]
+    queue_depth: Option<i64>,
+    /// Jobs running at once (default 10).
+    #[arg(long)]
+    max_running: Option<i64>,
+    /// Worker threads of the wasm executor (default: one per core).
+    #[arg(long)]
+    executor_threads: Option<i64>,
+    /// Log filter, e.g. `info` or `palisade_service=debug` (default info).
+    #[arg(long)]
+    log: Option<String>,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> Overrides {
+        let mut o: Overrides = Vec::new();
+        let path = |p: &PathBuf| toml::Value::String(p.display().to_string());
+        if let Some(v) = &self.listen {
+            o.push(("listen".into(), toml::Value::String(v.clone())));
+        }
+        if let Some(v) = &self.data_dir {
+            o.push(("data_dir".into(), path(v)));
+        }
+        if let Some(v) = &self.tokens {
+            o.push(("tokens_file".into(), path(v)));
+        }
+        if let Some(v) = &self.policies_dir {
+            o.push(("policies_dir".into(), path(v)));
+        }
+        for (key, v) in [
+            ("queue_depth", self.queue_depth),
+            ("max_running", self.max_running),
+            ("executor_threads", self.executor_threads),
+        ] {
+            if let Some(v) = v {
+                o.push((key.into(), toml::Value::Integer(v)));
+            }
+        }
+        o
+    }
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub fn serve(args: ServeArgs) -> Result<ExitCode, InputError> {
+    let filter = args
+        .log
+        .clone()
+        .or_else(|| std::env::var("PALISADE_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_new(&filter).map_err(|e| InputError(format!("--log {filter:?}: {e}")))?,
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+
+    let config = Config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
+    let tokens = match &config.tokens_file {
+        Some(path) => Tokens::from_file(path)?,
+        None => Tokens::default(),
+    };
+    let executor = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.executor_threads())
+        .thread_name("palisade-exec")
+        .on_thread_start(lower_priority)
+        .enable_all()
+        .build()?;
+    let http = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.http_threads)
+        .thread_name("palisade-http")
+        .enable_all()
+        .build()?;
+    let result = http.block_on(async {
+        let (addr, rebound) = listen_address(config.listen, &tokens);
+        if rebound {
+            tracing::warn!(
+                requested = %config.listen,
+                listening = %addr,
+                "no tokens configured: listening on loopback only (give --tokens to serve other hosts)"
+            );
+        } else if tokens.is_open() {
+            tracing::warn!("no tokens configured: every request is the local operator; loopback only");
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| InputError(format!("cannot listen on {addr}: {e}")))?;
+        let bound: SocketAddr = listener.local_addr()?;
+        let service = Service::start(config, tokens, executor.handle().clone())
+            .await
+            .map_err(|e| InputError(format!("cannot start: {e}")))?;
+        println!("palisade listening on http://{bound}");
+        tracing::info!(%bound, data_dir = %service.config.data_dir.display(), "listening");
+        run_server(service, listener, shutdown_signal()).await?;
+        Ok::<(), InputError>(())
+    });
+    executor.shutdown_timeout(Duration::from_secs(1));
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Niceness of the executor's threads: when wasm saturates every core, the
+/// HTTP runtime (and so `/healthz`) still gets the CPU first.
+pub const EXECUTOR_NICE: i32 = 5;
+
+/// Lowers the calling thread's priority to [`EXECUTOR_NICE`] (Linux: nice
+/// values are per thread). Failure only means the thread keeps its priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take no pointers; they read and change
+    // only the nice value of the calling thread.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, EXECUTOR_NICE);
+    }
+}
+
+/// Resolves on Ctrl-C or (on Unix) SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("signal received: shutting down");
+}

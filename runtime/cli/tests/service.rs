@@ -1,0 +1,1120 @@
+//! End-to-end tests of `palisade serve`: the real binary on a loopback port
+//! with a temporary data directory, over real HTTP. Guests come from
+//! `guest-examples/out/` (`scripts/build-guests.sh`), data from
+//! `data/sample/`. Every wait is a bounded poll, never a timed assertion.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+use support::{guest, repo, sample_csv, Client};
+
+const ALICE: &str = "alice-token-0123456789";
+const BOB: &str = "bob-token-0123456789ab";
+const OPS: &str = "ops-token-0123456789abc";
+
+/// A policy under which a guest in an infinite loop runs until stopped.
+const ENDLESS: &str = "fuel_per_event = 1_000_000_000_000\nfuel_per_run = 1_000_000_000_000_000\n\
+                       deadline_per_event_ms = 3_600_000\ndeadline_per_run_ms = 86_400_000\n";
+
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// Writes `text` to `name` in `dir`; returns the path as a string.
+fn file(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path.to_str().expect("utf-8").to_owned()
+}
+
+fn tokens_file(dir: &std::path::Path) -> String {
+    file(
+        dir,
+        "tokens.toml",
+        &format!(
+            "[[token]]\ntoken = \"{ALICE}\"\ntenant = \"alice\"\n\n\
+             [[token]]\ntoken = \"{BOB}\"\ntenant = \"bob\"\n\n\
+             [[token]]\ntoken = \"{OPS}\"\ntenant = \"ops\"\noperator = true\n"
+        ),
+    )
+}
+
+/// `palisade backtest --json --no-timing` of a guest on a sample file.
+fn cli_backtest(module: &str, data: &str, params: &[&str]) -> Value {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
+    cmd.arg("backtest")
+        .arg("--json")
+        .arg("--no-timing")
+        .arg(repo().join("guest-examples/out").join(format!("{module}.wasm")))
+        .arg("--data")
+        .arg(repo().join("data/sample").join(data));
+    for p in params {
+        cmd.arg("-p").arg(p);
+    }
+    let out = cmd.output().expect("run the CLI");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{cmd:?}: {e}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A result document without the field that legitimately differs between
+/// the CLI and the service (the module is a path there, an id here).
+fn comparable(mut v: Value) -> Value {
+    v["strategy"]
+        .as_object_mut()
+        .expect("strategy object")
+        .remove("module");
+    v
+}
+
+/// Installs the endless policy (as the operator) on an open server.
+fn install_endless(c: &Client) {
+    c.put("/v1/policies/endless", "application/toml", ENDLESS.as_bytes())
+        .expect(200);
+}
+
+fn wait_running(c: &Client, id: &str) -> Value {
+    c.wait_job(id, "running", |v| v["state"] == "running")
+}
+
+#[test]
+fn backtest_results_equal_the_cli() {
+    let dir = temp();
+    let server = support::server(&dir.path().join("data"), &[]);
+    let c = server.client(None);
+    let data = c.upload_csv(
+        "spy-like-daily",
+        &std::fs::read(repo().join("data/sample/spy-like-daily.csv")).unwrap(),
+    );
+    for (module, params) in [
+        ("sma_cross", vec![("fast", json!(5)), ("slow", json!(20))]),
+        ("bollinger_revert", vec![]),
+        ("donchian_breakout", vec![]),
+    ] {
+        let id = c.upload_module(&guest(module));
+        let params_obj: serde_json::Map<String, Value> =
+            params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let job = c.submit(&json!({ "strategy": id, "dataset": data, "params": params_obj }));
+        let got = c.result(&job).expect(200).json();
+        assert_eq!(got["strategy"]["module"], id);
+        let cli_params: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let cli_params: Vec<&str> = cli_params.iter().map(String::as_str).collect();
+        let want = cli_backtest(module, "spy-like-daily.csv", &cli_params);
+        assert_eq!(got["outcome"], "ok", "{module}: {got}");
+        assert_eq!(
+            comparable(got),
+            comparable(want),
+            "{module}: service and CLI differ"
+        );
+        let status = c.get(&format!("/v1/jobs/{job}")).expect(200).json();
+        assert_eq!(status["state"], "succeeded");
+        assert_eq!(status["progress"], 1.0);
+        assert_eq!(status["attempts"], 1);
+        assert_eq!(status["policy"]["name"], "default");
+        assert_eq!(status["policy"]["hash"].as_str().map(str::len), Some(64));
+    }
+}
+
+/// `palisade <args> --json --no-timing` on the sample data: its stdout, the
+/// trailing newline removed.
+fn cli_document(args: &[&str]) -> String {
+    let sample = repo().join("data/sample/spy-like-daily.csv");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
+    cmd.args(args)
+        .arg("--data")
+        .arg(&sample)
+        .arg("--json")
+        .arg("--no-timing");
+    let out = cmd.output().expect("run the CLI");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        text.ends_with('\n') && text.lines().count() == 1,
+        "{cmd:?}: not one line of JSON: {text}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.trim_end().to_owned()
+}
+
+#[test]
+fn every_kind_gives_the_cli_document_byte_for_byte() {
+    let dir = temp();
+    let server = support::server(&dir.path().join("data"), &[]);
+    let c = server.client(None);
+    let data = c.upload_csv(
+        "spy-like-daily",
+        &std::fs::read(repo().join("data/sample/spy-like-daily.csv")).unwrap(),
+    );
+    let sma_path = support::guest_path("sma_cross");
+    let sma = c.upload_module(&guest("sma_cross"));
+    let adversary_path = support::guest_path("adversary");
+    let adversary = c.upload_module(&guest("adversary"));
+    // (module path, id, CLI arguments before the module, after it, the job).
+    let cases: Vec<(&str, &str, Vec<&str>, Value)> = vec![
+        (
+            &sma_path,
+            &sma,
+            vec![
+                "backtest", &sma_path, "-p", "fast=5", "-p", "slow=20", "--seed", "3",
+            ],
+            json!({ "kind": "backtest", "params": { "fast": 5, "slow": 20 }, "seed": 3 }),
+        ),
+        (
+            &sma_path,
+            &sma,
+            vec![
+                "optimize",
+                &sma_path,
+                "--grid",
+                "fast=5:25:10",
+                "--grid",
+                "slow=20,40,60",
+                "-p",
+                "size=50",
+                "--objective",
+                "sharpe",
+                "--top",
+                "3",
+            ],
+            json!({ "kind": "optimize", "grid": ["fast=5:25:10", "slow=20,40,60"], "params": { "size": 50 },
+                    "objective": "sharpe", "top": 3 }),
+        ),
+        (
+            &sma_path,
+            &sma,
+            vec![
+                "optimize",
+                &sma_path,
+                "--grid",
+                "fast",
+                "--samples",
+                "4",
+                "--seed",
+                "11",
+                "-p",
+                "slow=60",
+            ],
+            json!({ "kind": "optimize", "grid": ["fast"], "samples": 4, "seed": 11, "params": { "slow": 60 } }),
+        ),
+        (
+            &sma_path,
+            &sma,
+            vec![
+                "walk-forward",
+                &sma_path,
+                "--grid",
+                "fast=5:15:5",
+                "--grid",
+                "slow=30,60",
+                "--windows",
+                "3",
+                "--in-sample",
+                "0.7",
+                "--mode",
+                "anchored",
+            ],
+            json!({ "kind": "walk_forward", "grid": ["fast=5:15:5", "slow=30,60"], "windows": 3,
+                    "in_sample": 0.7, "mode": "anchored" }),
+        ),
+        (
+            &sma_path,
+            &sma,
+            vec![
+                "monte-carlo",
+                &sma_path,
+                "-p",
+                "fast=10",
+                "-p",
+                "slow=40",
+                "--runs",
+                "200",
+                "--method",
+                "permutation",
+                "--ruin",
+                "0.3",
+                "--seed",
+                "9",
+            ],
+            json!({ "kind": "monte_carlo", "params": { "fast": 10, "slow": 40 }, "runs": 200,
+                    "method": "permutation", "ruin": 0.3, "seed": 9 }),
+        ),
+        (
+            // The backtest under the study fails: both name the failure.
+            &adversary_path,
+            &adversary,
+            vec!["monte-carlo", &adversary_path, "-p", "mode=4", "--runs", "50"],
+            json!({ "kind": "monte_carlo", "params": { "mode": 4 }, "runs": 50 }),
+        ),
+    ];
+    for (path, id, args, mut job) in cases {
+        job["strategy"] = json!(id);
+        job["dataset"] = json!(data);
+        let want = cli_document(&args).replace(
+            &format!("\"module\":{}", json!(path)),
+            &format!("\"module\":{}", json!(id)),
+        );
+        let submitted = c.submit(&job);
+        let got = c.result(&submitted).expect(200).text();
+        assert_eq!(
+            got, want,
+            "{args:?}: the service's document differs from the CLI's"
+        );
+        let v: Value = serde_json::from_str(&got).unwrap();
+        assert_eq!(v["kind"], job["kind"], "{got}");
+        assert!(v["data"]["bars"].as_u64().is_some_and(|n| n > 0), "{got}");
+    }
+}
+
+#[test]
+fn every_job_kind_runs() {
+    let dir = temp();
+    let server = support::server(&dir.path().join("data"), &[]);
+    let c = server.client(None);
+    let strategy = c.upload_module(&guest("sma_cross"));
+    let data = c.upload_csv(
+        "spy-like-daily",
+        &std::fs::read(repo().join("data/sample/spy-like-daily.csv")).unwrap(),
+    );
+
+    let metric = |name: &str| -> f64 {
+        let key = format!("{name}{{strategy=\"sma-cross\"}} ");
+        c.get("/metrics")
+            .expect(200)
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix(&key).map(|v| v.trim().parse().unwrap()))
+            .unwrap_or(0.0)
+    };
+    let fuel_before = metric("palisade_strategy_fuel_consumed_total");
+    let optimize = c.submit(&json!({
+        "strategy": strategy, "dataset": data, "kind": "optimize",
+        "grid": ["fast=5:15:5"], "params": { "slow": 30 }, "objective": "sharpe", "top": 2
+    }));
+    let report = c.result(&optimize).expect(200).json();
+    // A study's variants count in the strategy's fuel and memory metrics.
+    let fuel_study = metric("palisade_strategy_fuel_consumed_total") - fuel_before;
+    assert!(metric("palisade_strategy_memory_peak_bytes") >= 65536.0);
+    assert_eq!(report["kind"], "optimize");
+    assert_eq!(report["counts"]["ok"], 3, "{report}");
+    assert_eq!(report["top"].as_array().map(Vec::len), Some(2));
+    // Each variant is the backtest of its parameters.
+    let variant = &report["variants"][1];
+    assert_eq!(variant["params"]["fast"], 10, "int parameters are JSON integers");
+    let single =
+        c.submit(&json!({ "strategy": strategy, "dataset": data, "params": { "fast": 10, "slow": 30 } }));
+    let single = c.result(&single).expect(200).json();
+    assert_eq!(variant["stats"], single["stats"]);
+    // Three variants like this one (fast 5, 10, 15): about three times its fuel.
+    let fuel_single = single["usage"]["fuel"].as_f64().unwrap();
+    assert!(
+        fuel_study > 2.0 * fuel_single && fuel_study < 4.0 * fuel_single,
+        "study {fuel_study}, one variant {fuel_single}"
+    );
+
+    let wf = c.submit(&json!({
+        "strategy": strategy, "dataset": data, "kind": "walk_forward",
+        "grid": ["fast=5,10"], "windows": 3, "in_sample": 0.7, "mode": "anchored"
+    }));
+    let report = c.result(&wf).expect(200).json();
+    assert_eq!(report["kind"], "walk_forward");
+    assert_eq!(report["windows"].as_array().map(Vec::len), Some(3), "{report}");
+    assert_eq!(report["mode"], "anchored");
+
+    let mc = c.submit(&json!({
+        "strategy": strategy, "dataset": data, "kind": "monte_carlo",
+        "runs": 200, "method": "permutation", "seed": 7
+    }));
+    let report = c.result(&mc).expect(200).json();
+    assert_eq!(report["kind"], "monte_carlo");
+    assert_eq!(report["runs"], 200);
+    assert!(report["probability_of_profit"].is_number(), "{report}");
+
+    for id in [&optimize, &wf, &mc] {
+        let v = c.get(&format!("/v1/jobs/{id}")).expect(200).json();
+        assert_eq!(
+            (v["state"].as_str(), v["progress"].as_f64()),
+            (Some("succeeded"), Some(1.0)),
+            "{v}"
+        );
+    }
+    let listed = c.get("/v1/jobs?kind=optimize").expect(200).json();
+    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(1));
+    assert_eq!(listed["jobs"][0]["id"], optimize.as_str());
+
+    // Options of another kind, and bad study options, are refused at submission.
+    let v = c
+        .post_json(
+            "/v1/jobs",
+            &json!({ "strategy": strategy, "dataset": data, "grid": ["fast"] }),
+        )
+        .problem(422, "invalid-job");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("grid does not apply to a backtest job"),
+        "{v}"
+    );
+    let v = c
+        .post_json(
+            "/v1/jobs",
+            &json!({ "strategy": strategy, "dataset": data, "kind": "optimize", "grid": ["speed=1:2:1"] }),
+        )
+        .problem(422, "invalid-job");
+    assert!(v["detail"].as_str().unwrap().contains("speed"), "{v}");
+}
+
+#[test]
+fn cancelling_an_infinite_loop_stops_it() {
+    let dir = temp();
+    let server = support::server(&dir.path().join("data"), &[]);
+    let c = server.client(None);
+    install_endless(&c);
+    let adversary = c.upload_module(&guest("adversary"));
+    let data = c.upload_csv("qqq", &sample_csv("qqq-like-daily.csv", 100));
+    let job = c.submit(
+        &json!({ "strategy": adversary, "dataset": data, "params": { "mode": 1 }, "policy": "endless" }),
+    );
+    wait_running(&c, &job);
+    let v = c.delete(&format!("/v1/jobs/{job}")).expect(202).json();
+    assert_eq!(v["state"], "running", "cancellation is asynchronous");
+    let v = c.wait_job(&job, "cancelled", |v| v["state"] != "running");
+    assert_eq!(v["state"], "cancelled", "{v}");
+    assert_eq!(v["error"]["cause"], "cancelled");
+    // The partial report is kept, with the cause.
+    let result = c.result(&job).expect(200).json();
+    assert_eq!(result["outcome"]["cause"], "cancelled", "{result}");
+    // A finished job cannot be cancelled again.
+    c.delete(&format!("/v1/jobs/{job}")).problem(409, "conflict");
+    // A queued job is cancelled at once.
+    let server2_dir = temp();
+    drop(server);
+    let config = file(server2_dir.path(), "serve.toml", "max_running = 1\n");
+    let server = support::server(&dir.path().join("data"), &["--config", &config]);
+    let c = server.client(None);
+    let busy = c.submit(
+        &json!({ "strategy": adversary, "dataset": data, "params": { "mode": 1 }, "policy": "endless" }),
+    );
+    wait_running(&c, &busy);
+    let waiting = c.submit(&json!({ "strategy": adversary, "dataset": data }));
+    let v = c.delete(&format!("/v1/jobs/{waiting}")).expect(200).json();
+    assert_eq!(v["state"], "cancelled");
+    c.result(&waiting).problem(409, "conflict");
+    c.delete(&format!("/v1/jobs/{busy}")).expect(202);
+    c.wait_job(&busy, "cancelled", |v| v["state"] == "cancelled");
+}
+
+#[test]
+fn deadlines_time_out_and_the_watchdog_stops_stalled_jobs() {
+    let dir = temp();
+    let config = file(dir.path(), "serve.toml", "watchdog_stall_ms = 300\n");
+    let server = support::server(&dir.path().join("data"), &["--config", &config]);
+    let c = server.client(None);
+    install_endless(&c);
+    let short = "fuel_per_event = 1_000_000_000_000\nfuel_per_run = 1_000_000_000_000_000\n\
+                 deadline_per_event_ms = 100\ndeadline_per_run_ms = 100\n";
+    c.put("/v1/policies/short", "application/toml", short.as_bytes())
+        .expect(200);
+    let adversary = c.upload_module(&guest("adversary"));
+    let data = c.upload_csv("qqq", &sample_csv("qqq-like-daily.csv", 100));
+
+    let late = c.submit(
+        &json!({ "strategy": adversary, "dataset": data, "params": { "mode": 1 }, "policy": "short" }),
+    );
+    let v = c.wait_job(&late, "timed out", |v| {
+        v["state"] != "queued" && v["state"] != "running"
+    });
+    assert_eq!(v["state"], "timed_out", "{v}");
+    assert_eq!(v["error"]["cause"], "deadline");
+
+    let stalled = c.submit(
+        &json!({ "strategy": adversary, "dataset": data, "params": { "mode": 1 }, "policy": "endless" }),
+    );
+    let v = c.wait_job(&stalled, "stopped by the watchdog", |v| {
+        v["state"] != "queued" && v["state"] != "running"
+    });
+    assert_eq!(v["state"], "failed", "{v}");
+    assert_eq!(v["error"]["cause"], "watchdog");
+    // A slow backtest that moves is not stalled: its progress (the bars
+    // handed to the guest, published at every epoch tick) is visible, and
+    // the watchdog leaves it alone for longer than `watchdog_stall_ms`.
+    let slow = format!("{short}bars_per_batch = 1\n").replace("100\n", "600000\n");
+    c.put("/v1/policies/slow", "application/toml", slow.as_bytes())
+        .expect(200);
+    let steady = c.submit(&json!({
+        "strategy": adversary, "dataset": data, "params": { "mode": 9, "amount": 20_000_000 }, "policy": "slow"
+    }));
+    let v = c.wait_job(&steady, "part way", |v| {
+        v["state"] != "queued" && v["state"] != "running"
+            || v["progress"].as_f64().is_some_and(|p| p > 0.0 && p < 1.0)
+    });
+    assert_eq!(
+        v["state"], "running",
+        "the slow job ended before it was seen part way: {v}"
+    );
+    let v = c.wait_job(&steady, "ended", |v| {
+        v["state"] != "queued" && v["state"] != "running"
+    });
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let at = |k: &str| chrono::DateTime::parse_from_rfc3339(v[k].as_str().unwrap()).unwrap();
+    let took = at("finished") - at("started");
+    assert!(
+        took.num_milliseconds() > 300,
+        "ran {took} only: make the job slower"
+    );
+
+    let metrics = c.get("/metrics").expect(200).text();
+    assert!(metrics.contains("palisade_watchdog_kills_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("palisade_strategy_traps_total{cause=\"deadline\",strategy=\"adversary\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_full_queue_and_a_fast_tenant_get_429() {
+    let dir = temp();
+    let config = file(dir.path(), "serve.toml", "queue_depth = 2\nmax_running = 1\n");
+    let server = support::server(&dir.path().join("data"), &["--config", &config]);
+    let c = server.client(None);
+    install_endless(&c);
+    let adversary = c.upload_module(&guest("adversary"));
+    let data = c.upload_csv("qqq", &sample_csv("qqq-like-daily.csv", 100));
+    let endless =
+        json!({ "strategy": adversary, "dataset": data, "params": { "mode": 1 }, "policy": "endless" });
+    let running = c.submit(&endless);
+    wait_running(&c, &running);
+    let queued: Vec<String> = (0..2).map(|_| c.submit(&endless)).collect();
+    let r = c.post_json("/v1/jobs", &endless);
+    let retry = r.retry_after.clone();
+    let v = r.problem(429, "queue-full");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert!(v["detail"].as_str().unwrap().contains("queue is full"), "{v}");
+    let status = c.get("/v1/status").expect(200).json();
+    assert_eq!(status["queued"]["normal"], 2, "{status}");
+    assert_eq!(status["running"], 1);
+    assert_eq!(status["limits"]["queue_depth"], 2);
+    let metrics = c.get("/metrics").expect(200).text();
+    assert!(
+        metrics.contains("palisade_queue_depth{priority=\"normal\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("palisade_throttled_submissions_total{reason=\"queue_full\",strategy=\"adversary\"} 1"),
+        "{metrics}"
+    );
+    for id in queued.iter().chain([&running]) {
+        let r = c.delete(&format!("/v1/jobs/{id}"));
+        assert!(r.status == 200 || r.status == 202, "{}", r.text());
+    }
+    c.wait_job(&running, "cancelled", |v| v["state"] == "cancelled");
+    drop(server);
+
+    // The token bucket: a burst of 3, refilled far too slowly to matter here.
+    let config = file(dir.path(), "slow.toml", "submit_burst = 3\nsubmit_rate = 0.01\n");
+    let server = support::server(&dir.path().join("data"), &["--config", &config]);
+    let c = server.client(None);
+    let job = json!({ "strategy": adversary, "dataset": data });
+    for _ in 0..3 {
+        c.submit(&job);
+    }
+    let r = c.post_json("/v1/jobs", &job);
+    let retry: u64 = r
+        .retry_after
+        .clone()
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!(retry >= 1, "{retry}");
+    r.problem(429, "rate-limited");
+}
+
+#[test]
+fn tenants_are_isolated_and_tokens_are_checked() {
+    let dir = temp();
+    let tokens = tokens_file(dir.path());
+    let server = support::server(&dir.path().join("data"), &["--tokens", &tokens]);
+    let alice = server.client(Some(ALICE));
+    let bob = server.client(Some(BOB));
+    let ops = server.client(Some(OPS));
+    let anonymous = server.client(None);
+
+    let strategy = alice.upload_module(&guest("sma_cross"));
+    let data = alice.upload_csv("spy", &sample_csv("spy-like-daily.csv", 300));
+    let job = alice.submit(&json!({ "strategy": strategy, "dataset": data }));
+    alice.result(&job).expect(200);
+
+    // Bob sees none of it, and cannot use it.
+    for path in [
+        format!("/v1/strategies/{strategy}"),
+        format!("/v1/datasets/{data}"),
+        format!("/v1/jobs/{job}"),
+        format!("/v1/jobs/{job}/result"),
+    ] {
+        bob.get(&path).problem(404, "not-found");
+    }
+    bob.delete(&format!("/v1/jobs/{job}")).problem(404, "not-found");
+    bob.delete(&format!("/v1/strategies/{strategy}"))
+        .problem(404, "not-found");
+    bob.post_json("/v1/jobs", &json!({ "strategy": strategy, "dataset": data }))
+        .problem(404, "not-found");
+    assert_eq!(
+        bob.get("/v1/strategies").expect(200).json()["strategies"],
+        json!([])
+    );
+    assert_eq!(bob.get("/v1/datasets").expect(200).json()["datasets"], json!([]));
+    assert_eq!(bob.get("/v1/jobs").expect(200).json()["jobs"], json!([]));
+    // Bob uploading the same module gets his own copy (201), Alice keeps hers.
+    assert_eq!(
+        bob.post("/v1/strategies", "application/wasm", &guest("sma_cross"))
+            .expect(201)
+            .json()["id"],
+        strategy.as_str()
+    );
+    assert_eq!(
+        alice
+            .post("/v1/strategies", "application/wasm", &guest("sma_cross"))
+            .expect(200)
+            .json()["id"],
+        strategy.as_str()
+    );
+
+    // Tokens.
+    let r = anonymous.get("/v1/strategies");
+    assert_eq!(r.status, 401);
+    r.problem(401, "unauthorized");
+    server
+        .client(Some("not-a-token-at-all-000"))
+        .get("/v1/jobs")
+        .problem(401, "unauthorized");
+    anonymous.get("/healthz").expect(200);
+    anonymous.get("/readyz").expect(200);
+    anonymous.get("/metrics").expect(200);
+
+    // Policies: operators only.
+    let policy = "memory_bytes = 1_048_576\n";
+    alice
+        .put("/v1/policies/small", "application/toml", policy.as_bytes())
+        .problem(403, "forbidden");
+    alice.get("/v1/policies/small").problem(404, "not-found");
+    let changed = ops
+        .put("/v1/policies/small", "application/toml", policy.as_bytes())
+        .expect(200)
+        .json();
+    let hash = changed["hash"].as_str().unwrap().to_owned();
+    let shown = alice.get("/v1/policies/small").expect(200).json();
+    assert_eq!(shown["policy"]["memory_bytes"], 1_048_576);
+    assert_eq!(shown["audit"][0]["tenant"], "ops");
+    // The module needs 17 pages at start: refused under this policy, at submission.
+    let v = alice
+        .post_json(
+            "/v1/jobs",
+            &json!({ "strategy": strategy, "dataset": data, "policy": "small" }),
+        )
+        .problem(422, "invalid-module");
+    assert_eq!(v["cause"], "memory_limit", "{v}");
+    // A replacement applies to new jobs; a job records the name and hash of
+    // the policy it ran with.
+    let changed = ops
+        .put(
+            "/v1/policies/small",
+            "application/toml",
+            b"memory_bytes = 2_097_152\n",
+        )
+        .expect(200)
+        .json();
+    assert_eq!(changed["previous_hash"], hash.as_str());
+    let hash = changed["hash"].as_str().unwrap().to_owned();
+    let job = alice.submit(&json!({ "strategy": strategy, "dataset": data, "policy": "small" }));
+    alice.result(&job).expect(200);
+    let v = alice.get(&format!("/v1/jobs/{job}")).expect(200).json();
+    assert_eq!(v["policy"], json!({ "name": "small", "hash": hash }));
+    assert_eq!(
+        alice.get("/v1/policies/small").expect(200).json()["audit"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    let names: Vec<String> = alice.get("/v1/policies").expect(200).json()["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["default", "small", "strict"]);
+}
+
+#[test]
+fn bad_input_is_refused_and_nothing_stored_is_lost() {
+    let dir = temp();
+    let config = file(
+        dir.path(),
+        "serve.toml",
+        "max_module_bytes = 4096\nmax_dataset_bytes = 65536\n",
+    );
+    let server = support::server(&dir.path().join("data"), &["--config", &config]);
+    let c = server.client(None);
+    let small = wat::parse_str(
+        r#"(module (memory (export "memory") 1) (func (export "palisade_run") (result i32) i32.const 0))"#,
+    )
+    .unwrap();
+    // A module small enough for the limit, but without a manifest.
+    let v = c
+        .post("/v1/strategies", "application/wasm", &small)
+        .problem(422, "invalid-module");
+    assert_eq!(v["cause"], "invalid_module", "{v}");
+    let forbidden = wat::parse_str(r#"(module (import "env" "system" (func)))"#).unwrap();
+    let v = c
+        .post("/v1/strategies", "application/wasm", &forbidden)
+        .problem(422, "invalid-module");
+    assert_eq!(v["cause"], "forbidden_import");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("forbidden import env.system"),
+        "{v}"
+    );
+    c.post("/v1/strategies", "application/wasm", b"")
+        .problem(400, "bad-request");
+    // Oversized: sma_cross is larger than 4096 bytes.
+    c.post("/v1/strategies", "application/wasm", &guest("sma_cross"))
+        .problem(413, "payload-too-large");
+    let big_csv = sample_csv("spy-like-daily.csv", 2_000);
+    c.post("/v1/datasets?name=spy", "text/csv", &big_csv)
+        .problem(413, "payload-too-large");
+
+    // Store good data with a generous server, then come back to the strict one.
+    drop(server);
+    let server = support::server(&dir.path().join("data"), &[]);
+    let c = server.client(None);
+    let strategy = c.upload_module(&guest("sma_cross"));
+    let data = c.upload_csv("spy", &sample_csv("spy-like-daily.csv", 500));
+    let job = c.submit(&json!({ "strategy": strategy, "dataset": data }));
+    let before = c.result(&job).expect(200).text();
+    drop(server);
+    let server = support::server(&dir.path().join("data"), &["--config", &config]);
+    let c = server.client(None);
+
+    // Datasets: errors name the line.
+    let mut bad = sample_csv("spy-like-daily.csv", 5);
+    bad.extend_from_slice(b"2015-01-08T00:00:00Z,100,99,101,100,5\n");
+    let v = c
+        .post("/v1/datasets?name=spy", "text/csv", &bad)
+        .problem(422, "invalid-dataset");
+    assert!(
+        v["detail"].as_str().unwrap().starts_with("spy.csv line 7: "),
+        "{v}"
+    );
+    c.post("/v1/datasets", "text/csv", &sample_csv("spy-like-daily.csv", 5))
+        .problem(400, "bad-request");
+
+    // Jobs: malformed JSON names the field; unknown references are 404.
+    let v = c
+        .post("/v1/jobs", "application/json", b"{\"strategy\": 1}")
+        .problem(400, "bad-request");
+    assert!(v["detail"].as_str().unwrap().contains("field `strategy`"), "{v}");
+    let v = c
+        .post_json(
+            "/v1/jobs",
+            &json!({ "strategy": strategy, "dataset": data, "priority": "urgent" }),
+        )
+        .problem(400, "bad-request");
+    assert!(v["detail"].as_str().unwrap().contains("field `priority`"), "{v}");
+    c.post("/v1/jobs", "application/json", b"{\"strategy\": ")
+        .problem(400, "bad-request");
+    c.post_json(
+        "/v1/jobs",
+        &json!({ "strategy": "0".repeat(64), "dataset": data }),
+    )
+    .problem(404, "not-found");
+    c.post_json("/v1/jobs", &json!({ "strategy": strategy, "dataset": "nope" }))
+        .problem(404, "not-found");
+    c.post_json(
+        "/v1/jobs",
+        &json!({ "strategy": strategy, "dataset": data, "policy": "lenient" }),
+    )
+    .problem(404, "not-found");
+    let v = c
+        .post_json(
+            "/v1/jobs",
+            &json!({ "strategy": strategy, "dataset": data, "params": { "fast": 0 } }),
+        )
+        .problem(422, "invalid-job");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("parameter fast = 0 is out of range"),
+        "{v}"
+    );
+    c.get("/v1/jobs?state=done").problem(400, "bad-request");
+    c.get("/v1/jobs/j999999").problem(404, "not-found");
+    c.get("/v1/nothing").problem(404, "not-found");
+    c.put("/v1/policies/bad", "application/toml", b"memory_bytes = 100\n")
+        .problem(422, "invalid-policy");
+
+    // Nothing stored was touched.
+    assert_eq!(
+        c.get(&format!("/v1/jobs/{job}/result")).expect(200).text(),
+        before
+    );
+    assert_eq!(
+        c.get("/v1/strategies").expect(200).json()["strategies"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        c.get(&format!("/v1/datasets/{data}")).expect(200).json()["bars"],
+        500
+    );
+    assert_eq!(c.get("/v1/policies/bad").status, 404);
+}
+
+#[test]
+fn multipart_uploads_and_duplicates() {
+    let dir = temp();
+    let server = support::server(&dir.path().join("data"), &[]);
+    let c = server.client(None);
+    let module = guest("donchian_breakout");
+    let mut body = Vec::new();
+    body.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=\"module\"; filename=\"d.wasm\"\r\nContent-Type: application/wasm\r\n\r\n");
+    body.extend_from_slice(&module);
+    body.extend_from_slice(b"\r\n--XyZ--\r\n");
+    let r = c
+        .post("/v1/strategies", "multipart/form-data; boundary=XyZ", &body)
+        .expect(201);
+    let v = r.json();
+    assert_eq!(
+        r.location.as_deref(),
+        Some(format!("/v1/strategies/{}", v["id"].as_str().unwrap()).as_str())
+    );
+    assert_eq!(v["name"], "donchian-breakout");
+    assert_eq!(v["size"], module.len());
+    assert!(v["parameters"].as_array().is_some_and(|p| !p.is_empty()), "{v}");
+    assert!(v["exports"].as_array().unwrap().contains(&json!("palisade_run")));
+    // The same bytes again, raw: the existing strategy, 200.
+    let again = c
+        .post("/v1/strategies", "application/wasm", &module)
+        .expect(200)
+        .json();
+    assert_eq!(again["id"], v["id"]);
+    assert_eq!(again["created"], v["created"]);
+    // Delete, then it is gone.
+    let id = v["id"].as_str().unwrap();
+    c.delete(&format!("/v1/strategies/{id}")).expect(204);
+    c.get(&format!("/v1/strategies/{id}")).problem(404, "not-found");
+}
+
+#[test]
+fn restart_after_kill_9_loses_nothing() {
+    let dir = temp();
+    let data_dir = dir.path().join("data");
+    let mut server = support::server(&data_dir, &[]);
+    let c = server.client(None);
+    install_endless(&c);
+    let strategy = c.upload_module(&guest("sma_cross"));
+    let adversary = c.upload_module(&guest("adversary"));
+    let data = c.upload_csv("spy", &sample_csv("spy-like-daily.csv", 800));
+    let done = c.submit(&json!({ "strategy": strategy, "dataset": data, "params": { "fast": 7 } }));
+    let result = c.result(&done).expect(200).text();
+    let stuck = c.submit(
+        &json!({ "strategy": adversary, "dataset": data, "params": { "mode": 1 }, "policy": "endless" }),
+    );
+    wait_running(&c, &stuck);
+    server.kill9();
+
+    // Restart: everything is there; the interrupted job runs again.
+    let mut server = support::server(&data_dir, &[]);
+    let c = server.client(None);
+    assert_eq!(
+        c.get(&format!("/v1/jobs/{done}/result")).expect(200).text(),
+        result
+    );
+    let strategies = c.get("/v1/strategies").expect(200).json();
+    assert_eq!(strategies["strategies"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        c.get(&format!("/v1/strategies/{strategy}")).expect(200).json()["name"],
+        "sma-cross"
+    );
+    assert_eq!(
+        c.get(&format!("/v1/datasets/{data}")).expect(200).json()["bars"],
+        800
+    );
+    let v = c.wait_job(&stuck, "running again", |v| {
+        v["state"] == "running" && v["attempts"] == 2
+    });
+    assert_eq!(v["policy"]["name"], "endless");
+    // New jobs run on the restarted server, with the stored module and data.
+    let again = c.submit(&json!({ "strategy": strategy, "dataset": data, "params": { "fast": 7 } }));
+    let again_result = c.result(&again).expect(200).json();
+    let first: Value = serde_json::from_str(&result).unwrap();
+    assert_eq!(again_result, first);
+    server.kill9();
+
+    // After too many starts the job is failed with the reason.
+    let config = file(dir.path(), "serve.toml", "max_attempts = 2\n");
+    let server = support::server(&data_dir, &["--config", &config]);
+    let c = server.client(None);
+    let v = c.get(&format!("/v1/jobs/{stuck}")).expect(200).json();
+    assert_eq!(v["state"], "failed", "{v}");
+    assert_eq!(v["error"]["cause"], "interrupted");
+    assert_eq!(v["error"]["message"], "interrupted by a restart (2 attempts)");
+    assert_eq!(
+        c.get(&format!("/v1/jobs/{done}/result")).expect(200).text(),
+        result
+    );
+}
+
+#[test]
+fn graceful_shutdown_requeues_running_jobs() {
+    let dir = temp();
+    let data_dir = dir.path().join("data");
+    let config = file(dir.path(), "serve.toml", "shutdown_grace_ms = 50\n");
+    let mut server = support::server(&data_dir, &["--config", &config]);
+    let c = server.client(None);
+    install_endless(&c);
+    let adversary = c.upload_module(&guest("adversary"));
+    let data = c.upload_csv("qqq", &sample_csv("qqq-like-daily.csv", 50));
+    let job = c.submit(
+        &json!({ "strategy": adversary, "dataset": data, "params": { "mode": 1 }, "policy": "endless" }),
+    );
+    wait_running(&c, &job);
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}\n{}", server.log_text());
+    assert!(
+        server.log_text().contains("grace period over"),
+        "{}",
+        server.log_text()
+    );
+
+    let server = support::server(&data_dir, &["--config", &config]);
+    let c = server.client(None);
+    let v = c.wait_job(&job, "running again", |v| v["state"] == "running");
+    assert_eq!(v["attempts"], 2, "{v}");
+    c.delete(&format!("/v1/jobs/{job}")).expect(202);
+    c.wait_job(&job, "cancelled", |v| v["state"] == "cancelled");
+}
+
+#[test]
+fn an_adversary_at_its_limits_does_not_change_other_results() {
+    let dir = temp();
+    let server = support::server(&dir.path().join("data"), &[]);
+    let c = server.client(None);
+    install_endless(&c);
+    let strategy = c.upload_module(&guest("sma_cross"));
+    let adversary = c.upload_module(&guest("adversary"));
+    let data = c.upload_csv("spy", &sample_csv("spy-like-daily.csv", 2_000));
+    let job = json!({ "strategy": strategy, "dataset": data, "params": { "fast": 8, "slow": 21 } });
+    let alone = c.submit(&job);
+    let expected = c.result(&alone).expect(200).json();
+
+    // Attacks running beside: an endless loop, a memory bomb, log spam, a panic.
+    let loop_job = c.submit(&json!({ "strategy": adversary, "dataset": data, "params": { "mode": 1 }, "policy": "endless", "priority": "high" }));
+    wait_running(&c, &loop_job);
+    let attacks: Vec<(String, &str)> = [
+        (json!({ "mode": 2, "amount": 1e9 }), "memory_limit"),
+        (json!({ "mode": 6, "amount": 60000 }), "output_limit"),
+        (json!({ "mode": 4 }), "guest_panic"),
+    ]
+    .into_iter()
+    .map(|(params, cause)| {
+        (
+            c.submit(&json!({ "strategy": adversary, "dataset": data, "params": params })),
+            cause,
+        )
+    })
+    .collect();
+    let beside: Vec<String> = (0..8).map(|_| c.submit(&job)).collect();
+    for id in &beside {
+        assert_eq!(c.result(id).expect(200).json(), expected, "job {id} differs");
+    }
+    for (id, cause) in &attacks {
+        let v = c.wait_job(id, "ended", |v| v["state"] != "queued" && v["state"] != "running");
+        assert_eq!(
+            (v["state"].as_str(), v["error"]["cause"].as_str()),
+            (Some("failed"), Some(*cause)),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        c.get(&format!("/v1/jobs/{loop_job}")).expect(200).json()["state"],
+        "running"
+    );
+    c.delete(&format!("/v1/jobs/{loop_job}")).expect(202);
+    c.wait_job(&loop_job, "cancelled", |v| v["state"] == "cancelled");
+    let metrics = c.get("/metrics").expect(200).text();
+    for line in [
+        "palisade_strategy_traps_total{cause=\"memory_limit\",strategy=\"adversary\"} 1",
+        "palisade_strategy_traps_total{cause=\"guest_panic\",strategy=\"adversary\"} 1",
+        "palisade_jobs_total{kind=\"backtest\",source=\"api\",status=\"succeeded\"} 9",
+        "palisade_jobs_total{kind=\"backtest\",source=\"api\",status=\"cancelled\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line}:\n{metrics}");
+    }
+}
+
+#[test]
+fn documents_and_probes_are_served() {
+    let dir = temp();
+    let server = support::server(&dir.path().join("data"), &[]);
+    let c = server.client(None);
+    let doc = c.get("/v1/openapi.json").expect(200).json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/v1/jobs",
+        "/v1/jobs/{id}/result",
+        "/v1/strategies/{id}",
+        "/v1/policies/{name}",
+        "/healthz",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    assert_eq!(c.get("/healthz").expect(200).text(), "ok\n");
+    assert_eq!(c.get("/readyz").expect(200).text(), "ready\n");
+    let status = c.get("/v1/status").expect(200).json();
+    assert_eq!(status["limits"]["max_running"], 10);
+    assert_eq!(status["limits"]["queue_depth"], 200);
+    assert_eq!(status["auth"], "none (loopback only)");
+    let metrics = c.get("/metrics").expect(200);
+    assert!(
+        metrics.content_type.starts_with("text/plain"),
+        "{}",
+        metrics.content_type
+    );
+    let text = metrics.text();
+    for name in [
+        "palisade_queue_depth",
+        "palisade_running_jobs",
+        "palisade_watchdog_kills_total",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+}
+
+#[test]
+fn submitting_with_a_wait_answers_with_the_result() {
+    let dir = temp();
+    let data_dir = dir.path().join("data");
+    let mut server = support::server(&data_dir, &[]);
+    let c = server.client(None);
+    install_endless(&c);
+    let strategy = c.upload_module(&guest("sma_cross"));
+    let adversary = c.upload_module(&guest("adversary"));
+    let data = c.upload_csv("spy", &sample_csv("spy-like-daily.csv", 500));
+    let job = json!({ "strategy": strategy, "dataset": data, "params": { "fast": 5, "slow": 20 } });
+
+    // Ended within the wait: the status with the result spliced in, the
+    // same document GET …/result serves, and the job listed.
+    let r = c.post_json("/v1/jobs?wait=10000", &job).expect(201);
+    let v = r.json();
+    let id = v["id"].as_str().expect("id").to_owned();
+    assert_eq!(r.location.as_deref(), Some(format!("/v1/jobs/{id}").as_str()));
+    assert_eq!(v["state"], "succeeded", "{v}");
+    assert_eq!(v["attempts"], 1);
+    let stored = c.get(&format!("/v1/jobs/{id}/result")).expect(200).json();
+    assert_eq!(v["output"], stored);
+    assert_eq!(stored["outcome"], "ok");
+    let listed = c.get("/v1/jobs").expect(200).json();
+    assert_eq!(listed["jobs"][0]["id"], id.as_str(), "{listed}");
+    // The same job submitted without a wait gives the same result.
+    let other = c.submit(&job);
+    assert_eq!(c.result(&other).expect(200).json(), stored);
+
+    // Still running when the wait is over: the status alone, committed, so
+    // it is listed and can be cancelled like any other job.
+    let r = c
+        .post_json(
+            "/v1/jobs?wait=50",
+            &json!({ "strategy": adversary, "dataset": data, "params": { "mode": 1 }, "policy": "endless" }),
+        )
+        .expect(201);
+    let v = r.json();
+    let stuck = v["id"].as_str().expect("id").to_owned();
+    assert!(v["state"] == "running" || v["state"] == "queued", "{v}");
+    assert!(v.get("output").is_none(), "{v}");
+    let listed = c.get("/v1/jobs?state=running").expect(200).json();
+    assert!(
+        listed["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == stuck.as_str()),
+        "{listed}"
+    );
+    wait_running(&c, &stuck);
+
+    // Bad waits are refused before anything is queued.
+    c.post_json("/v1/jobs?wait=soon", &job)
+        .problem(400, "bad-request");
+
+    // A crash: the answered jobs are all there; the running one runs again.
+    server.kill9();
+    let server = support::server(&data_dir, &[]);
+    let c = server.client(None);
+    assert_eq!(c.get(&format!("/v1/jobs/{id}/result")).expect(200).json(), stored);
+    c.wait_job(&stuck, "running again", |v| v["state"] == "running");
+    c.delete(&format!("/v1/jobs/{stuck}")).expect(202);
+    c.wait_job(&stuck, "cancelled", |v| v["state"] == "cancelled");
+}
+
+#[test]
+fn compiled_modules_survive_a_restart() {
+    let dir = temp();
+    let data_dir = dir.path().join("data");
+    let step_count = |metrics: &str, step: &str| -> u64 {
+        let key = format!("palisade_step_duration_seconds_count{{step=\"{step}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    };
+    let mut server = support::server(&data_dir, &[]);
+    let c = server.client(None);
+    let strategy = c.upload_module(&guest("sma_cross"));
+    let data = c.upload_csv("spy", &sample_csv("spy-like-daily.csv", 300));
+    let job = json!({ "strategy": strategy, "dataset": data });
+    let first = c.result(&c.submit(&job)).expect(200).json();
+    let metrics = c.get("/metrics").expect(200).text();
+    assert_eq!(step_count(&metrics, "compile"), 1, "{metrics}");
+    assert_eq!(step_count(&metrics, "load"), 0);
+    let files: Vec<_> = std::fs::read_dir(data_dir.join("compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].to_string_lossy().contains(&strategy), "{files:?}");
+    server.kill9();
+
+    // After a restart the module is loaded, not compiled, and runs the same.
+    let mut server = support::server(&data_dir, &[]);
+    let c = server.client(None);
+    assert_eq!(c.result(&c.submit(&job)).expect(200).json(), first);
+    let metrics = c.get("/metrics").expect(200).text();
+    assert_eq!(step_count(&metrics, "load"), 1, "{metrics}");
+    assert_eq!(step_count(&metrics, "compile"), 0, "{metrics}");
+    server.kill9();
+
+    // A damaged file is never loaded: the module is compiled again and the
+    // file rewritten.
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&files[0], &bytes).unwrap();
+    let server = support::server(&data_dir, &[]);
+    let c = server.client(None);
+    assert_eq!(c.result(&c.submit(&job)).expect(200).json(), first);
+    let metrics = c.get("/metrics").expect(200).text();
+    assert_eq!(step_count(&metrics, "compile"), 1, "{metrics}");
+    assert_eq!(step_count(&metrics, "load"), 0, "{metrics}");
+    assert_ne!(std::fs::read(&files[0]).unwrap(), bytes);
+    drop(server);
+}

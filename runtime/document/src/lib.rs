@@ -1,0 +1,319 @@
+//! `palisade-document`: the one writer of result documents. A backtest, an
+//! optimization, a walk-forward and a Monte Carlo study each end in one JSON
+//! document, built here from typed values (the run's output and the studies'
+//! reports), and both `palisade <command> --json` and the service's job
+//! results call it: the same inputs give the same bytes, whatever the caller,
+//! but for the module's label (a path on the command line, the module's
+//! SHA-256 in the service) and the CLI's `timing`.
+//!
+//! Every document starts with the same head, in this order:
+//!
+//! - `kind`: `backtest`, `optimize`, `walk_forward` or `monte_carlo`;
+//! - `strategy`: `{ name, version, module }` (the manifest's name and
+//!   version, the caller's label of the module);
+//! - `policy`: the policy's name;
+//! - `data`: `{ symbols, bars, start_ts, end_ts }` (the data's symbols, its
+//!   number of bars, its first and last timestamps; `null` when empty);
+//! - `params`: the values of the parameters the run or study does not vary
+//!   (every declared parameter of a backtest or Monte Carlo study; those
+//!   outside the grid of an optimization or walk-forward), `int` and `bool`
+//!   parameters as JSON integers (see [`palisade_run::params::Reported`]);
+//! - `seed`: the seed of the strategy's random stream.
+//!
+//! Then the body of its kind (a backtest's outcome, report, logs, metrics and
+//! usage; a study's report, plus `best` for an optimization), then `timing`
+//! when the caller measured it. The bodies' fields are documented in
+//! `docs/studies.md` and `docs/service.md`.
+//!
+//! What it must not touch: the terminal, files, HTTP, flags or job records.
+//! It only turns values into text; callers decide where the text goes.
+
+use palisade_backtest::{BacktestReport, Dataset};
+use palisade_host_api::manifest::Manifest;
+use palisade_run::params::ParamSet;
+use palisade_run::{Failure, LogLine, RunOutput, Usage};
+use palisade_study::{Grid, MonteCarloReport, OptimizeReport, Variant, WalkForwardReport};
+use serde::{Deserialize, Serialize};
+
+/// The kind of a document, which is the kind of run it reports: what a
+/// command or a service job computes.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Kind {
+    #[default]
+    Backtest,
+    Optimize,
+    WalkForward,
+    MonteCarlo,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: &'static [Kind] = <Kind as strum::VariantArray>::VARIANTS;
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// The kind named `name`, if any.
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.iter().copied().find(|k| k.as_str() == name)
+    }
+}
+
+/// What a document is about: the strategy, how its module is labelled, the
+/// policy, the data and the seed.
+#[derive(Clone, Copy, Debug)]
+pub struct Subject<'a> {
+    pub manifest: &'a Manifest,
+    /// The caller's label of the module: its path on the command line, its
+    /// SHA-256 in the service.
+    pub module: &'a str,
+    pub policy: &'a str,
+    pub data: &'a Dataset,
+    pub seed: u64,
+}
+
+/// How long the caller took, when it measured it (the CLI, without
+/// `--no-timing`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Timing {
+    /// Worker threads of a study (absent for a backtest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+    pub load_seconds: f64,
+    pub run_seconds: f64,
+}
+
+#[derive(Serialize)]
+struct StrategyRef<'a> {
+    name: &'a str,
+    version: &'a str,
+    module: &'a str,
+}
+
+#[derive(Serialize)]
+struct DataSummary<'a> {
+    symbols: &'a [String],
+    bars: usize,
+    start_ts: Option<i64>,
+    end_ts: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct Head<'a> {
+    kind: Kind,
+    strategy: StrategyRef<'a>,
+    policy: &'a str,
+    data: DataSummary<'a>,
+    params: ParamSet,
+    seed: u64,
+}
+
+impl<'a> Subject<'a> {
+    fn head(&self, kind: Kind, params: &[(String, f64)]) -> Head<'a> {
+        let bars = self.data.bars();
+        Head {
+            kind,
+            strategy: StrategyRef {
+                name: &self.manifest.name,
+                version: &self.manifest.version,
+                module: self.module,
+            },
+            policy: self.policy,
+            data: DataSummary {
+                symbols: self.data.symbols(),
+                bars: bars.len(),
+                start_ts: bars.first().map(|b| b.ts),
+                end_ts: bars.last().map(|b| b.ts),
+            },
+            params: ParamSet::of(self.manifest, params),
+            seed: self.seed,
+        }
+    }
+
+    /// `params` without the parameters `grid` varies.
+    fn fixed(params: &[(String, f64)], grid: &Grid) -> Vec<(String, f64)> {
+        params
+            .iter()
+            .filter(|(name, _)| grid.names().all(|n| n != name))
+            .cloned()
+            .collect()
+    }
+}
+
+#[derive(Serialize)]
+struct Document<'a, B: Serialize> {
+    #[serde(flatten)]
+    head: Head<'a>,
+    #[serde(flatten)]
+    body: B,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timing: Option<Timing>,
+}
+
+/// A run's outcome: `"ok"`, or `{ cause, message }`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OutcomeRef<'a> {
+    Ok(&'static str),
+    Failed(&'a Failure),
+}
+
+impl<'a> OutcomeRef<'a> {
+    fn of(outcome: &'a Result<(), Failure>) -> OutcomeRef<'a> {
+        match outcome {
+            Ok(()) => OutcomeRef::Ok("ok"),
+            Err(f) => OutcomeRef::Failed(f),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct BacktestBody<'a> {
+    outcome: OutcomeRef<'a>,
+    #[serde(flatten)]
+    report: &'a BacktestReport,
+    logs: &'a [LogLine],
+    metrics: &'a std::collections::BTreeMap<String, f64>,
+    usage: &'a Usage,
+}
+
+#[derive(Serialize)]
+struct OptimizeBody<'a> {
+    #[serde(flatten)]
+    report: &'a OptimizeReport,
+    /// The best variant (the first of `top`), `null` when none ranks.
+    best: Option<&'a Variant>,
+}
+
+#[derive(Serialize)]
+struct FailedBody<'a> {
+    outcome: OutcomeRef<'a>,
+}
+
+fn write(doc: &impl Serialize) -> String {
+    // The documents hold only strings, numbers, booleans, sequences and maps
+    // with string keys: serde_json cannot fail on them.
+    serde_json::to_string(doc).expect("a result document serializes")
+}
+
+/// The document of one backtest run: the head, `outcome`, the report's
+/// fields (the equity curve only when `equity_curve`), `logs`, `metrics`,
+/// `usage`, and `timing` when given. `params` are every parameter's value.
+pub fn backtest(
+    subject: &Subject<'_>,
+    params: &[(String, f64)],
+    out: RunOutput,
+    equity_curve: bool,
+    timing: Option<Timing>,
+) -> String {
+    let report = if equity_curve {
+        out.report
+    } else {
+        out.report.without_curve()
+    };
+    write(&Document {
+        head: subject.head(Kind::Backtest, params),
+        body: BacktestBody {
+            outcome: OutcomeRef::of(&out.outcome),
+            report: &report,
+            logs: &out.logs,
+            metrics: &out.metrics,
+            usage: &out.usage,
+        },
+        timing,
+    })
+}
+
+/// The document of an optimization over `grid`: the head (`params`: those of
+/// `base_params` the grid does not vary), the report's fields, `best`, and
+/// `timing` when given.
+pub fn optimize(
+    subject: &Subject<'_>,
+    grid: &Grid,
+    base_params: &[(String, f64)],
+    report: &OptimizeReport,
+    timing: Option<Timing>,
+) -> String {
+    write(&Document {
+        head: subject.head(Kind::Optimize, &Subject::fixed(base_params, grid)),
+        body: OptimizeBody {
+            report,
+            best: report.best(),
+        },
+        timing,
+    })
+}
+
+/// The document of a walk-forward study over `grid`: the head (as for
+/// [`optimize`]), the report's fields (the stitched equity curve only when
+/// `equity_curve`), and `timing` when given.
+pub fn walk_forward(
+    subject: &Subject<'_>,
+    grid: &Grid,
+    base_params: &[(String, f64)],
+    report: &WalkForwardReport,
+    equity_curve: bool,
+    timing: Option<Timing>,
+) -> String {
+    let head = subject.head(Kind::WalkForward, &Subject::fixed(base_params, grid));
+    let curve_shown = equity_curve || report.stitched.as_ref().is_none_or(|s| s.equity_curve.is_empty());
+    if curve_shown {
+        return write(&Document {
+            head,
+            body: report,
+            timing,
+        });
+    }
+    let mut report = report.clone();
+    if let Some(st) = &mut report.stitched {
+        st.equity_curve = Vec::new();
+    }
+    write(&Document {
+        head,
+        body: &report,
+        timing,
+    })
+}
+
+/// The document of a Monte Carlo study of the backtest with `params`: the
+/// head, then the report's fields, or `outcome` (`{ cause, message }`) when
+/// the backtest itself failed; `timing` when given.
+pub fn monte_carlo(
+    subject: &Subject<'_>,
+    params: &[(String, f64)],
+    result: Result<&MonteCarloReport, &Failure>,
+    timing: Option<Timing>,
+) -> String {
+    let head = subject.head(Kind::MonteCarlo, params);
+    match result {
+        Ok(report) => write(&Document {
+            head,
+            body: report,
+            timing,
+        }),
+        Err(f) => write(&Document {
+            head,
+            body: FailedBody {
+                outcome: OutcomeRef::Failed(f),
+            },
+            timing,
+        }),
+    }
+}

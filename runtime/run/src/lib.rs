@@ -1,0 +1,24 @@
+//! `palisade-run`, the vocabulary every way of running a strategy shares:
+//! limit policies ([`policy`]), parameters ([`params`]), how a run ended
+//! ([`outcome`]), what a run needs ([`config`]) and what it produced
+//! ([`output`]), and the ABI's semantics without WebAssembly ([`session`]).
+//! The sandbox (`palisade-sandbox`) and the native runner ([`native`]) are
+//! both adapters over [`session::Session`], so a strategy built for wasm and
+//! the same strategy built natively see the same host.
+//!
+//! What it must not touch: wasmtime, threads and executors, files other than
+//! policy files, the terminal and HTTP. It sits below the sandbox, the
+//! studies, the documents and the service, and depends on none of them.
+
+pub mod config;
+pub mod native;
+pub mod outcome;
+pub mod output;
+pub mod params;
+pub mod policy;
+pub mod session;
+
+pub use config::{ProgressFn, RunConfig};
+pub use outcome::{Cause, Failure};
+pub use output::{LogLine, RunOutput, Usage};
+pub use policy::{Policy, PolicyError};

@@ -1,0 +1,447 @@
+//! The host side of ABI v1 for WebAssembly guests: the `palisade.*`
+//! functions, as adapters between guest memory and a [`Session`] (which holds
+//! the ABI's semantics), plus what only a sandboxed guest needs: memory and
+//! table limits, fuel windows, deadlines and cancellation.
+//!
+//! Invariant: nothing a guest passes can make the host panic. Every pointer is
+//! bounds-checked against the guest's memory, every index against the current
+//! batch; a violation stops the run with a classified [`Failure`].
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use palisade_host_api::{error, imports, Bar, Fill, IMPORT_MODULE};
+use wasmtime::{AsContextMut, Caller, Linker, Memory, ResourceLimiter, StoreContextMut, UpdateDeadline};
+
+use palisade_run::session::{Session, MAX_METRIC_NAME};
+use palisade_run::{Cause, Failure, Policy, ProgressFn};
+
+/// Longest `fail` message kept, in bytes.
+const MAX_FAIL_MESSAGE: usize = 4096;
+
+/// Memory and table limits of one store; remembers a denied growth so a
+/// later failure can be classified as `memory_limit`.
+#[derive(Debug)]
+pub struct Limiter {
+    memory_bytes: usize,
+    table_elements: usize,
+    /// Why growth was last denied.
+    pub denied: Option<String>,
+    /// Largest linear memory the guest reached.
+    pub peak_memory: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.denied = Some(format!(
+                "growing memory from {current} to {desired} bytes was denied: the policy allows {} bytes (memory_bytes)",
+                self.memory_bytes
+            ));
+            return Ok(false);
+        }
+        self.peak_memory = self.peak_memory.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_elements {
+            self.denied = Some(format!(
+                "growing a table from {current} to {desired} elements was denied: the policy allows {} (table_elements)",
+                self.table_elements
+            ));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        1
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
+/// Limits of one run that only a sandboxed guest has (fuel and time).
+#[derive(Clone, Debug)]
+pub struct RunLimits {
+    pub fuel_per_event: u64,
+    pub fuel_per_run: u64,
+    pub deadline_per_event: Duration,
+    pub deadline_per_run: Duration,
+}
+
+impl RunLimits {
+    pub fn from_policy(p: &Policy) -> RunLimits {
+        RunLimits {
+            fuel_per_event: p.fuel_per_event,
+            fuel_per_run: p.fuel_per_run,
+            deadline_per_event: p.deadline_per_event(),
+            deadline_per_run: p.deadline_per_run(),
+        }
+    }
+}
+
+/// Everything the host keeps for one run (the wasmtime store's data).
+pub struct RunState {
+    pub session: Session,
+    pub limiter: Limiter,
+    pub memory: Option<Memory>,
+    pub limits: RunLimits,
+    /// A failure detected by the host (bad pointer, limit, deadline).
+    pub fault: Option<Failure>,
+    /// What the guest reported through `fail`.
+    pub guest_failure: Option<(i32, String)>,
+    /// Fuel granted for the current event window, fuel used before it, and
+    /// whether the run's total (not the per-event budget) bounds the window.
+    pub fuel_budget: u64,
+    pub fuel_used: u64,
+    pub fuel_bound_by_run: bool,
+    pub event_deadline: Instant,
+    pub run_deadline: Instant,
+    pub cancel: Option<Arc<AtomicBool>>,
+    pub progress: Option<ProgressFn>,
+}
+
+impl RunState {
+    pub fn new(
+        session: Session,
+        policy: &Policy,
+        cancel: Option<Arc<AtomicBool>>,
+        progress: Option<ProgressFn>,
+    ) -> RunState {
+        let limits = RunLimits::from_policy(policy);
+        let now = Instant::now();
+        RunState {
+            session,
+            limiter: Limiter {
+                memory_bytes: policy.memory_bytes as usize,
+                table_elements: policy.table_elements as usize,
+                denied: None,
+                peak_memory: 0,
+            },
+            memory: None,
+            fault: None,
+            guest_failure: None,
+            fuel_budget: 0,
+            fuel_used: 0,
+            fuel_bound_by_run: false,
+            event_deadline: now + limits.deadline_per_event,
+            run_deadline: now + limits.deadline_per_run,
+            limits,
+            cancel,
+            progress,
+        }
+    }
+
+    /// Records a host-detected failure and returns the error that stops the guest.
+    fn fault(&mut self, failure: Failure) -> wasmtime::Error {
+        self.fault = Some(failure.clone());
+        wasmtime::Error::new(failure)
+    }
+
+    /// Unwraps a session result, turning a failure into the error that stops the guest.
+    #[inline]
+    fn check<T>(&mut self, r: Result<T, Failure>) -> wasmtime::Result<T> {
+        r.map_err(|f| self.fault(f))
+    }
+}
+
+/// Grants fuel for the next window of `events` events: `fuel_per_event` per
+/// event, bounded by what is left of `fuel_per_run`.
+pub fn refuel(store: &mut StoreContextMut<'_, RunState>, events: u64) -> wasmtime::Result<()> {
+    let left = store.get_fuel()?;
+    let st = store.data_mut();
+    st.fuel_used += st.fuel_budget.saturating_sub(left);
+    let run_left = st.limits.fuel_per_run.saturating_sub(st.fuel_used);
+    let want = st.limits.fuel_per_event.saturating_mul(events.max(1));
+    st.fuel_bound_by_run = run_left < want;
+    st.fuel_budget = want.min(run_left);
+    st.event_deadline = Instant::now() + st.limits.deadline_per_event;
+    let budget = st.fuel_budget;
+    store.set_fuel(budget)
+}
+
+/// Fuel used so far, the current window included.
+pub fn fuel_used(store: &StoreContextMut<'_, RunState>) -> u64 {
+    let left = store.get_fuel().unwrap_or(0);
+    let st = store.data();
+    st.fuel_used + st.fuel_budget.saturating_sub(left)
+}
+
+/// The epoch callback: cancellation and deadlines are checked at every tick,
+/// and the guest yields to the executor so one run cannot hold a worker.
+pub fn on_epoch(mut store: StoreContextMut<'_, RunState>) -> wasmtime::Result<UpdateDeadline> {
+    let st = store.data_mut();
+    if st.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+        return Err(st.fault(Failure::new(Cause::Cancelled, "the run was cancelled")));
+    }
+    if let Some(progress) = &st.progress {
+        (progress.0)(st.session.progress());
+    }
+    let now = Instant::now();
+    if now >= st.run_deadline {
+        let ms = st.limits.deadline_per_run.as_millis();
+        return Err(st.fault(Failure::new(
+            Cause::Deadline,
+            format!("the run took longer than {ms} ms (deadline_per_run_ms)"),
+        )));
+    }
+    if now >= st.event_deadline {
+        let ms = st.limits.deadline_per_event.as_millis();
+        let what = st.session.event_name();
+        return Err(st.fault(Failure::new(
+            Cause::Deadline,
+            format!("{what} took longer than {ms} ms (deadline_per_event_ms)"),
+        )));
+    }
+    Ok(UpdateDeadline::Yield(1))
+}
+
+/// A byte range of guest memory, or a `bad_pointer` failure naming the call.
+fn span(st: &mut RunState, mem_len: usize, call: &str, ptr: i32, len: u64) -> wasmtime::Result<Range<usize>> {
+    let start = u64::from(ptr as u32);
+    match start.checked_add(len) {
+        Some(end) if end <= mem_len as u64 => Ok(start as usize..end as usize),
+        _ => Err(st.fault(Failure::new(
+            Cause::BadPointer,
+            format!(
+                "{IMPORT_MODULE}.{call}: {len} bytes at address {start:#x} are outside the guest's memory ({mem_len} bytes)"
+            ),
+        ))),
+    }
+}
+
+fn memory(caller: &mut Caller<'_, RunState>) -> wasmtime::Result<Memory> {
+    match caller.data().memory {
+        Some(m) => Ok(m),
+        None => {
+            let st = caller.data_mut();
+            Err(st.fault(Failure::new(
+                Cause::HostAbuse,
+                "host called before the guest's memory was bound",
+            )))
+        }
+    }
+}
+
+/// Reads a guest string (lossily: invalid UTF-8 becomes U+FFFD).
+fn read_str(
+    caller: &mut Caller<'_, RunState>,
+    call: &str,
+    ptr: i32,
+    len: i32,
+    cap: usize,
+) -> wasmtime::Result<String> {
+    let mem = memory(caller)?;
+    let (data, st) = mem.data_and_store_mut(&mut *caller);
+    let len = u64::from(len as u32);
+    let r = span(st, data.len(), call, ptr, len)?;
+    let r = r.start..r.end.min(r.start.saturating_add(cap));
+    Ok(String::from_utf8_lossy(&data[r]).into_owned())
+}
+
+/// Adds the `palisade.*` functions to `linker`.
+pub fn define(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+    linker.func_wrap(IMPORT_MODULE, imports::NEXT_BATCH, next_batch)?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        imports::ORDER,
+        |mut caller: Caller<'_, RunState>,
+         bar: i32,
+         symbol: i32,
+         qty: f64,
+         kind: i32,
+         price: f64|
+         -> wasmtime::Result<i64> {
+            let st = caller.data_mut();
+            let r = st.session.order(bar, symbol, qty, kind, price);
+            st.check(r)
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        imports::CANCEL,
+        |mut caller: Caller<'_, RunState>, bar: i32, id: i64| -> wasmtime::Result<i32> {
+            let st = caller.data_mut();
+            let r = st.session.cancel(bar, id);
+            st.check(r)
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        imports::POSITION,
+        |mut caller: Caller<'_, RunState>, bar: i32, symbol: i32| -> wasmtime::Result<f64> {
+            let st = caller.data_mut();
+            let r = st.session.position(bar, symbol);
+            st.check(r)
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        imports::CASH,
+        |mut caller: Caller<'_, RunState>, bar: i32| -> wasmtime::Result<f64> {
+            let st = caller.data_mut();
+            let r = st.session.cash(bar);
+            st.check(r)
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        imports::EQUITY,
+        |mut caller: Caller<'_, RunState>, bar: i32| -> wasmtime::Result<f64> {
+            let st = caller.data_mut();
+            let r = st.session.equity(bar);
+            st.check(r)
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        imports::POLL_FILL,
+        |mut caller: Caller<'_, RunState>, bar: i32, out: i32| -> wasmtime::Result<i32> {
+            let mem = memory(&mut caller)?;
+            let (data, st) = mem.data_and_store_mut(&mut caller);
+            let range = span(st, data.len(), imports::POLL_FILL, out, Fill::SIZE as u64)?;
+            let r = st.session.poll_fill(bar);
+            Ok(match st.check(r)? {
+                Some(fill) => {
+                    data[range].copy_from_slice(&fill.to_le_bytes());
+                    1
+                }
+                None => 0,
+            })
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        imports::PARAM,
+        |mut caller: Caller<'_, RunState>, ptr: i32, len: i32| -> wasmtime::Result<f64> {
+            let name = read_str(&mut caller, imports::PARAM, ptr, len, usize::MAX)?;
+            Ok(caller.data().session.param(&name))
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        imports::SYMBOL_NAME,
+        |mut caller: Caller<'_, RunState>, symbol: i32, out: i32, cap: i32| -> wasmtime::Result<i32> {
+            let mem = memory(&mut caller)?;
+            let (data, st) = mem.data_and_store_mut(&mut caller);
+            let r = span(st, data.len(), imports::SYMBOL_NAME, out, u64::from(cap as u32))?;
+            let Some(name) = st.session.symbol_name(symbol) else {
+                return Ok(error::UNKNOWN_SYMBOL);
+            };
+            let n = name.len().min(r.len());
+            data[r.start..r.start + n].copy_from_slice(&name.as_bytes()[..n]);
+            Ok(name.len() as i32)
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        imports::LOG,
+        |mut caller: Caller<'_, RunState>, level: i32, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            let message = read_str(&mut caller, imports::LOG, ptr, len, usize::MAX)?;
+            let st = caller.data_mut();
+            let r = st.session.log(level, message);
+            st.check(r)
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        imports::FAIL,
+        |mut caller: Caller<'_, RunState>, kind: i32, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            let message = read_str(&mut caller, imports::FAIL, ptr, len, MAX_FAIL_MESSAGE)?;
+            let st = caller.data_mut();
+            st.guest_failure = Some((kind, message.clone()));
+            Err(wasmtime::Error::msg(format!("guest failed: {message}")))
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        imports::RANDOM,
+        |mut caller: Caller<'_, RunState>| -> f64 { caller.data_mut().session.random() },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        imports::METRIC,
+        |mut caller: Caller<'_, RunState>, ptr: i32, len: i32, value: f64| -> wasmtime::Result<()> {
+            let name = read_str(&mut caller, imports::METRIC, ptr, len, MAX_METRIC_NAME)?;
+            let st = caller.data_mut();
+            let r = st.session.metric(name, value);
+            st.check(r)
+        },
+    )?;
+    Ok(())
+}
+
+fn next_batch(mut caller: Caller<'_, RunState>, buf: i32, cap: i32) -> wasmtime::Result<i32> {
+    let mem = memory(&mut caller)?;
+    let (data, st) = mem.data_and_store_mut(&mut caller);
+    // The whole buffer the guest declares must be its own, however many bars
+    // are left to write into it.
+    let declared = u64::from(cap.max(0) as u32) * Bar::SIZE as u64;
+    let out = span(st, data.len(), imports::NEXT_BATCH, buf, declared)?;
+    let r = st.session.next_batch(cap);
+    let events = st.check(r)?;
+    let n = events.len();
+    write_bars(&mut data[out], &st.session.data.bars()[events]);
+    refuel(&mut caller.as_context_mut(), n.max(1) as u64)?;
+    Ok(n as i32)
+}
+
+/// Writes `bars` as consecutive [`Bar`] records at the start of `out`,
+/// straight into guest memory with [`Bar::write_le`] (no temporary record:
+/// this runs for every bar of every run).
+#[inline]
+fn write_bars(out: &mut [u8], bars: &[Bar]) {
+    let (records, _) = out.as_chunks_mut::<{ Bar::SIZE }>();
+    for (record, bar) in records.iter_mut().zip(bars) {
+        bar.write_le(record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_bars_matches_the_abi_layout() {
+        let bars: Vec<Bar> = (0..3)
+            .map(|i| Bar {
+                ts: -5 + i,
+                symbol: i as i32,
+                reserved: 7,
+                open: 1.5 + i as f64,
+                high: f64::MAX,
+                low: -0.0,
+                close: f64::NAN,
+                volume: 1e-300,
+            })
+            .collect();
+        let mut out = vec![0xAA; 4 * Bar::SIZE];
+        write_bars(&mut out, &bars);
+        let want: Vec<u8> = bars.iter().flat_map(|b| b.to_le_bytes()).collect();
+        assert_eq!(&out[..3 * Bar::SIZE], &want[..]);
+        assert!(
+            out[3 * Bar::SIZE..].iter().all(|&b| b == 0xAA),
+            "wrote past the bars"
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! `palisade-sandbox`, the sandbox: validates, compiles and runs guest
+//! strategies under a policy's hard limits, and classifies every way a run
+//! can end. It is the only crate that knows wasmtime.
+//!
+//! One [`Sandbox`] per process (per distinct stack size): one wasmtime engine,
+//! one epoch ticker thread, one linker with the ABI v1 imports. A module is
+//! validated and compiled once ([`Sandbox::load`]) into a [`CompiledModule`] that
+//! can be instantiated in microseconds for each run. Each run gets a new
+//! `Store` with its own limits; a run ends with `ok` or a classified
+//! [`Failure`], never with a panic of the host and never affecting another run.
+//!
+//! What it does not do: schedule runs (callers drive the returned futures on
+//! whatever executor they like), read files, know the terminal or HTTP. The
+//! semantics of the ABI (batches, orders, logs, output limits) live in
+//! `palisade-run`'s session; this crate adapts guest memory, fuel and
+//! deadlines to it.
+
+mod host;
+pub mod validate;
+mod wasm_engine;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use palisade_host_api::{exports, fail_kind};
+use wasmtime::{Instance, InstancePre, Linker, Module, Store, Trap};
+
+pub use validate::ModuleInfo;
+pub use wasm_engine::{EngineSettings, WasmEngine, EPOCH_TICK};
+
+use palisade_backtest::{Backtest, BacktestConfig, Dataset};
+use palisade_run::session::{OutputLimits, Phase, Session};
+use palisade_run::{Cause, Failure, Policy, ProgressFn, RunConfig, RunOutput, Usage};
+
+use crate::host::RunState;
+
+/// The engine and linker every run of this process shares.
+pub struct Sandbox {
+    engine: WasmEngine,
+    linker: Linker<RunState>,
+    /// An empty window of data, for stores that run no bars
+    /// ([`Sandbox::instantiate_and_drop`]).
+    probe_data: Arc<Dataset>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("engine", &self.engine).finish()
+    }
+}
+
+/// A validated, compiled module, ready to instantiate.
+pub struct CompiledModule {
+    pub info: ModuleInfo,
+    pre: InstancePre<RunState>,
+}
+
+impl std::fmt::Debug for CompiledModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledModule")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl Sandbox {
+    pub fn new(settings: EngineSettings) -> Result<Sandbox, Failure> {
+        let engine = WasmEngine::new(settings).map_err(|e| {
+            Failure::new(
+                Cause::InvalidModule,
+                format!("cannot start the wasm engine: {e:#}"),
+            )
+        })?;
+        let mut linker = Linker::new(engine.engine());
+        host::define(&mut linker).expect("the ABI's imports are defined once each");
+        let probe_data = Arc::new(probe_dataset());
+        Ok(Sandbox {
+            engine,
+            linker,
+            probe_data,
+        })
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        self.engine.settings()
+    }
+
+    /// Validates and compiles a module. The policy decides what is accepted;
+    /// it must not grant more stack or memory than the engine was built for.
+    pub fn load(&self, bytes: &[u8], policy: &Policy) -> Result<CompiledModule, Failure> {
+        let info = self.check(bytes, policy)?;
+        self.compile(info, bytes)
+    }
+
+    /// The first half of [`Sandbox::load`]: checks the policy against the
+    /// engine, then validates the module against the policy. The
+    /// [`ModuleInfo`] it returns is what [`Sandbox::compile`] and
+    /// [`Sandbox::load_precompiled`] take, so nothing is linked unchecked.
+    pub fn check(&self, bytes: &[u8], policy: &Policy) -> Result<ModuleInfo, Failure> {
+        let settings = self.engine.settings();
+        if policy.stack_bytes as usize > settings.stack_bytes
+            || policy.memory_bytes > settings.max_memory_bytes
+        {
+            return Err(Failure::new(
+                Cause::InvalidModule,
+                format!(
+                    "policy {} grants more stack or memory than this engine was started with ({} stack bytes, {} memory bytes)",
+                    policy.name, settings.stack_bytes, settings.max_memory_bytes
+                ),
+            ));
+        }
+        validate::validate(bytes, policy)
+    }
+
+    /// The second half of [`Sandbox::load`]: compiles the module `info`
+    /// describes (`bytes`, checked by [`Sandbox::check`]) and links it.
+    pub fn compile(&self, info: ModuleInfo, bytes: &[u8]) -> Result<CompiledModule, Failure> {
+        let module = Module::new(self.engine.engine(), bytes)
+            .map_err(|e| Failure::new(Cause::InvalidModule, format!("compilation failed: {e:#}")))?;
+        self.link(info, &module)
+    }
+
+    /// Like [`Sandbox::compile`], with the compiled code taken from
+    /// `artifact` (what [`Sandbox::serialize`] gave for the same module)
+    /// instead of compiling. Fails on an artifact of another engine build or
+    /// configuration (see [`Sandbox::artifact_key`]); the caller then
+    /// compiles.
+    ///
+    /// # Safety
+    ///
+    /// `artifact` is machine code that will run as is: it must be bytes that
+    /// [`Sandbox::serialize`] produced for the module `info` describes, read
+    /// back intact (e.g. checked against a hash stored with them) from
+    /// storage only this process writes. wasmtime checks its header, not its
+    /// code.
+    pub unsafe fn load_precompiled(
+        &self,
+        info: ModuleInfo,
+        artifact: &[u8],
+    ) -> Result<CompiledModule, Failure> {
+        // SAFETY: the caller vouches for `artifact` (see above).
+        let module = unsafe { Module::deserialize(self.engine.engine(), artifact) }.map_err(|e| {
+            Failure::new(
+                Cause::InvalidModule,
+                format!("the precompiled artifact does not load: {e:#}"),
+            )
+        })?;
+        self.link(info, &module)
+    }
+
+    /// The compiled code of a loaded strategy, for
+    /// [`Sandbox::load_precompiled`].
+    pub fn serialize(&self, strategy: &CompiledModule) -> Result<Vec<u8>, Failure> {
+        strategy.pre.module().serialize().map_err(|e| {
+            Failure::new(
+                Cause::InvalidModule,
+                format!("cannot serialize the compiled module: {e:#}"),
+            )
+        })
+    }
+
+    /// Names this sandbox's kind of compiled code (wasmtime build, target,
+    /// compiler settings): an artifact loads only where the key is the same.
+    pub fn artifact_key(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.engine().precompile_compatibility_hash().hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    fn link(&self, info: ModuleInfo, module: &Module) -> Result<CompiledModule, Failure> {
+        let pre = self
+            .linker
+            .instantiate_pre(module)
+            .map_err(|e| Failure::new(Cause::InvalidModule, format!("cannot link: {e:#}")))?;
+        Ok(CompiledModule { info, pre })
+    }
+
+    /// Runs a backtest of `strategy` over `data`, under `policy`.
+    pub async fn backtest(
+        &self,
+        strategy: &CompiledModule,
+        data: Arc<Dataset>,
+        policy: &Policy,
+        run: &RunConfig,
+    ) -> RunOutput {
+        let started = Instant::now();
+        let session = Session::for_run(data, policy, run);
+        let mut store = self.store(session, policy, run.cancel.clone(), run.progress.clone());
+
+        let outcome = self.drive(&mut store, strategy).await;
+        let run_seconds = started.elapsed().as_secs_f64();
+        let fuel = host::fuel_used(&store.as_context_mut());
+        let st = store.into_data();
+        let usage = Usage {
+            fuel,
+            memory_peak_bytes: st.limiter.peak_memory as u64,
+            orders: st.session.orders_total,
+        };
+        st.session.into_output(outcome, usage, run_seconds)
+    }
+
+    /// Creates the `Store` of one run of `policy`: its limiter, epoch
+    /// callback and first epoch deadline.
+    fn store(
+        &self,
+        session: Session,
+        policy: &Policy,
+        cancel: Option<Arc<AtomicBool>>,
+        progress: Option<ProgressFn>,
+    ) -> Store<RunState> {
+        let state = RunState::new(session, policy, cancel, progress);
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|st| &mut st.limiter);
+        store.epoch_deadline_callback(host::on_epoch);
+        store.set_epoch_deadline(1);
+        store
+    }
+
+    /// Grants the fuel of one event (a start function or data initialisers
+    /// run during instantiation) and instantiates `strategy` in `store`.
+    async fn instantiate(
+        &self,
+        store: &mut Store<RunState>,
+        strategy: &CompiledModule,
+    ) -> Result<Instance, Failure> {
+        host::refuel(&mut store.as_context_mut(), 1).map_err(|e| classify(store.data(), &e, false))?;
+        match strategy.pre.instantiate_async(&mut *store).await {
+            Ok(i) => Ok(i),
+            Err(e) => Err(classify(store.data(), &e, false)),
+        }
+    }
+
+    /// Creates a run's `Store` with `policy`'s limits, instantiates
+    /// `strategy` in it without calling any export, and drops both: all the
+    /// fixed cost of a run and none of its work. Operators can use it as a
+    /// health or warm-up probe (it fails with the same classified cause a run
+    /// would if the module cannot be instantiated under `policy`, e.g. an
+    /// initial memory above `memory_bytes`); the instantiation benchmark
+    /// measures it.
+    pub async fn instantiate_and_drop(
+        &self,
+        strategy: &CompiledModule,
+        policy: &Policy,
+    ) -> Result<(), Failure> {
+        let data = Arc::clone(&self.probe_data);
+        let session = Session::new(
+            Backtest::new(data, BacktestConfig::default()),
+            OutputLimits::from_policy(policy),
+            Vec::new(),
+            0,
+        );
+        let mut store = self.store(session, policy, None, None);
+        self.instantiate(&mut store, strategy).await.map(drop)
+    }
+
+    async fn drive(&self, store: &mut Store<RunState>, strategy: &CompiledModule) -> Result<(), Failure> {
+        let instance = self.instantiate(store, strategy).await?;
+        let memory = instance.get_memory(&mut *store, exports::MEMORY);
+        store.data_mut().memory = memory;
+        let run = instance
+            .get_typed_func::<(), i32>(&mut *store, exports::RUN)
+            .map_err(|e| Failure::new(Cause::InvalidModule, format!("{}: {e:#}", exports::RUN)))?;
+        match run.call_async(&mut *store, ()).await {
+            Ok(0) => {
+                if store.data().session.phase != Phase::Finished {
+                    return Err(Failure::new(
+                        Cause::GuestError,
+                        "palisade_run returned before consuming all bars (next_batch never returned 0)",
+                    ));
+                }
+                Ok(())
+            }
+            Ok(status) => Err(Failure::new(
+                Cause::GuestError,
+                format!("palisade_run returned status {status}"),
+            )),
+            Err(e) => {
+                let bound_by_run = store.data().fuel_bound_by_run;
+                Err(classify(store.data(), &e, bound_by_run))
+            }
+        }
+    }
+}
+
+use wasmtime::AsContextMut as _;
+
+/// An empty window (no events) of a one-bar dataset.
+fn probe_dataset() -> Dataset {
+    let bar = palisade_host_api::Bar {
+        ts: 0,
+        symbol: 0,
+        reserved: 0,
+        open: 1.0,
+        high: 1.0,
+        low: 1.0,
+        close: 1.0,
+        volume: 0.0,
+    };
+    Dataset::from_bars(vec!["probe".to_owned()], vec![bar])
+        .expect("one valid bar is a valid dataset")
+        .slice(0..0)
+}
+
+/// Maps an error out of wasmtime to one classified failure.
+fn classify(st: &RunState, err: &wasmtime::Error, fuel_bound_by_run: bool) -> Failure {
+    if let Some(fault) = &st.fault {
+        return fault.clone();
+    }
+    if let Some(f) = err.downcast_ref::<Failure>() {
+        return f.clone();
+    }
+    if let Some((kind, message)) = &st.guest_failure {
+        if let Some(denied) = &st.limiter.denied {
+            return Failure::new(
+                Cause::MemoryLimit,
+                format!("{denied}; the guest then failed: {message}"),
+            );
+        }
+        let cause = match *kind {
+            fail_kind::PANIC => Cause::GuestPanic,
+            fail_kind::INVALID_PARAMS => Cause::InvalidParams,
+            _ => Cause::GuestError,
+        };
+        return Failure::new(cause, message.clone());
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => {
+            let l = &st.limits;
+            let message = if fuel_bound_by_run {
+                format!("used all {} fuel of the run (fuel_per_run)", l.fuel_per_run)
+            } else {
+                format!(
+                    "{} used more than {} fuel per event (fuel_per_event)",
+                    st.session.event_name(),
+                    l.fuel_per_event
+                )
+            };
+            Failure::new(Cause::FuelExhausted, message)
+        }
+        Some(Trap::StackOverflow) => Failure::new(
+            Cause::StackOverflow,
+            "the guest's call stack went past the policy's stack size (stack_bytes)",
+        ),
+        Some(Trap::Interrupt) => Failure::new(Cause::Deadline, "the guest was interrupted at a deadline"),
+        Some(trap) => match &st.limiter.denied {
+            Some(denied) => Failure::new(
+                Cause::MemoryLimit,
+                format!("{denied}; the guest then trapped: {trap}"),
+            ),
+            None => Failure::new(
+                Cause::GuestTrap,
+                format!("{} trapped: {trap}", st.session.event_name()),
+            ),
+        },
+        None => match &st.limiter.denied {
+            Some(denied) => Failure::new(Cause::MemoryLimit, denied.clone()),
+            None => Failure::new(Cause::GuestTrap, format!("{err:#}")),
+        },
+    }
+}

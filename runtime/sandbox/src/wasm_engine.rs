@@ -1,0 +1,156 @@
+//! The process's wasmtime engine, configured once, and its epoch ticker.
+//!
+//! Cranelift, the pooling instance allocator (copy-on-write memory images,
+//! microsecond instantiation), fuel metering, epoch interruption, a bounded
+//! wasm stack, NaN canonicalization and deterministic relaxed SIMD so results
+//! are bit-identical across machines, and no threads or shared memory.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+/// How often the ticker advances the engine's epoch: the resolution of
+/// deadlines, cancellation and time-slicing.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Bytes of host stack kept above the deepest wasm stack allowed, for host
+/// calls made from the guest.
+const HOST_STACK_HEADROOM: usize = 1 << 20;
+
+/// Linear memory kept resident between instances in a pool slot, so the next
+/// instance does not page-fault its pages back in, and teardown does not
+/// `madvise` them away (each `madvise` flushes TLBs on every core). With
+/// `PAGEMAP_SCAN` (Linux 6.7+) only the pages an instance dirtied are reset,
+/// so the figure bounds the work rather than setting it: 2 MiB covers a Rust
+/// guest's 1 MiB shadow stack plus its data and first heap pages.
+const KEEP_RESIDENT_BYTES: usize = 2 << 20;
+
+/// Engine-wide settings: what must be fixed before modules are compiled.
+/// Per-run limits (fuel, memory below `max_memory_bytes`, deadlines) come from
+/// the policy of each run instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// Deepest wasm stack a guest may use (`max_wasm_stack`).
+    pub stack_bytes: usize,
+    /// Largest linear memory any policy may grant.
+    pub max_memory_bytes: u64,
+    /// Instances that may be alive at once (pool slots).
+    pub max_instances: u32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            stack_bytes: palisade_run::policy::DEFAULT_STACK_BYTES as usize,
+            max_memory_bytes: 4 << 30,
+            max_instances: 1000,
+        }
+    }
+}
+
+impl EngineSettings {
+    /// Settings that can run any job of `policy`.
+    pub fn for_policy(policy: &palisade_run::Policy) -> EngineSettings {
+        EngineSettings {
+            stack_bytes: policy.stack_bytes as usize,
+            max_memory_bytes: policy.memory_bytes,
+            ..EngineSettings::default()
+        }
+    }
+}
+
+/// A configured engine plus the thread that ticks its epoch. Dropping it stops
+/// the thread.
+pub struct WasmEngine {
+    engine: Engine,
+    settings: EngineSettings,
+    stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for WasmEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmEngine")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl WasmEngine {
+    pub fn new(settings: EngineSettings) -> wasmtime::Result<WasmEngine> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_memories(settings.max_instances)
+            .total_tables(settings.max_instances)
+            .total_stacks(settings.max_instances)
+            .total_core_instances(settings.max_instances)
+            .max_memories_per_module(1)
+            .max_tables_per_module(1)
+            .max_memory_size(settings.max_memory_bytes as usize)
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .pagemap_scan(Enabled::Auto);
+
+        let mut config = Config::new();
+        config
+            .cranelift_opt_level(OptLevel::Speed)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(settings.stack_bytes)
+            .async_stack_size(settings.stack_bytes + HOST_STACK_HEADROOM)
+            .cranelift_nan_canonicalization(true)
+            .relaxed_simd_deterministic(true)
+            .wasm_multi_memory(false)
+            .wasm_memory64(false)
+            .parallel_compilation(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // For profiling guests: with `PALISADE_PERF_MAP=1`, compiled code is
+        // listed in /tmp/perf-<pid>.map, so `perf report` names guest
+        // functions instead of showing raw addresses.
+        if std::env::var_os("PALISADE_PERF_MAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
+        let engine = Engine::new(&config)?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.weak();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("palisade-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        match engine.upgrade() {
+                            Some(engine) => engine.increment_epoch(),
+                            None => break,
+                        }
+                    }
+                })?
+        };
+        Ok(WasmEngine {
+            engine,
+            settings,
+            stop,
+            ticker: Some(ticker),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+}
+
+impl Drop for WasmEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! Jobs: what a client submits ([`JobRequest`]), what the scheduler queues
+//! ([`Job`]: everything resolved, compiled and parsed, so running it needs no
+//! lookup), and the in-memory table of live and recently finished jobs
+//! ([`JobTable`]) that status reads and result waits are served from.
+//!
+//! A job's state in the table becomes terminal only after its result is
+//! committed to the database, so whatever a client has seen survives a crash.
+//! The table holds every queued and running job and the last
+//! `result_cache` finished ones; older jobs are read from the database.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use palisade_backtest::{BacktestConfig, Dataset};
+pub use palisade_document::Kind;
+use palisade_study::{Grid, MonteCarloOptions, OptimizeOptions, WalkForwardOptions};
+
+use crate::registry::{Compiled, PolicyEntry};
+use crate::storage::{JobRecord, JobState};
+
+/// Which queue a job waits in.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+impl Priority {
+    /// Every priority, highest first.
+    pub const ALL: &'static [Priority] = <Priority as strum::VariantArray>::VARIANTS;
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    pub fn parse(s: &str) -> Option<Priority> {
+        Priority::ALL.iter().copied().find(|p| p.as_str() == s)
+    }
+
+    /// Queue index: 0 high, 1 normal, 2 low.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Base level for aging: high 2, normal 1, low 0.
+    pub fn level(self) -> u64 {
+        2 - self as u64
+    }
+}
+
+/// One dataset id or several (merged by timestamp).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DatasetRef {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl DatasetRef {
+    pub fn ids(&self) -> Vec<String> {
+        match self {
+            DatasetRef::One(id) => vec![id.clone()],
+            DatasetRef::Many(ids) => ids.clone(),
+        }
+    }
+}
+
+/// The body of `POST /v1/jobs`. Only `strategy` and `dataset` are required.
+/// Options of the studies apply to their kinds only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    /// Strategy id (the module's SHA-256).
+    pub strategy: String,
+    pub dataset: DatasetRef,
+    #[serde(default)]
+    pub kind: Kind,
+    /// Parameter values by name (numbers, booleans or strings as on the
+    /// command line); others take their defaults.
+    #[serde(default)]
+    pub params: serde_json::Map<String, Value>,
+    #[serde(default)]
+    pub priority: Priority,
+    /// Policy name; the server's default policy when absent.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// Seed of the strategy's random stream.
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub cash: Option<f64>,
+    #[serde(default)]
+    pub commission: Option<f64>,
+    #[serde(default)]
+    pub commission_per_fill: Option<f64>,
+    #[serde(default)]
+    pub slippage: Option<f64>,
+    #[serde(default)]
+    pub periods_per_year: Option<f64>,
+    /// Backtest: include the equity curve in the result.
+    #[serde(default)]
+    pub equity_curve: bool,
+    /// optimize, walk_forward: grid axes in the CLI's `--grid` syntax
+    /// (`fast=5:20:5`, `slow=20,30,40`, or a bare name for the declared range).
+    #[serde(default)]
+    pub grid: Vec<String>,
+    /// optimize, walk_forward: what to rank by (default `total_return`).
+    #[serde(default)]
+    pub objective: Option<String>,
+    /// optimize: how many best variants to list.
+    #[serde(default)]
+    pub top: Option<usize>,
+    /// optimize, walk_forward: run a random sample of this many grid points.
+    #[serde(default)]
+    pub samples: Option<u64>,
+    /// walk_forward: number of windows.
+    #[serde(default)]
+    pub windows: Option<usize>,
+    /// walk_forward: in-sample fraction in (0, 1).
+    #[serde(default)]
+    pub in_sample: Option<f64>,
+    /// walk_forward: `rolling` or `anchored`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// monte_carlo: resampled paths.
+    #[serde(default)]
+    pub runs: Option<u64>,
+    /// monte_carlo: `bootstrap` or `permutation`.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// monte_carlo: ruin threshold in (0, 1].
+    #[serde(default)]
+    pub ruin: Option<f64>,
+}
+
+impl JobRequest {
+    /// The options given that do not apply to this kind.
+    pub fn misplaced_options(&self) -> Vec<&'static str> {
+        let given: [(&'static str, bool, &[Kind]); 11] = [
+            ("equity_curve", self.equity_curve, &[Kind::Backtest]),
+            (
+                "grid",
+                !self.grid.is_empty(),
+                &[Kind::Optimize, Kind::WalkForward],
+            ),
+            (
+                "objective",
+                self.objective.is_some(),
+                &[Kind::Optimize, Kind::WalkForward],
+            ),
+            ("top", self.top.is_some(), &[Kind::Optimize]),
+            (
+                "samples",
+                self.samples.is_some(),
+                &[Kind::Optimize, Kind::WalkForward],
+            ),
+            ("windows", self.windows.is_some(), &[Kind::WalkForward]),
+            ("in_sample", self.in_sample.is_some(), &[Kind::WalkForward]),
+            ("mode", self.mode.is_some(), &[Kind::WalkForward]),
+            ("runs", self.runs.is_some(), &[Kind::MonteCarlo]),
+            ("method", self.method.is_some(), &[Kind::MonteCarlo]),
+            ("ruin", self.ruin.is_some(), &[Kind::MonteCarlo]),
+        ];
+        given
+            .into_iter()
+            .filter(|(_, set, kinds)| *set && !kinds.contains(&self.kind))
+            .map(|(name, _, _)| name)
+            .collect()
+    }
+
+    /// The backtest settings, defaults for what is not given.
+    pub fn backtest_config(&self) -> BacktestConfig {
+        let d = BacktestConfig::default();
+        BacktestConfig {
+            initial_cash: self.cash.unwrap_or(d.initial_cash),
+            commission_rate: self.commission.unwrap_or(d.commission_rate),
+            commission_per_fill: self.commission_per_fill.unwrap_or(d.commission_per_fill),
+            slippage: self.slippage.unwrap_or(d.slippage),
+            periods_per_year: self.periods_per_year.unwrap_or(d.periods_per_year),
+            ..d
+        }
+    }
+
+    /// Parameter values as `name=value` text, as the command line gives them.
+    pub fn param_overrides(&self) -> Result<Vec<(String, String)>, String> {
+        self.params
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    Value::String(s) => s.clone(),
+                    _ => return Err(format!("params.{k}: expected a number, a boolean or a string")),
+                };
+                Ok((k.clone(), text))
+            })
+            .collect()
+    }
+}
+
+/// What a job runs, resolved at submission.
+#[derive(Clone, Debug)]
+pub enum Plan {
+    Backtest,
+    Optimize { grid: Grid, options: OptimizeOptions },
+    WalkForward { grid: Grid, options: WalkForwardOptions },
+    MonteCarlo { options: MonteCarloOptions },
+}
+
+/// Where a queued job came from (a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Source {
+    /// Submitted over the API.
+    Api,
+    /// Re-queued at start-up after a restart.
+    Restart,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// A job ready to run.
+#[derive(Debug)]
+pub struct Job {
+    pub id: String,
+    pub seq: i64,
+    pub tenant: String,
+    pub kind: Kind,
+    pub priority: Priority,
+    pub request: Arc<JobRequest>,
+    pub plan: Plan,
+    pub compiled: Arc<Compiled>,
+    pub data: Arc<Dataset>,
+    pub dataset_ids: Vec<String>,
+    pub policy: Arc<PolicyEntry>,
+    /// Every declared parameter's value.
+    pub params: Vec<(String, f64)>,
+    pub backtest: BacktestConfig,
+    pub source: Source,
+    /// Metric label of the strategy.
+    pub label: String,
+    /// Starts so far (this run will be `attempts + 1`).
+    pub attempts: i64,
+    pub enqueued: Instant,
+}
+
+/// A job's status as the API shows it.
+pub fn view(r: &JobRecord) -> JobView<'_> {
+    let time = |ms: Option<i64>| ms.map(rfc3339);
+    JobView {
+        id: &r.id,
+        kind: &r.kind,
+        state: r.state,
+        progress: r.progress,
+        priority: &r.priority,
+        strategy: &r.strategy,
+        dataset: r.dataset.split(',').collect(),
+        policy: PolicyRef {
+            name: &r.policy,
+            hash: &r.policy_hash,
+        },
+        created: rfc3339(r.created),
+        started: time(r.started),
+        finished: time(r.finished),
+        attempts: r.attempts,
+        error: r.error_cause.as_deref().map(|cause| JobError {
+            cause,
+            message: r.error_message.as_deref(),
+        }),
+        result: format!("/v1/jobs/{}/result", r.id),
+        output: None,
+    }
+}
+
+/// A job's status as the API shows it (see [`view`]).
+#[derive(Debug, Serialize)]
+pub struct JobView<'a> {
+    pub id: &'a str,
+    pub kind: &'a str,
+    pub state: JobState,
+    pub progress: f64,
+    pub priority: &'a str,
+    pub strategy: &'a str,
+    pub dataset: Vec<&'a str>,
+    pub policy: PolicyRef<'a>,
+    pub created: String,
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    pub attempts: i64,
+    pub error: Option<JobError<'a>>,
+    /// The link to the result document.
+    pub result: String,
+    /// The result document itself, as stored (the answer of a
+    /// `POST /v1/jobs?wait=` whose job ended in time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<&'a RawValue>,
+}
+
+/// The policy a job runs under: its name and the hash of its text.
+#[derive(Debug, Serialize)]
+pub struct PolicyRef<'a> {
+    pub name: &'a str,
+    pub hash: &'a str,
+}
+
+/// Why a job failed, was cancelled or timed out.
+#[derive(Debug, Serialize)]
+pub struct JobError<'a> {
+    pub cause: &'a str,
+    pub message: Option<&'a str>,
+}
+
+/// Milliseconds since the epoch as RFC 3339 (UTC, milliseconds).
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+struct Entry {
+    record: JobRecord,
+    result: Option<Arc<str>>,
+    state: watch::Sender<JobState>,
+    /// Whether the job's row is in the database (a job submitted with a
+    /// wait is not, until it ends or its submitter stops waiting).
+    durable: bool,
+}
+
+struct Table {
+    jobs: HashMap<String, Entry>,
+    finished: VecDeque<String>,
+}
+
+/// Live and recently finished jobs; see the module docs.
+pub struct JobTable {
+    inner: Mutex<Table>,
+    keep_finished: usize,
+}
+
+impl std::fmt::Debug for JobTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobTable").finish_non_exhaustive()
+    }
+}
+
+impl JobTable {
+    pub fn new(keep_finished: usize) -> JobTable {
+        JobTable {
+            inner: Mutex::new(Table {
+                jobs: HashMap::new(),
+                finished: VecDeque::new(),
+            }),
+            keep_finished,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a job; `durable` when its row is committed already.
+    pub fn insert(&self, record: JobRecord, durable: bool) {
+        let (state, _) = watch::channel(record.state);
+        let id = record.id.clone();
+        self.lock().jobs.insert(
+            id,
+            Entry {
+                record,
+                result: None,
+                state,
+                durable,
+            },
+        );
+    }
+
+    /// Whether a job's row is committed (unknown jobs: true, nothing to do).
+    pub fn is_durable(&self, id: &str) -> bool {
+        self.lock().jobs.get(id).is_none_or(|e| e.durable)
+    }
+
+    /// Notes that a job's row is committed.
+    pub fn set_durable(&self, id: &str) {
+        if let Some(e) = self.lock().jobs.get_mut(id) {
+            e.durable = true;
+        }
+    }
+
+    /// A tenant's job, with its result when finished and kept.
+    pub fn get(&self, tenant: &str, id: &str) -> Option<(JobRecord, Option<Arc<str>>)> {
+        let t = self.lock();
+        let e = t.jobs.get(id).filter(|e| e.record.tenant == tenant)?;
+        Some((e.record.clone(), e.result.clone()))
+    }
+
+    /// A job's current record.
+    pub fn record(&self, id: &str) -> Option<JobRecord> {
+        self.lock().jobs.get(id).map(|e| e.record.clone())
+    }
+
+    /// Replaces a job's record by a non-terminal one (see
+    /// [`JobTable::finish`] for the end).
+    pub fn set(&self, record: JobRecord) {
+        let mut t = self.lock();
+        if let Some(e) = t.jobs.get_mut(&record.id) {
+            e.state.send_replace(record.state);
+            e.record = record;
+        }
+    }
+
+    /// Changes a job's progress, if it is running; true when it changed.
+    pub fn set_progress(&self, id: &str, progress: f64) -> bool {
+        let mut t = self.lock();
+        match t.jobs.get_mut(id) {
+            Some(e) if e.record.state == JobState::Running && e.record.progress != progress => {
+                e.record.progress = progress;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records the end of a job (after its write is committed) and wakes
+    /// those waiting for it.
+    pub fn finish(&self, record: JobRecord, result: Option<Arc<str>>) {
+        let mut t = self.lock();
+        let id = record.id.clone();
+        let Some(e) = t.jobs.get_mut(&id) else {
+            return;
+        };
+        e.state.send_replace(record.state);
+        e.record = record;
+        e.result = result;
+        t.finished.push_back(id);
+        while t.finished.len() > self.keep_finished {
+            if let Some(old) = t.finished.pop_front() {
+                t.jobs.remove(&old);
+            }
+        }
+    }
+
+    /// Watches a tenant's job's state.
+    pub fn subscribe(&self, tenant: &str, id: &str) -> Option<watch::Receiver<JobState>> {
+        let t = self.lock();
+        t.jobs
+            .get(id)
+            .filter(|e| e.record.tenant == tenant)
+            .map(|e| e.state.subscribe())
+    }
+
+    /// Records of jobs in the table matching `ids` (to overlay fresher
+    /// states on rows read from the database).
+    pub fn fresher(&self, records: &mut [JobRecord]) {
+        let t = self.lock();
+        for r in records {
+            if let Some(e) = t.jobs.get(&r.id) {
+                *r = e.record.clone();
+            }
+        }
+    }
+
+    /// Queued and running jobs of `tenant` in the table, newest first.
+    pub fn live_of(&self, tenant: &str) -> Vec<JobRecord> {
+        let t = self.lock();
+        let mut v: Vec<JobRecord> = t
+            .jobs
+            .values()
+            .filter(|e| e.record.tenant == tenant && !e.record.state.is_terminal())
+            .map(|e| e.record.clone())
+            .collect();
+        v.sort_by_key(|r| std::cmp::Reverse(r.seq));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<JobRequest, String> {
+        serde_json::from_str(body).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn requests_parse_with_defaults_and_reject_unknown_fields() {
+        let r = parse(r#"{"strategy":"s","dataset":"d"}"#).unwrap();
+        assert_eq!(
+            (r.kind, r.priority, r.seed),
+            (Kind::Backtest, Priority::Normal, 0)
+        );
+        assert_eq!(r.dataset.ids(), ["d"]);
+        let r =
+            parse(r#"{"strategy":"s","dataset":["a","b"],"kind":"walk_forward","priority":"low"}"#).unwrap();
+        assert_eq!((r.kind, r.priority), (Kind::WalkForward, Priority::Low));
+        assert_eq!(r.dataset.ids(), ["a", "b"]);
+        assert!(parse(r#"{"strategy":"s","dataset":"d","colour":1}"#)
+            .unwrap_err()
+            .contains("unknown field `colour`"));
+        assert!(parse(r#"{"strategy":"s","dataset":"d","kind":"paper"}"#)
+            .unwrap_err()
+            .contains("unknown variant `paper`"));
+        assert!(parse(r#"{"dataset":"d"}"#)
+            .unwrap_err()
+            .contains("missing field `strategy`"));
+    }
+
+    #[test]
+    fn options_of_other_kinds_are_named() {
+        let r = parse(r#"{"strategy":"s","dataset":"d","grid":["fast=5:10:5"],"runs":5}"#).unwrap();
+        assert_eq!(r.misplaced_options(), ["grid", "runs"]);
+        let r = parse(r#"{"strategy":"s","dataset":"d","kind":"optimize","grid":["fast"],"top":3}"#).unwrap();
+        assert!(r.misplaced_options().is_empty());
+    }
+
+    #[test]
+    fn params_become_command_line_text() {
+        let r =
+            parse(r#"{"strategy":"s","dataset":"d","params":{"fast":5,"ratio":0.5,"on":true,"slow":"30"}}"#)
+                .unwrap();
+        let mut got = r.param_overrides().unwrap();
+        got.sort();
+        let want: Vec<(String, String)> = [("fast", "5"), ("on", "true"), ("ratio", "0.5"), ("slow", "30")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        let r = parse(r#"{"strategy":"s","dataset":"d","params":{"fast":[1]}}"#).unwrap();
+        assert_eq!(
+            r.param_overrides().unwrap_err(),
+            "params.fast: expected a number, a boolean or a string"
+        );
+    }
+
+    #[test]
+    fn priorities_have_levels() {
+        assert_eq!(Priority::High.level(), 2);
+        assert_eq!(Priority::Low.level(), 0);
+        assert_eq!(Priority::parse("normal"), Some(Priority::Normal));
+        assert_eq!(Kind::parse("monte_carlo"), Some(Kind::MonteCarlo));
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,48 @@
+//! `palisade-service`, the strategy service behind `palisade serve`: HTTP
+//! uploads of modules and datasets, jobs over a priority scheduler, embedded
+//! storage and metrics. It is the only crate that knows HTTP.
+//!
+//! ```text
+//! HTTP runtime (api) ──► Service ──► Scheduler (queues, buckets, caps)
+//!        │                  │               │ next()
+//!        │                  │               ▼
+//!        │                  │        executor runtime ──► execute ──► sandbox / studies ──► document
+//!        │                  ▼               │
+//!        └──── JobTable ◄── Writer (batched SQLite transactions) ◄──┘
+//! ```
+//!
+//! [`Service`] ([`service`]) is the one shared state: it prepares
+//! submissions (resolves the strategy, data, policy and parameters, compiles
+//! once), admits them through the [`scheduler::Scheduler`], runs dispatched
+//! jobs as tasks of a separate executor runtime (so a saturated executor
+//! never slows `/healthz`), records every state change through the batching
+//! [`storage::Writer`], and shuts down gracefully. Modules: [`config`]
+//! (flags, env, file), [`auth`] (tokens and tenants), [`storage`] (SQLite and
+//! content-addressed files), [`registry`] (compiled modules, data, policies
+//! in memory), [`jobs`] (requests and the live job table), [`scheduler`],
+//! [`execute`] (one job of any kind; its result is the document
+//! `palisade-document` writes, the same as the CLI's), [`metrics`], [`api`]
+//! (axum routes), [`problem`] (problem+json errors), [`openapi`] and
+//! [`server`] (the socket).
+//!
+//! It does not parse flags, print to a terminal or install signal handlers
+//! (the `palisade` binary does), and it knows nothing of how a guest is
+//! sandboxed beyond `palisade-sandbox`'s API.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod execute;
+pub mod jobs;
+pub mod metrics;
+pub mod openapi;
+pub mod problem;
+pub mod registry;
+pub mod scheduler;
+pub mod server;
+pub mod service;
+pub mod storage;
+
+pub use config::Config;
+pub use server::{listen_address, serve};
+pub use service::{ResultRead, Service, ServiceError, StartError};

@@ -1,0 +1,182 @@
+//! Every error the API answers with: one [`ApiError`], answered as
+//! `application/problem+json` (`type`, `title`, `status`, `detail`) with a
+//! stable type name (`urn:palisade:problem:<name>`, every name in
+//! [`PROBLEM_TYPES`]). Server faults carry their cause for the logging
+//! middleware ([`Fault`]) and answer a generic detail, never the internals.
+
+use axum::http::header::{self, HeaderValue};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::auth::AuthError;
+use crate::scheduler::Refused;
+use crate::service::ServiceError;
+
+/// Every error the API answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(AuthError),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("unknown {what} {id}")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("{cause}: {message}")]
+    InvalidModule { cause: String, message: String },
+    #[error("{0}")]
+    InvalidDataset(String),
+    #[error("{0}")]
+    InvalidJob(String),
+    #[error("{0}")]
+    InvalidPolicy(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{refused}")]
+    TooManyRequests { refused: Refused },
+    #[error("{detail}")]
+    Unavailable { detail: String },
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A fault of the server: logged, never shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The detail of a server fault, attached to the response for the logging
+/// middleware.
+#[derive(Clone, Debug)]
+pub struct Fault(pub String);
+
+impl ApiError {
+    /// Status and stable problem type name.
+    pub fn status_and_type(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not-found"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+            ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large"),
+            ApiError::InvalidModule { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-module"),
+            ApiError::InvalidDataset(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-dataset"),
+            ApiError::InvalidJob(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-job"),
+            ApiError::InvalidPolicy(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-policy"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooManyRequests { refused } => match refused {
+                Refused::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
+                _ => (StatusCode::TOO_MANY_REQUESTS, "queue-full"),
+            },
+            ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+/// Every problem type name, for the OpenAPI document and the docs.
+pub const PROBLEM_TYPES: [&str; 15] = [
+    "unauthorized",
+    "forbidden",
+    "not-found",
+    "bad-request",
+    "payload-too-large",
+    "invalid-module",
+    "invalid-dataset",
+    "invalid-job",
+    "invalid-policy",
+    "conflict",
+    "rate-limited",
+    "queue-full",
+    "unavailable",
+    "method-not-allowed",
+    "internal",
+];
+
+fn title(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("Error")
+}
+
+/// A `application/problem+json` response.
+pub fn problem(status: StatusCode, kind: &str, detail: &str, extra: Option<Value>) -> Response {
+    let mut body = json!({
+        "type": format!("urn:palisade:problem:{kind}"),
+        "title": title(status),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    if let (Some(Value::Object(extra)), Some(obj)) = (extra, body.as_object_mut()) {
+        obj.extend(extra);
+    }
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind) = self.status_and_type();
+        let detail = match &self {
+            ApiError::Internal(_) => {
+                "the server failed to handle the request; the error is logged".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let extra = match &self {
+            ApiError::InvalidModule { cause, .. } => Some(json!({ "cause": cause })),
+            _ => None,
+        };
+        let mut response = problem(status, kind, &detail, extra);
+        match &self {
+            ApiError::TooManyRequests { refused } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(refused.retry_after_secs()));
+            }
+            ApiError::Unavailable { .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(5u64));
+            }
+            ApiError::Unauthorized(_) => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"palisade\""),
+                );
+            }
+            ApiError::Internal(message) => {
+                response.extensions_mut().insert(Fault(message.clone()));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound { what, id } => ApiError::NotFound { what, id },
+            ServiceError::InvalidModule(f) => ApiError::InvalidModule {
+                cause: f.cause.as_str().to_owned(),
+                message: f.message,
+            },
+            ServiceError::InvalidDataset(m) => ApiError::InvalidDataset(m),
+            ServiceError::InvalidJob(m) => ApiError::InvalidJob(m),
+            ServiceError::InvalidPolicy(m) => ApiError::InvalidPolicy(m),
+            ServiceError::Refused(Refused::ShuttingDown) => ApiError::Unavailable {
+                detail: "the server is shutting down".into(),
+            },
+            ServiceError::Refused(refused) => ApiError::TooManyRequests { refused },
+            ServiceError::Conflict(m) => ApiError::Conflict(m),
+            ServiceError::Forbidden => ApiError::Forbidden("only operators may change policies".into()),
+            ServiceError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}

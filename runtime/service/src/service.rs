@@ -1,0 +1,1096 @@
+//! [`Service`], the one shared state of `palisade serve`: it prepares
+//! submissions (resolves the strategy, data, policy and parameters, compiles
+//! once), admits them through the scheduler, runs dispatched jobs as tasks of
+//! a separate executor runtime, records every state change through the
+//! batching writer, and shuts down gracefully. It knows no HTTP: the routes
+//! in `api` call it.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use palisade_backtest::Dataset;
+use palisade_run::{params, Failure, Policy};
+use palisade_study::{Grid, MonteCarloOptions, Objective, OptimizeOptions, Search, WalkForwardOptions};
+
+use crate::auth::{Principal, Tokens};
+use crate::config::Config;
+use crate::execute::End;
+use crate::jobs::{Job, JobRequest, JobTable, Kind, Plan, Source};
+use crate::metrics::Metrics;
+use crate::registry::{Compiled, PolicyEntry, Registry, RegistryError};
+use crate::scheduler::{Cancel, Control, Limits, Refused, Reservation, Scheduler, StopReason};
+use crate::storage::{
+    now_ms, sha256_hex, Blob, DatasetRecord, JobFilter, JobRecord, JobState, Storage, StorageError,
+    StrategyRecord, Write, Writer,
+};
+
+/// How often the watchdog looks at running jobs (and progress is published).
+pub const WATCHDOG_TICK: Duration = Duration::from_millis(100);
+/// Progress of running jobs is written to the database every this many ticks.
+const PROGRESS_WRITE_TICKS: u32 = 10;
+/// Longest `wait` a client may ask of `GET /v1/jobs/{id}/result`.
+pub const MAX_RESULT_WAIT: Duration = Duration::from_secs(60);
+/// Time jobs told to stop at shutdown get to end (they stop within a few
+/// epoch ticks).
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// What a request to the service can fail with; the API maps each variant
+/// to a status and a problem type.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("unknown {what} {id}")]
+    NotFound { what: &'static str, id: String },
+    /// The module was refused by validation (the failure names the reason).
+    #[error("{0}")]
+    InvalidModule(Failure),
+    #[error("{0}")]
+    InvalidDataset(String),
+    /// A job request that parses but cannot run (parameters, options).
+    #[error("{0}")]
+    InvalidJob(String),
+    #[error("{0}")]
+    InvalidPolicy(String),
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// The job is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("only operators may change policies")]
+    Forbidden,
+    /// A fault of the server; the message is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StorageError> for ServiceError {
+    fn from(e: StorageError) -> Self {
+        ServiceError::Internal(e.to_string())
+    }
+}
+
+impl From<RegistryError> for ServiceError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::UnknownPolicy(name) => ServiceError::NotFound {
+                what: "policy",
+                id: name,
+            },
+            RegistryError::UnknownDataset(id) => ServiceError::NotFound { what: "dataset", id },
+            RegistryError::Module(f) => ServiceError::InvalidModule(f),
+            RegistryError::Data(d) => ServiceError::InvalidDataset(d.to_string()),
+            RegistryError::Policy(p) => ServiceError::InvalidPolicy(p.to_string()),
+            RegistryError::Storage(s) => ServiceError::Internal(s.to_string()),
+            RegistryError::Internal(s) => ServiceError::Internal(s),
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// The shared state of a running service; see the module docs.
+pub struct Service {
+    pub config: Config,
+    pub tokens: Tokens,
+    pub metrics: Arc<Metrics>,
+    store: Storage,
+    writer: Writer,
+    registry: Arc<Registry>,
+    scheduler: Scheduler,
+    table: JobTable,
+    executor: tokio::runtime::Handle,
+    parallelism: usize,
+    next_seq: AtomicI64,
+    /// `(tenant, id)` of strategies and datasets known to exist.
+    owned: Mutex<HashSet<(String, String)>>,
+    /// Job tasks alive on the executor.
+    active: watch::Sender<usize>,
+    ready: AtomicBool,
+    stopping: AtomicBool,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a result read found.
+#[derive(Debug)]
+pub enum ResultRead {
+    /// The job's result document.
+    Ready(Arc<str>),
+    /// Still queued or running after the wait.
+    Pending(Box<JobRecord>),
+}
+
+impl Service {
+    /// Opens storage, recovers interrupted jobs, re-queues the queued ones and
+    /// starts the watchdog. Jobs run on `executor`; the watchdog and the
+    /// writer run on the current runtime.
+    pub async fn start(
+        config: Config,
+        tokens: Tokens,
+        executor: tokio::runtime::Handle,
+    ) -> Result<Arc<Service>, StartError> {
+        let store = Storage::open(&config.data_dir).await?;
+        let recovery = store.recover(config.max_attempts).await?;
+        if !recovery.requeued.is_empty() || !recovery.failed.is_empty() || recovery.swept_files > 0 {
+            tracing::warn!(
+                requeued = ?recovery.requeued,
+                failed = ?recovery.failed,
+                swept_files = recovery.swept_files,
+                "recovered from an unclean stop"
+            );
+        }
+        let metrics = Arc::new(Metrics::new(config.strategy_labels));
+        let registry = Arc::new(Registry::new(
+            store.clone(),
+            metrics.clone(),
+            config.max_instances,
+            config.policies_dir.clone(),
+        ));
+        registry.load_replaced_policies().await?;
+        let commit_metrics = metrics.clone();
+        let writer = store.writer(move |_, took| commit_metrics.step("store", took));
+        let next_seq = store.next_seq().await?;
+        let (active, _) = watch::channel(0);
+        let service = Arc::new(Service {
+            scheduler: Scheduler::new(Limits::from_config(&config), metrics.clone()),
+            table: JobTable::new(config.result_cache),
+            parallelism: config.executor_threads(),
+            config,
+            tokens,
+            metrics,
+            store,
+            writer,
+            registry,
+            executor,
+            next_seq: AtomicI64::new(next_seq),
+            owned: Mutex::new(HashSet::new()),
+            active,
+            ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            started: Instant::now(),
+        });
+        for record in service.store.queued_jobs().await? {
+            service.restore(record).await;
+        }
+        let watchdog = Arc::downgrade(&service);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WATCHDOG_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n = 0u32;
+            loop {
+                tick.tick().await;
+                let Some(s) = watchdog.upgrade() else { break };
+                if s.stopping.load(Ordering::Acquire) {
+                    break;
+                }
+                n = n.wrapping_add(1);
+                s.watch_running(n.is_multiple_of(PROGRESS_WRITE_TICKS)).await;
+            }
+        });
+        service.ready.store(true, Ordering::Release);
+        service.pump();
+        Ok(service)
+    }
+
+    /// True once recovery is done and until shutdown begins.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.stopping.load(Ordering::Acquire)
+    }
+
+    fn lock_owned(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
+        self.owned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // ---- jobs: admission, dispatch, completion ----
+
+    /// Starts every job the scheduler allows now, on the executor.
+    pub fn pump(self: &Arc<Self>) {
+        let ready = self.scheduler.next(|job| job.policy.policy.deadline_per_run());
+        for (job, control) in ready {
+            self.active.send_modify(|n| *n += 1);
+            let service = self.clone();
+            let span = tracing::info_span!(
+                "job",
+                id = %job.id,
+                kind = job.kind.as_str(),
+                tenant = %job.tenant,
+                strategy = %job.label
+            );
+            self.executor
+                .spawn(async move { service.run_job(job, control).await }.instrument(span));
+        }
+    }
+
+    async fn run_job(self: Arc<Self>, job: Job, control: Arc<Control>) {
+        let attempts = job.attempts + 1;
+        let Some(queued) = self.table.record(&job.id) else {
+            tracing::error!("a dispatched job is missing from the job table");
+            self.scheduler.done(&job.id);
+            self.active.send_modify(|n| *n -= 1);
+            return;
+        };
+        let running = JobRecord {
+            state: JobState::Running,
+            started: Some(now_ms()),
+            attempts,
+            progress: 0.0,
+            ..queued
+        };
+        // The start is durable before the guest runs, so a job that brings
+        // the process down is counted and, after `max_attempts`, failed. A
+        // job submitted with a wait has no row yet (nobody knows of it): its
+        // end writes it.
+        if self.table.is_durable(&job.id) {
+            if let Err(e) = self.writer.commit(Write::job(running.clone())).await {
+                tracing::error!(error = %e, "cannot record the start");
+            }
+        }
+        self.table.set(running.clone());
+        let outcome = crate::execute::execute(&job, &control, &self.metrics, self.parallelism).await;
+        self.scheduler.done(&job.id);
+        self.pump();
+        let latest = self.table.record(&job.id).unwrap_or(running);
+        match outcome.end {
+            End::Requeue => {
+                let queued = JobRecord {
+                    state: JobState::Queued,
+                    started: None,
+                    progress: 0.0,
+                    ..latest
+                };
+                if let Err(e) = self.writer.commit(Write::job(queued.clone())).await {
+                    tracing::error!(error = %e, "cannot re-queue at shutdown");
+                }
+                self.table.set(queued);
+                tracing::info!("stopped by the shutdown; queued again");
+            }
+            End::Finished { state, error } => {
+                let result: Option<Arc<str>> = outcome.result.map(Arc::from);
+                let (error_cause, error_message) = match &error {
+                    Some((c, m)) => (Some(c.clone()), Some(m.clone())),
+                    None => (None, None),
+                };
+                let ended = JobRecord {
+                    state,
+                    finished: Some(now_ms()),
+                    progress: if state == JobState::Succeeded {
+                        1.0
+                    } else {
+                        latest.progress
+                    },
+                    error_cause,
+                    error_message,
+                    ..latest
+                };
+                // Readers learn of the end once it is committed: the writer
+                // publishes it, so this task and its executor thread are
+                // free as soon as the write is queued.
+                let publish = {
+                    let service = self.clone();
+                    let (ended, result) = (ended.clone(), result.clone());
+                    let span = tracing::Span::current();
+                    move |committed: Result<(), Arc<str>>| {
+                        if let Err(e) = committed {
+                            span.in_scope(|| tracing::error!(error = %e, "cannot record the end of the job"));
+                        }
+                        service.table.finish(ended, result);
+                    }
+                };
+                let write = Write::Job {
+                    record: Box::new(ended.clone()),
+                    result: result.clone(),
+                };
+                if let Err(e) = self.writer.commit_then(write, publish).await {
+                    tracing::error!(error = %e, "cannot record the end of the job");
+                    self.table.finish(ended, result);
+                }
+                self.metrics
+                    .jobs
+                    .with_label_values(&[job.kind.as_str(), job.source.as_str(), state.as_str()])
+                    .inc();
+                match &error {
+                    Some((cause, message)) => {
+                        if matches!(state, JobState::Failed | JobState::TimedOut) {
+                            self.metrics.traps.with_label_values(&[&job.label, cause]).inc();
+                        }
+                        tracing::info!(state = state.as_str(), cause = %cause, message = %message, "ended");
+                    }
+                    None => tracing::debug!(state = state.as_str(), "ended"),
+                }
+            }
+        }
+        self.active.send_modify(|n| *n -= 1);
+    }
+
+    /// One watchdog tick: stops late and stalled jobs, publishes progress.
+    async fn watch_running(&self, write_progress: bool) {
+        for (id, reason) in self.scheduler.watchdog(Instant::now()) {
+            match reason {
+                StopReason::Watchdog => tracing::warn!(job = %id, "no progress: stopped by the watchdog"),
+                _ => tracing::info!(job = %id, "past its deadline: stopped"),
+            }
+        }
+        for c in self.scheduler.controls() {
+            let p = c.progress();
+            if self.table.set_progress(&c.id, p) && write_progress {
+                let _ = self
+                    .writer
+                    .send(Write::Progress {
+                        id: c.id.clone(),
+                        progress: p,
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// Submits a job for `who`: prepares it, admits it, records it durably
+    /// and queues it. Returns its record.
+    pub async fn submit(
+        self: &Arc<Self>,
+        who: &Principal,
+        request: JobRequest,
+    ) -> Result<JobRecord, ServiceError> {
+        let (job, reservation, record) = self.admit(who, request).await?;
+        // Durable before it is acknowledged (and before it can start, so its
+        // start is written after its insert).
+        if let Err(e) = self.writer.commit(Write::job(record.clone())).await {
+            self.scheduler.release(reservation);
+            return Err(e.into());
+        }
+        self.table.insert(record.clone(), true);
+        self.queue(reservation, job);
+        Ok(record)
+    }
+
+    /// Submits a job for `who` and waits up to `wait` for it to end. A job
+    /// that ends in time is written once, with its end and result, and
+    /// acknowledged after that commit: a crash before it loses a job nobody
+    /// was told about. A job still queued or running when the wait is over
+    /// is committed as it stands and acknowledged like [`Service::submit`]'s.
+    /// Until one or the other, the job is not in listings (its submitter does
+    /// not know its id yet). Returns its record and, when it ended, its
+    /// result.
+    pub async fn submit_and_wait(
+        self: &Arc<Self>,
+        who: &Principal,
+        request: JobRequest,
+        wait: Duration,
+    ) -> Result<(JobRecord, Option<Arc<str>>), ServiceError> {
+        let (job, reservation, record) = self.admit(who, request).await?;
+        let id = record.id.clone();
+        self.table.insert(record, false);
+        let watch = self.table.subscribe(&who.tenant, &id);
+        self.queue(reservation, job);
+        if let Some(mut rx) = watch {
+            let _ = tokio::time::timeout(wait.min(MAX_RESULT_WAIT), rx.wait_for(|s| s.is_terminal())).await;
+        }
+        let Some((record, result)) = self.table.get(&who.tenant, &id) else {
+            // Ended and already evicted from the table: its end is committed.
+            let record = self.job(&who.tenant, &id).await?;
+            let result = self.store.get_result(&who.tenant, &id).await?.map(Arc::from);
+            return Ok((record, result));
+        };
+        if record.state.is_terminal() {
+            // `finish` runs after the end's commit.
+            return Ok((record, result));
+        }
+        // Still queued or running: the acknowledgement needs the row. A
+        // later end overwrites it (the writer applies writes in order, and
+        // a terminal row is never changed).
+        self.writer.commit(Write::job(record.clone())).await?;
+        self.table.set_durable(&id);
+        Ok((self.table.record(&id).unwrap_or(record), None))
+    }
+
+    /// Queues an admitted job and starts what can start.
+    fn queue(self: &Arc<Self>, reservation: Reservation, job: Job) {
+        self.metrics
+            .jobs
+            .with_label_values(&[job.kind.as_str(), job.source.as_str(), "queued"])
+            .inc();
+        self.scheduler.enqueue(reservation, job);
+        self.pump();
+    }
+
+    /// Prepares a request and admits it (token bucket, queue room): the job,
+    /// its place in the queue and its first record.
+    async fn admit(
+        self: &Arc<Self>,
+        who: &Principal,
+        request: JobRequest,
+    ) -> Result<(Job, Reservation, JobRecord), ServiceError> {
+        let job = self.prepare(&who.tenant, request).await?;
+        let reservation = match self.scheduler.reserve(&who.tenant) {
+            Ok(r) => r,
+            Err(refused) => {
+                self.metrics
+                    .throttled
+                    .with_label_values(&[&job.label, refused.reason()])
+                    .inc();
+                return Err(refused.into());
+            }
+        };
+        let record = JobRecord {
+            id: job.id.clone(),
+            seq: job.seq,
+            tenant: job.tenant.clone(),
+            kind: job.kind.as_str().to_owned(),
+            strategy: job.compiled.sha.clone(),
+            dataset: job.dataset_ids.join(","),
+            spec: serde_json::to_string(&*job.request).unwrap_or_default(),
+            priority: job.priority.as_str().to_owned(),
+            policy: job.policy.policy.name.clone(),
+            policy_hash: job.policy.hash.clone(),
+            state: JobState::Queued,
+            progress: 0.0,
+            error_cause: None,
+            error_message: None,
+            created: now_ms(),
+            started: None,
+            finished: None,
+            attempts: 0,
+        };
+        Ok((job, reservation, record))
+    }
+
+    /// Resolves, checks and compiles everything a request needs.
+    async fn prepare(self: &Arc<Self>, tenant: &str, request: JobRequest) -> Result<Job, ServiceError> {
+        let misplaced = request.misplaced_options();
+        if !misplaced.is_empty() {
+            return Err(ServiceError::InvalidJob(format!(
+                "{} do{} not apply to a {} job",
+                misplaced.join(", "),
+                if misplaced.len() == 1 { "es" } else { "" },
+                request.kind.as_str()
+            )));
+        }
+        if !self.owns(tenant, &request.strategy, "strategy").await? {
+            return Err(ServiceError::NotFound {
+                what: "strategy",
+                id: request.strategy.clone(),
+            });
+        }
+        let dataset_ids = request.dataset.ids();
+        if dataset_ids.is_empty() {
+            return Err(ServiceError::InvalidJob(
+                "dataset: at least one dataset id is required".into(),
+            ));
+        }
+        for id in &dataset_ids {
+            if !self.owns(tenant, id, "dataset").await? {
+                return Err(ServiceError::NotFound {
+                    what: "dataset",
+                    id: id.clone(),
+                });
+            }
+        }
+        let policy_name = request
+            .policy
+            .clone()
+            .unwrap_or_else(|| self.config.default_policy.clone());
+        let policy = self.registry.policy(&policy_name)?;
+        self.registry.persist_version(&policy).await?;
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        self.build(tenant, request, dataset_ids, policy, seq, Source::Api, 0)
+            .await
+    }
+
+    /// True when `tenant` has the strategy or dataset `id` (cached).
+    async fn owns(&self, tenant: &str, id: &str, what: &'static str) -> Result<bool, ServiceError> {
+        let key = (tenant.to_owned(), format!("{what}:{id}"));
+        if self.lock_owned().contains(&key) {
+            return Ok(true);
+        }
+        let found = match what {
+            "strategy" => self.store.get_strategy(tenant, id).await?.is_some(),
+            _ => self.store.get_dataset(tenant, id).await?.is_some(),
+        };
+        if found {
+            self.lock_owned().insert(key);
+        }
+        Ok(found)
+    }
+
+    fn forget_owned(&self, tenant: &str, id: &str, what: &'static str) {
+        self.lock_owned()
+            .remove(&(tenant.to_owned(), format!("{what}:{id}")));
+    }
+
+    /// The compiled module for `policy`: from memory when it is there (the
+    /// common case: no thread hop per job), else loaded or compiled on a
+    /// blocking thread.
+    async fn compiled(
+        self: &Arc<Self>,
+        sha: &str,
+        policy: &Arc<PolicyEntry>,
+    ) -> Result<Arc<Compiled>, ServiceError> {
+        if let Some(compiled) = self.registry.compiled_cached(sha, policy) {
+            return Ok(compiled);
+        }
+        let registry = self.registry.clone();
+        let (sha, policy) = (sha.to_owned(), policy.clone());
+        tokio::task::spawn_blocking(move || registry.compiled(&sha, None, &policy))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("compiler task: {e}")))?
+            .map_err(ServiceError::from)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn build(
+        self: &Arc<Self>,
+        tenant: &str,
+        request: JobRequest,
+        dataset_ids: Vec<String>,
+        policy: Arc<PolicyEntry>,
+        seq: i64,
+        source: Source,
+        attempts: i64,
+    ) -> Result<Job, ServiceError> {
+        let compiled = self.compiled(&request.strategy, &policy).await?;
+        let data: Arc<Dataset> = self.registry.dataset(&dataset_ids).await?;
+        let manifest = &compiled.strategy.info.manifest;
+        let overrides = request.param_overrides().map_err(ServiceError::InvalidJob)?;
+        let params =
+            params::resolve(manifest, &overrides).map_err(|e| ServiceError::InvalidJob(e.to_string()))?;
+        let backtest = request.backtest_config();
+        backtest
+            .validate()
+            .map_err(|e| ServiceError::InvalidJob(e.to_string()))?;
+        let plan = plan(&request, manifest)?;
+        let label = self.metrics.strategy_label(&manifest.name);
+        Ok(Job {
+            id: format!("j{seq}"),
+            seq,
+            tenant: tenant.to_owned(),
+            kind: request.kind,
+            priority: request.priority,
+            request: Arc::new(request),
+            plan,
+            compiled,
+            data,
+            dataset_ids,
+            policy,
+            params,
+            backtest,
+            source,
+            label,
+            attempts,
+            enqueued: Instant::now(),
+        })
+    }
+
+    /// Puts a job found queued at start-up back in its queue, with the
+    /// policy it was submitted with; a job that can no longer be prepared
+    /// is failed with the reason.
+    async fn restore(self: &Arc<Self>, record: JobRecord) {
+        let prepared = async {
+            let request: JobRequest = serde_json::from_str(&record.spec)
+                .map_err(|e| ServiceError::Internal(format!("stored job spec: {e}")))?;
+            let policy = self
+                .registry
+                .policy_by_hash(&record.policy, &record.policy_hash)
+                .await?;
+            let ids = request.dataset.ids();
+            self.build(
+                &record.tenant,
+                request,
+                ids,
+                policy,
+                record.seq,
+                Source::Restart,
+                record.attempts,
+            )
+            .await
+        }
+        .await;
+        self.table.insert(record.clone(), true);
+        match prepared {
+            Ok(job) => {
+                self.metrics
+                    .jobs
+                    .with_label_values(&[job.kind.as_str(), "restart", "queued"])
+                    .inc();
+                self.scheduler.restore(job);
+            }
+            Err(e) => {
+                let message = format!("cannot run after a restart: {e}");
+                tracing::warn!(job = %record.id, %message, "failed at start-up");
+                let failed = JobRecord {
+                    state: JobState::Failed,
+                    finished: Some(now_ms()),
+                    error_cause: Some("interrupted".into()),
+                    error_message: Some(message),
+                    ..record
+                };
+                if let Err(e) = self.writer.commit(Write::job(failed.clone())).await {
+                    tracing::error!(error = %e, "cannot record the failure");
+                }
+                self.table.finish(failed, None);
+            }
+        }
+    }
+
+    /// A tenant's job.
+    pub async fn job(&self, tenant: &str, id: &str) -> Result<JobRecord, ServiceError> {
+        if let Some((r, _)) = self.table.get(tenant, id) {
+            return Ok(r);
+        }
+        self.store
+            .get_job(tenant, id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound {
+                what: "job",
+                id: id.to_owned(),
+            })
+    }
+
+    /// A tenant's jobs, newest first, with the freshest states.
+    pub async fn jobs(&self, tenant: &str, filter: &JobFilter) -> Result<Vec<JobRecord>, ServiceError> {
+        let mut records = self.store.list_jobs(tenant, filter).await?;
+        self.table.fresher(&mut records);
+        if let Some(state) = filter.state {
+            records.retain(|r| r.state == state);
+        }
+        Ok(records)
+    }
+
+    /// A job's result, waiting up to `wait` for it to finish.
+    pub async fn result(&self, tenant: &str, id: &str, wait: Duration) -> Result<ResultRead, ServiceError> {
+        if let Some(mut rx) = self.table.subscribe(tenant, id) {
+            if !wait.is_zero() {
+                let _ =
+                    tokio::time::timeout(wait.min(MAX_RESULT_WAIT), rx.wait_for(|s| s.is_terminal())).await;
+            }
+        }
+        let record = self.job(tenant, id).await?;
+        if !record.state.is_terminal() {
+            return Ok(ResultRead::Pending(Box::new(record)));
+        }
+        if let Some((_, Some(result))) = self.table.get(tenant, id) {
+            return Ok(ResultRead::Ready(result));
+        }
+        match self.store.get_result(tenant, id).await? {
+            Some(json) => Ok(ResultRead::Ready(Arc::from(json))),
+            None => Err(ServiceError::Conflict(format!(
+                "job {id} ended {} without a result{}",
+                record.state,
+                record
+                    .error_message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Cancels a tenant's job and returns its record: `cancelled` when it
+    /// was queued, still `running` when it was running (it stops within a
+    /// few epoch ticks). A job that already ended is a conflict.
+    pub async fn cancel(&self, tenant: &str, id: &str) -> Result<JobRecord, ServiceError> {
+        match self.scheduler.cancel(tenant, id) {
+            Cancel::Dequeued(job) => {
+                let record = self.job(tenant, id).await?;
+                let cancelled = JobRecord {
+                    state: JobState::Cancelled,
+                    finished: Some(now_ms()),
+                    error_cause: Some("cancelled".into()),
+                    error_message: Some("cancelled by the client before it ran".into()),
+                    ..record
+                };
+                self.writer.commit(Write::job(cancelled.clone())).await?;
+                self.table.finish(cancelled.clone(), None);
+                self.metrics
+                    .jobs
+                    .with_label_values(&[job.kind.as_str(), job.source.as_str(), "cancelled"])
+                    .inc();
+                Ok(cancelled)
+            }
+            Cancel::Signalled => self.job(tenant, id).await,
+            Cancel::NotLive => {
+                let record = self.job(tenant, id).await?;
+                if record.state.is_terminal() {
+                    Err(ServiceError::Conflict(format!(
+                        "job {id} already ended {}",
+                        record.state
+                    )))
+                } else {
+                    // Between the queue and the executor: stop it as soon as it runs.
+                    match self.scheduler.control(id) {
+                        Some(c) => {
+                            c.stop(StopReason::Cancelled);
+                            Ok(record)
+                        }
+                        None => Err(ServiceError::Conflict(format!(
+                            "job {id} is {}; try again",
+                            record.state
+                        ))),
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- strategies ----
+
+    /// Validates, compiles (once) and stores a module for `tenant`. The
+    /// boolean is true when it is new for this tenant.
+    pub async fn upload_strategy(
+        self: &Arc<Self>,
+        tenant: &str,
+        bytes: axum::body::Bytes,
+    ) -> Result<(StrategyRecord, bool), ServiceError> {
+        let sha = sha256_hex(&bytes);
+        if let Some(existing) = self.store.get_strategy(tenant, &sha).await? {
+            return Ok((existing, false));
+        }
+        let policy = self.registry.policy(&self.config.default_policy)?;
+        self.registry.persist_version(&policy).await?;
+        let registry = self.registry.clone();
+        let store = self.store.clone();
+        let (sha2, policy2) = (sha.clone(), policy.clone());
+        let compiled = tokio::task::spawn_blocking(move || -> Result<Arc<Compiled>, ServiceError> {
+            let compiled = registry.compiled(&sha2, Some(&bytes), &policy2)?;
+            store.put_blob(Blob::Module, &sha2, &bytes)?;
+            Ok(compiled)
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("compiler task: {e}")))??;
+        // A probe instantiation: the fixed cost of a run, and a module that
+        // cannot be instantiated under the policy is refused now.
+        let started = Instant::now();
+        compiled
+            .sandbox
+            .instantiate_and_drop(&compiled.strategy, &policy.policy)
+            .await
+            .map_err(ServiceError::InvalidModule)?;
+        self.metrics.step("instantiate", started.elapsed());
+        let info = &compiled.strategy.info;
+        let record = StrategyRecord {
+            tenant: tenant.to_owned(),
+            sha256: sha.clone(),
+            name: info.manifest.name.clone(),
+            version: info.manifest.version.clone(),
+            manifest: serde_json::to_string(&info.manifest).unwrap_or_default(),
+            info: serde_json::to_string(info).unwrap_or_default(),
+            size: info.size_bytes as i64,
+            created: now_ms(),
+        };
+        let created = self.store.insert_strategy(&record).await?;
+        let record = self.store.get_strategy(tenant, &sha).await?.unwrap_or(record);
+        Ok((record, created))
+    }
+
+    pub async fn strategies(&self, tenant: &str) -> Result<Vec<StrategyRecord>, ServiceError> {
+        Ok(self.store.list_strategies(tenant).await?)
+    }
+
+    pub async fn strategy(&self, tenant: &str, id: &str) -> Result<StrategyRecord, ServiceError> {
+        self.store
+            .get_strategy(tenant, id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound {
+                what: "strategy",
+                id: id.to_owned(),
+            })
+    }
+
+    pub async fn delete_strategy(&self, tenant: &str, id: &str) -> Result<(), ServiceError> {
+        self.forget_owned(tenant, id, "strategy");
+        if self.store.delete_strategy(tenant, id).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound {
+                what: "strategy",
+                id: id.to_owned(),
+            })
+        }
+    }
+
+    // ---- datasets ----
+
+    /// Validates and stores the CSV bars of one symbol. The boolean is true
+    /// when it is new for this tenant.
+    pub async fn upload_dataset(
+        self: &Arc<Self>,
+        tenant: &str,
+        name: &str,
+        bytes: axum::body::Bytes,
+    ) -> Result<(DatasetRecord, bool), ServiceError> {
+        if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c == ',') {
+            return Err(ServiceError::InvalidDataset(format!(
+                "name {name:?} must be 1 to 64 characters, without commas or control characters"
+            )));
+        }
+        let sha = sha256_hex(&bytes);
+        let size = bytes.len() as i64;
+        let id = sha256_hex(format!("{name}\0{sha}").as_bytes())[..16].to_owned();
+        if let Some(existing) = self.store.get_dataset(tenant, &id).await? {
+            return Ok((existing, false));
+        }
+        let store = self.store.clone();
+        let (name2, sha2) = (name.to_owned(), sha.clone());
+        let data = tokio::task::spawn_blocking(move || -> Result<Dataset, ServiceError> {
+            let data = Dataset::from_csv_reader(&name2, &bytes[..], &format!("{name2}.csv"))
+                .map_err(|e| ServiceError::InvalidDataset(e.to_string()))?;
+            store.put_blob(Blob::Dataset, &sha2, &bytes)?;
+            Ok(data)
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(format!("dataset task: {e}")))??;
+        let bars = data.bars();
+        let record = DatasetRecord {
+            tenant: tenant.to_owned(),
+            id: id.clone(),
+            name: name.to_owned(),
+            bars: bars.len() as i64,
+            first_ts: bars.first().map_or(0, |b| b.ts),
+            last_ts: bars.last().map_or(0, |b| b.ts),
+            sha256: sha,
+            size,
+            created: now_ms(),
+        };
+        self.registry.remember_dataset(&id, Arc::new(data));
+        let created = self.store.insert_dataset(&record).await?;
+        let record = self.store.get_dataset(tenant, &id).await?.unwrap_or(record);
+        Ok((record, created))
+    }
+
+    pub async fn datasets(&self, tenant: &str) -> Result<Vec<DatasetRecord>, ServiceError> {
+        Ok(self.store.list_datasets(tenant).await?)
+    }
+
+    pub async fn dataset(&self, tenant: &str, id: &str) -> Result<DatasetRecord, ServiceError> {
+        self.store
+            .get_dataset(tenant, id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound {
+                what: "dataset",
+                id: id.to_owned(),
+            })
+    }
+
+    pub async fn delete_dataset(&self, tenant: &str, id: &str) -> Result<(), ServiceError> {
+        self.forget_owned(tenant, id, "dataset");
+        if self.store.delete_dataset(tenant, id).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound {
+                what: "dataset",
+                id: id.to_owned(),
+            })
+        }
+    }
+
+    // ---- policies ----
+
+    /// Every policy: name, hash and where it comes from.
+    pub fn policies(&self) -> Vec<Value> {
+        self.registry
+            .policy_names()
+            .into_iter()
+            .filter_map(|name| {
+                let p = self.registry.policy(&name).ok()?;
+                Some(json!({ "name": name, "hash": p.hash, "source": p.source }))
+            })
+            .collect()
+    }
+
+    /// A policy with its values and audit trail.
+    pub async fn policy(&self, name: &str) -> Result<Value, ServiceError> {
+        let p = self.registry.policy(name)?;
+        let audit = self.store.policy_audit(name).await?;
+        Ok(json!({
+            "name": name,
+            "hash": p.hash,
+            "source": p.source,
+            "policy": &*p.policy,
+            "toml": p.toml,
+            "audit": audit.iter().map(|a| json!({
+                "hash": a.hash,
+                "previous_hash": a.previous_hash,
+                "tenant": a.tenant,
+                "at": crate::jobs::rfc3339(a.at),
+            })).collect::<Vec<_>>(),
+        }))
+    }
+
+    /// Replaces (or creates) policy `name` with the TOML `text`, for new
+    /// jobs; operators only; audited.
+    pub async fn replace_policy(
+        &self,
+        who: &Principal,
+        name: &str,
+        text: &str,
+    ) -> Result<Value, ServiceError> {
+        if !who.operator {
+            return Err(ServiceError::Forbidden);
+        }
+        if !crate::registry::valid_policy_name(name) {
+            return Err(ServiceError::InvalidPolicy(format!(
+                "policy name {name:?} is not [a-z0-9_-]{{1,64}}"
+            )));
+        }
+        let policy = Policy::from_toml_str(text, &format!("{name}.toml"))
+            .map_err(|e| ServiceError::InvalidPolicy(e.to_string()))?;
+        let entry = Arc::new(PolicyEntry::new(policy, "api"));
+        let audit = self
+            .store
+            .replace_policy(name, &entry.toml, &entry.hash, &who.tenant)
+            .await?;
+        self.registry.set_policy(name, entry.clone());
+        tracing::info!(policy = name, hash = %entry.hash, by = %who.tenant, "policy replaced");
+        Ok(json!({
+            "name": name,
+            "hash": entry.hash,
+            "previous_hash": audit.previous_hash,
+            "source": "api",
+        }))
+    }
+
+    // ---- status and shutdown ----
+
+    /// Queue depths, running jobs, workers and limits.
+    pub fn status(&self) -> Value {
+        let snap = self.scheduler.snapshot();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": self.started.elapsed().as_secs_f64(),
+            "ready": self.is_ready(),
+            "queued": snap.queued,
+            "running": snap.running,
+            "running_by_tenant": snap.running_by_tenant,
+            "admitting": snap.admitting,
+            "workers": { "executor_threads": self.parallelism, "http_threads": self.config.http_threads },
+            "limits": snap.limits,
+            "max_instances": self.config.max_instances,
+            "default_policy": self.config.default_policy,
+            "auth": if self.tokens.is_open() { "none (loopback only)" } else { "bearer tokens" },
+        })
+    }
+
+    /// Graceful shutdown: stops admitting and starting jobs, gives running
+    /// jobs `grace` to finish, then stops the rest and puts them back in the
+    /// queue, and flushes every write.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::Release);
+        self.scheduler.stop_admitting();
+        self.scheduler.stop_dispatching();
+        let mut active = self.active.subscribe();
+        let running = *active.borrow();
+        tracing::info!(running, grace_ms = grace.as_millis() as u64, "shutting down");
+        if tokio::time::timeout(grace, active.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
+            let stopped = self.scheduler.stop_all(StopReason::Shutdown);
+            tracing::warn!(
+                stopped,
+                "grace period over: stopping running jobs; they will run again after a restart"
+            );
+            if tokio::time::timeout(STOP_WAIT, active.wait_for(|n| *n == 0))
+                .await
+                .is_err()
+            {
+                tracing::error!("jobs did not stop; they will be re-queued at the next start");
+            }
+        }
+        self.writer.flush_and_stop().await;
+        self.store.close().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// The plan of a request's kind: grids and study options, checked now so
+/// a bad one is refused at submission.
+fn plan(
+    request: &JobRequest,
+    manifest: &palisade_host_api::manifest::Manifest,
+) -> Result<Plan, ServiceError> {
+    let invalid = |e: &dyn std::fmt::Display| ServiceError::InvalidJob(e.to_string());
+    let objective = |o: &Option<String>| -> Result<Objective, ServiceError> {
+        o.as_deref()
+            .map_or(Ok(Objective::TotalReturn), |s| s.parse().map_err(|e| invalid(&e)))
+    };
+    let search = match request.samples {
+        None => Search::All,
+        Some(samples) => Search::Random {
+            samples,
+            seed: request.seed,
+        },
+    };
+    let grid = || -> Result<Grid, ServiceError> {
+        if request.grid.is_empty() {
+            return Err(ServiceError::InvalidJob(format!(
+                "grid: a {} job needs at least one axis, e.g. \"fast=5:20:5\"",
+                request.kind.as_str()
+            )));
+        }
+        let grid = Grid::parse(manifest, &request.grid).map_err(|e| invalid(&e))?;
+        // Parameters given explicitly must not also be varied.
+        let fixed: Vec<&str> = request.params.keys().map(String::as_str).collect();
+        grid.check_fixed(fixed).map_err(|e| invalid(&e))?;
+        Ok(grid)
+    };
+    Ok(match request.kind {
+        Kind::Backtest => Plan::Backtest,
+        Kind::Optimize => Plan::Optimize {
+            grid: grid()?,
+            options: OptimizeOptions {
+                objective: objective(&request.objective)?,
+                top: request.top.unwrap_or(OptimizeOptions::default().top),
+                search,
+                keep_reports: false,
+            },
+        },
+        Kind::WalkForward => {
+            let d = WalkForwardOptions::default();
+            Plan::WalkForward {
+                grid: grid()?,
+                options: WalkForwardOptions {
+                    objective: objective(&request.objective)?,
+                    windows: request.windows.unwrap_or(d.windows),
+                    in_sample: request.in_sample.unwrap_or(d.in_sample),
+                    mode: match &request.mode {
+                        Some(m) => m.parse().map_err(|e| invalid(&e))?,
+                        None => d.mode,
+                    },
+                    search,
+                },
+            }
+        }
+        Kind::MonteCarlo => {
+            let d = MonteCarloOptions::default();
+            Plan::MonteCarlo {
+                options: MonteCarloOptions {
+                    runs: request.runs.unwrap_or(d.runs),
+                    method: match &request.method {
+                        Some(m) => m.parse().map_err(|e| invalid(&e))?,
+                        None => d.method,
+                    },
+                    seed: request.seed,
+                    ruin: request.ruin.unwrap_or(d.ruin),
+                },
+            }
+        }
+    })
+}

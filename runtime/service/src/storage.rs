@@ -1,0 +1,1423 @@
+//! Embedded storage: an SQLite database (through sqlx, WAL mode) for records,
+//! and content-addressed files for the bytes of modules and datasets, both in
+//! the data directory.
+//!
+//! - Files are named by the SHA-256 of their content (`modules/<hex>.wasm`,
+//!   `datasets/<hex>.csv`) and opened only through a `cap_std` [`Dir`] of the
+//!   data directory, so no name can reach outside it. A file is written to
+//!   `tmp/`, synced and renamed into place before any row refers to it.
+//! - Tables: `strategies`, `datasets` (per tenant, referring to files by
+//!   hash), `jobs`, `results`, `policies` (operator replacements),
+//!   `policy_versions` (every policy text a job ran with, by hash) and
+//!   `policy_audit`. The schema is made by sqlx's migrations
+//!   (`runtime/service/migrations/`, applied by [`migrate`]); rows map to
+//!   records through `sqlx::FromRow`.
+//! - Job writes go through one [`Writer`] task that applies whatever is
+//!   waiting as a few atomic multi-row statements (group commit); callers that must know a write is durable (a submission
+//!   before it is acknowledged, a start before the guest runs, a result
+//!   before it is shown) wait for its acknowledgement.
+//! - [`JobState`] is the job state machine; [`JobState::transition`] rejects
+//!   every move it does not list.
+//! - [`Storage::recover`] runs at start-up: jobs found `running` were
+//!   interrupted by a crash and are re-queued, or failed with the reason
+//!   after too many starts.
+//!
+//! Durability: `synchronous = NORMAL` in WAL mode, so a committed write
+//! survives the process being killed (`kill -9`); a power loss may lose the
+//! last commits, never corrupt the database. This module knows nothing of
+//! HTTP, scheduling or wasm.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
+
+/// File name of the database inside the data directory.
+pub const DATABASE_FILE: &str = "palisade.db";
+/// Most writes applied in one transaction.
+pub const MAX_BATCH: usize = 2_048;
+/// Writes waiting for the writer before senders wait.
+const WRITE_QUEUE: usize = 16_384;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// True for a lowercase hex SHA-256.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Why storage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("stored {what} is corrupt: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("the database writer has stopped")]
+    WriterGone,
+    #[error("database schema version {found} is newer than this build knows ({known})")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("database schema: {0}")]
+    Migrate(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StorageError {
+    let what = what.into();
+    move |source| StorageError::Io { what, source }
+}
+
+/// Where a job is in its life.
+///
+/// ```text
+/// queued ──► running ──► succeeded | failed | cancelled | timed_out
+///   │  ▲        │
+///   │  └────────┘  (re-queued: interrupted by a restart or a shutdown)
+///   └──► cancelled | failed   (cancelled while queued; cannot be prepared after a restart)
+/// ```
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::VariantArray,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+/// A state change the state machine does not allow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a job cannot go from {from} to {to}")]
+pub struct TransitionError {
+    pub from: JobState,
+    pub to: JobState,
+}
+
+impl JobState {
+    /// Every state.
+    pub const ALL: &'static [JobState] = <JobState as strum::VariantArray>::VARIANTS;
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// True for the states a job never leaves.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobState::Queued | JobState::Running)
+    }
+
+    /// The state after moving to `to`, or the error when the move is not
+    /// allowed (see the diagram on [`JobState`]).
+    pub fn transition(self, to: JobState) -> Result<JobState, TransitionError> {
+        use JobState::*;
+        let allowed = matches!(
+            (self, to),
+            (Queued, Running | Cancelled | Failed)
+                | (Running, Succeeded | Failed | Cancelled | TimedOut | Queued)
+        );
+        if allowed {
+            Ok(to)
+        } else {
+            Err(TransitionError { from: self, to })
+        }
+    }
+}
+
+impl TryFrom<String> for JobState {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .iter()
+            .copied()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown job state {s:?}"))
+    }
+}
+
+/// One row of `jobs`.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct JobRecord {
+    pub id: String,
+    /// Submission order, across restarts.
+    pub seq: i64,
+    pub tenant: String,
+    pub kind: String,
+    /// SHA-256 of the strategy module.
+    pub strategy: String,
+    /// Dataset ids, comma-separated in the order given.
+    pub dataset: String,
+    /// The normalized submission (JSON).
+    pub spec: String,
+    pub priority: String,
+    pub policy: String,
+    pub policy_hash: String,
+    #[sqlx(try_from = "String")]
+    pub state: JobState,
+    /// 0 to 1.
+    pub progress: f64,
+    pub error_cause: Option<String>,
+    pub error_message: Option<String>,
+    pub created: i64,
+    pub started: Option<i64>,
+    pub finished: Option<i64>,
+    /// Times the job was started.
+    pub attempts: i64,
+}
+
+/// One row of `strategies`.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct StrategyRecord {
+    pub tenant: String,
+    pub sha256: String,
+    pub name: String,
+    pub version: String,
+    /// The manifest (JSON).
+    pub manifest: String,
+    /// What validation found: imports, exports, sizes (JSON).
+    pub info: String,
+    pub size: i64,
+    pub created: i64,
+}
+
+/// One row of `datasets`: the bars of one symbol.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct DatasetRecord {
+    pub tenant: String,
+    pub id: String,
+    /// The symbol.
+    pub name: String,
+    pub bars: i64,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    /// SHA-256 of the CSV file.
+    pub sha256: String,
+    pub size: i64,
+    pub created: i64,
+}
+
+/// One audited policy replacement.
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+pub struct PolicyAudit {
+    pub name: String,
+    pub hash: String,
+    pub previous_hash: Option<String>,
+    pub tenant: String,
+    pub at: i64,
+}
+
+/// Filters of [`Storage::list_jobs`].
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub kind: Option<String>,
+    pub strategy: Option<String>,
+    /// Only jobs submitted before this `seq` (pagination).
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+/// The kind of content-addressed file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blob {
+    Module,
+    Dataset,
+}
+
+impl Blob {
+    fn dir(self) -> &'static str {
+        match self {
+            Blob::Module => "modules",
+            Blob::Dataset => "datasets",
+        }
+    }
+
+    fn file(self, sha: &str) -> String {
+        match self {
+            Blob::Module => format!("modules/{sha}.wasm"),
+            Blob::Dataset => format!("datasets/{sha}.csv"),
+        }
+    }
+}
+
+/// Where compiled modules are kept, as `<module sha>.<artifact key>.cwasm`.
+const COMPILED_DIR: &str = "compiled";
+
+fn compiled_file(sha: &str, key: &str) -> String {
+    format!("{COMPILED_DIR}/{sha}.{key}.cwasm")
+}
+
+/// What [`Storage::recover`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Interrupted jobs put back in the queue.
+    pub requeued: Vec<String>,
+    /// Interrupted jobs failed after too many starts.
+    pub failed: Vec<String>,
+    /// Unreferenced content files removed.
+    pub swept_files: usize,
+}
+
+/// The reason recorded on a job failed by [`Storage::recover`].
+pub const INTERRUPTED: &str = "interrupted by a restart";
+
+/// The database and the data directory.
+#[derive(Clone)]
+pub struct Storage {
+    pool: SqlitePool,
+    dir: Arc<Dir>,
+    tmp_counter: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage").finish_non_exhaustive()
+    }
+}
+
+impl Storage {
+    /// Opens (creating if needed) the data directory and its database, and
+    /// brings the schema up to date.
+    pub async fn open(data_dir: &Path) -> Result<Storage, StorageError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(io(format!("cannot create data directory {}", data_dir.display())))?;
+        let dir = Dir::open_ambient_dir(data_dir, ambient_authority())
+            .map_err(io(format!("cannot open data directory {}", data_dir.display())))?;
+        for sub in ["modules", "datasets", COMPILED_DIR, "tmp"] {
+            dir.create_dir_all(sub)
+                .map_err(io(format!("cannot create {sub}/ in the data directory")))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join(DATABASE_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            // Checkpoint (copy the WAL into the database, then sync it)
+            // every 40 MB of WAL rather than every 4 MB: a busy service
+            // writes several MB per second, and each checkpoint stalls the
+            // writer for a sync.
+            .pragma("wal_autocheckpoint", "10000")
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            // A local file: nothing to check before each use.
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
+        migrate(&pool).await?;
+        Ok(Storage {
+            pool,
+            dir: Arc::new(dir),
+            tmp_counter: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Closes the database: waits for connections to be returned and
+    /// checkpoints the WAL.
+    pub async fn close(&self) {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint at close failed");
+        }
+        self.pool.close().await;
+    }
+
+    // ---- content-addressed files ----
+
+    /// Stores `bytes` as a file named by their SHA-256 (given, already
+    /// computed by the caller); does nothing when it exists.
+    pub fn put_blob(&self, kind: Blob, sha: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        debug_assert!(is_sha256_hex(sha));
+        let name = kind.file(sha);
+        if self.dir.exists(&name) {
+            return Ok(());
+        }
+        self.write_file(&name, sha, &[bytes])
+    }
+
+    /// Writes `parts` one after the other to a file in `tmp/` (named after
+    /// `tag`), syncs it and renames it to `name`: readers see the whole file
+    /// or none.
+    fn write_file(&self, name: &str, tag: &str, parts: &[&[u8]]) -> Result<(), StorageError> {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = format!("tmp/{tag}.{}.{n}", std::process::id());
+        let write = || -> std::io::Result<()> {
+            let mut file = self.dir.create(&tmp)?;
+            for part in parts {
+                std::io::Write::write_all(&mut file, part)?;
+            }
+            file.sync_all()?;
+            self.dir.rename(&tmp, &self.dir, name)
+        };
+        write().map_err(|e| {
+            let _ = self.dir.remove_file(&tmp);
+            StorageError::Io {
+                what: format!("cannot store {name}"),
+                source: e,
+            }
+        })
+    }
+
+    /// Reads a content-addressed file and checks its hash.
+    pub fn get_blob(&self, kind: Blob, sha: &str) -> Result<Vec<u8>, StorageError> {
+        if !is_sha256_hex(sha) {
+            return Err(StorageError::Corrupt {
+                what: "content hash".into(),
+                detail: format!("{sha:?} is not a SHA-256"),
+            });
+        }
+        let name = kind.file(sha);
+        let bytes = self.dir.read(&name).map_err(io(format!("cannot read {name}")))?;
+        if sha256_hex(&bytes) != sha {
+            return Err(StorageError::Corrupt {
+                what: name,
+                detail: "content does not match its hash".into(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Stores the compiled code of module `sha` for sandboxes whose
+    /// artifact key is `key` (see `Sandbox::artifact_key`), prefixed with
+    /// its own SHA-256 so that a damaged file is never loaded. Replaces
+    /// any older file atomically.
+    pub fn put_compiled(&self, sha: &str, key: &str, artifact: &[u8]) -> Result<(), StorageError> {
+        debug_assert!(is_sha256_hex(sha));
+        let digest = Sha256::digest(artifact);
+        self.write_file(
+            &compiled_file(sha, key),
+            &format!("{sha}.{key}"),
+            &[&digest, artifact],
+        )
+    }
+
+    /// The compiled code [`Storage::put_compiled`] stored, checked against its
+    /// hash; `None` when there is none or it is damaged (then removed).
+    pub fn get_compiled(&self, sha: &str, key: &str) -> Option<Vec<u8>> {
+        if !is_sha256_hex(sha) || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let name = compiled_file(sha, key);
+        let bytes = self.dir.read(&name).ok()?;
+        let intact = bytes.len() > 32 && Sha256::digest(&bytes[32..]).as_slice() == &bytes[..32];
+        if !intact {
+            tracing::warn!(file = %name, "a damaged precompiled module was removed");
+            let _ = self.dir.remove_file(&name);
+            return None;
+        }
+        Some(bytes[32..].to_vec())
+    }
+
+    /// Removes files no row refers to, and leftovers in `tmp/`. Run at
+    /// start-up, before requests are served, so no upload can race it.
+    async fn sweep(&self) -> Result<usize, StorageError> {
+        let mut keep: HashSet<String> = HashSet::new();
+        for row in sqlx::query("SELECT sha256 FROM strategies UNION SELECT sha256 FROM datasets")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            keep.insert(row.try_get("sha256")?);
+        }
+        // Jobs not yet finished still need their module and data.
+        for row in sqlx::query("SELECT strategy, dataset FROM jobs WHERE state IN ('queued', 'running')")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            keep.insert(row.try_get("strategy")?);
+            let datasets: String = row.try_get("dataset")?;
+            for id in datasets.split(',').filter(|d| !d.is_empty()) {
+                if let Some((_, sha)) = self.dataset_file(id).await? {
+                    keep.insert(sha);
+                }
+            }
+        }
+        let mut removed = 0;
+        for dir in [Blob::Module.dir(), Blob::Dataset.dir(), COMPILED_DIR] {
+            let entries = self
+                .dir
+                .read_dir(dir)
+                .map_err(io(format!("cannot list {dir}/")))?;
+            for entry in entries {
+                let entry = entry.map_err(io(format!("cannot list {dir}/")))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let sha = name.split('.').next().unwrap_or_default();
+                if !keep.contains(sha) {
+                    let path = format!("{dir}/{name}");
+                    self.dir
+                        .remove_file(&path)
+                        .map_err(io(format!("cannot remove {path}")))?;
+                    removed += 1;
+                }
+            }
+        }
+        for entry in self.dir.read_dir("tmp").map_err(io("cannot list tmp/"))? {
+            let entry = entry.map_err(io("cannot list tmp/"))?;
+            let path = format!("tmp/{}", entry.file_name().to_string_lossy());
+            self.dir
+                .remove_file(&path)
+                .map_err(io(format!("cannot remove {path}")))?;
+        }
+        Ok(removed)
+    }
+
+    // ---- strategies ----
+
+    /// Inserts a strategy for its tenant; returns false when that tenant
+    /// already has this module (nothing is changed).
+    pub async fn insert_strategy(&self, s: &StrategyRecord) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "INSERT INTO strategies (tenant, sha256, name, version, manifest, info, size, created) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, sha256) DO NOTHING",
+        )
+        .bind(&s.tenant)
+        .bind(&s.sha256)
+        .bind(&s.name)
+        .bind(&s.version)
+        .bind(&s.manifest)
+        .bind(&s.info)
+        .bind(s.size)
+        .bind(s.created)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn get_strategy(
+        &self,
+        tenant: &str,
+        sha: &str,
+    ) -> Result<Option<StrategyRecord>, StorageError> {
+        Ok(
+            sqlx::query_as::<_, StrategyRecord>("SELECT * FROM strategies WHERE tenant = ? AND sha256 = ?")
+                .bind(tenant)
+                .bind(sha)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn list_strategies(&self, tenant: &str) -> Result<Vec<StrategyRecord>, StorageError> {
+        Ok(sqlx::query_as::<_, StrategyRecord>(
+            "SELECT * FROM strategies WHERE tenant = ? ORDER BY created, sha256",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Deletes a tenant's strategy; false when it had none. The file stays
+    /// until the next start-up sweep if another tenant or a job uses it.
+    pub async fn delete_strategy(&self, tenant: &str, sha: &str) -> Result<bool, StorageError> {
+        let done = sqlx::query("DELETE FROM strategies WHERE tenant = ? AND sha256 = ?")
+            .bind(tenant)
+            .bind(sha)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- datasets ----
+
+    pub async fn insert_dataset(&self, d: &DatasetRecord) -> Result<bool, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO dataset_files (id, sha256, name) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&d.id)
+        .bind(&d.sha256)
+        .bind(&d.name)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(
+            "INSERT INTO datasets (tenant, id, name, bars, first_ts, last_ts, sha256, size, created) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, id) DO NOTHING",
+        )
+        .bind(&d.tenant)
+        .bind(&d.id)
+        .bind(&d.name)
+        .bind(d.bars)
+        .bind(d.first_ts)
+        .bind(d.last_ts)
+        .bind(&d.sha256)
+        .bind(d.size)
+        .bind(d.created)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn get_dataset(&self, tenant: &str, id: &str) -> Result<Option<DatasetRecord>, StorageError> {
+        Ok(
+            sqlx::query_as::<_, DatasetRecord>("SELECT * FROM datasets WHERE tenant = ? AND id = ?")
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The symbol and file of a dataset id, whoever uploaded it (so a
+    /// re-queued job still finds a dataset deleted since): `(name, sha256)`.
+    pub async fn dataset_file(&self, id: &str) -> Result<Option<(String, String)>, StorageError> {
+        sqlx::query("SELECT name, sha256 FROM dataset_files WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| Ok((r.try_get("name")?, r.try_get("sha256")?)))
+            .transpose()
+    }
+
+    pub async fn list_datasets(&self, tenant: &str) -> Result<Vec<DatasetRecord>, StorageError> {
+        Ok(
+            sqlx::query_as::<_, DatasetRecord>(
+                "SELECT * FROM datasets WHERE tenant = ? ORDER BY created, id",
+            )
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await?,
+        )
+    }
+
+    pub async fn delete_dataset(&self, tenant: &str, id: &str) -> Result<bool, StorageError> {
+        let done = sqlx::query("DELETE FROM datasets WHERE tenant = ? AND id = ?")
+            .bind(tenant)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- jobs ----
+
+    /// The next `seq` to give a job.
+    pub async fn next_seq(&self) -> Result<i64, StorageError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM jobs")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("next")?)
+    }
+
+    pub async fn get_job(&self, tenant: &str, id: &str) -> Result<Option<JobRecord>, StorageError> {
+        Ok(
+            sqlx::query_as::<_, JobRecord>("SELECT * FROM jobs WHERE tenant = ? AND id = ?")
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// A tenant's jobs, newest first.
+    pub async fn list_jobs(&self, tenant: &str, f: &JobFilter) -> Result<Vec<JobRecord>, StorageError> {
+        Ok(sqlx::query_as::<_, JobRecord>(
+            "SELECT * FROM jobs WHERE tenant = ?1 \
+             AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR kind = ?3) \
+             AND (?4 IS NULL OR strategy = ?4) AND (?5 IS NULL OR seq < ?5) \
+             ORDER BY seq DESC LIMIT ?6",
+        )
+        .bind(tenant)
+        .bind(f.state.map(JobState::as_str))
+        .bind(f.kind.as_deref())
+        .bind(f.strategy.as_deref())
+        .bind(f.before)
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Jobs waiting to run, in submission order (start-up).
+    pub async fn queued_jobs(&self) -> Result<Vec<JobRecord>, StorageError> {
+        Ok(
+            sqlx::query_as::<_, JobRecord>("SELECT * FROM jobs WHERE state = 'queued' ORDER BY seq")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The stored result of a tenant's job.
+    pub async fn get_result(&self, tenant: &str, id: &str) -> Result<Option<String>, StorageError> {
+        Ok(sqlx::query(
+            "SELECT r.json FROM results r JOIN jobs j ON j.id = r.job_id WHERE j.tenant = ? AND j.id = ?",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| r.try_get("json"))
+        .transpose()?)
+    }
+
+    /// Start-up recovery: jobs left `running` by a crash go back to
+    /// `queued`, or to `failed` ([`INTERRUPTED`]) once they have been started
+    /// `max_attempts` times; then unreferenced files are swept.
+    pub async fn recover(&self, max_attempts: u32) -> Result<Recovery, StorageError> {
+        let mut out = Recovery::default();
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT id, attempts FROM jobs WHERE state = 'running' ORDER BY seq")
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let attempts: i64 = row.try_get("attempts")?;
+            if attempts >= i64::from(max_attempts) {
+                JobState::Running.transition(JobState::Failed)?;
+                sqlx::query(
+                    "UPDATE jobs SET state = 'failed', error_cause = 'interrupted', error_message = ?, finished = ? \
+                     WHERE id = ?",
+                )
+                .bind(format!("{INTERRUPTED} ({attempts} attempts)"))
+                .bind(now_ms())
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+                out.failed.push(id);
+            } else {
+                JobState::Running.transition(JobState::Queued)?;
+                sqlx::query("UPDATE jobs SET state = 'queued', progress = 0, started = NULL WHERE id = ?")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                out.requeued.push(id);
+            }
+        }
+        tx.commit().await?;
+        out.swept_files = self.sweep().await?;
+        Ok(out)
+    }
+
+    // ---- policies ----
+
+    /// Records a policy text by its hash (idempotent).
+    pub async fn put_policy_version(&self, hash: &str, toml: &str) -> Result<(), StorageError> {
+        sqlx::query("INSERT INTO policy_versions (hash, toml) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING")
+            .bind(hash)
+            .bind(toml)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A policy text by hash.
+    pub async fn policy_version(&self, hash: &str) -> Result<Option<String>, StorageError> {
+        Ok(sqlx::query("SELECT toml FROM policy_versions WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get("toml"))
+            .transpose()?)
+    }
+
+    /// Replaces policy `name` with `toml` (hash `hash`) and audits it, in
+    /// one transaction.
+    pub async fn replace_policy(
+        &self,
+        name: &str,
+        toml: &str,
+        hash: &str,
+        tenant: &str,
+    ) -> Result<PolicyAudit, StorageError> {
+        let at = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let previous: Option<String> = sqlx::query("SELECT hash FROM policies WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get("hash"))
+            .transpose()?;
+        sqlx::query("INSERT INTO policy_versions (hash, toml) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING")
+            .bind(hash)
+            .bind(toml)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO policies (name, hash, updated, updated_by) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, updated = excluded.updated, updated_by = excluded.updated_by",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(at)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO policy_audit (name, hash, previous_hash, tenant, at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(previous.as_deref())
+        .bind(tenant)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(PolicyAudit {
+            name: name.to_owned(),
+            hash: hash.to_owned(),
+            previous_hash: previous,
+            tenant: tenant.to_owned(),
+            at,
+        })
+    }
+
+    /// Every replaced policy: `(name, toml)`.
+    pub async fn replaced_policies(&self) -> Result<Vec<(String, String)>, StorageError> {
+        sqlx::query(
+            "SELECT p.name, v.toml FROM policies p JOIN policy_versions v ON v.hash = p.hash ORDER BY p.name",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("name")?, r.try_get("toml")?)))
+        .collect()
+    }
+
+    /// The audit trail of a policy, oldest first.
+    pub async fn policy_audit(&self, name: &str) -> Result<Vec<PolicyAudit>, StorageError> {
+        Ok(
+            sqlx::query_as::<_, PolicyAudit>("SELECT * FROM policy_audit WHERE name = ? ORDER BY id")
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Starts the batching writer; see [`Writer`].
+    pub fn writer(&self, on_commit: impl Fn(usize, Duration) + Send + Sync + 'static) -> Writer {
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let pool = self.pool.clone();
+        tokio::spawn(write_loop(pool, rx, Box::new(on_commit)));
+        Writer { tx }
+    }
+}
+
+/// The schema's migrations (`runtime/service/migrations/`), embedded at
+/// build time and applied in order by sqlx, each in a transaction; sqlx
+/// records them in `_sqlx_migrations`.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Brings the schema up to this build's last migration. A database that has
+/// applied a migration this build does not know was written by a newer
+/// build: it is refused, unchanged.
+pub async fn migrate(pool: &SqlitePool) -> Result<(), StorageError> {
+    MIGRATOR.run(pool).await.map_err(|e| match e {
+        sqlx::migrate::MigrateError::VersionMissing(found) => StorageError::SchemaTooNew {
+            found,
+            known: MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0),
+        },
+        other => StorageError::Migrate(other.to_string()),
+    })
+}
+
+/// One write of the job lifecycle.
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// Inserts or updates a job's row with its whole record (a submission,
+    /// a start, an end, a re-queue), and stores its result document with it.
+    /// A row in a terminal state is never changed again.
+    Job {
+        record: Box<JobRecord>,
+        result: Option<Arc<str>>,
+    },
+    /// A running job's progress.
+    Progress { id: String, progress: f64 },
+}
+
+impl Write {
+    pub fn job(record: JobRecord) -> Write {
+        Write::Job {
+            record: Box::new(record),
+            result: None,
+        }
+    }
+}
+
+/// What to do once a write's batch is committed (or failed).
+enum Ack {
+    /// Wake the writer of [`Writer::commit`].
+    Wake(oneshot::Sender<Result<(), Arc<str>>>),
+    /// Run [`Writer::commit_then`]'s continuation on the writer task.
+    Then(Box<dyn FnOnce(Result<(), Arc<str>>) + Send + Sync>),
+}
+
+enum Msg {
+    Write(Write, Option<Ack>),
+    /// Apply what came before, then stop.
+    Stop(oneshot::Sender<()>),
+}
+
+/// The handle of the batching writer task. Writes are applied in the order
+/// sent; each batch (up to [`MAX_BATCH`] writes that were waiting) is one
+/// transaction.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Queues a write and waits until it is committed.
+    pub async fn commit(&self, write: Write) -> Result<(), StorageError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Msg::Write(write, Some(Ack::Wake(ack))))
+            .await
+            .map_err(|_| StorageError::WriterGone)?;
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StorageError::Corrupt {
+                what: "write batch".into(),
+                detail: message.to_string(),
+            }),
+            Err(_) => Err(StorageError::WriterGone),
+        }
+    }
+
+    /// Queues a write; `then` runs on the writer task once it is committed
+    /// (with the error if its batch failed), so that nobody has to wait
+    /// for the commit to act on it. `then` must be quick and must not block.
+    pub async fn commit_then(
+        &self,
+        write: Write,
+        then: impl FnOnce(Result<(), Arc<str>>) + Send + Sync + 'static,
+    ) -> Result<(), StorageError> {
+        self.tx
+            .send(Msg::Write(write, Some(Ack::Then(Box::new(then)))))
+            .await
+            .map_err(|_| StorageError::WriterGone)
+    }
+
+    /// Queues a write without waiting for it.
+    pub async fn send(&self, write: Write) -> Result<(), StorageError> {
+        self.tx
+            .send(Msg::Write(write, None))
+            .await
+            .map_err(|_| StorageError::WriterGone)
+    }
+
+    /// Applies everything queued so far and stops the task. Later writes fail
+    /// with [`StorageError::WriterGone`].
+    pub async fn flush_and_stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.tx.send(Msg::Stop(done)).await.is_ok() {
+            let _ = stopped.await;
+        }
+    }
+}
+
+async fn write_loop(
+    pool: SqlitePool,
+    mut rx: mpsc::Receiver<Msg>,
+    on_commit: Box<dyn Fn(usize, Duration) + Send + Sync>,
+) {
+    let mut msgs = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<(Write, Option<Ack>)> = Vec::with_capacity(MAX_BATCH);
+    let mut stop = None;
+    while stop.is_none() && rx.recv_many(&mut msgs, MAX_BATCH).await > 0 {
+        for msg in msgs.drain(..) {
+            match msg {
+                Msg::Write(w, ack) if stop.is_none() => batch.push((w, ack)),
+                // Writes after a stop are refused: their acks are dropped.
+                Msg::Write(..) => {}
+                Msg::Stop(done) => stop = Some(done),
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        let result = match pool.acquire().await {
+            Ok(mut conn) => apply(&mut conn, &batch).await,
+            Err(e) => Err(e),
+        };
+        on_commit(batch.len(), started.elapsed());
+        let result = result.map_err(|e| {
+            tracing::error!(error = %e, writes = batch.len(), "a write batch failed");
+            Arc::<str>::from(e.to_string())
+        });
+        for (_, ack) in batch.drain(..) {
+            match ack {
+                Some(Ack::Wake(tx)) => {
+                    let _ = tx.send(result.clone());
+                }
+                Some(Ack::Then(then)) => then(result.clone()),
+                None => {}
+            }
+        }
+    }
+    if let Some(done) = stop {
+        let _ = done.send(());
+    }
+}
+
+/// Rows per multi-row statement (SQLite allows 32766 bound values).
+const ROWS_PER_STATEMENT: usize = 500;
+
+const JOB_COLUMNS: &str = "id, seq, tenant, kind, strategy, dataset, spec, priority, policy, policy_hash, \
+                           state, progress, error_cause, error_message, created, started, finished, attempts";
+
+/// `INSERT … VALUES (?, …), (?, …) …` for `rows` rows of `columns` values.
+fn values_sql(head: &str, rows: usize, columns: usize, tail: &str) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    format!("{head} VALUES {}{tail}", vec![row; rows].join(", "))
+}
+
+/// Applies a batch in one transaction of a few multi-row statements, sent
+/// to SQLite as one query: the last record of each job wins (writes of one
+/// job come in order), and the batch is all there or not at all.
+async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]) -> Result<(), sqlx::Error> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut latest: std::collections::HashMap<&str, &JobRecord> = std::collections::HashMap::new();
+    let mut results: Vec<(&str, &str)> = Vec::new();
+    let mut progress: Vec<(&str, f64)> = Vec::new();
+    for (write, _) in batch {
+        match write {
+            Write::Job { record, result } => {
+                if latest.insert(&record.id, record).is_none() {
+                    order.push(&record.id);
+                }
+                if let Some(json) = result {
+                    results.push((&record.id, json));
+                }
+            }
+            Write::Progress { id, progress: p } => progress.push((id, *p)),
+        }
+    }
+    let jobs: Vec<&JobRecord> = order.iter().map(|id| latest[id]).collect();
+
+    // One transaction, sent as one multi-statement query: a single round
+    // trip to SQLite's thread and a single commit per batch. Positional
+    // parameters are bound across the statements in order.
+    let mut sql = String::from("BEGIN IMMEDIATE;\n");
+    // Results first: a result whose job row still says running (a crash in
+    // between) is never shown, and is replaced when the job runs again.
+    for chunk in results.chunks(ROWS_PER_STATEMENT) {
+        sql += &values_sql(
+            "INSERT OR REPLACE INTO results (job_id, json)",
+            chunk.len(),
+            2,
+            ";\n",
+        );
+    }
+    for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
+        sql += &values_sql(
+            &format!("INSERT INTO jobs ({JOB_COLUMNS})"),
+            chunk.len(),
+            18,
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, progress = excluded.progress, \
+             error_cause = excluded.error_cause, error_message = excluded.error_message, \
+             started = excluded.started, finished = excluded.finished, attempts = excluded.attempts \
+             WHERE jobs.state IN ('queued', 'running');\n",
+        );
+    }
+    for _ in &progress {
+        sql += "UPDATE jobs SET progress = ? WHERE id = ? AND state = 'running';\n";
+    }
+    sql += "COMMIT;";
+    // The statements are made of placeholders only; every value is bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (id, json) in &results {
+        q = q.bind(*id).bind(*json);
+    }
+    for j in &jobs {
+        q = q
+            .bind(&j.id)
+            .bind(j.seq)
+            .bind(&j.tenant)
+            .bind(&j.kind)
+            .bind(&j.strategy)
+            .bind(&j.dataset)
+            .bind(&j.spec)
+            .bind(&j.priority)
+            .bind(&j.policy)
+            .bind(&j.policy_hash)
+            .bind(j.state.as_str())
+            .bind(j.progress)
+            .bind(j.error_cause.as_deref())
+            .bind(j.error_message.as_deref())
+            .bind(j.created)
+            .bind(j.started)
+            .bind(j.finished)
+            .bind(j.attempts);
+    }
+    for (id, p) in &progress {
+        q = q.bind(*p).bind(*id);
+    }
+    if let Err(e) = q.execute(&mut *conn).await {
+        // Whatever ran of the batch is undone; the connection is left
+        // without an open transaction for the next batch.
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn schema_from_before_tracked_migrations_opens_and_newer_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // A data directory of an earlier build: the tables, user_version 1,
+        // no record of migrations.
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(dir.path().join(DATABASE_FILE))
+                .create_if_missing(true);
+            let pool = SqlitePoolOptions::new().connect_with(options).await.unwrap();
+            let sql = include_str!("../migrations/0001_schema.sql");
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            sqlx::query("PRAGMA user_version = 1")
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO policy_versions (hash, toml) VALUES ('h', 'x = 1')")
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        let store = Storage::open(dir.path()).await.expect("an earlier schema opens");
+        let kept: (String,) = sqlx::query_as("SELECT toml FROM policy_versions WHERE hash = 'h'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(kept.0, "x = 1", "opening keeps what was stored");
+        // A newer build recorded a migration this build does not know.
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (999, 'from the future', 1, x'00', 0)",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        store.pool.close().await;
+        match Storage::open(dir.path()).await {
+            Err(e @ StorageError::SchemaTooNew { found: 999, known: 1 }) => {
+                assert_eq!(
+                    e.to_string(),
+                    "database schema version 999 is newer than this build knows (1)"
+                );
+            }
+            other => panic!("expected SchemaTooNew, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn state_machine_allows_only_listed_moves() {
+        use JobState::*;
+        let allowed = [
+            (Queued, Running),
+            (Queued, Cancelled),
+            (Queued, Failed),
+            (Running, Succeeded),
+            (Running, Failed),
+            (Running, Cancelled),
+            (Running, TimedOut),
+            (Running, Queued),
+        ];
+        for &from in JobState::ALL {
+            for &to in JobState::ALL {
+                let ok = allowed.contains(&(from, to));
+                assert_eq!(from.transition(to).is_ok(), ok, "{from} -> {to}");
+                if !ok {
+                    assert_eq!(
+                        from.transition(to).unwrap_err().to_string(),
+                        format!("a job cannot go from {from} to {to}")
+                    );
+                }
+            }
+            assert_eq!(from.as_str().parse::<JobState>(), Ok(from));
+            assert_eq!(from.is_terminal(), !matches!(from, Queued | Running));
+        }
+    }
+
+    fn job(id: &str, seq: i64, state: JobState, attempts: i64) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            seq,
+            tenant: "t".into(),
+            kind: "backtest".into(),
+            strategy: sha256_hex(b"module"),
+            dataset: "d1".into(),
+            spec: "{}".into(),
+            priority: "normal".into(),
+            policy: "default".into(),
+            policy_hash: "h".into(),
+            state,
+            progress: 0.0,
+            error_cause: None,
+            error_message: None,
+            created: 1,
+            started: None,
+            finished: None,
+            attempts,
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn batched_writes_and_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Storage::open(dir.path()).await.unwrap();
+        let writer = store.writer(|_, _| {});
+        for (i, (state, attempts)) in [
+            (JobState::Queued, 0),
+            (JobState::Running, 1),
+            (JobState::Running, 3),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("j{i}");
+            let record = job(&id, i as i64 + 1, JobState::Queued, 0);
+            writer.send(Write::job(record.clone())).await.unwrap();
+            if state == JobState::Running {
+                let started = JobRecord {
+                    state,
+                    attempts,
+                    started: Some(5),
+                    ..record
+                };
+                writer.send(Write::job(started)).await.unwrap();
+            }
+        }
+        writer
+            .commit(Write::Progress {
+                id: "j1".into(),
+                progress: 0.5,
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.next_seq().await.unwrap(), 4);
+        let j1 = store.get_job("t", "j1").await.unwrap().unwrap();
+        assert_eq!((j1.state, j1.attempts, j1.progress), (JobState::Running, 1, 0.5));
+        assert!(
+            store.get_job("other", "j1").await.unwrap().is_none(),
+            "another tenant's job"
+        );
+        // A finished job's row never changes again.
+        let done = JobRecord {
+            state: JobState::Succeeded,
+            ..job("j0", 1, JobState::Queued, 1)
+        };
+        writer
+            .commit(Write::Job {
+                record: Box::new(done),
+                result: Some(Arc::from("{\"ok\":1}")),
+            })
+            .await
+            .unwrap();
+        writer
+            .commit(Write::job(job("j0", 1, JobState::Running, 2)))
+            .await
+            .unwrap();
+        let j0 = store.get_job("t", "j0").await.unwrap().unwrap();
+        assert_eq!((j0.state, j0.attempts), (JobState::Succeeded, 1));
+        assert_eq!(
+            store.get_result("t", "j0").await.unwrap().as_deref(),
+            Some("{\"ok\":1}")
+        );
+        writer.flush_and_stop().await;
+        drop(store);
+
+        // As after a crash: j1 (1 start) is re-queued, j2 (3 starts) failed.
+        let store = Storage::open(dir.path()).await.unwrap();
+        let r = store.recover(3).await.unwrap();
+        assert_eq!(r.requeued, vec!["j1".to_string()]);
+        assert_eq!(r.failed, vec!["j2".to_string()]);
+        let j2 = store.get_job("t", "j2").await.unwrap().unwrap();
+        assert_eq!(j2.state, JobState::Failed);
+        assert_eq!(
+            j2.error_message.as_deref(),
+            Some("interrupted by a restart (3 attempts)")
+        );
+        let queued: Vec<String> = store
+            .queued_jobs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(queued, ["j1"]);
+        let filter = JobFilter {
+            state: Some(JobState::Failed),
+            limit: 10,
+            ..JobFilter::default()
+        };
+        assert_eq!(store.list_jobs("t", &filter).await.unwrap().len(), 1);
+        let all = JobFilter {
+            limit: 10,
+            ..JobFilter::default()
+        };
+        let ids: Vec<String> = store
+            .list_jobs("t", &all)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(ids, ["j2", "j1", "j0"], "newest first");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failing_batch_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Storage::open(dir.path()).await.unwrap();
+        let writer = store.writer(|_, _| {});
+        writer
+            .commit(Write::job(job("j0", 1, JobState::Queued, 0)))
+            .await
+            .unwrap();
+        // One batch: a valid job with its result, then a job whose `seq`
+        // collides (UNIQUE): the whole batch is refused.
+        let ok = Write::Job {
+            record: Box::new(job("j1", 2, JobState::Queued, 0)),
+            result: Some(Arc::from("{}")),
+        };
+        let clash = Write::job(job("j2", 1, JobState::Queued, 0));
+        let (a, b) = tokio::join!(writer.commit(ok), writer.commit(clash));
+        assert!(a.is_err() && b.is_err(), "{a:?} {b:?}");
+        assert!(store.get_job("t", "j1").await.unwrap().is_none());
+        assert!(store.get_result("t", "j1").await.unwrap().is_none());
+        // The connection is usable: the next batch commits.
+        writer
+            .commit(Write::job(job("j1", 2, JobState::Queued, 0)))
+            .await
+            .unwrap();
+        assert!(store.get_job("t", "j1").await.unwrap().is_some());
+        assert_eq!(store.next_seq().await.unwrap(), 3);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn blobs_are_content_addressed_and_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Storage::open(dir.path()).await.unwrap();
+        let kept = sha256_hex(b"kept");
+        let orphan = sha256_hex(b"orphan");
+        store.put_blob(Blob::Module, &kept, b"kept").unwrap();
+        store.put_blob(Blob::Module, &kept, b"kept").unwrap();
+        store.put_blob(Blob::Module, &orphan, b"orphan").unwrap();
+        assert_eq!(store.get_blob(Blob::Module, &kept).unwrap(), b"kept");
+        assert!(store.get_blob(Blob::Module, "../palisade.db").is_err());
+        let record = StrategyRecord {
+            tenant: "t".into(),
+            sha256: kept.clone(),
+            name: "n".into(),
+            version: "1".into(),
+            manifest: "{}".into(),
+            info: "{}".into(),
+            size: 4,
+            created: 1,
+        };
+        assert!(store.insert_strategy(&record).await.unwrap());
+        assert!(!store.insert_strategy(&record).await.unwrap(), "duplicate");
+        // A corrupted file is detected, not served.
+        std::fs::write(dir.path().join(format!("modules/{orphan}.wasm")), b"tampered").unwrap();
+        assert!(matches!(
+            store.get_blob(Blob::Module, &orphan),
+            Err(StorageError::Corrupt { .. })
+        ));
+        let r = store.recover(3).await.unwrap();
+        assert_eq!(r.swept_files, 1);
+        assert!(store.get_blob(Blob::Module, &kept).is_ok());
+        assert!(store.get_blob(Blob::Module, &orphan).is_err());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn policy_replacements_are_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Storage::open(dir.path()).await.unwrap();
+        let a = store
+            .replace_policy("fast", "fuel_per_run = 1000", "h1", "ops")
+            .await
+            .unwrap();
+        assert_eq!(a.previous_hash, None);
+        let b = store
+            .replace_policy("fast", "fuel_per_run = 2000", "h2", "ops")
+            .await
+            .unwrap();
+        assert_eq!(b.previous_hash.as_deref(), Some("h1"));
+        assert_eq!(store.policy_audit("fast").await.unwrap().len(), 2);
+        assert_eq!(
+            store.replaced_policies().await.unwrap(),
+            vec![("fast".to_string(), "fuel_per_run = 2000".to_string())]
+        );
+        assert_eq!(
+            store.policy_version("h1").await.unwrap().as_deref(),
+            Some("fuel_per_run = 1000")
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Builds the guest strategies (through `scripts/build-guests.sh`) when a
+//! module is missing or older than the sources it is built from, and writes
+//! `guests.rs` into `OUT_DIR`: one constant per module with its path, and
+//! `ALL`, the list of every guest, so a guest added without tests is noticed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+fn newest(dir: &Path, newest_seen: &mut SystemTime) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == "target" || n == "out") {
+            continue;
+        }
+        if path.is_dir() {
+            newest(&path, newest_seen);
+        } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+            *newest_seen = (*newest_seen).max(modified);
+        }
+    }
+}
+
+fn main() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../..");
+    let root = root.canonicalize().unwrap();
+    let guests = root.join("guest-examples");
+    for dir in [
+        "guest-examples",
+        "sdk/src",
+        "host-api/src",
+        "scripts/build-guests.sh",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    let members: Vec<String> = fs::read_dir(&guests)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("Cargo.toml").exists() && e.path().join("src").exists())
+        .map(|e| e.file_name().to_string_lossy().replace('-', "_"))
+        .collect();
+    let mut sources = SystemTime::UNIX_EPOCH;
+    for dir in [guests.clone(), root.join("sdk"), root.join("host-api")] {
+        newest(&dir, &mut sources);
+    }
+    let stale = members.iter().any(|m| {
+        let wasm = guests.join("out").join(format!("{m}.wasm"));
+        wasm.metadata()
+            .and_then(|m| m.modified())
+            .map_or(true, |built| built < sources)
+    });
+    if stale {
+        // A clean environment: cargo's variables for this build script
+        // (RUSTFLAGS, jobserver, target) must not leak into the wasm build.
+        let keep = [
+            "PATH",
+            "HOME",
+            "USER",
+            "LANG",
+            "CARGO_HOME",
+            "RUSTUP_HOME",
+            "RUSTUP_TOOLCHAIN",
+            "TMPDIR",
+        ];
+        let mut cmd = Command::new("bash");
+        cmd.arg(root.join("scripts/build-guests.sh")).env_clear();
+        for k in keep {
+            if let Ok(v) = std::env::var(k) {
+                cmd.env(k, v);
+            }
+        }
+        let status = cmd.status().expect("run scripts/build-guests.sh");
+        assert!(
+            status.success(),
+            "scripts/build-guests.sh failed: build the guests by hand to see why"
+        );
+    }
+    let mut out = String::new();
+    let mut all = String::from("pub const ALL: &[(&str, &str)] = &[\n");
+    for m in &members {
+        let path = guests.join("out").join(format!("{m}.wasm"));
+        assert!(path.exists(), "{} was not built", path.display());
+        out.push_str(&format!(
+            "pub const {}: &str = {:?};\n",
+            m.to_uppercase(),
+            path.display().to_string()
+        ));
+        all.push_str(&format!("    ({m:?}, {}),\n", m.to_uppercase()));
+    }
+    all.push_str("];\n");
+    out.push_str(&all);
+    fs::write(
+        PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("guests.rs"),
+        out,
+    )
+    .unwrap();
+}
