@@ -355,11 +355,11 @@ const _: () = assert!(core::mem::size_of::<Fill>() == Fill::SIZE);
 /// ```
 ///
 /// - `abi` (required): must equal [`ABI_VERSION`].
-/// - `name` (required): 1 to [`MAX_NAME_LEN`] characters of `[a-z0-9_-]`.
+/// - `name` (required): 1 to [`MAX_NAME_LEN`](manifest::MAX_NAME_LEN) characters of `[a-z0-9_-]`.
 /// - `version` (required), `description` (optional): free text.
 /// - `warmup` (optional): bars the strategy needs before it can act, either a
 ///   number or the name of an `int` parameter whose value it is.
-/// - `params`: at most [`MAX_PARAMS`], names unique, of type `int`, `float` or
+/// - `params`: at most [`MAX_PARAMS`](manifest::MAX_PARAMS), names unique, of type `int`, `float` or
 ///   `bool`; `default` is required and must lie in `[min, max]` when they are
 ///   given; `int` values are whole numbers.
 pub mod manifest {

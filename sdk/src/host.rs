@@ -6,7 +6,7 @@ use palisade_host_api::{Bar, Fill};
 /// Everything a strategy can ask of its host, mirroring the ABI v1 imports
 /// one for one (see `palisade_host_api::imports` for the exact semantics).
 ///
-/// On wasm32 the SDK uses [`WasmHost`]; natively, implement this trait to run
+/// On wasm32 the SDK uses `WasmHost` (wasm32 only); natively, implement this trait to run
 /// a strategy against your own engine, or use [`crate::harness::MockHost`].
 pub trait Host {
     /// Fills `buf` with up to `buf.len()` bars; returns how many (0 at the end).

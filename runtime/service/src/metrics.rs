@@ -19,7 +19,7 @@
 //! | `process_*` | | the process's CPU seconds, resident memory, open files (Linux) |
 //!
 //! **Cardinality.** `strategy` is the manifest name; only the first
-//! [`crate::service::config::DEFAULT_STRATEGY_LABELS`] (configurable as
+//! [`crate::config::DEFAULT_STRATEGY_LABELS`] (configurable as
 //! `strategy_labels`) distinct names seen since start get their own label,
 //! every later one is counted as `other`, so a tenant uploading thousands of
 //! strategies cannot blow up the series count. `route` is the route template

@@ -11,7 +11,7 @@
 //!
 //! Every backtest of a study (a *variant*) is its own sandboxed instance with
 //! the policy's limits, made from the one compiled module in microseconds; the
-//! [`Dataset`] is shared through an `Arc`. Up to [`Study::threads`] variants run
+//! [`Dataset`](palisade_backtest::Dataset) is shared through an `Arc`. Up to [`Study::threads`] variants run
 //! at once, as tasks of the tokio runtime the study is awaited on (build one
 //! with [`executor`] for as many worker threads). Results are collected by
 //! variant index, never by completion order, so a study gives identical
@@ -22,7 +22,7 @@
 //!
 //! Studies report progress (runs done / total) through [`Study::progress`]
 //! and stop when [`Study::cancel`] is set: the flag is every variant's
-//! [`RunConfig::cancel`], which the sandbox checks at each epoch tick
+//! [`RunConfig::cancel`](palisade_run::RunConfig::cancel), which the sandbox checks at each epoch tick
 //! (about a millisecond), so even a variant stuck in a loop stops at once.
 //! A cancelled study returns [`StudyError::Cancelled`].
 //!
