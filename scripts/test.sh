@@ -31,6 +31,13 @@ RUSTDOCFLAGS="-D warnings" cargo doc -j2 --workspace --no-deps --quiet
 say "running the host workspace's tests"
 cargo test -j2 --workspace
 
+say "validating the service's OpenAPI document (palisade openapi, openapi-spec-validator)"
+python3 -m pip install --quiet --disable-pip-version-check -r tests/api/requirements.txt
+openapi_json=$(mktemp)
+"${CARGO_TARGET_DIR:-target}/debug/palisade" openapi > "$openapi_json"
+python3 -m openapi_spec_validator "$openapi_json"
+rm -f "$openapi_json"
+
 say "running the guest strategies' native unit tests"
 (cd guest-examples && cargo test -j2 --quiet)
 

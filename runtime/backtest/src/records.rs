@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 /// Equity after every bar of one timestamp.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct EquityPoint {
     pub ts: i64,
@@ -13,6 +14,7 @@ pub struct EquityPoint {
 }
 
 /// A closed trade: one FIFO lot, or the closed part of one.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Trade {
     pub symbol: String,

@@ -9,6 +9,7 @@ pub use crate::records::{EquityPoint, Trade};
 use crate::stats::Stats;
 
 /// Everything a finished backtest reports.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BacktestReport {
     /// Number of bar events replayed.
@@ -54,6 +55,7 @@ impl BacktestReport {
 }
 
 /// A position open at the end of the data.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct OpenPosition {
     pub symbol: String,
@@ -71,6 +73,7 @@ pub struct OpenPosition {
 }
 
 /// An order that never filled.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PendingOrder {
     pub id: u64,
@@ -85,6 +88,7 @@ pub struct PendingOrder {
 }
 
 /// An order kind as reported.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderKindName {

@@ -72,6 +72,7 @@ pub struct StatsInput<'a> {
 }
 
 /// Performance statistics; see the module documentation for definitions.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Stats {
     pub total_return: f64,

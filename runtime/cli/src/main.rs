@@ -55,6 +55,9 @@ enum Command {
     MonteCarlo(study::MonteCarloArgs),
     /// Run the HTTP service: uploads, jobs, policies, metrics.
     Serve(serve::ServeArgs),
+    /// Print the service's OpenAPI 3.1 document (JSON), e.g. to generate a
+    /// client; the server serves the same at /v1/openapi.json.
+    Openapi,
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +144,7 @@ fn main() -> ExitCode {
         Command::WalkForward(a) => study::walk_forward(&a),
         Command::MonteCarlo(a) => study::monte_carlo(&a),
         Command::Serve(a) => serve::serve(a),
+        Command::Openapi => openapi(),
     };
     match result {
         Ok(code) => code,
@@ -149,6 +153,13 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn openapi() -> Result<ExitCode, InputError> {
+    emit(serde_json::to_string_pretty(
+        palisade_service::api::openapi_json(),
+    )?);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_module(path: &Path) -> Result<Vec<u8>, InputError> {

@@ -357,7 +357,7 @@ pub fn optimize(args: &OptimizeArgs) -> Result<ExitCode, InputError> {
             &subject(&s.study, &module),
             &grid,
             base,
-            &report,
+            report,
             timing,
         ));
     } else {
@@ -499,7 +499,7 @@ pub fn walk_forward(args: &WalkForwardArgs) -> Result<ExitCode, InputError> {
             &subject,
             &grid,
             base,
-            &report,
+            report,
             args.equity_curve,
             timing,
         ));
@@ -644,7 +644,7 @@ pub fn monte_carlo(args: &MonteCarloArgs) -> Result<ExitCode, InputError> {
                 emit(palisade_document::monte_carlo(
                     &subject(&s.study, &module),
                     base,
-                    Err(&f),
+                    Err(f),
                     timing,
                 ));
             } else {
@@ -662,7 +662,7 @@ pub fn monte_carlo(args: &MonteCarloArgs) -> Result<ExitCode, InputError> {
         emit(palisade_document::monte_carlo(
             &subject(&s.study, &module),
             base,
-            Ok(&report),
+            Ok(report),
             timing,
         ));
     } else {

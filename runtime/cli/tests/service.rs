@@ -141,6 +141,24 @@ fn cli_document(args: &[&str]) -> String {
     text.trim_end().to_owned()
 }
 
+/// Checks `value` against the schema `name` of the server's OpenAPI
+/// document (`doc`), naming every violation.
+#[track_caller]
+fn conforms(doc: &Value, name: &str, value: &Value) {
+    let schema = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$ref": format!("#/components/schemas/{name}"),
+        "components": doc["components"],
+    });
+    let validator =
+        jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("schema {name} does not compile: {e}"));
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{name}: {errors:#?}\nvalue: {value}");
+}
+
 #[test]
 fn every_kind_gives_the_cli_document_byte_for_byte() {
     let dir = temp();
@@ -150,6 +168,7 @@ fn every_kind_gives_the_cli_document_byte_for_byte() {
         "spy-like-daily",
         &std::fs::read(repo().join("data/sample/spy-like-daily.csv")).unwrap(),
     );
+    let doc = c.get("/v1/openapi.json").expect(200).json();
     let sma_path = support::guest_path("sma_cross");
     let sma = c.upload_module(&guest("sma_cross"));
     let adversary_path = support::guest_path("adversary");
@@ -267,7 +286,54 @@ fn every_kind_gives_the_cli_document_byte_for_byte() {
         let v: Value = serde_json::from_str(&got).unwrap();
         assert_eq!(v["kind"], job["kind"], "{got}");
         assert!(v["data"]["bars"].as_u64().is_some_and(|n| n > 0), "{got}");
+        // The document is what the API document says a result is.
+        conforms(&doc, "ResultDocument", &v);
+        let status = c.get(&format!("/v1/jobs/{submitted}")).expect(200).json();
+        conforms(&doc, "JobView", &status);
     }
+    // The other answers match their schemas too.
+    conforms(&doc, "StrategyList", &c.get("/v1/strategies").expect(200).json());
+    conforms(
+        &doc,
+        "StrategyView",
+        &c.get(&format!("/v1/strategies/{sma}")).expect(200).json(),
+    );
+    conforms(&doc, "DatasetList", &c.get("/v1/datasets").expect(200).json());
+    conforms(
+        &doc,
+        "DatasetView",
+        &c.get(&format!("/v1/datasets/{data}")).expect(200).json(),
+    );
+    conforms(&doc, "JobList", &c.get("/v1/jobs").expect(200).json());
+    conforms(&doc, "PolicyList", &c.get("/v1/policies").expect(200).json());
+    conforms(
+        &doc,
+        "PolicyView",
+        &c.get("/v1/policies/default").expect(200).json(),
+    );
+    conforms(&doc, "StatusView", &c.get("/v1/status").expect(200).json());
+    conforms(&doc, "Problem", &c.get("/v1/jobs/nope").problem(404, "not-found"));
+    let waited = c
+        .post_json(
+            "/v1/jobs?wait=30000",
+            &json!({ "strategy": sma, "dataset": data, "params": { "fast": 5, "slow": 20 } }),
+        )
+        .expect(201)
+        .json();
+    assert_eq!(waited["output"]["kind"], "backtest", "{waited}");
+    conforms(&doc, "JobView", &waited);
+    conforms(&doc, "ResultDocument", &waited["output"]);
+    // A schema that a wrong answer does not meet: the check can fail.
+    let mut wrong = waited["output"].clone();
+    wrong["kind"] = json!("optimize");
+    let schema = json!({
+        "$ref": "#/components/schemas/ResultDocument",
+        "components": doc["components"],
+    });
+    assert!(
+        !jsonschema::is_valid(&schema, &wrong),
+        "a backtest labelled optimize must not validate"
+    );
 }
 
 #[test]

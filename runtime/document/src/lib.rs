@@ -28,6 +28,8 @@
 //! What it must not touch: the terminal, files, HTTP, flags or job records.
 //! It only turns values into text; callers decide where the text goes.
 
+use std::collections::BTreeMap;
+
 use palisade_backtest::{BacktestReport, Dataset};
 use palisade_host_api::manifest::Manifest;
 use palisade_run::params::ParamSet;
@@ -37,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 /// The kind of a document, which is the kind of run it reports: what a
 /// command or a service job computes.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Clone,
     Copy,
@@ -92,6 +95,7 @@ pub struct Subject<'a> {
 /// How long the caller took, when it measured it (the CLI, without
 /// `--no-timing`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Timing {
     /// Worker threads of a study (absent for a backtest).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,44 +104,64 @@ pub struct Timing {
     pub run_seconds: f64,
 }
 
-#[derive(Serialize)]
-struct StrategyRef<'a> {
-    name: &'a str,
-    version: &'a str,
-    module: &'a str,
+/// The strategy a document is about.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StrategyRef {
+    /// The manifest's name.
+    pub name: String,
+    /// The manifest's version.
+    pub version: String,
+    /// The caller's label of the module: its path on the command line, the
+    /// strategy id (its SHA-256) in the service.
+    pub module: String,
 }
 
-#[derive(Serialize)]
-struct DataSummary<'a> {
-    symbols: &'a [String],
-    bars: usize,
-    start_ts: Option<i64>,
-    end_ts: Option<i64>,
+/// The data a document is about.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DataSummary {
+    /// Symbol names, by id.
+    pub symbols: Vec<String>,
+    /// Number of bars (of every symbol together).
+    pub bars: usize,
+    /// Timestamp of the first bar (`null` without bars).
+    pub start_ts: Option<i64>,
+    /// Timestamp of the last bar (`null` without bars).
+    pub end_ts: Option<i64>,
 }
 
-#[derive(Serialize)]
-struct Head<'a> {
-    kind: Kind,
-    strategy: StrategyRef<'a>,
-    policy: &'a str,
-    data: DataSummary<'a>,
-    params: ParamSet,
-    seed: u64,
+/// What every document starts with.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Head {
+    pub kind: Kind,
+    pub strategy: StrategyRef,
+    /// The policy's name.
+    pub policy: String,
+    pub data: DataSummary,
+    /// The values of the parameters the document does not vary; `int` and
+    /// `bool` parameters as JSON integers.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, f64>))]
+    pub params: ParamSet,
+    /// The seed of the strategy's random stream (and of a Monte Carlo
+    /// study's resampling).
+    pub seed: u64,
 }
 
-impl<'a> Subject<'a> {
-    fn head(&self, kind: Kind, params: &[(String, f64)]) -> Head<'a> {
+impl Subject<'_> {
+    fn head(&self, kind: Kind, params: &[(String, f64)]) -> Head {
         let bars = self.data.bars();
         Head {
             kind,
             strategy: StrategyRef {
-                name: &self.manifest.name,
-                version: &self.manifest.version,
-                module: self.module,
+                name: self.manifest.name.clone(),
+                version: self.manifest.version.clone(),
+                module: self.module.to_owned(),
             },
-            policy: self.policy,
+            policy: self.policy.to_owned(),
             data: DataSummary {
-                symbols: self.data.symbols(),
+                symbols: self.data.symbols().to_vec(),
                 bars: bars.len(),
                 start_ts: bars.first().map(|b| b.ts),
                 end_ts: bars.last().map(|b| b.ts),
@@ -157,54 +181,111 @@ impl<'a> Subject<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct Document<'a, B: Serialize> {
-    #[serde(flatten)]
-    head: Head<'a>,
-    #[serde(flatten)]
-    body: B,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timing: Option<Timing>,
+/// A run that completed: the string `"ok"`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Completed {
+    #[serde(rename = "ok")]
+    Ok,
 }
 
-/// A run's outcome: `"ok"`, or `{ cause, message }`.
-#[derive(Serialize)]
+/// How a run ended: `"ok"`, or `{ cause, message }`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
-enum OutcomeRef<'a> {
-    Ok(&'static str),
-    Failed(&'a Failure),
+pub enum Outcome {
+    Ok(Completed),
+    Failed(Failure),
 }
 
-impl<'a> OutcomeRef<'a> {
-    fn of(outcome: &'a Result<(), Failure>) -> OutcomeRef<'a> {
+impl Outcome {
+    fn of(outcome: Result<(), Failure>) -> Outcome {
         match outcome {
-            Ok(()) => OutcomeRef::Ok("ok"),
-            Err(f) => OutcomeRef::Failed(f),
+            Ok(()) => Outcome::Ok(Completed::Ok),
+            Err(f) => Outcome::Failed(f),
         }
     }
 }
 
-#[derive(Serialize)]
-struct BacktestBody<'a> {
-    outcome: OutcomeRef<'a>,
+/// The document of a backtest.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BacktestDocument {
     #[serde(flatten)]
-    report: &'a BacktestReport,
-    logs: &'a [LogLine],
-    metrics: &'a std::collections::BTreeMap<String, f64>,
-    usage: &'a Usage,
+    pub head: Head,
+    pub outcome: Outcome,
+    /// The report's fields (the equity curve only when asked for).
+    #[serde(flatten)]
+    pub report: BacktestReport,
+    pub logs: Vec<LogLine>,
+    pub metrics: BTreeMap<String, f64>,
+    pub usage: Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
 }
 
-#[derive(Serialize)]
-struct OptimizeBody<'a> {
+/// The document of an optimization.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OptimizeDocument {
     #[serde(flatten)]
-    report: &'a OptimizeReport,
+    pub head: Head,
+    #[serde(flatten)]
+    pub report: OptimizeReport,
     /// The best variant (the first of `top`), `null` when none ranks.
-    best: Option<&'a Variant>,
+    pub best: Option<Variant>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
 }
 
-#[derive(Serialize)]
-struct FailedBody<'a> {
-    outcome: OutcomeRef<'a>,
+/// The document of a walk-forward study.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WalkForwardDocument {
+    #[serde(flatten)]
+    pub head: Head,
+    #[serde(flatten)]
+    pub report: WalkForwardReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+}
+
+/// The body of a Monte Carlo document: the study's report, or how the
+/// backtest it resamples failed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum MonteCarloBody {
+    Report(Box<MonteCarloReport>),
+    BacktestFailed {
+        /// How the backtest failed.
+        outcome: Failure,
+    },
+}
+
+/// The document of a Monte Carlo study.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MonteCarloDocument {
+    #[serde(flatten)]
+    pub head: Head,
+    #[serde(flatten)]
+    pub body: MonteCarloBody,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+}
+
+/// Any result document: what `GET /v1/jobs/{id}/result` answers (its
+/// `kind` says which). For the OpenAPI document.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ResultDocument {
+    Backtest(Box<BacktestDocument>),
+    Optimize(Box<OptimizeDocument>),
+    WalkForward(Box<WalkForwardDocument>),
+    MonteCarlo(Box<MonteCarloDocument>),
 }
 
 fn write(doc: &impl Serialize) -> String {
@@ -228,15 +309,13 @@ pub fn backtest(
     } else {
         out.report.without_curve()
     };
-    write(&Document {
+    write(&BacktestDocument {
         head: subject.head(Kind::Backtest, params),
-        body: BacktestBody {
-            outcome: OutcomeRef::of(&out.outcome),
-            report: &report,
-            logs: &out.logs,
-            metrics: &out.metrics,
-            usage: &out.usage,
-        },
+        outcome: Outcome::of(out.outcome),
+        report,
+        logs: out.logs,
+        metrics: out.metrics,
+        usage: out.usage,
         timing,
     })
 }
@@ -248,15 +327,13 @@ pub fn optimize(
     subject: &Subject<'_>,
     grid: &Grid,
     base_params: &[(String, f64)],
-    report: &OptimizeReport,
+    report: OptimizeReport,
     timing: Option<Timing>,
 ) -> String {
-    write(&Document {
+    write(&OptimizeDocument {
         head: subject.head(Kind::Optimize, &Subject::fixed(base_params, grid)),
-        body: OptimizeBody {
-            report,
-            best: report.best(),
-        },
+        best: report.best().cloned(),
+        report,
         timing,
     })
 }
@@ -268,26 +345,18 @@ pub fn walk_forward(
     subject: &Subject<'_>,
     grid: &Grid,
     base_params: &[(String, f64)],
-    report: &WalkForwardReport,
+    mut report: WalkForwardReport,
     equity_curve: bool,
     timing: Option<Timing>,
 ) -> String {
-    let head = subject.head(Kind::WalkForward, &Subject::fixed(base_params, grid));
-    let curve_shown = equity_curve || report.stitched.as_ref().is_none_or(|s| s.equity_curve.is_empty());
-    if curve_shown {
-        return write(&Document {
-            head,
-            body: report,
-            timing,
-        });
+    if !equity_curve {
+        if let Some(st) = &mut report.stitched {
+            st.equity_curve = Vec::new();
+        }
     }
-    let mut report = report.clone();
-    if let Some(st) = &mut report.stitched {
-        st.equity_curve = Vec::new();
-    }
-    write(&Document {
-        head,
-        body: &report,
+    write(&WalkForwardDocument {
+        head: subject.head(Kind::WalkForward, &Subject::fixed(base_params, grid)),
+        report,
         timing,
     })
 }
@@ -298,22 +367,15 @@ pub fn walk_forward(
 pub fn monte_carlo(
     subject: &Subject<'_>,
     params: &[(String, f64)],
-    result: Result<&MonteCarloReport, &Failure>,
+    result: Result<MonteCarloReport, Failure>,
     timing: Option<Timing>,
 ) -> String {
-    let head = subject.head(Kind::MonteCarlo, params);
-    match result {
-        Ok(report) => write(&Document {
-            head,
-            body: report,
-            timing,
-        }),
-        Err(f) => write(&Document {
-            head,
-            body: FailedBody {
-                outcome: OutcomeRef::Failed(f),
-            },
-            timing,
-        }),
-    }
+    write(&MonteCarloDocument {
+        head: subject.head(Kind::MonteCarlo, params),
+        body: match result {
+            Ok(report) => MonteCarloBody::Report(Box::new(report)),
+            Err(outcome) => MonteCarloBody::BacktestFailed { outcome },
+        },
+        timing,
+    })
 }

@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 /// Why a run did not complete.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Clone,
     Copy,
@@ -68,6 +69,7 @@ impl Cause {
 }
 
 /// A classified failure: the cause and a message naming what happened.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
 #[error("{cause}: {message}")]
 pub struct Failure {

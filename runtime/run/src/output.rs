@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::outcome::Failure;
 
 /// One line the guest logged.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LogLine {
     pub level: &'static str,
@@ -19,6 +20,7 @@ pub struct LogLine {
 }
 
 /// Resources a run used.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Usage {
     pub fuel: u64,

@@ -83,6 +83,7 @@ const BUILTIN: &[(&str, &str)] = &[
 /// Every field has a default (the `DEFAULT_*` constants), so a file lists only
 /// what it changes; unknown keys are rejected. Values are checked by
 /// [`Policy::validate`], which every constructor in this module calls.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {

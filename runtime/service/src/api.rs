@@ -26,17 +26,25 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use palisade_document::{
+    BacktestDocument, MonteCarloDocument, OptimizeDocument, ResultDocument, WalkForwardDocument,
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi};
 
 use crate::auth::Principal;
+use crate::jobs::JobView;
 use crate::jobs::{self, JobRequest, Kind};
-use crate::openapi;
-use crate::problem::{ApiError, Fault};
+use crate::problem::{ApiError, Fault, Problem};
 use crate::service::{ResultRead, Service};
-use crate::storage::{DatasetRecord, JobFilter, JobState, StrategyRecord};
+use crate::storage::{JobFilter, JobState};
+use crate::views::{
+    DatasetList, DatasetView, JobList, PolicyChange, PolicyList, PolicyView, StatusView, StrategyList,
+    StrategyView,
+};
 
 /// Default number of jobs `GET /v1/jobs` lists.
 pub const DEFAULT_LIST_LIMIT: i64 = 100;
@@ -194,10 +202,29 @@ fn query<T: serde::de::DeserializeOwned>(
 
 // ---- health, metrics, docs ----
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    summary = "Liveness: 200 while the HTTP runtime answers",
+    security(()),
+    responses(
+        (status = 200, description = "alive", body = String, content_type = "text/plain"),
+    )
+)]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    summary = "Readiness: 200 once recovery is done, 503 while starting or shutting down",
+    security(()),
+    responses(
+        (status = 200, description = "ready", body = String, content_type = "text/plain"),
+        (status = 503, description = "starting or shutting down (Retry-After)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn readyz(State(service): State<Arc<Service>>) -> Result<&'static str, ApiError> {
     if service.is_ready() {
         Ok("ready\n")
@@ -208,6 +235,15 @@ async fn readyz(State(service): State<Arc<Service>>) -> Result<&'static str, Api
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    summary = "Prometheus metrics (text exposition format)",
+    security(()),
+    responses(
+        (status = 200, description = "the metrics", body = String, content_type = "text/plain"),
+    )
+)]
 async fn metrics(State(service): State<Arc<Service>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
@@ -216,35 +252,72 @@ async fn metrics(State(service): State<Arc<Service>>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    summary = "This document",
+    security(()),
+    responses(
+        (status = 200, description = "the OpenAPI document", body = Object),
+    )
+)]
 async fn openapi_document() -> Response {
-    json_response(StatusCode::OK, &openapi::document())
+    json_response(StatusCode::OK, openapi_json())
 }
 
+/// The OpenAPI 3.1 document of this API, derived from the handlers'
+/// `#[utoipa::path]` attributes and the request and response types.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Palisade",
+        description = "Sandboxed WebAssembly trading strategies: uploads, jobs, policies. Errors are application/problem+json."
+    ),
+    paths(
+        healthz, readyz, metrics, openapi_document, status,
+        upload_strategy, list_strategies, show_strategy, delete_strategy,
+        upload_dataset, list_datasets, show_dataset, delete_dataset,
+        submit_job, list_jobs, show_job, cancel_job, job_result,
+        list_policies, show_policy, replace_policy,
+    ),
+    components(schemas(Problem, ResultDocument, BacktestDocument, OptimizeDocument, WalkForwardDocument, MonteCarloDocument)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+/// Adds the bearer-token scheme every authenticated route uses.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let scheme = SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", scheme);
+    }
+}
+
+/// The document, built once.
+pub fn openapi_json() -> &'static utoipa::openapi::OpenApi {
+    static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOC.get_or_init(ApiDoc::openapi)
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    summary = "Queue depths, running jobs, workers and the limits in force",
+    responses(
+        (status = 200, description = "the service's state", body = StatusView),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn status(State(service): State<Arc<Service>>, Auth(_): Auth) -> Response {
     json_response(StatusCode::OK, &service.status())
 }
 
 // ---- strategies ----
-
-fn strategy_view(r: &StrategyRecord) -> Value {
-    let manifest: Value = serde_json::from_str(&r.manifest).unwrap_or(Value::Null);
-    let info: Value = serde_json::from_str(&r.info).unwrap_or(Value::Null);
-    json!({
-        "id": r.sha256,
-        "sha256": r.sha256,
-        "name": r.name,
-        "version": r.version,
-        "size": r.size,
-        "created": jobs::rfc3339(r.created),
-        "manifest": manifest,
-        "parameters": manifest.get("params").cloned().unwrap_or(Value::Null),
-        "imports": info.get("imports").cloned().unwrap_or(Value::Null),
-        "exports": info.get("exports").cloned().unwrap_or(Value::Null),
-        "functions": info.get("functions").cloned().unwrap_or(Value::Null),
-        "memory_min_pages": info.get("memory_min_pages").cloned().unwrap_or(Value::Null),
-        "memory_max_pages": info.get("memory_max_pages").cloned().unwrap_or(Value::Null),
-    })
-}
 
 fn created_or_ok(created: bool, location: String, v: &impl serde::Serialize) -> Response {
     let response = json_response(
@@ -267,6 +340,20 @@ fn with_location(mut response: Response, location: &str) -> Response {
 
 /// `POST /v1/strategies`: the module as the raw body, or as the first file
 /// field of a `multipart/form-data` body.
+#[utoipa::path(
+    post,
+    path = "/v1/strategies",
+    summary = "Upload a module (raw body or multipart); validated and compiled once. 201 when new, 200 when the tenant already has it",
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "the module (or a multipart/form-data body whose first file field is the module)"),
+    responses(
+        (status = 201, description = "uploaded", body = StrategyView),
+        (status = 200, description = "the tenant already has it", body = StrategyView),
+        (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "the body is over its size limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "the content is refused (validation names why)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn upload_strategy(
     State(service): State<Arc<Service>>,
     Auth(who): Auth,
@@ -300,7 +387,7 @@ async fn upload_strategy(
     Ok(created_or_ok(
         created,
         format!("/v1/strategies/{}", record.sha256),
-        &strategy_view(&record),
+        &StrategyView::of(&record),
     ))
 }
 
@@ -312,23 +399,60 @@ fn multipart_error(e: &axum::extract::multipart::MultipartError, limit: u64) -> 
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/strategies",
+    summary = "The tenant's strategies",
+    responses(
+        (status = 200, description = "the strategies", body = StrategyList),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn list_strategies(State(service): State<Arc<Service>>, Auth(who): Auth) -> ApiResult {
     let list = service.strategies(&who.tenant).await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "strategies": list.iter().map(strategy_view).collect::<Vec<_>>() }),
+        &StrategyList {
+            strategies: list.iter().map(StrategyView::of).collect(),
+        },
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/strategies/{id}",
+    summary = "A strategy: manifest, parameter schema, imports, exports, size, hash",
+    params(
+        ("id" = String, Path, description = "the strategy id"),
+    ),
+    responses(
+        (status = 200, description = "the strategy", body = StrategyView),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn show_strategy(
     State(service): State<Arc<Service>>,
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> ApiResult {
     let r = service.strategy(&who.tenant, &id).await?;
-    Ok(json_response(StatusCode::OK, &strategy_view(&r)))
+    Ok(json_response(StatusCode::OK, &StrategyView::of(&r)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/strategies/{id}",
+    summary = "Delete a strategy (jobs already submitted still run)",
+    params(
+        ("id" = String, Path, description = "the strategy id"),
+    ),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn delete_strategy(
     State(service): State<Arc<Service>>,
     Auth(who): Auth,
@@ -340,27 +464,32 @@ async fn delete_strategy(
 
 // ---- datasets ----
 
-fn dataset_view(r: &DatasetRecord) -> Value {
-    json!({
-        "id": r.id,
-        "name": r.name,
-        "symbols": [r.name],
-        "bars": r.bars,
-        "first": jobs::rfc3339(r.first_ts.saturating_mul(1000)),
-        "last": jobs::rfc3339(r.last_ts.saturating_mul(1000)),
-        "sha256": r.sha256,
-        "size": r.size,
-        "created": jobs::rfc3339(r.created),
-    })
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DatasetQuery {
+    /// The symbol.
     name: String,
 }
 
 /// `POST /v1/datasets?name=SYMBOL`: the CSV bars of one symbol as the body.
+#[utoipa::path(
+    post,
+    path = "/v1/datasets",
+    summary = "Upload the CSV bars of one symbol; errors name the line. 201 when new, 200 when the tenant already has it",
+    params(
+        DatasetQuery,
+    ),
+    request_body(content = String, content_type = "text/csv", description = "timestamp,open,high,low,close,volume"),
+    responses(
+        (status = 201, description = "uploaded", body = DatasetView),
+        (status = 200, description = "the tenant already has it", body = DatasetView),
+        (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "the body is over its size limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "the content is refused (validation names why)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn upload_dataset(
     State(service): State<Arc<Service>>,
     Auth(who): Auth,
@@ -373,27 +502,64 @@ async fn upload_dataset(
     Ok(created_or_ok(
         created,
         format!("/v1/datasets/{}", record.id),
-        &dataset_view(&record),
+        &DatasetView::of(&record),
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/datasets",
+    summary = "The tenant's datasets",
+    responses(
+        (status = 200, description = "the datasets", body = DatasetList),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn list_datasets(State(service): State<Arc<Service>>, Auth(who): Auth) -> ApiResult {
     let list = service.datasets(&who.tenant).await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "datasets": list.iter().map(dataset_view).collect::<Vec<_>>() }),
+        &DatasetList {
+            datasets: list.iter().map(DatasetView::of).collect(),
+        },
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/datasets/{id}",
+    summary = "A dataset",
+    params(
+        ("id" = String, Path, description = "the dataset id"),
+    ),
+    responses(
+        (status = 200, description = "the dataset", body = DatasetView),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn show_dataset(
     State(service): State<Arc<Service>>,
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> ApiResult {
     let r = service.dataset(&who.tenant, &id).await?;
-    Ok(json_response(StatusCode::OK, &dataset_view(&r)))
+    Ok(json_response(StatusCode::OK, &DatasetView::of(&r)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/datasets/{id}",
+    summary = "Delete a dataset (jobs already submitted still run)",
+    params(
+        ("id" = String, Path, description = "the dataset id"),
+    ),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn delete_dataset(
     State(service): State<Arc<Service>>,
     Auth(who): Auth,
@@ -409,6 +575,25 @@ async fn delete_dataset(
 /// answer comes once the job ended or the wait is over, whichever is first;
 /// a job that ended carries its result document under `"output"` (its
 /// `"result"` is the link, as in every status).
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    summary = "Submit a job; acknowledged once durably recorded. With wait, answered once it ended (its result document under \"output\") or the wait is over",
+    params(
+        ResultQuery,
+    ),
+    request_body(content = JobRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "the job's status", body = JobView),
+        (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "the body is over its size limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "the content is refused (validation names why)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate limited or the queue is full (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "starting or shutting down (Retry-After)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn submit_job(
     State(service): State<Arc<Service>>,
     Auth(who): Auth,
@@ -446,16 +631,37 @@ async fn submit_job(
     Ok(created_or_ok(true, location, &view))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct JobsQuery {
+    /// Only jobs in this state.
+    #[param(value_type = Option<JobState>)]
     state: Option<String>,
+    /// Only jobs of this kind.
+    #[param(value_type = Option<Kind>)]
     kind: Option<String>,
+    /// Only jobs of this strategy id.
     strategy: Option<String>,
+    /// Only jobs older than this job id (the next page).
     before: Option<String>,
+    /// At most this many jobs (1 to 1000, default 100).
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    summary = "The tenant's jobs, newest first",
+    params(
+        JobsQuery,
+    ),
+    responses(
+        (status = 200, description = "the jobs", body = JobList),
+        (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn list_jobs(
     State(service): State<Arc<Service>>,
     Auth(who): Auth,
@@ -502,24 +708,57 @@ async fn list_jobs(
     let list = service.jobs(&who.tenant, &filter).await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "jobs": list.iter().map(jobs::view).collect::<Vec<_>>() }),
+        &JobList {
+            jobs: list.iter().map(jobs::view).collect(),
+        },
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    summary = "A job's status and progress",
+    params(
+        ("id" = String, Path, description = "the job id"),
+    ),
+    responses(
+        (status = 200, description = "the job's status", body = JobView),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn show_job(State(service): State<Arc<Service>>, Auth(who): Auth, Path(id): Path<String>) -> ApiResult {
     let r = service.job(&who.tenant, &id).await?;
     Ok(json_response(StatusCode::OK, &jobs::view(&r)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ResultQuery {
-    /// Milliseconds to wait for the job to finish.
+    /// Milliseconds to wait for the job to end (at most 60000).
     wait: Option<u64>,
 }
 
 /// `GET /v1/jobs/{id}/result[?wait=ms]`: 200 with the result document; 202
 /// with the job's status while it is queued or running.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/result",
+    summary = "A job's result document (200), or its status while queued or running (202)",
+    params(
+        ("id" = String, Path, description = "the job id"),
+        ResultQuery,
+    ),
+    responses(
+        (status = 200, description = "the result document, the same as the command line's --json", body = ResultDocument),
+        (status = 202, description = "queued or running (Retry-After)", body = JobView),
+        (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflicts with the resource's state", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn job_result(
     State(service): State<Arc<Service>>,
     Auth(who): Auth,
@@ -546,6 +785,21 @@ async fn job_result(
 
 /// `DELETE /v1/jobs/{id}`: 200 when a queued job is now cancelled, 202 when a
 /// running job was told to stop (it stops within a few milliseconds).
+#[utoipa::path(
+    delete,
+    path = "/v1/jobs/{id}",
+    summary = "Cancel a job: 200 when it was queued (now cancelled), 202 when running (stops within a few ms)",
+    params(
+        ("id" = String, Path, description = "the job id"),
+    ),
+    responses(
+        (status = 200, description = "cancelled", body = JobView),
+        (status = 202, description = "told to stop", body = JobView),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflicts with the resource's state", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn cancel_job(
     State(service): State<Arc<Service>>,
     Auth(who): Auth,
@@ -562,13 +816,32 @@ async fn cancel_job(
 
 // ---- policies ----
 
+#[utoipa::path(
+    get,
+    path = "/v1/policies",
+    summary = "Every policy: name, hash, source (builtin, file, api)",
+    responses(
+        (status = 200, description = "the policies", body = PolicyList),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn list_policies(State(service): State<Arc<Service>>, Auth(_): Auth) -> ApiResult {
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "policies": service.policies() }),
-    ))
+    Ok(json_response(StatusCode::OK, &service.policies()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/policies/{name}",
+    summary = "A policy's values, canonical TOML and audit trail",
+    params(
+        ("name" = String, Path, description = "the policy name"),
+    ),
+    responses(
+        (status = 200, description = "the policy", body = PolicyView),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such resource for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn show_policy(
     State(service): State<Arc<Service>>,
     Auth(_): Auth,
@@ -578,6 +851,23 @@ async fn show_policy(
 }
 
 /// `PUT /v1/policies/{name}`: the policy as a TOML body; operators only.
+#[utoipa::path(
+    put,
+    path = "/v1/policies/{name}",
+    summary = "Replace or create a policy (TOML body) for new jobs; operators only; audited",
+    params(
+        ("name" = String, Path, description = "the policy name"),
+    ),
+    request_body(content = String, content_type = "application/toml", description = "a policy file, see policies/README.md"),
+    responses(
+        (status = 200, description = "replaced", body = PolicyChange),
+        (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "the body is over its size limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "the content is refused (validation names why)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn replace_policy(
     State(service): State<Arc<Service>>,
     Auth(who): Auth,
@@ -598,16 +888,22 @@ async fn replace_policy(
 
 /// The methods the router answers for a path of the OpenAPI table (for the
 /// test that keeps them in step).
-pub fn documented_methods() -> Vec<(Method, &'static str)> {
-    openapi::ROUTES
-        .iter()
-        .map(|r| {
-            (
-                r.method.to_ascii_uppercase().parse().expect("valid method"),
-                r.path,
-            )
-        })
-        .collect()
+pub fn documented_methods() -> Vec<(Method, String)> {
+    let mut out = Vec::new();
+    for (path, item) in &openapi_json().paths.paths {
+        for (method, op) in [
+            (Method::GET, &item.get),
+            (Method::POST, &item.post),
+            (Method::PUT, &item.put),
+            (Method::DELETE, &item.delete),
+            (Method::PATCH, &item.patch),
+        ] {
+            if op.is_some() {
+                out.push((method, path.clone()));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -621,6 +917,7 @@ mod tests {
     use crate::auth::Tokens;
     use crate::config::Config;
     use crate::problem::PROBLEM_TYPES;
+    use serde_json::Value;
 
     const ALICE: &str = "alice-token-0123456789";
     const OPS: &str = "ops-token-0123456789abc";
@@ -701,7 +998,9 @@ mod tests {
     async fn every_documented_route_is_routed() {
         let dir = tempfile::tempdir().unwrap();
         let app = router(service(dir.path(), false).await);
-        for (method, path) in documented_methods() {
+        let documented = documented_methods();
+        assert_eq!(documented.len(), 21, "{documented:?}");
+        for (method, path) in &documented {
             let uri = path.replace("{id}", "x").replace("{name}", "x");
             let (status, _, body) = send(&app, method.as_str(), &uri, None, Vec::new()).await;
             let text = String::from_utf8_lossy(&body);
@@ -710,6 +1009,29 @@ mod tests {
                 !text.contains("unknown route"),
                 "{method} {path} is not routed: {text}"
             );
+        }
+        // And the other way: on every documented path, a method the
+        // document does not list is not routed either.
+        let paths: std::collections::BTreeSet<&String> = documented.iter().map(|(_, p)| p).collect();
+        for path in paths {
+            let uri = path.replace("{id}", "x").replace("{name}", "x");
+            for method in [
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+                Method::PATCH,
+            ] {
+                if documented.iter().any(|(m, p)| *m == method && p == path) {
+                    continue;
+                }
+                let (status, _, _) = send(&app, method.as_str(), &uri, None, Vec::new()).await;
+                assert_eq!(
+                    status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path} is routed but not documented"
+                );
+            }
         }
         // And the fallbacks answer problem+json too.
         check(&app, "GET", "/v1/nope", None, b"", 404, "not-found").await;

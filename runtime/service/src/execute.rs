@@ -100,7 +100,7 @@ async fn run(job: &Job, control: &Arc<Control>, metrics: &Metrics, parallelism: 
                     result: Some(palisade_document::monte_carlo(
                         &subject(job),
                         &job.params,
-                        Err(&f),
+                        Err(f),
                         None,
                     )),
                 },
@@ -194,7 +194,7 @@ fn subject(job: &Job) -> Subject<'_> {
 fn finish_study<R>(
     control: &Control,
     result: Result<R, StudyError>,
-    document: impl FnOnce(&R) -> String,
+    document: impl FnOnce(R) -> String,
 ) -> Outcome {
     match result {
         Ok(report) => Outcome {
@@ -202,7 +202,7 @@ fn finish_study<R>(
                 state: JobState::Succeeded,
                 error: None,
             },
-            result: Some(document(&report)),
+            result: Some(document(report)),
         },
         Err(StudyError::Cancelled { .. }) => Outcome {
             end: end_of(

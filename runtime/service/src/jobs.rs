@@ -37,6 +37,7 @@ use crate::storage::{JobRecord, JobState};
     Deserialize,
     strum::IntoStaticStr,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -71,7 +72,7 @@ impl Priority {
 }
 
 /// One dataset id or several (merged by timestamp).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum DatasetRef {
     One(String),
@@ -89,7 +90,7 @@ impl DatasetRef {
 
 /// The body of `POST /v1/jobs`. Only `strategy` and `dataset` are required.
 /// Options of the studies apply to their kinds only.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
     /// Strategy id (the module's SHA-256).
@@ -100,6 +101,7 @@ pub struct JobRequest {
     /// Parameter values by name (numbers, booleans or strings as on the
     /// command line); others take their defaults.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub params: serde_json::Map<String, Value>,
     #[serde(default)]
     pub priority: Priority,
@@ -299,7 +301,7 @@ pub fn view(r: &JobRecord) -> JobView<'_> {
 }
 
 /// A job's status as the API shows it (see [`view`]).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobView<'a> {
     pub id: &'a str,
     pub kind: &'a str,
@@ -319,18 +321,19 @@ pub struct JobView<'a> {
     /// The result document itself, as stored (the answer of a
     /// `POST /v1/jobs?wait=` whose job ended in time).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub output: Option<&'a RawValue>,
 }
 
 /// The policy a job runs under: its name and the hash of its text.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PolicyRef<'a> {
     pub name: &'a str,
     pub hash: &'a str,
 }
 
 /// Why a job failed, was cancelled or timed out.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobError<'a> {
     pub cause: &'a str,
     pub message: Option<&'a str>,

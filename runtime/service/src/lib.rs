@@ -22,7 +22,8 @@
 //! in memory), [`jobs`] (requests and the live job table), [`scheduler`],
 //! [`execute`] (one job of any kind; its result is the document
 //! `palisade-document` writes, the same as the CLI's), [`metrics`], [`api`]
-//! (axum routes), [`problem`] (problem+json errors), [`openapi`] and
+//! (axum routes and the OpenAPI document derived from them), [`problem`]
+//! (problem+json errors) and
 //! [`server`] (the socket).
 //!
 //! It does not parse flags, print to a terminal or install signal handlers
@@ -35,13 +36,13 @@ pub mod config;
 pub mod execute;
 pub mod jobs;
 pub mod metrics;
-pub mod openapi;
 pub mod problem;
 pub mod registry;
 pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod views;
 
 pub use config::Config;
 pub use server::{listen_address, serve};

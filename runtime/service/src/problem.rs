@@ -7,7 +7,7 @@
 use axum::http::header::{self, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::scheduler::Refused;
@@ -100,18 +100,36 @@ fn title(status: StatusCode) -> &'static str {
     status.canonical_reason().unwrap_or("Error")
 }
 
+/// The body of every error (RFC 9457 problem details).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `urn:palisade:problem:<name>`, the name one of: unauthorized,
+    /// forbidden, not-found, bad-request, payload-too-large, invalid-module,
+    /// invalid-dataset, invalid-job, invalid-policy, conflict, rate-limited,
+    /// queue-full, unavailable, method-not-allowed, internal.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    pub status: u16,
+    /// What went wrong, naming the field, line, limit or id.
+    pub detail: String,
+    /// invalid-module only: the classified cause, e.g. `forbidden_import`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+}
+
 /// A `application/problem+json` response.
-pub fn problem(status: StatusCode, kind: &str, detail: &str, extra: Option<Value>) -> Response {
-    let mut body = json!({
-        "type": format!("urn:palisade:problem:{kind}"),
-        "title": title(status),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    if let (Some(Value::Object(extra)), Some(obj)) = (extra, body.as_object_mut()) {
-        obj.extend(extra);
-    }
-    let mut response = (status, body.to_string()).into_response();
+pub fn problem(status: StatusCode, kind: &str, detail: &str, cause: Option<String>) -> Response {
+    let body = Problem {
+        kind: format!("urn:palisade:problem:{kind}"),
+        title: title(status).to_owned(),
+        status: status.as_u16(),
+        detail: detail.to_owned(),
+        cause,
+    };
+    let text = serde_json::to_string(&body).expect("a problem serializes");
+    let mut response = (status, text).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
@@ -128,11 +146,11 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let extra = match &self {
-            ApiError::InvalidModule { cause, .. } => Some(json!({ "cause": cause })),
+        let cause = match &self {
+            ApiError::InvalidModule { cause, .. } => Some(cause.clone()),
             _ => None,
         };
-        let mut response = problem(status, kind, &detail, extra);
+        let mut response = problem(status, kind, &detail, cause);
         match &self {
             ApiError::TooManyRequests { refused } => {
                 response

@@ -66,7 +66,7 @@ use crate::metrics::Metrics;
 pub const QUEUE_FULL_RETRY: Duration = Duration::from_secs(1);
 
 /// The limits the scheduler enforces (from [`Config`]).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Limits {
     pub queue_depth: usize,
     pub max_running: usize,

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -29,6 +28,7 @@ use crate::storage::{
     now_ms, sha256_hex, Blob, DatasetRecord, JobFilter, JobRecord, JobState, Storage, StorageError,
     StrategyRecord, Write, Writer,
 };
+use crate::views::{AuditEntry, PolicyChange, PolicyList, PolicySummary, PolicyView, StatusView, Workers};
 
 /// How often the watchdog looks at running jobs (and progress is published).
 pub const WATCHDOG_TICK: Duration = Duration::from_millis(100);
@@ -904,34 +904,35 @@ impl Service {
     // ---- policies ----
 
     /// Every policy: name, hash and where it comes from.
-    pub fn policies(&self) -> Vec<Value> {
-        self.registry
+    pub fn policies(&self) -> PolicyList {
+        let policies = self
+            .registry
             .policy_names()
             .into_iter()
             .filter_map(|name| {
                 let p = self.registry.policy(&name).ok()?;
-                Some(json!({ "name": name, "hash": p.hash, "source": p.source }))
+                Some(PolicySummary {
+                    name,
+                    hash: p.hash.clone(),
+                    source: p.source.to_owned(),
+                })
             })
-            .collect()
+            .collect();
+        PolicyList { policies }
     }
 
     /// A policy with its values and audit trail.
-    pub async fn policy(&self, name: &str) -> Result<Value, ServiceError> {
+    pub async fn policy(&self, name: &str) -> Result<PolicyView, ServiceError> {
         let p = self.registry.policy(name)?;
         let audit = self.store.policy_audit(name).await?;
-        Ok(json!({
-            "name": name,
-            "hash": p.hash,
-            "source": p.source,
-            "policy": &*p.policy,
-            "toml": p.toml,
-            "audit": audit.iter().map(|a| json!({
-                "hash": a.hash,
-                "previous_hash": a.previous_hash,
-                "tenant": a.tenant,
-                "at": crate::jobs::rfc3339(a.at),
-            })).collect::<Vec<_>>(),
-        }))
+        Ok(PolicyView {
+            name: name.to_owned(),
+            hash: p.hash.clone(),
+            source: p.source.to_owned(),
+            policy: (*p.policy).clone(),
+            toml: p.toml.clone(),
+            audit: audit.iter().map(AuditEntry::of).collect(),
+        })
     }
 
     /// Replaces (or creates) policy `name` with the TOML `text`, for new
@@ -941,7 +942,7 @@ impl Service {
         who: &Principal,
         name: &str,
         text: &str,
-    ) -> Result<Value, ServiceError> {
+    ) -> Result<PolicyChange, ServiceError> {
         if !who.operator {
             return Err(ServiceError::Forbidden);
         }
@@ -959,33 +960,41 @@ impl Service {
             .await?;
         self.registry.set_policy(name, entry.clone());
         tracing::info!(policy = name, hash = %entry.hash, by = %who.tenant, "policy replaced");
-        Ok(json!({
-            "name": name,
-            "hash": entry.hash,
-            "previous_hash": audit.previous_hash,
-            "source": "api",
-        }))
+        Ok(PolicyChange {
+            name: name.to_owned(),
+            hash: entry.hash.clone(),
+            previous_hash: audit.previous_hash,
+            source: "api".to_owned(),
+        })
     }
 
     // ---- status and shutdown ----
 
     /// Queue depths, running jobs, workers and limits.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> StatusView {
         let snap = self.scheduler.snapshot();
-        json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_seconds": self.started.elapsed().as_secs_f64(),
-            "ready": self.is_ready(),
-            "queued": snap.queued,
-            "running": snap.running,
-            "running_by_tenant": snap.running_by_tenant,
-            "admitting": snap.admitting,
-            "workers": { "executor_threads": self.parallelism, "http_threads": self.config.http_threads },
-            "limits": snap.limits,
-            "max_instances": self.config.max_instances,
-            "default_policy": self.config.default_policy,
-            "auth": if self.tokens.is_open() { "none (loopback only)" } else { "bearer tokens" },
-        })
+        StatusView {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            ready: self.is_ready(),
+            queued: snap.queued.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            running: snap.running,
+            running_by_tenant: snap.running_by_tenant.into_iter().collect(),
+            admitting: snap.admitting,
+            workers: Workers {
+                executor_threads: self.parallelism,
+                http_threads: self.config.http_threads,
+            },
+            limits: snap.limits,
+            max_instances: self.config.max_instances,
+            default_policy: self.config.default_policy.clone(),
+            auth: if self.tokens.is_open() {
+                "none (loopback only)"
+            } else {
+                "bearer tokens"
+            }
+            .to_owned(),
+        }
     }
 
     /// Graceful shutdown: stops admitting and starting jobs, gives running

@@ -127,6 +127,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StorageError {
     strum::IntoStaticStr,
     strum::Display,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]

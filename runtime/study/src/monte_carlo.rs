@@ -27,6 +27,7 @@ pub const MAX_RUNS: u64 = 10_000_000;
 const CHUNK: u64 = 1024;
 
 /// How each run draws its trade returns.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Clone,
     Copy,
@@ -127,6 +128,7 @@ impl MonteCarloOptions {
 }
 
 /// Percentiles (and the mean) of one quantity over the runs.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Percentiles {
     pub p5: f64,
@@ -157,6 +159,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Final return and largest drawdown of one trade-by-trade path.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct PathResult {
     pub final_return: f64,
@@ -164,6 +167,7 @@ pub struct PathResult {
 }
 
 /// What the resampled paths show.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Distribution {
     /// The trades in their actual order.
@@ -175,6 +179,7 @@ pub struct Distribution {
 }
 
 /// The result of a Monte Carlo study.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MonteCarloReport {
     pub method: Method,
@@ -182,6 +187,7 @@ pub struct MonteCarloReport {
     /// The seed of the resampling stream: the study's seed, which every
     /// result document writes once, in its head.
     #[serde(skip_serializing)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub seed: u64,
     pub ruin: f64,
     /// The equity at or below which a path counts as ruined:

@@ -37,6 +37,7 @@ impl Default for OptimizeOptions {
 }
 
 /// How a variant ended.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum VariantStatus {
@@ -50,6 +51,7 @@ pub enum VariantStatus {
 }
 
 /// One point of the grid and its result.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Variant {
     /// Position in the study's run order (grid order).
@@ -57,6 +59,7 @@ pub struct Variant {
     /// Position in the full grid (differs from `index` for a random search).
     pub grid_index: u64,
     /// The grid parameters' values; the others are the study's base values.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, f64>))]
     pub params: ParamSet,
     #[serde(flatten)]
     pub status: VariantStatus,
@@ -74,6 +77,7 @@ pub struct Variant {
 }
 
 /// Variants by how they ended.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
     pub ok: usize,
@@ -96,6 +100,7 @@ impl Counts {
 }
 
 /// The result of an optimization.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct OptimizeReport {
     pub objective: Objective,
@@ -123,9 +128,11 @@ impl OptimizeReport {
 }
 
 /// An axis as reported.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AxisJson {
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<f64>))]
     pub values: Vec<Reported>,
 }
 
@@ -146,6 +153,7 @@ impl From<&Axis> for AxisJson {
 }
 
 /// A random search as reported.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct SampleJson {
     pub samples: u64,

@@ -153,6 +153,7 @@ pub enum StudyError {
 }
 
 /// What a study ranks variants by.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Clone,
     Copy,

@@ -21,6 +21,7 @@ use palisade_run::params::{ParamSet, Reported};
 use palisade_run::Failure;
 
 /// How in-sample windows are laid out.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Clone,
     Copy,
@@ -96,6 +97,7 @@ impl Default for WalkForwardOptions {
 }
 
 /// A stretch of the data.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Segment {
     /// Timestamp of its first bar.
@@ -111,10 +113,12 @@ pub struct Segment {
 }
 
 /// The parameters a window's in-sample optimization chose.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Chosen {
     /// The variant's index in grid order.
     pub variant: usize,
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, f64>))]
     pub params: ParamSet,
     /// The objective over the in-sample segment.
     pub objective: f64,
@@ -123,6 +127,7 @@ pub struct Chosen {
 }
 
 /// The out-of-sample test of a window.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct OutOfSample {
     #[serde(flatten)]
@@ -133,6 +138,7 @@ pub struct OutOfSample {
 }
 
 /// One walk-forward window.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Window {
     pub index: usize,
@@ -151,6 +157,7 @@ pub struct Window {
 }
 
 /// The out-of-sample windows chained (see the module docs).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Stitched {
     /// Windows in the chain (tested and completed).
@@ -164,10 +171,12 @@ pub struct Stitched {
 }
 
 /// How much one grid parameter's chosen value moved across windows.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Stability {
     pub name: String,
     /// The value chosen in each window that chose parameters.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<f64>))]
     pub values: Vec<Reported>,
     pub mean: Option<f64>,
     /// Population standard deviation.
@@ -177,6 +186,7 @@ pub struct Stability {
 }
 
 /// The result of a walk-forward study.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WalkForwardReport {
     pub objective: Objective,
