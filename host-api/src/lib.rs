@@ -1,4 +1,4 @@
-//! The Palisade host ABI, version 1: the one contract between the runtime (which
+//! The Palisade host ABI, version 2: the one contract between the runtime (which
 //! validates modules against it and implements the imports) and guest strategies
 //! (which export the entry point and call the imports, usually through
 //! `palisade-sdk`).
@@ -11,26 +11,37 @@
 //! # Shape of a run
 //!
 //! The host calls the guest exactly once: `palisade_run() -> i32`. The guest
-//! then *pulls* its events. It calls [`imports::NEXT_BATCH`] to receive up to
-//! `cap` bars, written into its own memory as [`Bar`] records, handles them in
-//! order, and asks for the next batch until it gets 0 bars. Every host call
-//! whose answer depends on time carries `bar`: the index, inside the current
-//! batch, of the bar the guest is handling. The host engine catches up to that
-//! bar when it is called (fills orders at the open, marks positions at the
-//! close), so a bar costs a host crossing only when the strategy asks
-//! something. `bar` never goes backwards inside a batch; a guest that passes a
-//! smaller index, or one past the batch, breaks the protocol and is stopped.
+//! then *pulls* its events, one timestamp at a time. Each call of
+//! [`imports::NEXT_BARS`] hands over the bars of the next timestamp `T`,
+//! every symbol's bar at `T` together (all of them are known at `T`'s close),
+//! written into the guest's own memory as [`Bar`] records; the guest decides,
+//! and asks for the next timestamp until it gets 0 bars. Before it hands `T`
+//! over, the host has filled the orders due at `T`'s opens and marked the
+//! positions at `T`'s closes, so every other call (orders, positions, cash,
+//! equity, fills) is about "now", the timestamp last handed over, and takes
+//! no time argument.
 //!
-//! Orders placed while handling bar `t` are pending until the next bar of
-//! their symbol; market orders fill at that bar's open.
+//! **No look-ahead, by construction.** The guest never holds a bar stamped
+//! later than the timestamp it is deciding at: the host writes nothing else
+//! into its memory, whatever the policy. An order placed while deciding at
+//! `T` fills on its symbol's first bar stamped after `T` (market orders at
+//! that bar's open), for every symbol.
+//!
+//! ABI v1 (batches of bars and a bar index on every call, `palisade-sdk`
+//! 0.1) let a guest read bars ahead of the one it handled; the runtime
+//! refuses v1 modules, naming the SDK version to rebuild with.
 #![no_std]
 
 #[cfg(feature = "serde")]
 extern crate alloc;
 
 /// The ABI version this crate describes. A module declares the version it was
-/// built for in its manifest (`"abi": 1`); the runtime refuses other versions.
-pub const ABI_VERSION: u32 = 1;
+/// built for in its manifest (`"abi": 2`); the runtime refuses other versions.
+pub const ABI_VERSION: u32 = 2;
+
+/// The version of `palisade-sdk` that builds modules for [`ABI_VERSION`]
+/// (named in the error a module built for another version gets).
+pub const SDK_VERSION: &str = "0.2";
 
 /// Module name of every host import.
 pub const IMPORT_MODULE: &str = "palisade";
@@ -74,31 +85,38 @@ pub const REQUIRED_EXPORTS: &[FuncSig] = &[FuncSig {
 
 /// Names of the host imports, all in module [`IMPORT_MODULE`].
 pub mod imports {
-    /// `next_batch(buf: i32, cap: i32) -> i32`: write up to `cap` [`crate::Bar`]
-    /// records at `buf`; returns how many (0 when the data is exhausted).
-    /// Before delivering, the host finishes the previous batch (fills and
-    /// marks every bar in it).
-    pub const NEXT_BATCH: &str = "next_batch";
-    /// `order(bar: i32, symbol: i32, qty: f64, kind: i32, price: f64) -> i64`:
-    /// place an order (`qty` > 0 buys, < 0 sells; `price` is the limit or stop
-    /// price, ignored for market orders). Returns the order id (>= 1) or a
-    /// negative [`crate::error`] code.
+    /// `next_bars(buf: i32, cap: i32) -> i32`: write the bars of the next
+    /// timestamp (one per symbol that has a bar at it, in symbol order) as
+    /// [`crate::Bar`] records at `buf`; returns how many, or 0 once the data
+    /// is exhausted (then the finish phase begins; asking again stops the
+    /// run). `cap` is the buffer's size in bars: it must be at least
+    /// [`SYMBOL_COUNT`]'s answer, and all of it must lie in the guest's
+    /// memory. Before it returns, the host has filled the orders due at this
+    /// timestamp's opens and marked positions at its closes.
+    pub const NEXT_BARS: &str = "next_bars";
+    /// `symbol_count() -> i32`: the number of symbols in the run's data (the
+    /// most bars one timestamp can have).
+    pub const SYMBOL_COUNT: &str = "symbol_count";
+    /// `order(symbol: i32, qty: f64, kind: i32, price: f64) -> i64`: place
+    /// an order at the current timestamp (`qty` > 0 buys, < 0 sells; `price`
+    /// is the limit or stop price, ignored for market orders). Returns the
+    /// order id (>= 1) or a negative [`crate::error`] code.
     pub const ORDER: &str = "order";
-    /// `cancel(bar: i32, id: i64) -> i32`: cancel a pending order. Returns 0 or
-    /// a negative error code.
+    /// `cancel(id: i64) -> i32`: cancel a pending order. Returns 0 or a
+    /// negative error code.
     pub const CANCEL: &str = "cancel";
-    /// `position(bar: i32, symbol: i32) -> f64`: signed quantity held.
+    /// `position(symbol: i32) -> f64`: signed quantity held now.
     pub const POSITION: &str = "position";
-    /// `cash(bar: i32) -> f64`.
+    /// `cash() -> f64`.
     pub const CASH: &str = "cash";
-    /// `equity(bar: i32) -> f64`: cash plus positions marked at their last close.
+    /// `equity() -> f64`: cash plus positions marked at their last close.
     pub const EQUITY: &str = "equity";
-    /// `poll_fill(bar: i32, out: i32) -> i32`: write the oldest undelivered
+    /// `poll_fill(out: i32) -> i32`: write the oldest undelivered
     /// [`crate::Fill`] at `out` and return 1, or return 0 when there is none.
     pub const POLL_FILL: &str = "poll_fill";
     /// `param(name_ptr: i32, name_len: i32) -> f64`: value of a declared
-    /// parameter (booleans are 0 or 1); NaN for a name the manifest does not
-    /// declare.
+    /// parameter (booleans are 0 or 1). A name the manifest does not declare
+    /// stops the run as `invalid_params`, naming it.
     pub const PARAM: &str = "param";
     /// `symbol_name(symbol: i32, out: i32, cap: i32) -> i32`: write the UTF-8
     /// name of a symbol id at `out` (at most `cap` bytes); returns its full
@@ -120,38 +138,43 @@ pub mod imports {
 /// and nothing else.
 pub const IMPORTS: &[FuncSig] = &[
     FuncSig {
-        name: imports::NEXT_BATCH,
+        name: imports::NEXT_BARS,
         params: &[I32, I32],
+        results: &[I32],
+    },
+    FuncSig {
+        name: imports::SYMBOL_COUNT,
+        params: &[],
         results: &[I32],
     },
     FuncSig {
         name: imports::ORDER,
-        params: &[I32, I32, F64, I32, F64],
+        params: &[I32, F64, I32, F64],
         results: &[I64],
     },
     FuncSig {
         name: imports::CANCEL,
-        params: &[I32, I64],
+        params: &[I64],
         results: &[I32],
     },
     FuncSig {
         name: imports::POSITION,
-        params: &[I32, I32],
+        params: &[I32],
         results: &[F64],
     },
     FuncSig {
         name: imports::CASH,
-        params: &[I32],
+        params: &[],
         results: &[F64],
     },
     FuncSig {
         name: imports::EQUITY,
-        params: &[I32],
+        params: &[],
         results: &[F64],
     },
     FuncSig {
         name: imports::POLL_FILL,
-        params: &[I32, I32],
+        params: &[I32],
         results: &[I32],
     },
     FuncSig {
@@ -219,13 +242,14 @@ pub mod error {
     pub const UNKNOWN_SYMBOL: i32 = -2;
     /// No pending order with that id.
     pub const UNKNOWN_ORDER: i32 = -3;
-    /// Orders need a bar: none may be placed in init or after the data ended.
+    /// Orders need a timestamp: none may be placed in init or after the data
+    /// ended.
     pub const NO_BAR: i32 = -4;
 }
 
 /// Order kinds for [`imports::ORDER`].
 pub mod order_kind {
-    /// Fill at the next bar's open.
+    /// Fill at the open of the symbol's first bar after the current timestamp.
     pub const MARKET: i32 = 0;
     /// Buy at or below / sell at or above `price`.
     pub const LIMIT: i32 = 1;
@@ -342,7 +366,7 @@ const _: () = assert!(core::mem::size_of::<Fill>() == Fill::SIZE);
 ///
 /// ```json
 /// {
-///   "abi": 1,
+///   "abi": 2,
 ///   "name": "sma-cross",
 ///   "version": "0.1.0",
 ///   "description": "long-only moving-average crossover",

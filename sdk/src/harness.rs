@@ -1,11 +1,14 @@
 //! A native test harness: run a strategy with `cargo test`, without wasm and
 //! without the runtime.
 //!
-//! [`MockHost`] delivers bars one at a time, fills market orders at the open
-//! of the next bar of their symbol (no slippage, no commission), records every
-//! order, log line and metric, and lets a test set parameters. Limit and stop
-//! orders are recorded but never filled: to check fills precisely, run the
-//! module with `palisade backtest`, whose engine is the reference.
+//! [`MockHost`] hands over bars one timestamp at a time (bars sharing a
+//! timestamp together, as the runtime does), fills market orders at the open
+//! of their symbol's first bar stamped after the order (no slippage, no
+//! commission), records every order, log line and metric, and lets a test
+//! set parameters; reading a parameter the test did not set panics, as the
+//! runtime stops a run that reads an undeclared one. Limit and stop orders
+//! are recorded but never filled: to check fills precisely, run the module
+//! with `palisade backtest`, whose engine is the reference.
 
 use std::collections::BTreeMap;
 use std::string::{String, ToString};
@@ -20,7 +23,8 @@ use crate::strategy::{Strategy, StrategyError};
 #[derive(Clone, Debug, PartialEq)]
 pub struct MockOrder {
     pub id: i64,
-    /// Index (in the whole series) of the bar being handled when it was placed.
+    /// Index (in the whole series) of the last bar of the timestamp being
+    /// handled when it was placed.
     pub bar_index: usize,
     pub ts: i64,
     pub symbol: i32,
@@ -38,8 +42,9 @@ pub struct MockHost {
     bars: Vec<Bar>,
     symbols: Vec<String>,
     params: BTreeMap<String, f64>,
+    /// Bars handed over so far (those of the current timestamp included).
     delivered: usize,
-    /// `next_batch` has returned 0: the data ended.
+    /// `next_bars` has returned 0: the data ended.
     ended: bool,
     positions: Vec<f64>,
     cash: f64,
@@ -115,7 +120,7 @@ impl MockHost {
         self.positions.get(symbol as usize).copied().unwrap_or(0.0)
     }
 
-    /// The bar being handled, if any.
+    /// The last bar of the timestamp being handled, if any.
     fn current(&self) -> Option<usize> {
         if self.ended {
             return None;
@@ -129,7 +134,7 @@ impl MockHost {
             let due = order.filled.is_none()
                 && order.kind == order_kind::MARKET
                 && order.symbol == bar.symbol
-                && order.bar_index < bar_index;
+                && order.ts < bar.ts;
             if due {
                 order.filled = Some((bar_index, bar.open));
                 self.positions[bar.symbol as usize] += order.qty;
@@ -150,19 +155,32 @@ impl MockHost {
 }
 
 impl Host for MockHost {
-    fn next_batch(&mut self, buf: &mut [Bar]) -> usize {
-        if self.delivered >= self.bars.len() || buf.is_empty() {
-            self.ended = true;
-            return 0;
-        }
-        let i = self.delivered;
-        self.fill_at_open(i);
-        buf[0] = self.bars[i];
-        self.delivered += 1;
-        1
+    fn symbol_count(&mut self) -> usize {
+        self.positions.len()
     }
 
-    fn order(&mut self, _bar: u32, symbol: i32, qty: f64, kind: i32, price: f64) -> i64 {
+    fn next_bars(&mut self, buf: &mut [Bar]) -> usize {
+        let start = self.delivered;
+        let Some(first) = self.bars.get(start) else {
+            self.ended = true;
+            return 0;
+        };
+        let ts = first.ts;
+        let n = self.bars[start..].iter().take_while(|b| b.ts == ts).count();
+        assert!(
+            n <= buf.len(),
+            "MockHost: {n} bars share timestamp {ts} but the buffer holds {}",
+            buf.len()
+        );
+        for i in start..start + n {
+            self.fill_at_open(i);
+            buf[i - start] = self.bars[i];
+        }
+        self.delivered += n;
+        n
+    }
+
+    fn order(&mut self, symbol: i32, qty: f64, kind: i32, price: f64) -> i64 {
         let Some(current) = self.current() else {
             return i64::from(error::NO_BAR);
         };
@@ -186,7 +204,7 @@ impl Host for MockHost {
         id
     }
 
-    fn cancel(&mut self, _bar: u32, id: i64) -> i32 {
+    fn cancel(&mut self, id: i64) -> i32 {
         match self.orders.iter().position(|o| o.id == id && o.filled.is_none()) {
             Some(i) => {
                 self.orders.remove(i);
@@ -196,15 +214,15 @@ impl Host for MockHost {
         }
     }
 
-    fn position(&mut self, _bar: u32, symbol: i32) -> f64 {
+    fn position(&mut self, symbol: i32) -> f64 {
         self.positions.get(symbol as usize).copied().unwrap_or(f64::NAN)
     }
 
-    fn cash(&mut self, _bar: u32) -> f64 {
+    fn cash(&mut self) -> f64 {
         self.cash
     }
 
-    fn equity(&mut self, _bar: u32) -> f64 {
+    fn equity(&mut self) -> f64 {
         self.cash
             + self
                 .positions
@@ -214,12 +232,17 @@ impl Host for MockHost {
                 .sum::<f64>()
     }
 
-    fn poll_fill(&mut self, _bar: u32) -> Option<Fill> {
+    fn poll_fill(&mut self) -> Option<Fill> {
         (!self.fills.is_empty()).then(|| self.fills.remove(0))
     }
 
     fn param(&mut self, name: &str) -> f64 {
-        self.params.get(name).copied().unwrap_or(f64::NAN)
+        match self.params.get(name) {
+            Some(v) => *v,
+            None => panic!(
+                "MockHost: parameter {name:?} was not set (with_param); the runtime stops a run that reads an undeclared parameter (invalid_params)"
+            ),
+        }
     }
 
     fn symbol_name(&mut self, symbol: i32, out: &mut [u8]) -> i32 {
@@ -289,14 +312,79 @@ mod tests {
 
     #[test]
     fn market_orders_fill_at_next_open() {
-        let mut host = MockHost::from_closes(&[10.0, 11.0, 12.0, 13.0, 14.0]);
+        let mut host = MockHost::from_closes(&[10.0, 11.0, 12.0, 13.0, 14.0]).with_param("reject", 0.0);
         host.run::<Scripted>().unwrap();
         assert_eq!(host.orders.len(), 2);
         assert_eq!(host.orders[0].filled, Some((1, 11.0)));
         assert_eq!(host.orders[1].filled, Some((3, 13.0)));
         assert_eq!(host.position_of(0), 0.0);
         assert_eq!(host.metrics["seen"], 5.0);
-        assert_eq!(host.cash(0), 100_000.0 + 2.0 * (13.0 - 11.0));
+        assert_eq!(host.cash(), 100_000.0 + 2.0 * (13.0 - 11.0));
+    }
+
+    #[test]
+    #[should_panic(expected = "parameter \"reject\" was not set")]
+    fn reading_an_unset_parameter_panics() {
+        let mut host = MockHost::from_closes(&[1.0]);
+        let _ = host.run::<Scripted>();
+    }
+
+    /// Records the bars of each timestamp as it gets them, and buys symbol 1
+    /// while handling symbol 0's bar of the first timestamp.
+    struct Pairs {
+        seen: Vec<Vec<(i64, i32)>>,
+    }
+
+    impl Strategy for Pairs {
+        fn init(_: &mut Init<'_>) -> Result<Self, StrategyError> {
+            Ok(Pairs { seen: Vec::new() })
+        }
+        fn on_bar(&mut self, _: &mut Ctx<'_>, _: &Bar) {
+            unreachable!("on_timestamp is overridden")
+        }
+        fn on_timestamp(&mut self, ctx: &mut Ctx<'_>, bars: &[Bar]) {
+            if self.seen.is_empty() {
+                ctx.buy(1, 1.0).unwrap();
+            }
+            self.seen.push(bars.iter().map(|b| (b.ts, b.symbol)).collect());
+        }
+        fn finish(&mut self, ctx: &mut Ctx<'_>) {
+            let want: Vec<Vec<(i64, i32)>> = std::vec![
+                std::vec![(0, 0), (0, 1)],
+                std::vec![(1, 1)],
+                std::vec![(2, 0), (2, 1)]
+            ];
+            ctx.metric("as_expected", f64::from(u8::from(self.seen == want)));
+        }
+    }
+
+    #[test]
+    fn bars_of_one_timestamp_come_together_and_orders_fill_after_it() {
+        let bar = |ts: i64, symbol: i32, open: f64| Bar {
+            ts,
+            symbol,
+            open,
+            high: open,
+            low: open,
+            close: open,
+            volume: 1.0,
+            ..Bar::default()
+        };
+        let mut host = MockHost::new(std::vec![
+            bar(0, 0, 10.0),
+            bar(0, 1, 20.0),
+            bar(1, 1, 21.0),
+            bar(2, 0, 12.0),
+            bar(2, 1, 22.0),
+        ]);
+        host.run::<Pairs>().unwrap();
+        assert_eq!(
+            host.metrics["as_expected"], 1.0,
+            "timestamps were not handed over whole"
+        );
+        // Placed at ts 0 for symbol 1: not filled on symbol 1's bar at ts 0,
+        // but on its next one (ts 1, open 21).
+        assert_eq!(host.orders[0].filled, Some((2, 21.0)));
     }
 
     #[test]
@@ -312,7 +400,7 @@ mod tests {
         host.delivered = 1;
         let check = |host: &mut MockHost, symbol, qty, kind, want| {
             assert_eq!(
-                host.order(0, symbol, qty, kind, 0.0),
+                host.order(symbol, qty, kind, 0.0),
                 i64::from(want),
                 "{symbol} {qty} {kind}"
             )
@@ -321,6 +409,6 @@ mod tests {
         check(&mut host, 0, f64::NAN, 0, error::BAD_ARGUMENT);
         check(&mut host, 0, 1.0, 7, error::BAD_ARGUMENT);
         check(&mut host, 3, 1.0, 0, error::UNKNOWN_SYMBOL);
-        assert_eq!(host.cancel(0, 99), error::UNKNOWN_ORDER);
+        assert_eq!(host.cancel(99), error::UNKNOWN_ORDER);
     }
 }

@@ -1,27 +1,33 @@
-//! The host a strategy talks to: the ABI v1 imports on wasm32, or any
+//! The host a strategy talks to: the ABI v2 imports on wasm32, or any
 //! implementation of [`Host`] natively.
 
 use palisade_host_api::{Bar, Fill};
 
-/// Everything a strategy can ask of its host, mirroring the ABI v1 imports
+/// Everything a strategy can ask of its host, mirroring the ABI v2 imports
 /// one for one (see `palisade_host_api::imports` for the exact semantics).
+/// Every call is about "now": the timestamp [`Host::next_bars`] last handed
+/// over.
 ///
-/// On wasm32 the SDK uses `WasmHost` (wasm32 only); natively, implement this trait to run
-/// a strategy against your own engine, or use [`crate::harness::MockHost`].
+/// On wasm32 the SDK uses `WasmHost` (wasm32 only); natively, implement this
+/// trait to run a strategy against your own engine, or use
+/// [`crate::harness::MockHost`].
 pub trait Host {
-    /// Fills `buf` with up to `buf.len()` bars; returns how many (0 at the end).
-    fn next_batch(&mut self, buf: &mut [Bar]) -> usize;
+    /// The number of symbols in the data: the most bars one timestamp has.
+    fn symbol_count(&mut self) -> usize;
+    /// Writes the bars of the next timestamp into `buf` (which holds at least
+    /// [`Host::symbol_count`] bars); returns how many (0 at the end).
+    fn next_bars(&mut self, buf: &mut [Bar]) -> usize;
     /// Places an order; returns its id (>= 1) or a negative error code.
-    fn order(&mut self, bar: u32, symbol: i32, qty: f64, kind: i32, price: f64) -> i64;
+    fn order(&mut self, symbol: i32, qty: f64, kind: i32, price: f64) -> i64;
     /// Cancels a pending order; 0 or a negative error code.
-    fn cancel(&mut self, bar: u32, id: i64) -> i32;
+    fn cancel(&mut self, id: i64) -> i32;
     /// Signed quantity held in `symbol` (NaN for an unknown symbol).
-    fn position(&mut self, bar: u32, symbol: i32) -> f64;
-    fn cash(&mut self, bar: u32) -> f64;
-    fn equity(&mut self, bar: u32) -> f64;
+    fn position(&mut self, symbol: i32) -> f64;
+    fn cash(&mut self) -> f64;
+    fn equity(&mut self) -> f64;
     /// The oldest fill not yet delivered.
-    fn poll_fill(&mut self, bar: u32) -> Option<Fill>;
-    /// A declared parameter's value; NaN for an undeclared name.
+    fn poll_fill(&mut self) -> Option<Fill>;
+    /// A declared parameter's value (an undeclared name stops the run).
     fn param(&mut self, name: &str) -> f64;
     /// Writes a symbol's name into `out`; returns its full length or a
     /// negative error code.
@@ -40,13 +46,14 @@ pub struct WasmHost;
 pub(crate) mod ffi {
     #[link(wasm_import_module = "palisade")]
     extern "C" {
-        pub fn next_batch(buf: i32, cap: i32) -> i32;
-        pub fn order(bar: i32, symbol: i32, qty: f64, kind: i32, price: f64) -> i64;
-        pub fn cancel(bar: i32, id: i64) -> i32;
-        pub fn position(bar: i32, symbol: i32) -> f64;
-        pub fn cash(bar: i32) -> f64;
-        pub fn equity(bar: i32) -> f64;
-        pub fn poll_fill(bar: i32, out: i32) -> i32;
+        pub fn symbol_count() -> i32;
+        pub fn next_bars(buf: i32, cap: i32) -> i32;
+        pub fn order(symbol: i32, qty: f64, kind: i32, price: f64) -> i64;
+        pub fn cancel(id: i64) -> i32;
+        pub fn position(symbol: i32) -> f64;
+        pub fn cash() -> f64;
+        pub fn equity() -> f64;
+        pub fn poll_fill(out: i32) -> i32;
         pub fn param(name_ptr: i32, name_len: i32) -> f64;
         pub fn symbol_name(symbol: i32, out: i32, cap: i32) -> i32;
         pub fn log(level: i32, ptr: i32, len: i32);
@@ -62,34 +69,38 @@ pub(crate) mod ffi {
 #[cfg(target_arch = "wasm32")]
 impl Host for WasmHost {
     #[inline]
-    fn next_batch(&mut self, buf: &mut [Bar]) -> usize {
-        let n = unsafe { ffi::next_batch(buf.as_mut_ptr() as i32, buf.len() as i32) };
+    fn symbol_count(&mut self) -> usize {
+        unsafe { ffi::symbol_count() }.max(0) as usize
+    }
+    #[inline]
+    fn next_bars(&mut self, buf: &mut [Bar]) -> usize {
+        let n = unsafe { ffi::next_bars(buf.as_mut_ptr() as i32, buf.len() as i32) };
         (n.max(0) as usize).min(buf.len())
     }
     #[inline]
-    fn order(&mut self, bar: u32, symbol: i32, qty: f64, kind: i32, price: f64) -> i64 {
-        unsafe { ffi::order(bar as i32, symbol, qty, kind, price) }
+    fn order(&mut self, symbol: i32, qty: f64, kind: i32, price: f64) -> i64 {
+        unsafe { ffi::order(symbol, qty, kind, price) }
     }
     #[inline]
-    fn cancel(&mut self, bar: u32, id: i64) -> i32 {
-        unsafe { ffi::cancel(bar as i32, id) }
+    fn cancel(&mut self, id: i64) -> i32 {
+        unsafe { ffi::cancel(id) }
     }
     #[inline]
-    fn position(&mut self, bar: u32, symbol: i32) -> f64 {
-        unsafe { ffi::position(bar as i32, symbol) }
+    fn position(&mut self, symbol: i32) -> f64 {
+        unsafe { ffi::position(symbol) }
     }
     #[inline]
-    fn cash(&mut self, bar: u32) -> f64 {
-        unsafe { ffi::cash(bar as i32) }
+    fn cash(&mut self) -> f64 {
+        unsafe { ffi::cash() }
     }
     #[inline]
-    fn equity(&mut self, bar: u32) -> f64 {
-        unsafe { ffi::equity(bar as i32) }
+    fn equity(&mut self) -> f64 {
+        unsafe { ffi::equity() }
     }
     #[inline]
-    fn poll_fill(&mut self, bar: u32) -> Option<Fill> {
+    fn poll_fill(&mut self) -> Option<Fill> {
         let mut fill = Fill::default();
-        let got = unsafe { ffi::poll_fill(bar as i32, &mut fill as *mut Fill as i32) };
+        let got = unsafe { ffi::poll_fill(&mut fill as *mut Fill as i32) };
         (got == 1).then_some(fill)
     }
     fn param(&mut self, name: &str) -> f64 {

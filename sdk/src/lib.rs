@@ -3,7 +3,7 @@
 //! A strategy is a type implementing [`Strategy`], exported with the
 //! [`strategy!`] macro, which also writes the `palisade.manifest` section
 //! (name, version, declared parameters). Built for `wasm32-unknown-unknown`
-//! the crate talks to the host through the ABI v1 imports of
+//! the crate talks to the host through the ABI v2 imports of
 //! [`palisade_host_api`]; built natively the very same strategy runs against
 //! any [`Host`] implementation, such as [`harness::MockHost`] for unit tests or
 //! the runtime's own backtest engine for wasm-versus-native comparisons.
@@ -33,9 +33,10 @@ pub use host::Host;
 pub use host::WasmHost;
 pub use palisade_host_api as abi;
 pub use palisade_host_api::{Bar, Fill};
-pub use strategy::{
-    run, Ctx, Init, Level, OrderError, OrderId, OrderKind, Strategy, StrategyError, BATCH_BARS,
-};
+pub use strategy::{run, Ctx, Init, Level, OrderError, OrderId, OrderKind, Strategy, StrategyError};
+
+// The manifest the `strategy!` macro writes says `"abi":2`.
+const _: () = assert!(palisade_host_api::ABI_VERSION == 2);
 
 #[doc(hidden)]
 pub mod __private {

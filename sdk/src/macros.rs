@@ -41,7 +41,7 @@ macro_rules! strategy {
         } $(,)?
     ) => {
         const __PALISADE_MANIFEST_HEAD: &str = concat!(
-            "{\"abi\":1,\"name\":", stringify!($name),
+            "{\"abi\":2,\"name\":", stringify!($name),
             ",\"version\":", stringify!($version),
             $(",\"description\":", stringify!($desc),)?
             $(",\"warmup\":", stringify!($warmup),)?
@@ -82,7 +82,7 @@ macro_rules! strategy {
         #[used]
         static __PALISADE_MANIFEST: [u8; __PALISADE_MANIFEST_LEN] = __PALISADE_MANIFEST_BYTES;
 
-        /// The module's entry point (ABI v1).
+        /// The module's entry point (ABI v2).
         #[cfg(target_arch = "wasm32")]
         #[unsafe(no_mangle)]
         pub extern "C" fn palisade_run() -> i32 {

@@ -14,24 +14,34 @@ pub(crate) type HostRef<'a> = &'a mut dyn crate::host::Host;
 #[cfg(target_arch = "wasm32")]
 use crate::host::Host as _;
 
-/// Bars the SDK asks for per `next_batch` call (the policy may deliver fewer).
-pub const BATCH_BARS: usize = 256;
-
 /// A trading strategy.
 ///
-/// The host creates it once with [`Strategy::init`], then calls
-/// [`Strategy::on_bar`] for every bar in timestamp order (bars of several
-/// symbols are merged by timestamp), [`Strategy::on_fill`] before the bar on
-/// whose open an order filled, and [`Strategy::finish`] once at the end.
+/// The host creates it once with [`Strategy::init`], then hands over the
+/// data one timestamp at a time: for each timestamp it calls
+/// [`Strategy::on_fill`] for the orders that filled at its opens, then
+/// [`Strategy::on_timestamp`] with every symbol's bar at it (by default
+/// [`Strategy::on_bar`] for each, in symbol order), and [`Strategy::finish`]
+/// once at the end. A strategy never sees a bar stamped after the timestamp
+/// it decides at.
 pub trait Strategy: Sized {
     /// Builds the strategy from its parameters. Declared ranges are already
     /// enforced by the host; return [`StrategyError::invalid_params`] for any other
     /// constraint (e.g. `fast < slow`).
     fn init(init: &mut Init<'_>) -> Result<Self, StrategyError>;
 
-    /// Handles one bar. Orders placed here fill at the next bar of their
-    /// symbol at the earliest.
+    /// Handles one bar. Orders placed here fill on their symbol's first bar
+    /// stamped after this one, at the earliest.
     fn on_bar(&mut self, ctx: &mut Ctx<'_>, bar: &Bar);
+
+    /// Handles every symbol's bar at one timestamp (at least one, in symbol
+    /// order); by default calls [`Strategy::on_bar`] for each. Override it to
+    /// decide on several symbols together (pairs, baskets): all of them are
+    /// known at this timestamp's close.
+    fn on_timestamp(&mut self, ctx: &mut Ctx<'_>, bars: &[Bar]) {
+        for bar in bars {
+            self.on_bar(ctx, bar);
+        }
+    }
 
     /// Called for each fill of an order this strategy placed.
     fn on_fill(&mut self, _ctx: &mut Ctx<'_>, _fill: &Fill) {}
@@ -89,7 +99,7 @@ impl Level {
 /// What kind of order to place.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OrderKind {
-    /// Fill at the next bar's open.
+    /// Fill at the open of the symbol's first bar after now.
     Market,
     /// Fill at this price or better.
     Limit(f64),
@@ -108,7 +118,7 @@ pub enum OrderError {
     BadArgument,
     UnknownSymbol,
     UnknownOrder,
-    /// No bar is being handled (in `init` or `finish`).
+    /// No timestamp is being handled (in `init` or `finish`).
     NoBar,
     /// A code this SDK version does not know.
     Other(i64),
@@ -132,8 +142,8 @@ pub struct Init<'a> {
 }
 
 impl Init<'_> {
-    /// A declared parameter's value (booleans are 0 or 1). Returns NaN for a
-    /// name the manifest does not declare.
+    /// A declared parameter's value (booleans are 0 or 1). Reading a name
+    /// the manifest does not declare stops the run (`invalid_params`).
     pub fn param(&mut self, name: &str) -> f64 {
         self.host.param(name)
     }
@@ -179,7 +189,6 @@ fn symbol_name(host: HostRef<'_>, symbol: i32) -> Option<String> {
 /// What a strategy can do while it handles a bar or a fill.
 pub struct Ctx<'a> {
     host: HostRef<'a>,
-    bar: u32,
     outstanding: &'a mut u32,
 }
 
@@ -191,7 +200,7 @@ impl Ctx<'_> {
             OrderKind::Limit(p) => (order_kind::LIMIT, p),
             OrderKind::Stop(p) => (order_kind::STOP, p),
         };
-        let id = self.host.order(self.bar, symbol, qty, code, price);
+        let id = self.host.order(symbol, qty, code, price);
         if id > 0 {
             *self.outstanding += 1;
             Ok(OrderId(id))
@@ -222,7 +231,7 @@ impl Ctx<'_> {
 
     /// Cancels a pending order.
     pub fn cancel(&mut self, id: OrderId) -> Result<(), OrderError> {
-        match self.host.cancel(self.bar, id.0) {
+        match self.host.cancel(id.0) {
             0 => {
                 *self.outstanding = self.outstanding.saturating_sub(1);
                 Ok(())
@@ -233,16 +242,16 @@ impl Ctx<'_> {
 
     /// Signed quantity held (orders fill at the open of a later bar).
     pub fn position(&mut self, symbol: i32) -> f64 {
-        self.host.position(self.bar, symbol)
+        self.host.position(symbol)
     }
 
     pub fn cash(&mut self) -> f64 {
-        self.host.cash(self.bar)
+        self.host.cash()
     }
 
     /// Cash plus positions marked at their last close.
     pub fn equity(&mut self) -> f64 {
-        self.host.equity(self.bar)
+        self.host.equity()
     }
 
     /// The next value in `[0, 1)` of the run's seeded random stream.
@@ -260,7 +269,7 @@ impl Ctx<'_> {
         self.host.log(level.code(), message);
     }
 
-    /// A declared parameter's value (NaN if undeclared).
+    /// A declared parameter's value (an undeclared name stops the run).
     pub fn param(&mut self, name: &str) -> f64 {
         self.host.param(name)
     }
@@ -271,41 +280,38 @@ impl Ctx<'_> {
     }
 
     fn deliver_fills<S: Strategy>(&mut self, strategy: &mut S) {
-        while let Some(fill) = self.host.poll_fill(self.bar) {
+        while let Some(fill) = self.host.poll_fill() {
             *self.outstanding = self.outstanding.saturating_sub(1);
             strategy.on_fill(self, &fill);
         }
     }
 }
 
-/// Runs a strategy to completion against `host`: init, every bar, finish.
+/// Runs a strategy to completion against `host`: init, every timestamp,
+/// finish.
 ///
 /// This is the loop the wasm export runs; natively it lets tests and
 /// benchmarks drive the same strategy code through any [`crate::Host`].
 pub fn run<S: Strategy>(host: HostRef<'_>) -> Result<(), StrategyError> {
     let mut strategy = S::init(&mut Init { host: &mut *host })?;
-    let mut bars = vec![Bar::default(); BATCH_BARS];
+    let mut bars = vec![Bar::default(); host.symbol_count().max(1)];
     let mut outstanding = 0u32;
     loop {
-        let n = host.next_batch(&mut bars);
+        let n = host.next_bars(&mut bars);
         if n == 0 {
             break;
         }
-        for (i, bar) in bars[..n].iter().enumerate() {
-            let mut ctx = Ctx {
-                host: &mut *host,
-                bar: i as u32,
-                outstanding: &mut outstanding,
-            };
-            if *ctx.outstanding > 0 {
-                ctx.deliver_fills(&mut strategy);
-            }
-            strategy.on_bar(&mut ctx, bar);
+        let mut ctx = Ctx {
+            host: &mut *host,
+            outstanding: &mut outstanding,
+        };
+        if *ctx.outstanding > 0 {
+            ctx.deliver_fills(&mut strategy);
         }
+        strategy.on_timestamp(&mut ctx, &bars[..n]);
     }
     let mut ctx = Ctx {
         host: &mut *host,
-        bar: 0,
         outstanding: &mut outstanding,
     };
     strategy.finish(&mut ctx);

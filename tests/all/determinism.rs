@@ -50,24 +50,6 @@ fn repeated_runs_are_identical() {
 }
 
 #[test]
-fn batch_size_does_not_change_results() {
-    let prices = data(2000, 2, 5);
-    let at = |batch: u32| {
-        let p = policy(|p| p.bars_per_batch = batch);
-        result_json(&wasm(
-            guests::SMA_CROSS,
-            &p,
-            &[("fast", "3"), ("slow", "8")],
-            prices.clone(),
-        ))
-    };
-    let one = at(1);
-    for batch in [2, 7, 256, 4096] {
-        assert_eq!(at(batch), one, "bars_per_batch = {batch}");
-    }
-}
-
-#[test]
 fn wasm_and_native_builds_agree() {
     let p = policy(|_| {});
     for (symbols, seed) in [(1, 11), (3, 12)] {

@@ -212,20 +212,41 @@ fn orders_per_event_is_exact() {
     assert_cause(
         adversary(&p, 5, 21.0, 0, 3),
         Cause::OutputLimit,
-        "placed more than 20 orders while handling bar 0",
+        "placed more than 20 orders while handling timestamp 1600000000",
     );
 }
 
 #[test]
-fn log_bytes_is_exact() {
-    // 10 bars × 100 bytes = the 1000-byte limit exactly.
-    let p = policy(|p| p.log_bytes = 1000);
-    adversary(&p, 6, 100.0, 0, 10).unwrap();
+fn log_bytes_is_exact_and_counts_every_line() {
+    use palisade_run::policy::LogOverflow;
+    use palisade_run::session::LOG_LINE_OVERHEAD;
+    // 10 bars × (100 bytes + the line's overhead) = the limit exactly.
+    let limit = 10 * (100 + LOG_LINE_OVERHEAD);
+    let fail = policy(|p| {
+        p.log_bytes = limit;
+        p.log_overflow = LogOverflow::Fail;
+    });
+    adversary(&fail, 6, 100.0, 0, 10).unwrap();
     assert_cause(
-        adversary(&p, 6, 101.0, 0, 10),
+        adversary(&fail, 6, 101.0, 0, 10),
         Cause::OutputLimit,
-        "logged more than 1000 bytes (log_bytes)",
+        &format!("logged more than {limit} bytes (log_bytes"),
     );
+    // Empty lines are not free: each costs its overhead.
+    let empty = policy(|p| {
+        p.log_bytes = 10 * LOG_LINE_OVERHEAD;
+        p.log_overflow = LogOverflow::Fail;
+    });
+    adversary(&empty, 6, 0.0, 0, 10).unwrap();
+    assert_cause(adversary(&empty, 6, 0.0, 0, 11), Cause::OutputLimit, "log_bytes");
+    // By default the run goes on: lines past the limit are dropped, counted.
+    let truncate = policy(|p| p.log_bytes = limit);
+    let params = [("mode", "6"), ("amount", "101"), ("at", "0")];
+    let out = run(&read(guests::ADVERSARY), &truncate, &params, data(10, 1, 1)).unwrap();
+    assert_eq!(out.outcome, Ok(()));
+    assert_eq!((out.logs.len(), out.usage.logs_dropped), (9, 1));
+    let out = run(&read(guests::ADVERSARY), &truncate, &params, data(1000, 1, 1)).unwrap();
+    assert_eq!((out.logs.len(), out.usage.logs_dropped), (9, 991));
 }
 
 #[test]
@@ -233,7 +254,7 @@ fn bad_pointers_are_classified_for_every_call() {
     let p = policy(|_| {});
     for (call, name) in [
         (0, "log"),
-        (1, "next_batch"),
+        (1, "next_bars"),
         (2, "param"),
         (3, "poll_fill"),
         (4, "metric"),
@@ -247,11 +268,11 @@ fn bad_pointers_are_classified_for_every_call() {
 }
 
 #[test]
-fn going_back_in_time_is_host_abuse() {
+fn a_buffer_too_small_for_the_next_timestamp_is_host_abuse() {
     assert_cause(
         adversary(&policy(|_| {}), 8, 0.0, 0, 10),
         Cause::HostAbuse,
-        "bar index went back from 5 to 1",
+        "next_bars: a buffer of 0 bars cannot hold the 1 bars at timestamp",
     );
 }
 

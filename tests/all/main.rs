@@ -5,5 +5,6 @@
 
 mod determinism;
 mod limits;
+mod lookahead;
 mod support;
 mod validation;

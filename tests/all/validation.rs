@@ -6,7 +6,7 @@ use palisade_run::Cause;
 use crate::support::{guests, policy, sandbox, wat_guest, DRAIN};
 
 const MANIFEST: &str =
-    r#"(@custom "palisade.manifest" "{\"abi\":1,\"name\":\"m\",\"version\":\"1\",\"params\":[]}")"#;
+    r#"(@custom "palisade.manifest" "{\"abi\":2,\"name\":\"m\",\"version\":\"1\",\"params\":[]}")"#;
 const RUN: &str = r#"(func (export "palisade_run") (result i32) (i32.const 0))"#;
 const MEMORY: &str = r#"(memory (export "memory") 1)"#;
 
@@ -114,7 +114,7 @@ fn rejections_name_their_reason() {
         none,
         Err((
             Cause::InvalidModule,
-            "import palisade.order has signature (i32) -> (i64), ABI v1 defines (i32, i32, f64, i32, f64) -> (i64)",
+            "import palisade.order has signature (i32) -> (i64), ABI v2 defines (i32, f64, i32, f64) -> (i64)",
         )),
     );
     check(
@@ -155,20 +155,36 @@ fn rejections_name_their_reason() {
         Err((Cause::InvalidModule, "manifest is not valid JSON")),
     );
     check(
-        "wrong abi version",
+        "a later abi version",
         &module(&format!(
-            r#"{MEMORY} {RUN} (@custom "palisade.manifest" "{{\"abi\":2,\"name\":\"m\",\"version\":\"1\"}}")"#
+            r#"{MEMORY} {RUN} (@custom "palisade.manifest" "{{\"abi\":3,\"name\":\"m\",\"version\":\"1\"}}")"#
         )),
         none,
         Err((
             Cause::InvalidModule,
-            "manifest declares abi version 2, this host supports version 1",
+            "manifest declares ABI version 3; this runtime runs ABI v2 (palisade-sdk 0.2)",
+        )),
+    );
+    // A module built with palisade-sdk 0.1 (ABI v1: batches of bars and a bar
+    // index on every call) is told what to rebuild with, not which of its
+    // imports are unknown.
+    check(
+        "an abi v1 module",
+        &module(&format!(
+            r#"(import "palisade" "next_batch" (func (param i32 i32) (result i32)))
+               (import "palisade" "order" (func (param i32 i32 f64 i32 f64) (result i64)))
+               {MEMORY} {RUN} (@custom "palisade.manifest" "{{\"abi\":1,\"name\":\"m\",\"version\":\"1\",\"params\":[]}}")"#
+        )),
+        none,
+        Err((
+            Cause::InvalidModule,
+            "the module was built for ABI v1 (palisade-sdk 0.1), which this runtime no longer runs: ABI v1 handed a strategy bars ahead of the one it decided on; rebuild it with palisade-sdk 0.2 (ABI v2)",
         )),
     );
     check(
         "default out of range",
         &module(&format!(
-            r#"{MEMORY} {RUN} (@custom "palisade.manifest" "{{\"abi\":1,\"name\":\"m\",\"version\":\"1\",\"params\":[{{\"name\":\"n\",\"type\":\"int\",\"default\":50,\"min\":1,\"max\":10}}]}}")"#
+            r#"{MEMORY} {RUN} (@custom "palisade.manifest" "{{\"abi\":2,\"name\":\"m\",\"version\":\"1\",\"params\":[{{\"name\":\"n\",\"type\":\"int\",\"default\":50,\"min\":1,\"max\":10}}]}}")"#
         )),
         none,
         Err((
@@ -179,7 +195,7 @@ fn rejections_name_their_reason() {
     check(
         "bad strategy name",
         &module(&format!(
-            r#"{MEMORY} {RUN} (@custom "palisade.manifest" "{{\"abi\":1,\"name\":\"Bad Name\",\"version\":\"1\"}}")"#
+            r#"{MEMORY} {RUN} (@custom "palisade.manifest" "{{\"abi\":2,\"name\":\"Bad Name\",\"version\":\"1\"}}")"#
         )),
         none,
         Err((Cause::InvalidModule, "strategy name \"Bad Name\"")),

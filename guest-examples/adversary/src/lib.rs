@@ -10,9 +10,9 @@
 //! | 3 | recursion `amount` frames deep | `stack_overflow` when too deep |
 //! | 4 | panics with a message | `guest_panic` |
 //! | 5 | places `amount` orders on every bar | `output_limit` when over `orders_per_event` |
-//! | 6 | logs `amount` bytes on every bar | `output_limit` when over `log_bytes` |
-//! | 7 | passes an out-of-bounds pointer to host call `amount` (0 log, 1 next_batch, 2 param, 3 poll_fill, 4 metric) | `bad_pointer` |
-//! | 8 | asks about a bar before the one it handles (breaks the ABI's protocol) | `host_abuse` |
+//! | 6 | logs `amount` bytes on every bar | lines past `log_bytes` dropped and counted; `output_limit` with `log_overflow = "fail"` |
+//! | 7 | passes an out-of-bounds pointer to host call `amount` (0 log, 1 next_bars, 2 param, 3 poll_fill, 4 metric) | `bad_pointer` |
+//! | 8 | asks for the next timestamp into a buffer too small for it (breaks the ABI's protocol) | `host_abuse` |
 //! | 9 | burns `amount` fuel-ish loop iterations per bar, then behaves | `fuel_exhausted` when over |
 #![no_std]
 
@@ -29,11 +29,10 @@ mod raw {
     #[link(wasm_import_module = "palisade")]
     extern "C" {
         pub fn log(level: i32, ptr: i32, len: i32);
-        pub fn next_batch(buf: i32, cap: i32) -> i32;
+        pub fn next_bars(buf: i32, cap: i32) -> i32;
         pub fn param(ptr: i32, len: i32) -> f64;
-        pub fn poll_fill(bar: i32, out: i32) -> i32;
+        pub fn poll_fill(out: i32) -> i32;
         pub fn metric(ptr: i32, len: i32, value: f64);
-        pub fn position(bar: i32, symbol: i32) -> f64;
     }
 }
 
@@ -108,13 +107,13 @@ fn bad_pointer(call: u32) {
         match call {
             0 => raw::log(2, past_end - 4, 64),
             1 => {
-                raw::next_batch(past_end - 8, 4);
+                raw::next_bars(past_end - 8, 4);
             }
             2 => {
                 raw::param(-16, 8);
             }
             3 => {
-                raw::poll_fill(0, past_end - 1);
+                raw::poll_fill(past_end - 1);
             }
             _ => raw::metric(past_end, 1, 1.0),
         }
@@ -123,10 +122,10 @@ fn bad_pointer(call: u32) {
 
 #[cfg(target_arch = "wasm32")]
 fn break_protocol() {
-    // SAFETY: as above.
+    let mut buf = [0u8; 8];
+    // SAFETY: as above; a buffer of no bars cannot hold the next timestamp.
     unsafe {
-        raw::position(5, 0);
-        raw::position(1, 0);
+        raw::next_bars(buf.as_mut_ptr() as i32, 0);
     }
 }
 

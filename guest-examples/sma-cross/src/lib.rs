@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn manifest_is_json_with_declared_params() {
-        assert!(MANIFEST_JSON.starts_with("{\"abi\":1,\"name\":\"sma-cross\""));
+        assert!(MANIFEST_JSON.starts_with("{\"abi\":2,\"name\":\"sma-cross\""));
         assert!(MANIFEST_JSON.contains("\"name\":\"fast\",\"type\":\"int\",\"default\":10"));
     }
 }

@@ -10,12 +10,14 @@
 //!
 //! This is the product's contract; the tests in this module check each line.
 //!
-//! - Events are the dataset's bars in order. Processing event `e` (a bar of
-//!   symbol `s`) first tries to fill the pending orders of `s` at that bar's
-//!   prices, in the order they were placed, then marks `s` at the bar's close.
-//! - An order placed while handling event `t` may fill only on a later bar of
-//!   its symbol (event index > `t`); it is never filled on the bar that
-//!   produced the signal.
+//! - Events are the dataset's bars in order (by timestamp, then symbol).
+//!   Processing event `e` (a bar of symbol `s`) first tries to fill the
+//!   pending orders of `s` at that bar's prices, in the order they were
+//!   placed, then marks `s` at the bar's close.
+//! - An order placed while handling timestamp `T` (any bar of it) may fill
+//!   only on a bar of its symbol stamped after `T`: never on the bar that
+//!   produced the signal, and never on another symbol's bar of the same
+//!   timestamp, whose open lies before the closes the decision used.
 //! - **Market**: fills at the bar's open, adjusted by slippage: a buy pays
 //!   `open × (1 + slippage)`, a sell receives `open × (1 − slippage)`.
 //! - **Limit** at price `L` (no slippage: the limit is the worst price
@@ -56,6 +58,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use palisade_host_api::{error, order_kind, Bar, Fill};
+
+/// Largest order quantity accepted, in magnitude (units of the symbol):
+/// larger orders are refused ([`OrderError::BadArgument`]) rather than
+/// turning cash and equity into infinities.
+pub const MAX_ORDER_QTY: f64 = 1e15;
+
+/// Largest limit or stop price accepted.
+pub const MAX_ORDER_PRICE: f64 = 1e15;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
@@ -196,7 +206,8 @@ impl OrderKind {
     }
 
     fn is_valid(self) -> bool {
-        self.price().is_none_or(|p| p.is_finite() && p > 0.0)
+        self.price()
+            .is_none_or(|p| p.is_finite() && p > 0.0 && p <= MAX_ORDER_PRICE)
     }
 
     fn name(self) -> OrderKindName {
@@ -294,6 +305,8 @@ impl OrderError {
 struct Order {
     id: u64,
     at_event: usize,
+    /// Timestamp of `at_event`: the order fills only on a later timestamp.
+    placed_ts: i64,
     qty: f64,
     kind: OrderKind,
 }
@@ -443,8 +456,8 @@ impl Backtest {
         // The statistics' pass is a few dependency chains per equity point:
         // a local copy keeps them in registers for the whole loop.
         let mut pass = state.curve_pass.clone();
-        for (e, bar) in bars.iter().enumerate().take(end).skip(state.processed) {
-            state.step(e, bar, &mut pass);
+        for bar in &bars[state.processed..end] {
+            state.step(bar, &mut pass);
         }
         state.curve_pass = pass;
         state.processed = end;
@@ -452,10 +465,11 @@ impl Backtest {
 
     /// Places an order while handling event `at_event`; returns its id (ids
     /// start at 1 and increase by one per accepted order). The order may fill
-    /// only on a bar of `symbol` whose event index is greater than
-    /// `at_event`. Checks, in this order: `at_event` is an event of the data
+    /// only on a bar of `symbol` stamped after `at_event`'s timestamp.
+    /// Checks, in this order: `at_event` is an event of the data
     /// ([`OrderError::NoBar`]), `symbol` exists ([`OrderError::UnknownSymbol`]),
-    /// `qty` is finite and non-zero and the kind's price is finite and > 0
+    /// `qty` is finite, non-zero and at most [`MAX_ORDER_QTY`] in magnitude,
+    /// and the kind's price is finite, > 0 and at most [`MAX_ORDER_PRICE`]
     /// ([`OrderError::BadArgument`]).
     pub fn place_order(
         &mut self,
@@ -472,14 +486,17 @@ impl Backtest {
         if slot >= state.pending.len() {
             return Err(OrderError::UnknownSymbol);
         }
-        if !qty.is_finite() || qty == 0.0 || !kind.is_valid() {
+        if !qty.is_finite() || qty == 0.0 || qty.abs() > MAX_ORDER_QTY || !kind.is_valid() {
             return Err(OrderError::BadArgument);
         }
+        let placed_ts = self.data.bars()[at_event].ts;
+        let state = &mut self.state;
         state.order_symbols.push(symbol);
         let id = state.order_symbols.len() as u64;
         state.pending[slot].push(Order {
             id,
             at_event,
+            placed_ts,
             qty,
             kind,
         });
@@ -677,7 +694,7 @@ impl State {
 
     /// Processes one event: the per-bar hot path.
     #[inline(always)]
-    fn step(&mut self, event: usize, bar: &Bar, pass: &mut CurvePass) {
+    fn step(&mut self, bar: &Bar, pass: &mut CurvePass) {
         if self.last_ts != Some(bar.ts) {
             if let Some(ts) = self.last_ts {
                 self.push_point(ts, pass);
@@ -686,7 +703,7 @@ impl State {
         }
         let symbol = bar.symbol as usize;
         if self.pending_count != 0 && !self.pending[symbol].is_empty() {
-            self.fill_pending(event, bar);
+            self.fill_pending(bar);
         }
         let mark = &mut self.marks[symbol];
         self.positions_value += mark.position * (bar.close - mark.last_close);
@@ -704,12 +721,12 @@ impl State {
 
     /// Fills what it can of the pending orders of `bar`'s symbol.
     #[inline(never)]
-    fn fill_pending(&mut self, event: usize, bar: &Bar) {
+    fn fill_pending(&mut self, bar: &Bar) {
         let symbol = bar.symbol as usize;
         let mut orders = std::mem::take(&mut self.pending[symbol]);
         let slippage = self.config.slippage;
         orders.retain(|order| {
-            if order.at_event >= event {
+            if bar.ts <= order.placed_ts {
                 return true;
             }
             match order.kind.fill_price(order.qty > 0.0, bar, slippage) {
@@ -1176,18 +1193,21 @@ mod tests {
         let data = two_symbols();
         let mut bt = Backtest::new(Arc::clone(&data), config());
         bt.advance_to(0);
-        // Placed while handling A's bar at event 0: B's bar at event 1 is later.
+        // Placed while handling A's bar at ts 1 (event 0): B's bar of the same
+        // timestamp (event 1) opened before the close the decision used, so
+        // the order waits for B's next bar (ts 3, event 4).
         bt.place_order(0, 1, 1.0, OrderKind::Market).unwrap();
-        // Placed at event 2 (A): B's next bar is event 4.
         bt.advance_to(2);
-        let fill = bt.pop_fill().unwrap();
-        assert_eq!((fill.symbol, fill.ts, fill.price), (1, 1, 200.0));
+        assert_eq!(bt.pop_fill(), None, "filled on a bar of its own timestamp");
+        // Placed at event 2 (A, ts 2): B's next bar is event 4 too.
         bt.place_order(2, 1, 1.0, OrderKind::Market).unwrap();
         bt.advance_to(3);
         assert_eq!(bt.pop_fill(), None);
         bt.advance_to(4);
-        let fill = bt.pop_fill().unwrap();
-        assert_eq!((fill.symbol, fill.ts, fill.price), (1, 3, 210.0));
+        for _ in 0..2 {
+            let fill = bt.pop_fill().unwrap();
+            assert_eq!((fill.symbol, fill.ts, fill.price), (1, 3, 210.0));
+        }
         assert_eq!(bt.position(1), Some(2.0));
         assert_eq!(bt.position(0), Some(0.0));
         assert_eq!(bt.position(2), None);
@@ -1196,7 +1216,7 @@ mod tests {
         let curve: Vec<(i64, f64)> = report.equity_curve.iter().map(|p| (p.ts, p.equity)).collect();
         assert_eq!(
             curve,
-            [(1, 10_000.0), (2, 10_000.0), (3, 10_010.0), (4, 10_030.0)]
+            [(1, 10_000.0), (2, 10_000.0), (3, 10_000.0), (4, 10_020.0)]
         );
         assert_eq!(report.symbols, ["A", "B"]);
         assert_eq!(report.open_positions[0].symbol, "B");

@@ -33,7 +33,7 @@ pub mod stats;
 
 pub use broker::{
     Backtest, BacktestConfig, ConfigError, OrderError, OrderKind, DEFAULT_INITIAL_CASH,
-    DEFAULT_MAX_PENDING_FILLS, DEFAULT_PERIODS_PER_YEAR,
+    DEFAULT_MAX_PENDING_FILLS, DEFAULT_PERIODS_PER_YEAR, MAX_ORDER_PRICE, MAX_ORDER_QTY,
 };
 pub use data::{BarProblem, DataError, Dataset, Location};
 pub use records::{EquityPoint, Trade};

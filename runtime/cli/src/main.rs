@@ -486,8 +486,28 @@ fn print_summary(
         r.open_positions.len()
     );
     println!("final equity {:.2} (from {:.2})", r.final_equity, r.initial_cash);
+    let refused = &out.usage.orders_refused;
+    if refused.total() > 0 {
+        println!(
+            "refused by the host: {} (bad_argument {}, unknown_symbol {}, no_bar {}, unknown_order {})",
+            refused.total(),
+            refused.bad_argument,
+            refused.unknown_symbol,
+            refused.no_bar,
+            refused.unknown_order
+        );
+    }
     for line in out.logs.iter().take(10) {
         println!("log {}: {}", line.level, line.message);
+    }
+    if out.logs.len() > 10 {
+        println!("... {} more log lines (see --json)", out.logs.len() - 10);
+    }
+    if out.usage.logs_dropped > 0 {
+        println!(
+            "log: {} lines dropped past the policy's log_bytes ({} bytes)",
+            out.usage.logs_dropped, policy.log_bytes
+        );
     }
     let rate = r.bars as f64 / out.run_seconds.max(1e-9);
     println!(

@@ -102,8 +102,8 @@ fn a_failed_run_exits_non_zero_and_still_prints_its_outcome() {
         .as_str()
         .unwrap()
         .contains("adversary gave up at bar 7"));
-    // With one bar per batch (strict) the host knows exactly where the guest
-    // was: bars 0 to 7.
+    // The host hands over one timestamp at a time, so it knows exactly where
+    // the guest was: bars 0 to 7.
     assert_eq!(v["bars"], 8, "the report covers the bars up to the failure");
     assert_eq!(v["policy"], "strict");
 }
@@ -113,7 +113,7 @@ fn validate_and_inspect_report_on_modules() {
     check(
         &["validate", &guest("sma_cross")],
         0,
-        "ok: sma-cross 0.1.0 is a valid ABI v1 strategy",
+        "ok: sma-cross 0.1.0 is a valid ABI v2 strategy",
     );
     check(&["inspect", &guest("sma_cross")], 0, "fast SMA length in bars");
     let bad = file("bad.wasm", b"not wasm at all");
@@ -133,18 +133,25 @@ fn validate_and_inspect_report_on_modules() {
         1,
         "forbidden_import: forbidden import env.system",
     );
-    let abi2 = wat::parse_str(
+    // A module built with palisade-sdk 0.1 (ABI v1) is refused, naming the
+    // SDK version to rebuild with.
+    let abi1 = wat::parse_str(
         r#"(module (memory (export "memory") 1) (func (export "palisade_run") (result i32) (i32.const 0))
-            (@custom "palisade.manifest" "{\"abi\":2,\"name\":\"x\",\"version\":\"1\"}"))"#,
+            (@custom "palisade.manifest" "{\"abi\":1,\"name\":\"x\",\"version\":\"1\"}"))"#,
     )
     .unwrap();
-    let abi2 = file("abi2.wasm", &abi2);
+    let abi1 = file("abi1.wasm", &abi1);
     check(
-        &["backtest", &abi2, "--data", &sample()],
+        &["backtest", &abi1, "--data", &sample()],
         1,
-        "manifest declares abi version 2",
+        "invalid_module: the module was built for ABI v1 (palisade-sdk 0.1), which this runtime no longer runs",
     );
-    check(&["validate", &abi2, "--json"], 1, "\"verdict\":\"rejected\"");
+    check(&["validate", &abi1, "--json"], 1, "\"verdict\":\"rejected\"");
+    check(
+        &["validate", &abi1],
+        1,
+        "rebuild it with palisade-sdk 0.2 (ABI v2)",
+    );
 }
 
 #[test]

@@ -509,7 +509,7 @@ fn deadlines_time_out_and_the_watchdog_stops_stalled_jobs() {
     // A slow backtest that moves is not stalled: its progress (the bars
     // handed to the guest, published at every epoch tick) is visible, and
     // the watchdog leaves it alone for longer than `watchdog_stall_ms`.
-    let slow = format!("{short}bars_per_batch = 1\n").replace("100\n", "600000\n");
+    let slow = short.replace("100\n", "600000\n");
     c.put("/v1/policies/slow", "application/toml", slow.as_bytes())
         .expect(200);
     let steady = c.submit(&json!({
@@ -985,15 +985,23 @@ fn an_adversary_at_its_limits_does_not_change_other_results() {
     // Attacks running beside: an endless loop, a memory bomb, log spam, a panic.
     let loop_job = c.submit(&json!({ "strategy": adversary, "dataset": data, "params": { "mode": 1 }, "policy": "endless", "priority": "high" }));
     wait_running(&c, &loop_job);
+    // Log spam past log_bytes fails the run under a policy that says so (by
+    // default the lines are dropped and counted).
+    c.put(
+        "/v1/policies/logfail",
+        "application/toml",
+        b"log_overflow = \"fail\"\n",
+    )
+    .expect(200);
     let attacks: Vec<(String, &str)> = [
-        (json!({ "mode": 2, "amount": 1e9 }), "memory_limit"),
-        (json!({ "mode": 6, "amount": 60000 }), "output_limit"),
-        (json!({ "mode": 4 }), "guest_panic"),
+        (json!({ "mode": 2, "amount": 1e9 }), "endless", "memory_limit"),
+        (json!({ "mode": 6, "amount": 60000 }), "logfail", "output_limit"),
+        (json!({ "mode": 4 }), "default", "guest_panic"),
     ]
     .into_iter()
-    .map(|(params, cause)| {
+    .map(|(params, policy, cause)| {
         (
-            c.submit(&json!({ "strategy": adversary, "dataset": data, "params": params })),
+            c.submit(&json!({ "strategy": adversary, "dataset": data, "params": params, "policy": policy })),
             cause,
         )
     })

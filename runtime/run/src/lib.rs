@@ -20,5 +20,5 @@ pub mod session;
 
 pub use config::{ProgressFn, RunConfig};
 pub use outcome::{Cause, Failure};
-pub use output::{LogLine, RunOutput, Usage};
+pub use output::{LogLine, RefusedOrders, RunOutput, Usage};
 pub use policy::{Policy, PolicyError};

@@ -13,13 +13,14 @@ use palisade_host_api::{error, fail_kind, Bar, Fill};
 
 use crate::config::RunConfig;
 use crate::outcome::{Cause, Failure};
-use crate::output::{RunOutput, Usage};
+use crate::output::RunOutput;
 use crate::policy::Policy;
 use crate::session::Session;
 use palisade_backtest::Dataset;
 
 /// A [`palisade_sdk::Host`] over a [`Session`]. The first failure (an output
-/// limit, a protocol error) ends the data: later calls get neutral answers.
+/// limit, a protocol error, an undeclared parameter) ends the data: later
+/// calls get neutral answers.
 pub struct NativeHost {
     session: Session,
     failure: Option<Failure>,
@@ -45,50 +46,50 @@ impl NativeHost {
 }
 
 impl palisade_sdk::Host for NativeHost {
-    fn next_batch(&mut self, buf: &mut [Bar]) -> usize {
+    fn symbol_count(&mut self) -> usize {
+        self.session.symbol_count()
+    }
+
+    fn next_bars(&mut self, buf: &mut [Bar]) -> usize {
         if self.failure.is_some() {
             return 0;
         }
         let cap = i32::try_from(buf.len()).unwrap_or(i32::MAX);
-        let r = self.session.next_batch(cap);
+        let r = self.session.next_bars(cap);
         let events = self.ok(r, 0..0);
         let n = events.len();
         buf[..n].copy_from_slice(&self.session.data.bars()[events]);
         n
     }
 
-    fn order(&mut self, bar: u32, symbol: i32, qty: f64, kind: i32, price: f64) -> i64 {
-        let r = self.session.order(bar as i32, symbol, qty, kind, price);
+    fn order(&mut self, symbol: i32, qty: f64, kind: i32, price: f64) -> i64 {
+        let r = self.session.order(symbol, qty, kind, price);
         self.ok(r, i64::from(error::BAD_ARGUMENT))
     }
 
-    fn cancel(&mut self, bar: u32, id: i64) -> i32 {
-        let r = self.session.cancel(bar as i32, id);
-        self.ok(r, error::UNKNOWN_ORDER)
+    fn cancel(&mut self, id: i64) -> i32 {
+        self.session.cancel(id)
     }
 
-    fn position(&mut self, bar: u32, symbol: i32) -> f64 {
-        let r = self.session.position(bar as i32, symbol);
-        self.ok(r, f64::NAN)
+    fn position(&mut self, symbol: i32) -> f64 {
+        self.session.position(symbol)
     }
 
-    fn cash(&mut self, bar: u32) -> f64 {
-        let r = self.session.cash(bar as i32);
-        self.ok(r, f64::NAN)
+    fn cash(&mut self) -> f64 {
+        self.session.cash()
     }
 
-    fn equity(&mut self, bar: u32) -> f64 {
-        let r = self.session.equity(bar as i32);
-        self.ok(r, f64::NAN)
+    fn equity(&mut self) -> f64 {
+        self.session.equity()
     }
 
-    fn poll_fill(&mut self, bar: u32) -> Option<Fill> {
-        let r = self.session.poll_fill(bar as i32);
-        self.ok(r, None)
+    fn poll_fill(&mut self) -> Option<Fill> {
+        self.session.poll_fill()
     }
 
     fn param(&mut self, name: &str) -> f64 {
-        self.session.param(name)
+        let r = self.session.param(name);
+        self.ok(r, f64::NAN)
     }
 
     fn symbol_name(&mut self, symbol: i32, out: &mut [u8]) -> i32 {
@@ -117,7 +118,7 @@ impl palisade_sdk::Host for NativeHost {
 
 /// Backtests a natively compiled strategy `S` exactly as
 /// `palisade_sandbox::Sandbox::backtest` would its wasm build (same engine,
-/// same batching and output limits of `policy`, no fuel or time limits).
+/// same delivery and output limits of `policy`, no fuel or time limits).
 pub fn backtest<S: palisade_sdk::Strategy>(
     data: Arc<Dataset>,
     policy: &Policy,
@@ -140,9 +141,6 @@ pub fn backtest<S: palisade_sdk::Strategy>(
         }
         (None, Ok(())) => Ok(()),
     };
-    let usage = Usage {
-        orders: host.session.orders_total,
-        ..Usage::default()
-    };
+    let usage = host.session.usage(0, 0);
     host.session.into_output(outcome, usage, run_seconds)
 }

@@ -19,13 +19,41 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// Resources a run used.
+/// Resources a run used, and what the host refused or dropped on its behalf
+/// (never silently: every refused order and dropped log line is counted).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Usage {
     pub fuel: u64,
     pub memory_peak_bytes: u64,
+    /// Orders placed (accepted or refused).
     pub orders: u64,
+    /// Orders and cancels the host refused, by reason.
+    pub orders_refused: RefusedOrders,
+    /// Log lines dropped because the run's log was full (`log_bytes`).
+    pub logs_dropped: u64,
+}
+
+/// Requests the host refused with an error code, by the code's name (see
+/// `palisade_host_api::error`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RefusedOrders {
+    /// Zero, NaN, infinite or out-of-bounds quantity or price, or a bad kind.
+    pub bad_argument: u64,
+    /// A symbol id the data does not have.
+    pub unknown_symbol: u64,
+    /// Placed in init or in the finish phase.
+    pub no_bar: u64,
+    /// Cancels of an order that is not pending.
+    pub unknown_order: u64,
+}
+
+impl RefusedOrders {
+    /// Refused requests of every reason together.
+    pub fn total(&self) -> u64 {
+        self.bad_argument + self.unknown_symbol + self.no_bar + self.unknown_order
+    }
 }
 
 /// The result of one run: how it ended, and what it produced up to then.

@@ -61,8 +61,9 @@ pub const DEFAULT_ORDERS_PER_EVENT: u32 = 100;
 pub const DEFAULT_OUTPUT_BYTES: u64 = 64 * MIB;
 /// Default for [`Policy::metrics_per_run`].
 pub const DEFAULT_METRICS_PER_RUN: u32 = 64;
-/// Default for [`Policy::bars_per_batch`].
-pub const DEFAULT_BARS_PER_BATCH: u32 = 256;
+/// Default for [`Policy::log_overflow`]: drop (and count) the lines past
+/// `log_bytes`.
+pub const DEFAULT_LOG_OVERFLOW: LogOverflow = LogOverflow::Truncate;
 /// Default for [`Policy::max_variants`].
 pub const DEFAULT_MAX_VARIANTS: u64 = 100_000;
 /// Default for [`Policy::allow_wasi`]: WASI is not offered.
@@ -97,16 +98,17 @@ pub struct Policy {
     /// Most elements a guest's table may have. Growing past it is
     /// `memory_limit`; declaring more is `invalid_module`.
     pub table_elements: u32,
-    /// Fuel for init, for finish and for each bar. Bars are delivered in
-    /// batches of up to [`Policy::bars_per_batch`]; a batch's budget is
-    /// `fuel_per_event` × the bars in it, and init and finish each get
-    /// `fuel_per_event`. Running out is `fuel_exhausted`.
+    /// Fuel for init, for finish and for each bar. Bars are handed over one
+    /// timestamp at a time; a timestamp's budget is `fuel_per_event` × its
+    /// bars (one per symbol), and init and finish each get `fuel_per_event`
+    /// (the finish phase in total, however the guest spends it). Running
+    /// out is `fuel_exhausted`.
     pub fuel_per_event: u64,
     /// Total fuel of one run, across all events. Running out is
     /// `fuel_exhausted`.
     pub fuel_per_run: u64,
     /// Wall-clock limit, in milliseconds, for init, for finish and for each
-    /// batch of bars. Passing it is `deadline`.
+    /// timestamp. Passing it is `deadline`.
     pub deadline_per_event_ms: u64,
     /// Wall-clock limit of one run, in milliseconds. Passing it is `deadline`.
     pub deadline_per_run_ms: u64,
@@ -120,11 +122,16 @@ pub struct Policy {
     pub max_functions: u32,
     /// Most tables a module may declare; more is `invalid_module`.
     pub max_tables: u32,
-    /// Total bytes of guest log lines kept per run; exceeding it stops the run
-    /// with `output_limit`.
+    /// Total bytes of guest log lines kept per run, each line counting its
+    /// message plus 48 bytes; what does not fit is handled by
+    /// [`Policy::log_overflow`].
     pub log_bytes: u64,
-    /// Orders a guest may place while handling one bar; exceeding it stops the
-    /// run with `output_limit`.
+    /// What happens to a log line past `log_bytes`: `truncate` drops it and
+    /// counts it (`usage.logs_dropped`), `fail` stops the run with
+    /// `output_limit`.
+    pub log_overflow: LogOverflow,
+    /// Orders a guest may place while handling one timestamp; exceeding it
+    /// stops the run with `output_limit`.
     pub orders_per_event: u32,
     /// Most bytes of result (trades, metrics) one run may produce; more is
     /// `output_limit`.
@@ -132,10 +139,6 @@ pub struct Policy {
     /// Distinct metric names a guest may record in a run; more is
     /// `output_limit`.
     pub metrics_per_run: u32,
-    /// Most bars delivered per `next_batch`. 1 makes per-event limits exact
-    /// and shows the guest no bar ahead of the one it handles; larger batches
-    /// cut host crossings.
-    pub bars_per_batch: u32,
     /// Most variants one optimization study may run.
     pub max_variants: u64,
     /// Reserved: WASI is not offered in this version, so `true` is rejected.
@@ -160,11 +163,22 @@ impl Default for Policy {
             orders_per_event: DEFAULT_ORDERS_PER_EVENT,
             output_bytes: DEFAULT_OUTPUT_BYTES,
             metrics_per_run: DEFAULT_METRICS_PER_RUN,
-            bars_per_batch: DEFAULT_BARS_PER_BATCH,
+            log_overflow: DEFAULT_LOG_OVERFLOW,
             max_variants: DEFAULT_MAX_VARIANTS,
             allow_wasi: DEFAULT_ALLOW_WASI,
         }
     }
+}
+
+/// What happens to a guest's log line past the policy's `log_bytes`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogOverflow {
+    /// Drop the line and count it in `usage.logs_dropped`.
+    Truncate,
+    /// Stop the run with `output_limit`.
+    Fail,
 }
 
 /// The allowed values of one numeric knob: `range`, and a multiple of
@@ -339,7 +353,7 @@ impl Policy {
             multiple_of: WASM_PAGE_BYTES,
             ..Bounds::new(64 * KIB, 4 * GIB)
         };
-        let checks: [(&'static str, u64, Bounds); 16] = [
+        let checks: [(&'static str, u64, Bounds); 15] = [
             ("memory_bytes", self.memory_bytes, memory),
             (
                 "table_elements",
@@ -386,7 +400,6 @@ impl Policy {
                 self.metrics_per_run.into(),
                 Bounds::new(0, 10_000),
             ),
-            ("bars_per_batch", self.bars_per_batch.into(), Bounds::new(1, 4096)),
             ("max_variants", self.max_variants, Bounds::new(1, 10_000_000)),
         ];
         for (key, value, bounds) in checks {
@@ -500,8 +513,20 @@ fn parse_error(text: &str, origin: &str, err: &toml::de::Error) -> PolicyError {
         file: origin.to_owned(),
         line: before.matches('\n').count() + 1,
         column: before[line_start..].chars().count() + 1,
-        message: err.message().trim_end().replace('\n', "; "),
+        message: removed_key_hint(err.message().trim_end().replace('\n', "; ")),
         snippet: text[line_start..line_end].trim().to_owned(),
+    }
+}
+
+/// A parse message, with what to do when it is about a key earlier versions
+/// had.
+fn removed_key_hint(message: String) -> String {
+    if message.contains("unknown field `bars_per_batch`") {
+        format!(
+            "{message}; bars_per_batch was removed with ABI v2: bars are handed over one timestamp at a time, so a guest never holds a later bar (delete the key)"
+        )
+    } else {
+        message
     }
 }
 
@@ -564,7 +589,7 @@ mod tests {
         // default.toml spells out exactly the defaults.
         assert_eq!(Policy::builtin("default").unwrap(), Policy::default());
         let strict = Policy::builtin("strict").unwrap();
-        assert_eq!(strict.bars_per_batch, 1);
+        assert_eq!(strict.log_overflow, LogOverflow::Truncate);
         assert!(strict.memory_bytes < DEFAULT_MEMORY_BYTES);
         assert!(Policy::builtin("lenient").is_none());
     }
@@ -614,7 +639,6 @@ mod tests {
             ("orders_per_event", 1, 100_000, ""),
             ("output_bytes", 1_024, 1_073_741_824, ""),
             ("metrics_per_run", 0, 10_000, ""),
-            ("bars_per_batch", 1, 4_096, ""),
             ("max_variants", 1, 10_000_000, ""),
         ];
         for &(key, min, max, extra) in table {
@@ -664,9 +688,19 @@ mod tests {
             ("fuel_per_run = 1.5\n", &["bad.toml:1:", "fuel_per_run = 1.5"]),
             // u32 field above u32::MAX.
             (
-                "\n\nbars_per_batch = 4294967296\n",
-                &["bad.toml:3:", "bars_per_batch = 4294967296"],
+                "\n\nmetrics_per_run = 4294967296\n",
+                &["bad.toml:3:", "metrics_per_run = 4294967296"],
             ),
+            // A key of ABI v1, with what to do about it.
+            (
+                "bars_per_batch = 256\n",
+                &[
+                    "bad.toml:1:",
+                    "bars_per_batch was removed with ABI v2",
+                    "delete the key",
+                ],
+            ),
+            ("log_overflow = \"ignore\"\n", &["bad.toml:1:", "log_overflow"]),
             // Not TOML at all.
             ("memory_bytes = = 1\n", &["bad.toml:1:"]),
         ];

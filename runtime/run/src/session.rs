@@ -1,6 +1,12 @@
-//! The semantics of ABI v1, independent of WebAssembly: one strategy's view
-//! of one backtest (batches, the bar cursor, orders, fills, parameters, logs,
+//! The semantics of ABI v2, independent of WebAssembly: one strategy's view
+//! of one backtest (the timestamp cursor, orders, fills, parameters, logs,
 //! metrics, the seeded random stream) and the output limits that apply to it.
+//!
+//! The host hands the data over one timestamp at a time ([`Session::next_bars`]):
+//! every symbol's bar at `T` together, after the engine has filled the orders
+//! due at `T`'s opens and marked positions at `T`'s closes. Every other call
+//! is about that timestamp ("now"); nothing later is ever handed over, so a
+//! strategy cannot see the future whatever it does.
 //!
 //! The wasm host functions (`palisade-sandbox`) and the native host
 //! (`crate::native`) are thin adapters over this type, so a strategy compiled
@@ -11,13 +17,13 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
+use palisade_backtest::{Backtest, Dataset, OrderError, OrderKind};
 use palisade_host_api::{error, Fill};
 
 use crate::config::RunConfig;
 use crate::outcome::{Cause, Failure};
-use crate::output::{LogLine, RunOutput, Usage};
-use crate::policy::Policy;
-use palisade_backtest::{Backtest, BacktestReport, Dataset, OrderKind};
+use crate::output::{LogLine, RefusedOrders, RunOutput, Usage};
+use crate::policy::{LogOverflow, Policy};
 
 /// Estimated bytes of result per order a guest places, charged against the
 /// policy's `output_bytes`.
@@ -26,23 +32,28 @@ pub const ORDER_RECORD_BYTES: u64 = 160;
 /// Longest metric name kept, in bytes.
 pub const MAX_METRIC_NAME: usize = 256;
 
+/// Bytes each log line costs against the policy's `log_bytes` besides its
+/// message: what the host keeps per line (level, timestamp, the string's
+/// header), so that empty lines are not free.
+pub const LOG_LINE_OVERHEAD: u64 = 48;
+
 /// Where the strategy is in its run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
-    /// Before the first `next_batch`.
+    /// Before the first `next_bars`.
     Init,
-    /// Handling bars.
+    /// Handling a timestamp.
     Bars,
-    /// `next_batch` returned 0.
+    /// `next_bars` returned 0: the finish phase.
     Finished,
 }
 
 /// The output limits of a session, from the policy.
 #[derive(Clone, Debug)]
 pub struct OutputLimits {
-    pub bars_per_batch: usize,
     pub orders_per_event: u32,
     pub log_bytes: u64,
+    pub log_overflow: LogOverflow,
     pub metrics: usize,
     pub output_bytes: u64,
 }
@@ -50,9 +61,9 @@ pub struct OutputLimits {
 impl OutputLimits {
     pub fn from_policy(p: &Policy) -> OutputLimits {
         OutputLimits {
-            bars_per_batch: p.bars_per_batch as usize,
             orders_per_event: p.orders_per_event,
             log_bytes: p.log_bytes,
+            log_overflow: p.log_overflow,
             metrics: p.metrics_per_run as usize,
             output_bytes: p.output_bytes,
         }
@@ -65,18 +76,19 @@ pub struct Session {
     pub bt: Backtest,
     pub limits: OutputLimits,
     pub phase: Phase,
-    /// Event index of the current batch's first bar, and its length.
-    batch_start: usize,
-    batch_len: usize,
-    /// Highest bar index (in the batch) the guest has asked about.
-    cursor: usize,
-    orders_at: usize,
+    /// Events of the timestamp being handled: `now_start..now_end`.
+    now_start: usize,
+    now_end: usize,
     orders_here: u32,
     pub orders_total: u64,
+    /// Orders the host refused, by reason.
+    pub refused: RefusedOrders,
     params: Vec<(String, f64)>,
     rng: u64,
     pub logs: Vec<LogLine>,
     log_bytes: u64,
+    /// Log lines dropped past `log_bytes`.
+    pub logs_dropped: u64,
     pub metrics: BTreeMap<String, f64>,
 }
 
@@ -91,16 +103,16 @@ impl Session {
             bt,
             limits,
             phase: Phase::Init,
-            batch_start: 0,
-            batch_len: 0,
-            cursor: 0,
-            orders_at: usize::MAX,
+            now_start: 0,
+            now_end: 0,
             orders_here: 0,
             orders_total: 0,
+            refused: RefusedOrders::default(),
             params,
             rng: seed,
             logs: Vec::new(),
             log_bytes: 0,
+            logs_dropped: 0,
             metrics: BTreeMap::new(),
         }
     }
@@ -117,104 +129,105 @@ impl Session {
         )
     }
 
-    /// Validates the bar index a guest passed and brings the engine up to it.
-    /// `None` when no bar is being handled (init, or after the data ended).
-    #[inline]
-    pub fn at(&mut self, bar: i32) -> Result<Option<usize>, Failure> {
-        match self.phase {
-            Phase::Bars => {}
-            Phase::Finished => return Ok(None),
-            Phase::Init if bar == 0 => return Ok(None),
-            Phase::Init => {
-                return Err(fail(
-                    Cause::HostAbuse,
-                    format!("bar index {bar} passed before the first next_batch (must be 0)"),
-                ))
-            }
-        }
-        let Ok(bar) = usize::try_from(bar) else {
-            return Err(fail(Cause::HostAbuse, format!("bar index {bar} is negative")));
-        };
-        if bar >= self.batch_len {
-            return Err(fail(
-                Cause::HostAbuse,
-                format!(
-                    "bar index {bar} is outside the current batch of {} bars",
-                    self.batch_len
-                ),
-            ));
-        }
-        if bar < self.cursor {
-            return Err(fail(
-                Cause::HostAbuse,
-                format!(
-                    "bar index went back from {} to {bar}: bars are handled in order",
-                    self.cursor
-                ),
-            ));
-        }
-        self.cursor = bar;
-        let event = self.batch_start + bar;
-        self.bt.advance_to(event);
-        Ok(Some(event))
+    /// The number of symbols: the most bars one timestamp has.
+    pub fn symbol_count(&self) -> usize {
+        self.data.symbols().len()
     }
 
-    /// Finishes the current batch and chooses the next one: at most `cap`
-    /// bars (and at most the policy's `bars_per_batch`). Returns the events
-    /// to deliver, empty once the data is exhausted.
-    pub fn next_batch(&mut self, cap: i32) -> Result<Range<usize>, Failure> {
-        if cap <= 0 {
-            return Err(fail(Cause::HostAbuse, format!("next_batch asked for {cap} bars")));
-        }
+    /// The last event of the timestamp being handled; `None` in init and in
+    /// the finish phase.
+    #[inline]
+    fn now(&self) -> Option<usize> {
         match self.phase {
-            Phase::Finished => return Ok(0..0),
-            Phase::Init => self.phase = Phase::Bars,
-            Phase::Bars => {
-                if self.batch_len > 0 {
-                    self.bt.advance_to(self.batch_start + self.batch_len - 1);
-                }
+            Phase::Bars => Some(self.now_end - 1),
+            _ => None,
+        }
+    }
+
+    /// Hands over the next timestamp: brings the engine to the end of it
+    /// (fills at its opens, marks at its closes) and returns its events (one
+    /// per symbol with a bar at it); empty once the data is exhausted, which
+    /// starts the finish phase. `cap` is the guest's buffer, in bars: it must
+    /// hold a bar of every symbol. Asking again after the end breaks the
+    /// protocol.
+    #[inline]
+    pub fn next_bars(&mut self, cap: i32) -> Result<Range<usize>, Failure> {
+        match self.phase {
+            Phase::Finished => {
+                return Err(fail(
+                    Cause::HostAbuse,
+                    "next_bars called again after the data ended (it returned 0 once; the finish phase has begun)"
+                        .to_owned(),
+                ))
             }
+            Phase::Init => {
+                let symbols = self.symbol_count();
+                if usize::try_from(cap).map_or(true, |c| c < symbols) {
+                    return Err(fail(
+                        Cause::HostAbuse,
+                        format!(
+                            "next_bars: a buffer of {cap} bars cannot hold a timestamp of {symbols} symbols (symbol_count)"
+                        ),
+                    ));
+                }
+                self.phase = Phase::Bars;
+            }
+            Phase::Bars => {}
         }
-        let start = self.batch_start + self.batch_len;
-        let left = self.data.len().saturating_sub(start);
-        let n = (cap as usize).min(self.limits.bars_per_batch).min(left);
-        self.batch_start = start;
-        self.batch_len = n;
-        self.cursor = 0;
-        if n == 0 {
+        let bars = self.data.bars();
+        let start = self.now_end;
+        let Some(first) = bars.get(start) else {
             self.phase = Phase::Finished;
+            self.now_start = start;
+            return Ok(start..start);
+        };
+        let ts = first.ts;
+        let mut end = start + 1;
+        while end < bars.len() && bars[end].ts == ts {
+            end += 1;
         }
-        Ok(start..start + n)
+        if end - start > usize::try_from(cap).unwrap_or(0) {
+            return Err(fail(
+                Cause::HostAbuse,
+                format!(
+                    "next_bars: a buffer of {cap} bars cannot hold the {} bars at timestamp {ts}",
+                    end - start
+                ),
+            ));
+        }
+        self.bt.advance_to(end - 1);
+        self.now_start = start;
+        self.now_end = end;
+        self.orders_here = 0;
+        Ok(start..end)
     }
 
     /// The fraction of the data's bars handed to the strategy so far.
     pub fn progress(&self) -> f64 {
         match self.data.len() {
             0 => 1.0,
-            n => (self.batch_start + self.batch_len) as f64 / n as f64,
+            n => self.now_end as f64 / n as f64,
         }
     }
 
-    /// Bars in the current batch.
-    pub fn batch_len(&self) -> usize {
-        self.batch_len
+    /// Bars of the timestamp being handled.
+    pub fn bars_now(&self) -> usize {
+        self.now_end - self.now_start
     }
 
-    pub fn order(&mut self, bar: i32, symbol: i32, qty: f64, kind: i32, price: f64) -> Result<i64, Failure> {
-        let Some(event) = self.at(bar)? else {
+    pub fn order(&mut self, symbol: i32, qty: f64, kind: i32, price: f64) -> Result<i64, Failure> {
+        let Some(event) = self.now() else {
+            self.refused.no_bar += 1;
             return Ok(i64::from(error::NO_BAR));
         };
-        if self.orders_at != event {
-            self.orders_at = event;
-            self.orders_here = 0;
-        }
         self.orders_here += 1;
         self.orders_total += 1;
         if self.orders_here > self.limits.orders_per_event {
             let n = self.limits.orders_per_event;
+            let ts = self.data.bars()[event].ts;
             return Err(fail(
                 Cause::OutputLimit,
-                format!("placed more than {n} orders while handling bar {event} (orders_per_event)"),
+                format!("placed more than {n} orders while handling timestamp {ts} (orders_per_event)"),
             ));
         }
         if self.orders_total.saturating_mul(ORDER_RECORD_BYTES) > self.limits.output_bytes {
@@ -228,55 +241,80 @@ impl Session {
             ));
         }
         let Some(kind) = OrderKind::from_abi(kind, price) else {
+            self.refused.bad_argument += 1;
             return Ok(i64::from(error::BAD_ARGUMENT));
         };
         let Ok(symbol) = u32::try_from(symbol) else {
+            self.refused.unknown_symbol += 1;
             return Ok(i64::from(error::UNKNOWN_SYMBOL));
         };
         Ok(match self.bt.place_order(event, symbol, qty, kind) {
             Ok(id) => id as i64,
-            Err(e) => i64::from(e.code()),
+            Err(e) => {
+                match e {
+                    OrderError::BadArgument => self.refused.bad_argument += 1,
+                    OrderError::UnknownSymbol => self.refused.unknown_symbol += 1,
+                    OrderError::NoBar => self.refused.no_bar += 1,
+                    OrderError::UnknownOrder => {}
+                }
+                i64::from(e.code())
+            }
         })
     }
 
-    pub fn cancel(&mut self, bar: i32, id: i64) -> Result<i32, Failure> {
-        self.at(bar)?;
+    pub fn cancel(&mut self, id: i64) -> i32 {
         let Ok(id) = u64::try_from(id) else {
-            return Ok(error::UNKNOWN_ORDER);
+            self.refused.unknown_order += 1;
+            return error::UNKNOWN_ORDER;
         };
-        Ok(match self.bt.cancel(id) {
+        match self.bt.cancel(id) {
             Ok(()) => 0,
-            Err(e) => e.code(),
-        })
+            Err(e) => {
+                self.refused.unknown_order += 1;
+                e.code()
+            }
+        }
     }
 
-    pub fn position(&mut self, bar: i32, symbol: i32) -> Result<f64, Failure> {
-        self.at(bar)?;
+    pub fn position(&self, symbol: i32) -> f64 {
         let held = u32::try_from(symbol).ok().and_then(|s| self.bt.position(s));
-        Ok(held.unwrap_or(f64::NAN))
+        held.unwrap_or(f64::NAN)
     }
 
-    pub fn cash(&mut self, bar: i32) -> Result<f64, Failure> {
-        self.at(bar)?;
-        Ok(self.bt.cash())
+    pub fn cash(&self) -> f64 {
+        self.bt.cash()
     }
 
-    pub fn equity(&mut self, bar: i32) -> Result<f64, Failure> {
-        self.at(bar)?;
-        Ok(self.bt.equity())
+    pub fn equity(&self) -> f64 {
+        self.bt.equity()
     }
 
-    pub fn poll_fill(&mut self, bar: i32) -> Result<Option<Fill>, Failure> {
-        self.at(bar)?;
-        Ok(self.bt.pop_fill())
+    pub fn poll_fill(&mut self) -> Option<Fill> {
+        self.bt.pop_fill()
     }
 
-    /// A declared parameter's value; NaN for an undeclared name.
-    pub fn param(&self, name: &str) -> f64 {
-        self.params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(f64::NAN, |(_, v)| *v)
+    /// A declared parameter's value; reading a name the manifest does not
+    /// declare fails the run (`invalid_params`, naming it).
+    pub fn param(&self, name: &str) -> Result<f64, Failure> {
+        match self.params.iter().find(|(n, _)| n == name) {
+            Some((_, v)) => Ok(*v),
+            None => Err(self.undeclared(name)),
+        }
+    }
+
+    /// The failure of reading the undeclared parameter `name` (also for a
+    /// name too long to be declared, which the host does not read).
+    pub fn undeclared(&self, name: &str) -> Failure {
+        let declared: Vec<&str> = self.params.iter().map(|(n, _)| n.as_str()).collect();
+        let declared = if declared.is_empty() {
+            "none".to_owned()
+        } else {
+            declared.join(", ")
+        };
+        fail(
+            Cause::InvalidParams,
+            format!("the strategy read parameter {name:?}, which its manifest does not declare (declared: {declared})"),
+        )
     }
 
     pub fn symbol_name(&self, symbol: i32) -> Option<&str> {
@@ -286,22 +324,45 @@ impl Session {
             .map(|s| s.as_str())
     }
 
-    pub fn log(&mut self, level: i32, message: String) -> Result<(), Failure> {
-        self.log_bytes += message.len() as u64;
-        if self.log_bytes > self.limits.log_bytes {
-            let n = self.limits.log_bytes;
-            return Err(fail(
-                Cause::OutputLimit,
-                format!("logged more than {n} bytes (log_bytes)"),
-            ));
+    /// Whether a line of `len` message bytes fits in what is left of
+    /// `log_bytes`. `Ok(false)`: it is dropped (counted, not kept, and the
+    /// host need not read it); `Err`: the policy fails the run instead.
+    pub fn log_fits(&mut self, len: u64) -> Result<bool, Failure> {
+        let cost = len.saturating_add(LOG_LINE_OVERHEAD);
+        if self.log_bytes.saturating_add(cost) <= self.limits.log_bytes {
+            return Ok(true);
         }
+        match self.limits.log_overflow {
+            LogOverflow::Truncate => {
+                self.logs_dropped += 1;
+                Ok(false)
+            }
+            LogOverflow::Fail => {
+                let n = self.limits.log_bytes;
+                Err(fail(
+                    Cause::OutputLimit,
+                    format!(
+                        "logged more than {n} bytes (log_bytes, {LOG_LINE_OVERHEAD} bytes per line included; log_overflow = \"fail\")"
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Keeps a log line (see [`Session::log_fits`], which the caller asks
+    /// first).
+    pub fn log(&mut self, level: i32, message: String) -> Result<(), Failure> {
+        if !self.log_fits(message.len() as u64)? {
+            return Ok(());
+        }
+        self.log_bytes += message.len() as u64 + LOG_LINE_OVERHEAD;
         let level = match level {
             0 => "error",
             1 => "warn",
             2 => "info",
             _ => "debug",
         };
-        let ts = self.current_ts();
+        let ts = self.now().map(|e| self.data.bars()[e].ts);
         self.logs.push(LogLine { level, ts, message });
         Ok(())
     }
@@ -323,15 +384,20 @@ impl Session {
         palisade_host_api::next_random(&mut self.rng)
     }
 
-    fn current_ts(&self) -> Option<i64> {
-        match self.phase {
-            Phase::Bars => self.data.bars().get(self.batch_start + self.cursor).map(|b| b.ts),
-            _ => None,
+    /// What the run used besides fuel and memory: orders placed and refused,
+    /// log lines dropped.
+    pub fn usage(&self, fuel: u64, memory_peak_bytes: u64) -> Usage {
+        Usage {
+            fuel,
+            memory_peak_bytes,
+            orders: self.orders_total,
+            orders_refused: self.refused.clone(),
+            logs_dropped: self.logs_dropped,
         }
     }
 
     /// What the run produced: the full report when it succeeded, the report
-    /// up to where it stopped otherwise (see [`Session::abort`]).
+    /// up to where it stopped otherwise (the timestamps handed over).
     pub fn into_output(self, outcome: Result<(), Failure>, usage: Usage, run_seconds: f64) -> RunOutput {
         let mut session = self;
         let logs = std::mem::take(&mut session.logs);
@@ -339,7 +405,7 @@ impl Session {
         let report = if outcome.is_ok() {
             session.bt.finish()
         } else {
-            session.abort()
+            session.bt.abort()
         };
         RunOutput {
             outcome,
@@ -351,24 +417,16 @@ impl Session {
         }
     }
 
-    /// The report of a run that ended early: every bar up to the one the
-    /// guest was last known to handle (the start of its current batch, or a
-    /// later bar it asked about; exact with `bars_per_batch = 1`).
-    pub fn abort(mut self) -> BacktestReport {
-        if self.phase == Phase::Bars && self.batch_len > 0 {
-            self.bt.advance_to(self.batch_start + self.cursor);
-        }
-        self.bt.abort()
-    }
-
     /// A description of the current event, for messages.
     pub fn event_name(&self) -> String {
         match self.phase {
             Phase::Init => "init".into(),
             Phase::Finished => "finish".into(),
             Phase::Bars => format!(
-                "the batch of {} bars starting at bar {}",
-                self.batch_len, self.batch_start
+                "timestamp {} ({} bars from bar {})",
+                self.data.bars()[self.now_start].ts,
+                self.now_end - self.now_start,
+                self.now_start
             ),
         }
     }

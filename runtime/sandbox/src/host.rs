@@ -1,17 +1,20 @@
-//! The host side of ABI v1 for WebAssembly guests: the `palisade.*`
+//! The host side of ABI v2 for WebAssembly guests: the `palisade.*`
 //! functions, as adapters between guest memory and a [`Session`] (which holds
 //! the ABI's semantics), plus what only a sandboxed guest needs: memory and
 //! table limits, fuel windows, deadlines and cancellation.
 //!
 //! Invariant: nothing a guest passes can make the host panic. Every pointer is
-//! bounds-checked against the guest's memory, every index against the current
-//! batch; a violation stops the run with a classified [`Failure`].
+//! bounds-checked against the guest's memory; a violation stops the run with a
+//! classified [`Failure`]. Host work is bounded by what the guest may keep:
+//! a log line that does not fit is not read, a parameter name longer than any
+//! declared one is not read, names and messages are read up to their caps.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use palisade_host_api::manifest::MAX_NAME_LEN;
 use palisade_host_api::{error, imports, Bar, Fill, IMPORT_MODULE};
 use wasmtime::{AsContextMut, Caller, Linker, Memory, ResourceLimiter, StoreContextMut, UpdateDeadline};
 
@@ -115,7 +118,11 @@ pub struct RunState {
     pub fuel_budget: u64,
     pub fuel_used: u64,
     pub fuel_bound_by_run: bool,
-    pub event_deadline: Instant,
+    /// The engine's tick count (one per [`crate::wasm_engine::EPOCH_TICK`]), and the tick
+    /// at which the current event's deadline passes: set per event without
+    /// reading the clock.
+    pub ticks: Arc<AtomicU64>,
+    pub event_deadline_tick: u64,
     pub run_deadline: Instant,
     pub cancel: Option<Arc<AtomicBool>>,
     pub progress: Option<ProgressFn>,
@@ -125,11 +132,13 @@ impl RunState {
     pub fn new(
         session: Session,
         policy: &Policy,
+        ticks: Arc<AtomicU64>,
         cancel: Option<Arc<AtomicBool>>,
         progress: Option<ProgressFn>,
     ) -> RunState {
         let limits = RunLimits::from_policy(policy);
         let now = Instant::now();
+        let event_deadline_tick = deadline_tick(&ticks, limits.deadline_per_event);
         RunState {
             session,
             limiter: Limiter {
@@ -144,7 +153,8 @@ impl RunState {
             fuel_budget: 0,
             fuel_used: 0,
             fuel_bound_by_run: false,
-            event_deadline: now + limits.deadline_per_event,
+            ticks,
+            event_deadline_tick,
             run_deadline: now + limits.deadline_per_run,
             limits,
             cancel,
@@ -165,8 +175,19 @@ impl RunState {
     }
 }
 
+/// The tick at which a window of `deadline` that starts now has passed for
+/// sure: ticks come at most once per [`crate::wasm_engine::EPOCH_TICK`], so `deadline`
+/// (rounded up to ticks) plus one more tick never ends a window early.
+fn deadline_tick(ticks: &AtomicU64, deadline: Duration) -> u64 {
+    let per_tick = crate::wasm_engine::EPOCH_TICK.as_nanos().max(1);
+    let n = deadline.as_nanos().div_ceil(per_tick) as u64;
+    ticks.load(Ordering::Relaxed).saturating_add(n).saturating_add(1)
+}
+
 /// Grants fuel for the next window of `events` events: `fuel_per_event` per
-/// event, bounded by what is left of `fuel_per_run`.
+/// event, bounded by what is left of `fuel_per_run`, and starts the window's
+/// deadline (`deadline_per_event`).
+#[inline]
 pub fn refuel(store: &mut StoreContextMut<'_, RunState>, events: u64) -> wasmtime::Result<()> {
     let left = store.get_fuel()?;
     let st = store.data_mut();
@@ -175,7 +196,7 @@ pub fn refuel(store: &mut StoreContextMut<'_, RunState>, events: u64) -> wasmtim
     let want = st.limits.fuel_per_event.saturating_mul(events.max(1));
     st.fuel_bound_by_run = run_left < want;
     st.fuel_budget = want.min(run_left);
-    st.event_deadline = Instant::now() + st.limits.deadline_per_event;
+    st.event_deadline_tick = deadline_tick(&st.ticks, st.limits.deadline_per_event);
     let budget = st.fuel_budget;
     store.set_fuel(budget)
 }
@@ -205,7 +226,7 @@ pub fn on_epoch(mut store: StoreContextMut<'_, RunState>) -> wasmtime::Result<Up
             format!("the run took longer than {ms} ms (deadline_per_run_ms)"),
         )));
     }
-    if now >= st.event_deadline {
+    if st.ticks.load(Ordering::Relaxed) >= st.event_deadline_tick {
         let ms = st.limits.deadline_per_event.as_millis();
         let what = st.session.event_name();
         return Err(st.fault(Failure::new(
@@ -261,67 +282,56 @@ fn read_str(
 
 /// Adds the `palisade.*` functions to `linker`.
 pub fn define(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
-    linker.func_wrap(IMPORT_MODULE, imports::NEXT_BATCH, next_batch)?;
+    linker.func_wrap(IMPORT_MODULE, imports::NEXT_BARS, next_bars)?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        imports::SYMBOL_COUNT,
+        |caller: Caller<'_, RunState>| -> i32 {
+            i32::try_from(caller.data().session.symbol_count()).unwrap_or(i32::MAX)
+        },
+    )?;
     linker.func_wrap(
         IMPORT_MODULE,
         imports::ORDER,
         |mut caller: Caller<'_, RunState>,
-         bar: i32,
          symbol: i32,
          qty: f64,
          kind: i32,
          price: f64|
          -> wasmtime::Result<i64> {
             let st = caller.data_mut();
-            let r = st.session.order(bar, symbol, qty, kind, price);
+            let r = st.session.order(symbol, qty, kind, price);
             st.check(r)
         },
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
         imports::CANCEL,
-        |mut caller: Caller<'_, RunState>, bar: i32, id: i64| -> wasmtime::Result<i32> {
-            let st = caller.data_mut();
-            let r = st.session.cancel(bar, id);
-            st.check(r)
-        },
+        |mut caller: Caller<'_, RunState>, id: i64| -> i32 { caller.data_mut().session.cancel(id) },
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
         imports::POSITION,
-        |mut caller: Caller<'_, RunState>, bar: i32, symbol: i32| -> wasmtime::Result<f64> {
-            let st = caller.data_mut();
-            let r = st.session.position(bar, symbol);
-            st.check(r)
-        },
+        |caller: Caller<'_, RunState>, symbol: i32| -> f64 { caller.data().session.position(symbol) },
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
         imports::CASH,
-        |mut caller: Caller<'_, RunState>, bar: i32| -> wasmtime::Result<f64> {
-            let st = caller.data_mut();
-            let r = st.session.cash(bar);
-            st.check(r)
-        },
+        |caller: Caller<'_, RunState>| -> f64 { caller.data().session.cash() },
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
         imports::EQUITY,
-        |mut caller: Caller<'_, RunState>, bar: i32| -> wasmtime::Result<f64> {
-            let st = caller.data_mut();
-            let r = st.session.equity(bar);
-            st.check(r)
-        },
+        |caller: Caller<'_, RunState>| -> f64 { caller.data().session.equity() },
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
         imports::POLL_FILL,
-        |mut caller: Caller<'_, RunState>, bar: i32, out: i32| -> wasmtime::Result<i32> {
+        |mut caller: Caller<'_, RunState>, out: i32| -> wasmtime::Result<i32> {
             let mem = memory(&mut caller)?;
             let (data, st) = mem.data_and_store_mut(&mut caller);
             let range = span(st, data.len(), imports::POLL_FILL, out, Fill::SIZE as u64)?;
-            let r = st.session.poll_fill(bar);
-            Ok(match st.check(r)? {
+            Ok(match st.session.poll_fill() {
                 Some(fill) => {
                     data[range].copy_from_slice(&fill.to_le_bytes());
                     1
@@ -334,8 +344,16 @@ pub fn define(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
         IMPORT_MODULE,
         imports::PARAM,
         |mut caller: Caller<'_, RunState>, ptr: i32, len: i32| -> wasmtime::Result<f64> {
-            let name = read_str(&mut caller, imports::PARAM, ptr, len, usize::MAX)?;
-            Ok(caller.data().session.param(&name))
+            // No declared name is longer: a longer one is refused unread.
+            if len as u32 as usize > MAX_NAME_LEN {
+                let st = caller.data_mut();
+                let f = st.session.undeclared(&format!("<{} bytes>", len as u32));
+                return Err(st.fault(f));
+            }
+            let name = read_str(&mut caller, imports::PARAM, ptr, len, MAX_NAME_LEN)?;
+            let st = caller.data_mut();
+            let r = st.session.param(&name);
+            st.check(r)
         },
     )?;
     linker.func_wrap(
@@ -357,8 +375,15 @@ pub fn define(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
         IMPORT_MODULE,
         imports::LOG,
         |mut caller: Caller<'_, RunState>, level: i32, ptr: i32, len: i32| -> wasmtime::Result<()> {
-            let message = read_str(&mut caller, imports::LOG, ptr, len, usize::MAX)?;
-            let st = caller.data_mut();
+            let mem = memory(&mut caller)?;
+            let (data, st) = mem.data_and_store_mut(&mut caller);
+            let r = span(st, data.len(), imports::LOG, ptr, u64::from(len as u32))?;
+            // A line that does not fit is dropped (or fails the run) unread.
+            let fits = st.session.log_fits(r.len() as u64);
+            if !st.check(fits)? {
+                return Ok(());
+            }
+            let message = String::from_utf8_lossy(&data[r]).into_owned();
             let r = st.session.log(level, message);
             st.check(r)
         },
@@ -391,14 +416,18 @@ pub fn define(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-fn next_batch(mut caller: Caller<'_, RunState>, buf: i32, cap: i32) -> wasmtime::Result<i32> {
+/// `next_bars`: hands over the next timestamp and grants its fuel and
+/// deadline window; at the end of the data, the finish phase's window (one
+/// event's, once: asking again is refused by the session).
+#[inline]
+fn next_bars(mut caller: Caller<'_, RunState>, buf: i32, cap: i32) -> wasmtime::Result<i32> {
     let mem = memory(&mut caller)?;
     let (data, st) = mem.data_and_store_mut(&mut caller);
     // The whole buffer the guest declares must be its own, however many bars
-    // are left to write into it.
+    // this timestamp has.
     let declared = u64::from(cap.max(0) as u32) * Bar::SIZE as u64;
-    let out = span(st, data.len(), imports::NEXT_BATCH, buf, declared)?;
-    let r = st.session.next_batch(cap);
+    let out = span(st, data.len(), imports::NEXT_BARS, buf, declared)?;
+    let r = st.session.next_bars(cap);
     let events = st.check(r)?;
     let n = events.len();
     write_bars(&mut data[out], &st.session.data.bars()[events]);

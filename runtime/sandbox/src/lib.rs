@@ -3,7 +3,7 @@
 //! can end. It is the only crate that knows wasmtime.
 //!
 //! One [`Sandbox`] per process (per distinct stack size): one wasmtime engine,
-//! one epoch ticker thread, one linker with the ABI v1 imports. A module is
+//! one epoch ticker thread, one linker with the ABI v2 imports. A module is
 //! validated and compiled once ([`Sandbox::load`]) into a [`CompiledModule`] that
 //! can be instantiated in microseconds for each run. Each run gets a new
 //! `Store` with its own limits; a run ends with `ok` or a classified
@@ -31,7 +31,7 @@ pub use wasm_engine::{EngineSettings, WasmEngine, EPOCH_TICK};
 
 use palisade_backtest::{Backtest, BacktestConfig, Dataset};
 use palisade_run::session::{OutputLimits, Phase, Session};
-use palisade_run::{Cause, Failure, Policy, ProgressFn, RunConfig, RunOutput, Usage};
+use palisade_run::{Cause, Failure, Policy, ProgressFn, RunConfig, RunOutput};
 
 use crate::host::RunState;
 
@@ -193,11 +193,7 @@ impl Sandbox {
         let run_seconds = started.elapsed().as_secs_f64();
         let fuel = host::fuel_used(&store.as_context_mut());
         let st = store.into_data();
-        let usage = Usage {
-            fuel,
-            memory_peak_bytes: st.limiter.peak_memory as u64,
-            orders: st.session.orders_total,
-        };
+        let usage = st.session.usage(fuel, st.limiter.peak_memory as u64);
         st.session.into_output(outcome, usage, run_seconds)
     }
 
@@ -210,7 +206,7 @@ impl Sandbox {
         cancel: Option<Arc<AtomicBool>>,
         progress: Option<ProgressFn>,
     ) -> Store<RunState> {
-        let state = RunState::new(session, policy, cancel, progress);
+        let state = RunState::new(session, policy, self.engine.ticks(), cancel, progress);
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|st| &mut st.limiter);
         store.epoch_deadline_callback(host::on_epoch);
@@ -267,7 +263,7 @@ impl Sandbox {
                 if store.data().session.phase != Phase::Finished {
                     return Err(Failure::new(
                         Cause::GuestError,
-                        "palisade_run returned before consuming all bars (next_batch never returned 0)",
+                        "palisade_run returned before consuming all bars (next_bars never returned 0)",
                     ));
                 }
                 Ok(())

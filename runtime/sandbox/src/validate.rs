@@ -8,7 +8,7 @@ use palisade_host_api::manifest::{
     Manifest, ParamType, ParamValue, Warmup, MAX_NAME_LEN, MAX_PARAMS, MAX_SECTION_BYTES,
 };
 use palisade_host_api::{
-    exports, FuncSig, ValType, ABI_VERSION, IMPORT_MODULE, MANIFEST_SECTION, REQUIRED_EXPORTS,
+    exports, FuncSig, ValType, ABI_VERSION, IMPORT_MODULE, MANIFEST_SECTION, REQUIRED_EXPORTS, SDK_VERSION,
 };
 use serde::Serialize;
 use wasmparser::{ExternalKind, FuncType, Parser, Payload, TypeRef, Validator, WasmFeatures};
@@ -113,6 +113,11 @@ pub fn validate(bytes: &[u8], policy: &Policy) -> Result<ModuleInfo, Failure> {
     Validator::new_with_features(allowed_features())
         .validate_all(bytes)
         .map_err(|e| invalid(format!("invalid WebAssembly: {e}")))?;
+    // A module of another ABI version is told so first: its imports would
+    // otherwise be reported one by one as unknown.
+    if let Some(section) = manifest_section(bytes) {
+        check_abi(section)?;
+    }
 
     let mut types: Vec<FuncType> = Vec::new();
     let mut info = ModuleInfo {
@@ -300,6 +305,31 @@ pub fn validate(bytes: &[u8], policy: &Policy) -> Result<ModuleInfo, Failure> {
     Ok(info)
 }
 
+/// The first `palisade.manifest` custom section, if any.
+fn manifest_section(bytes: &[u8]) -> Option<&[u8]> {
+    Parser::new(0).parse_all(bytes).find_map(|payload| match payload {
+        Ok(Payload::CustomSection(reader)) if reader.name() == MANIFEST_SECTION => Some(reader.data()),
+        _ => None,
+    })
+}
+
+/// Parses a manifest as JSON and checks that it declares this ABI version;
+/// a module of ABI v1 is told which SDK to rebuild it with.
+fn check_abi(bytes: &[u8]) -> Result<serde_json::Value, Failure> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
+    match value.get("abi").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(ABI_VERSION) => Ok(value),
+        Some(1) => Err(invalid(format!(
+            "the module was built for ABI v1 (palisade-sdk 0.1), which this runtime no longer runs: ABI v1 handed a strategy bars ahead of the one it decided on; rebuild it with palisade-sdk {SDK_VERSION} (ABI v{ABI_VERSION})"
+        ))),
+        Some(v) => Err(invalid(format!(
+            "manifest declares ABI version {v}; this runtime runs ABI v{ABI_VERSION} (palisade-sdk {SDK_VERSION})"
+        ))),
+        None => Err(invalid("manifest has no \"abi\" version number")),
+    }
+}
+
 /// Parses and checks the manifest section.
 pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, Failure> {
     if bytes.len() > MAX_SECTION_BYTES {
@@ -310,17 +340,7 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, Failure> {
     }
     // Read the ABI version first so that a manifest of another version is
     // reported as such, not as a schema error.
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
-    match value.get("abi").and_then(|v| v.as_u64()) {
-        Some(v) if v == u64::from(ABI_VERSION) => {}
-        Some(v) => {
-            return Err(invalid(format!(
-                "manifest declares abi version {v}, this host supports version {ABI_VERSION}"
-            )))
-        }
-        None => return Err(invalid("manifest has no \"abi\" version number")),
-    }
+    let value = check_abi(bytes)?;
     let m: Manifest = serde_json::from_value(value).map_err(|e| invalid(format!("manifest: {e}")))?;
     check_name("strategy name", &m.name)?;
     if m.params.len() > MAX_PARAMS {

@@ -5,7 +5,7 @@
 //! wasm stack, NaN canonicalization and deterministic relaxed SIMD so results
 //! are bit-identical across machines, and no threads or shared memory.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -67,6 +67,9 @@ impl EngineSettings {
 pub struct WasmEngine {
     engine: Engine,
     settings: EngineSettings,
+    /// Ticks so far, incremented with the engine's epoch: what per-event
+    /// deadlines are measured in (reading it costs no clock read).
+    ticks: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -114,16 +117,21 @@ impl WasmEngine {
         let engine = Engine::new(&config)?;
 
         let stop = Arc::new(AtomicBool::new(false));
+        let ticks = Arc::new(AtomicU64::new(0));
         let ticker = {
             let engine = engine.weak();
             let stop = stop.clone();
+            let ticks = ticks.clone();
             std::thread::Builder::new()
                 .name("palisade-epoch".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
                         match engine.upgrade() {
-                            Some(engine) => engine.increment_epoch(),
+                            Some(engine) => {
+                                ticks.fetch_add(1, Ordering::Relaxed);
+                                engine.increment_epoch();
+                            }
                             None => break,
                         }
                     }
@@ -132,6 +140,7 @@ impl WasmEngine {
         Ok(WasmEngine {
             engine,
             settings,
+            ticks,
             stop,
             ticker: Some(ticker),
         })
@@ -143,6 +152,11 @@ impl WasmEngine {
 
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
+    }
+
+    /// The tick counter (see the field).
+    pub fn ticks(&self) -> Arc<AtomicU64> {
+        self.ticks.clone()
     }
 }
 

@@ -151,6 +151,66 @@ pub fn multi_walk(n: usize, symbols: usize, seed: u64) -> Arc<Dataset> {
     dataset(&names, bars)
 }
 
+/// `n` one-minute timestamps of two symbols `A` and `B` whose returns over
+/// each bar are correlated (`rho`): B's return is `rho` × A's plus
+/// independent noise. Each bar opens at the previous close, so a bar's move
+/// is known only at its close. For tests of cross-symbol look-ahead.
+pub fn correlated_pair(n: usize, rho: f64, seed: u64) -> Arc<Dataset> {
+    let mut next = splitmix(seed);
+    let mut noise = move || 2.0 * next() - 1.0;
+    let (mut a, mut b) = (100.0_f64, 100.0_f64);
+    let mut bars = Vec::with_capacity(2 * n);
+    let bar = |ts: i64, symbol: i32, open: f64, close: f64| Bar {
+        ts,
+        symbol,
+        reserved: 0,
+        open,
+        high: open.max(close),
+        low: open.min(close),
+        close,
+        volume: 1000.0,
+    };
+    for i in 0..n {
+        let ts = MINUTE_START_TS + MINUTE_BAR_SECONDS * i as i64;
+        let ra = 0.002 * noise();
+        let rb = rho * ra + (1.0 - rho * rho).sqrt() * 0.002 * noise();
+        let (a_open, b_open) = (a, b);
+        a = tick((a * (1.0 + ra)).max(1.0));
+        b = tick((b * (1.0 + rb)).max(1.0));
+        bars.push(bar(ts, 0, a_open, a));
+        bars.push(bar(ts, 1, b_open, b));
+    }
+    dataset(&["A", "B"], bars)
+}
+
+/// `n` timestamps (at most 1024) of `symbols` symbols whose every price
+/// encodes where it comes from: the bar of symbol `s` at timestamp index `k`
+/// has all four prices `1000 (s + 1) + k / 1024`, at `t0 + 60 k`. A guest that
+/// finds such a value with an index above the one it handles has seen the
+/// future (the `peeker` guest's scan).
+pub fn canary(n: usize, symbols: usize, t0: i64) -> Arc<Dataset> {
+    assert!(n <= 1024, "canary indices go up to 1023");
+    let mut bars = Vec::with_capacity(n * symbols);
+    for k in 0..n {
+        for s in 0..symbols {
+            let p = 1000.0 * (s + 1) as f64 + k as f64 / 1024.0;
+            bars.push(Bar {
+                ts: t0 + 60 * k as i64,
+                symbol: s as i32,
+                reserved: 0,
+                open: p,
+                high: p,
+                low: p,
+                close: p,
+                volume: 1.0,
+            });
+        }
+    }
+    let names: Vec<String> = (0..symbols).map(|s| format!("C{s}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    dataset(&names, bars)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

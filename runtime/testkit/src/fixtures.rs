@@ -93,14 +93,14 @@ pub fn result_json(out: &RunOutput) -> String {
 pub fn wat_guest(pages: u32, body: &str, extra: &str) -> Vec<u8> {
     let text = format!(
         r#"(module
-  (import "palisade" "next_batch" (func $next_batch (param i32 i32) (result i32)))
-  (import "palisade" "order" (func $order (param i32 i32 f64 i32 f64) (result i64)))
+  (import "palisade" "next_bars" (func $next_bars (param i32 i32) (result i32)))
+  (import "palisade" "order" (func $order (param i32 f64 i32 f64) (result i64)))
   (import "palisade" "log" (func $log (param i32 i32 i32)))
   (memory (export "memory") {pages})
   (func (export "palisade_run") (result i32)
     {body})
   {extra}
-  (@custom "palisade.manifest" "{{\"abi\":1,\"name\":\"wat-guest\",\"version\":\"1\",\"params\":[]}}")
+  (@custom "palisade.manifest" "{{\"abi\":2,\"name\":\"wat-guest\",\"version\":\"1\",\"params\":[]}}")
 )"#
     );
     wat::parse_str(&text).unwrap_or_else(|e| panic!("bad test WAT: {e}\n{text}"))
@@ -110,7 +110,7 @@ pub fn wat_guest(pages: u32, body: &str, extra: &str) -> Vec<u8> {
 /// until the data ends, then returns 0.
 pub const DRAIN: &str = r#"
     (block $done (loop $next
-      (br_if $done (i32.eqz (call $next_batch (i32.const 0) (i32.const 1))))
+      (br_if $done (i32.eqz (call $next_bars (i32.const 0) (i32.const 1))))
       (br $next)))
     (i32.const 0)"#;
 
