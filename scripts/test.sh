@@ -19,7 +19,7 @@ python3 scripts/check-imports.py
 say "building the guest strategies for wasm32"
 scripts/build-guests.sh
 
-say "installing the Python peer for the cross-check (backtesting.py)"
+say "installing the Python peers for the cross-checks (backtesting.py, backtrader)"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/crosscheck/requirements.txt
 
 say "linting the host workspace (cargo clippy, warnings denied)"
@@ -44,6 +44,10 @@ say "running the guest strategies' native unit tests"
 say "cross-checking the backtest engine against backtesting.py"
 python3 tests/crosscheck/crosscheck.py --palisade "${CARGO_TARGET_DIR:-target}/debug/palisade" \
     --module guest-examples/out/sma_cross.wasm
+
+say "cross-checking a two-symbol strategy against backtrader, trade for trade"
+python3 tests/crosscheck/pairs_check.py --palisade "${CARGO_TARGET_DIR:-target}/debug/palisade" \
+    --module guest-examples/out/lead_lag.wasm
 
 say "cross-checking the optimizer's best parameters against backtesting.py's optimizer"
 python3 tests/crosscheck/optimize_check.py --palisade "${CARGO_TARGET_DIR:-target}/debug/palisade" \

@@ -161,10 +161,10 @@ fn big_module_wat(functions: usize) -> String {
     let mut w = String::new();
     w.push_str(
         "(module\n\
-         (import \"palisade\" \"next_batch\" (func $next_batch (param i32 i32) (result i32)))\n\
+         (import \"palisade\" \"next_bars\" (func $next_bars (param i32 i32) (result i32)))\n\
          (import \"palisade\" \"log\" (func $log (param i32 i32 i32)))\n\
          (memory (export \"memory\") 2)\n\
-         (@custom \"palisade.manifest\" \"{\\\"abi\\\":1,\\\"name\\\":\\\"big\\\",\\\"version\\\":\\\"1\\\",\\\"params\\\":[]}\")\n",
+         (@custom \"palisade.manifest\" \"{\\\"abi\\\":2,\\\"name\\\":\\\"big\\\",\\\"version\\\":\\\"1\\\",\\\"params\\\":[]}\")\n",
     );
     for i in 0..functions {
         let c1 = 0.5 + (i % 97) as f64 / 100.0;
@@ -223,7 +223,7 @@ fn big_module_wat(functions: usize) -> String {
   (local $n i32) (local $acc f64)
   (block $end
     (loop $next
-      (local.set $n (call $next_batch (i32.const 65536) (i32.const 256)))
+      (local.set $n (call $next_bars (i32.const 65536) (i32.const 256)))
       (br_if $end (i32.eqz (local.get $n)))
       (local.set $acc (f64.add (local.get $acc) (call $f{last} (f64.load offset=40 (i32.const 65536)) (i32.const 4))))
       (br $next)))

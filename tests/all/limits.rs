@@ -70,6 +70,72 @@ fn memory_growth_is_limited_exactly() {
 }
 
 #[test]
+fn a_denied_growth_explains_only_the_failure_it_leads_to() {
+    let p = policy(|p| p.memory_bytes = 4 * 65536);
+    let denied = "(drop (memory.grow (i32.const 100)))";
+    // The guest copes with the refusal, then divides by zero: its own trap.
+    let div = wat_guest(
+        1,
+        &format!("{denied} (drop (i32.div_u (i32.const 1) (i32.const 0))) {DRAIN}"),
+        "",
+    );
+    assert_cause(
+        outcome(&div, &p, &[], data(3, 1, 1)),
+        Cause::GuestTrap,
+        "integer divide by zero",
+    );
+    // ... or refuses its parameters: invalid_params, not memory_limit.
+    let refuse = wat_guest(
+        1,
+        &format!("{denied} (call $fail (i32.const 1) (i32.const 0) (i32.const 3)) {DRAIN}"),
+        r#"(data (i32.const 0) "bad")"#,
+    );
+    assert_cause(
+        outcome(&refuse, &p, &[], data(3, 1, 1)),
+        Cause::InvalidParams,
+        "bad",
+    );
+    // An abort after the refusal is the allocation failure it explains.
+    let abort = wat_guest(1, &format!("{denied} unreachable {DRAIN}"), "");
+    assert_cause(
+        outcome(&abort, &p, &[], data(3, 1, 1)),
+        Cause::MemoryLimit,
+        "was denied",
+    );
+}
+
+#[test]
+fn tables_get_what_the_policy_grants() {
+    // Growing a table to 50,000 elements under a policy of 100,000 works
+    // (the engine's table slots follow the policy), past it is refused.
+    let grow = |n: u32| {
+        wat_guest(
+            1,
+            &format!(
+                "(if (i32.eq (table.grow $t (ref.null func) (i32.const {n})) (i32.const -1)) (then unreachable)) {DRAIN}"
+            ),
+            "(table $t 1 funcref)",
+        )
+    };
+    let p = policy(|p| p.table_elements = 100_000);
+    outcome(&grow(49_999), &p, &[], data(3, 1, 1)).unwrap();
+    assert_cause(
+        outcome(&grow(100_000), &p, &[], data(3, 1, 1)),
+        Cause::MemoryLimit,
+        "the policy allows 100000 (table_elements)",
+    );
+    // Two tables under a policy that allows two.
+    let two = wat_guest(1, DRAIN, "(table 5 funcref) (table 7 funcref)");
+    let p = policy(|p| p.max_tables = 2);
+    outcome(&two, &p, &[], data(3, 1, 1)).unwrap();
+    assert_cause(
+        outcome(&two, &policy(|_| {}), &[], data(3, 1, 1)),
+        Cause::InvalidModule,
+        "module declares 2 tables, the policy allows 1 (max_tables)",
+    );
+}
+
+#[test]
 fn a_memory_bomb_is_stopped() {
     let p = policy(|p| p.memory_bytes = 8 << 20);
     adversary(&p, 2, (1 << 20) as f64, 0, 3).unwrap();

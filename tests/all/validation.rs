@@ -240,7 +240,7 @@ fn rejections_name_their_reason() {
         |p| p.max_functions = 5,
         Err((
             Cause::InvalidModule,
-            "module has 7 functions, the policy allows 5 (max_functions)",
+            "module has 8 functions, the policy allows 5 (max_functions)",
         )),
     );
     check(
@@ -248,7 +248,7 @@ fn rejections_name_their_reason() {
         &wat_guest(1, DRAIN, "(table 2000 funcref)"),
         |p| p.table_elements = 1000,
         Err((
-            Cause::MemoryLimit,
+            Cause::InvalidModule,
             "declares 2000 elements, the policy allows 1000 (table_elements)",
         )),
     );

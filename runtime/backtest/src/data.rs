@@ -23,12 +23,17 @@
 //! - timestamps strictly increasing;
 //! - at least one bar.
 //!
+//! Reading is fast on clean files: the lines are split into as many chunks
+//! as the machine has cores and parsed in parallel (byte records, no line
+//! bookkeeping); a file with any problem, or with a quote anywhere, is read
+//! again by the exact sequential reader, which names the first problem with
+//! its line. Both readers give the same bars for a clean file (tested).
+//!
 //! This module does not resample, fill gaps or adjust for splits: the data is
 //! replayed as given.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -204,13 +209,24 @@ impl Dataset {
         let mut parts = Vec::with_capacity(inputs.len());
         for (symbol, path) in inputs {
             let origin = path.display().to_string();
-            let file = File::open(path).map_err(|source| DataError::Open {
+            let bytes = std::fs::read(path).map_err(|source| DataError::Open {
                 path: origin.clone(),
                 source,
             })?;
-            parts.push(Dataset::from_csv_reader(symbol, file, &origin)?);
+            parts.push(Dataset::from_csv_bytes(symbol, &bytes, &origin)?);
         }
         Dataset::merge(parts)
+    }
+
+    /// Reads the bars of one symbol from CSV text in memory: in parallel
+    /// when the text is clean, else as [`Dataset::from_csv_reader`] does
+    /// (which names the first problem). The same bars either way.
+    pub fn from_csv_bytes(symbol: &str, bytes: &[u8], origin: &str) -> Result<Dataset, DataError> {
+        if let Some(bars) = parse_clean(bytes) {
+            check_names([symbol])?;
+            return Ok(Dataset::new_unchecked(vec![symbol.to_owned()], bars));
+        }
+        Dataset::from_csv_reader(symbol, bytes, origin)
     }
 
     /// Reads the bars of one symbol from CSV. `origin` names the source in
@@ -481,6 +497,104 @@ fn record_line<R: Read>(rdr: &mut csv::Reader<NewlineTracker<R>>) -> u64 {
     line - u64::from(rdr.get_mut().newline_before(end))
 }
 
+/// Smallest part of a file worth a thread of its own.
+const MIN_CHUNK_BYTES: usize = 1 << 20;
+
+/// The bars of a clean CSV file (a valid header, then only valid bars in
+/// increasing time, no quote anywhere), parsed in parallel; `None` for
+/// anything else, which the exact reader then reports.
+fn parse_clean(bytes: &[u8]) -> Option<Vec<Bar>> {
+    if bytes.contains(&b'"') {
+        return None;
+    }
+    let header_end = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |i| i + 1);
+    let mut header = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(&bytes[..header_end]);
+    let mut record = csv::StringRecord::new();
+    if !header.read_record(&mut record).ok()? || check_header(&record, 1, "").is_err() {
+        return None;
+    }
+    let body = &bytes[header_end..];
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parts = (body.len() / MIN_CHUNK_BYTES).clamp(1, threads.max(1));
+    let mut chunks = Vec::with_capacity(parts);
+    let mut start = 0;
+    for i in 1..=parts {
+        let mut end = if i == parts {
+            body.len()
+        } else {
+            body.len() * i / parts
+        };
+        while end < body.len() && body[end - 1] != b'\n' {
+            end += 1;
+        }
+        if end > start {
+            chunks.push(&body[start..end]);
+        }
+        start = end;
+    }
+    let parsed: Vec<Option<Vec<Bar>>> = if chunks.len() == 1 {
+        vec![parse_chunk(chunks[0])]
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunks.iter().map(|c| s.spawn(move || parse_chunk(c))).collect();
+            handles.into_iter().map(|h| h.join().ok().flatten()).collect()
+        })
+    };
+    let mut bars: Vec<Bar> = Vec::with_capacity(parsed.iter().flatten().map(Vec::len).sum());
+    for part in parsed {
+        let part = part?;
+        if let (Some(last), Some(first)) = (bars.last(), part.first()) {
+            if first.ts <= last.ts {
+                return None;
+            }
+        }
+        bars.extend_from_slice(&part);
+    }
+    (!bars.is_empty()).then_some(bars)
+}
+
+/// The bars of a run of whole CSV lines, or `None` at the first problem.
+fn parse_chunk(chunk: &[u8]) -> Option<Vec<Bar>> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(chunk);
+    let mut record = csv::ByteRecord::new();
+    let mut bars = Vec::with_capacity(chunk.len() / 40);
+    let mut previous = i64::MIN;
+    while rdr.read_byte_record(&mut record).ok()? {
+        if record.len() != CSV_HEADER.len() {
+            return None;
+        }
+        let text = |i: usize| std::str::from_utf8(&record[i]).ok();
+        let number = |i: usize| text(i).filter(|t| !t.is_empty())?.parse::<f64>().ok();
+        let bar = Bar {
+            ts: parse_timestamp(text(0)?).ok()?,
+            symbol: 0,
+            reserved: 0,
+            open: number(1)?,
+            high: number(2)?,
+            low: number(3)?,
+            close: number(4)?,
+            volume: number(5)?,
+        };
+        if check_bar(&bar).is_err() || bar.ts <= previous {
+            return None;
+        }
+        previous = bar.ts;
+        bars.push(bar);
+    }
+    Some(bars)
+}
+
 fn check_header(record: &csv::StringRecord, line: u64, origin: &str) -> Result<(), DataError> {
     let ok = record.len() == CSV_HEADER.len()
         && record
@@ -607,8 +721,70 @@ mod tests {
 
     const HEADER: &str = "timestamp,open,high,low,close,volume\n";
 
+    /// Loads `text` with the exact reader and with the parallel one, and
+    /// checks that they agree, bar for bar or error for error.
     fn load(text: &str) -> Result<Dataset, DataError> {
-        Dataset::from_csv_reader("X", text.as_bytes(), "prices.csv")
+        let exact = Dataset::from_csv_reader("X", text.as_bytes(), "prices.csv");
+        let fast = Dataset::from_csv_bytes("X", text.as_bytes(), "prices.csv");
+        match (&exact, &fast) {
+            (Ok(a), Ok(b)) => assert_eq!(a.bars(), b.bars(), "input:\n{text}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "input:\n{text}"),
+            _ => panic!("the readers disagree on\n{text}\nexact: {exact:?}\nfast: {fast:?}"),
+        }
+        exact
+    }
+
+    /// A clean file of `n` bars (several parallel chunks when large).
+    fn big(n: usize) -> String {
+        let mut text = String::from(HEADER);
+        for i in 0..n {
+            let p = 100.0 + (i % 977) as f64 / 64.0;
+            text.push_str(&format!(
+                "{},{p},{},{},{p},{}\n",
+                1_000 + 60 * i,
+                p + 1.0,
+                p - 1.0,
+                i % 13
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn large_files_read_in_parallel_give_the_exact_readers_bars_and_errors() {
+        let text = big(120_000);
+        assert!(
+            text.len() > 4 * MIN_CHUNK_BYTES,
+            "{} bytes is not several chunks",
+            text.len()
+        );
+        let data = load(&text).unwrap();
+        assert_eq!(data.len(), 120_000);
+        assert_eq!(parse_clean(text.as_bytes()).map(|b| b.len()), Some(120_000));
+        // A problem deep inside (a bad close at line 100,002; timestamps out
+        // of order across a chunk border): the exact reader names its line.
+        let mut lines: Vec<&str> = text.lines().collect();
+        let mut fields: Vec<&str> = lines[100_001].split(',').collect();
+        fields[4] = "x";
+        let broken = fields.join(",");
+        let mut with_bad = lines.clone();
+        with_bad[100_001] = &broken;
+        let bad = with_bad.join("\n");
+        assert!(parse_clean(bad.as_bytes()).is_none());
+        let err = load(&bad).unwrap_err().to_string();
+        assert_eq!(err, "prices.csv line 100002: close is not a number: `x`");
+        let middle = lines.len() / 2;
+        lines.swap(middle, middle + 1);
+        let swapped = lines.join("\n");
+        assert!(parse_clean(swapped.as_bytes()).is_none());
+        assert!(
+            load(&swapped).unwrap_err().to_string().contains("not after"),
+            "out of order"
+        );
+        // A quote anywhere sends the file to the exact reader.
+        let quoted = text.replacen("1000,", "\"1000\",", 1);
+        assert!(parse_clean(quoted.as_bytes()).is_none());
+        assert_eq!(load(&quoted).unwrap().len(), 120_000);
     }
 
     /// Checks that `text` loads into bars with these `(ts, close)` values.

@@ -200,10 +200,13 @@ fn validate(args: &ModuleArgs) -> Result<ExitCode, InputError> {
                 let m = &info.manifest;
                 println!(
                     "ok: {} {} is a valid ABI v{} strategy under policy {}",
-                    m.name, m.version, m.abi, policy.name
+                    safe(&m.name),
+                    safe(&m.version),
+                    m.abi,
+                    policy.name
                 );
-                println!("  imports: {}", info.imports.join(", "));
-                println!("  exports: {}", info.exports.join(", "));
+                println!("  imports: {}", safe(&info.imports.join(", ")));
+                println!("  exports: {}", safe(&info.exports.join(", ")));
                 println!(
                     "  parameters: {}",
                     m.params
@@ -213,7 +216,7 @@ fn validate(args: &ModuleArgs) -> Result<ExitCode, InputError> {
                         .join(", ")
                 );
             }
-            Err(f) => println!("rejected: {}: {}", f.cause, f.message),
+            Err(f) => println!("rejected: {}: {}", f.cause, safe(&f.message)),
         }
     }
     Ok(if verdict.is_ok() {
@@ -239,7 +242,7 @@ fn inspect(args: &ModuleArgs) -> Result<ExitCode, InputError> {
                     json!({ "verdict": "rejected", "outcome": failure_json(&f) })
                 );
             } else {
-                println!("rejected: {}: {}", f.cause, f.message);
+                println!("rejected: {}: {}", f.cause, safe(&f.message));
             }
             return Ok(ExitCode::from(1));
         }
@@ -249,9 +252,9 @@ fn inspect(args: &ModuleArgs) -> Result<ExitCode, InputError> {
         return Ok(ExitCode::SUCCESS);
     }
     let m = &info.manifest;
-    println!("{} {} (ABI v{})", m.name, m.version, m.abi);
+    println!("{} {} (ABI v{})", safe(&m.name), safe(&m.version), m.abi);
     if let Some(d) = &m.description {
-        println!("  {d}");
+        println!("  {}", safe(d));
     }
     println!(
         "size: {} bytes, {} functions, memory {} pages at start",
@@ -272,11 +275,11 @@ fn inspect(args: &ModuleArgs) -> Result<ExitCode, InputError> {
             ty,
             serde_json::to_string(&p.default).unwrap_or_default(),
             params::range_text(p),
-            p.description.as_deref().unwrap_or("")
+            safe(p.description.as_deref().unwrap_or(""))
         );
     }
-    println!("imports: {}", info.imports.join(", "));
-    println!("exports: {}", info.exports.join(", "));
+    println!("imports: {}", safe(&info.imports.join(", ")));
+    println!("exports: {}", safe(&info.exports.join(", ")));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -401,9 +404,25 @@ fn report_refused(args: &RunArgs, policy: &Policy, f: &Failure, load_seconds: f6
             })
         );
     } else {
-        println!("refused: {}: {}", f.cause, f.message);
+        println!("refused: {}: {}", f.cause, safe(&f.message));
     }
     ExitCode::from(1)
+}
+
+/// Text that came from a module or a guest (names, free text, messages,
+/// logs), made safe for a terminal: control characters (escape sequences
+/// that could clear the screen, set the window title or forge lines) are
+/// shown escaped, as `\u{1b}`.
+pub fn safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Prints a line on stdout; a closed pipe (`palisade ... | head`) is not an error.
@@ -451,8 +470,8 @@ fn print_summary(
     let s = &r.stats;
     println!(
         "{} {} on {} ({} bars, {}), policy {}",
-        m.name,
-        m.version,
+        safe(&m.name),
+        safe(&m.version),
         args.data.join(", "),
         r.bars,
         r.symbols.join(", "),
@@ -462,7 +481,7 @@ fn print_summary(
     println!("params: {}", shown.join(" "));
     match &out.outcome {
         Ok(()) => println!("outcome: ok"),
-        Err(f) => println!("outcome: {}: {}", f.cause, f.message),
+        Err(f) => println!("outcome: {}: {}", f.cause, safe(&f.message)),
     }
     println!(
         "return {}  CAGR {}  volatility {}  Sharpe {}  Sortino {}",
@@ -498,7 +517,7 @@ fn print_summary(
         );
     }
     for line in out.logs.iter().take(10) {
-        println!("log {}: {}", line.level, line.message);
+        println!("log {}: {}", line.level, safe(&line.message));
     }
     if out.logs.len() > 10 {
         println!("... {} more log lines (see --json)", out.logs.len() - 10);
@@ -516,4 +535,20 @@ fn print_summary(
         rate / 1e6,
         out.usage.fuel
     );
+}
+
+#[cfg(test)]
+mod safe_tests {
+    use super::safe;
+
+    #[test]
+    fn escapes_reach_the_terminal_escaped() {
+        assert_eq!(safe("ok"), "ok");
+        assert_eq!(
+            safe("\u{1b}[2J\u{1b}]0;title\u{7}"),
+            "\\u{1b}[2J\\u{1b}]0;title\\u{7}"
+        );
+        assert_eq!(safe("a\nb\rc"), "a\\u{a}b\\u{d}c");
+        assert_eq!(safe("prix: 3 €"), "prix: 3 €");
+    }
 }

@@ -216,8 +216,8 @@ fn print_head(run: &RunArgs, study: &Study) {
     let m = &study.strategy.info.manifest;
     println!(
         "{} {} on {} ({} bars, {}), policy {}",
-        m.name,
-        m.version,
+        crate::safe(&m.name),
+        crate::safe(&m.version),
         run.data.join(", "),
         study.data.len(),
         study.data.symbols().join(", "),
@@ -244,10 +244,7 @@ fn timing(no_timing: bool, threads: Option<u32>, load_seconds: f64, started: Ins
 /// failures (1), anything else is input the user can fix (2).
 fn study_error(e: StudyError) -> Result<ExitCode, InputError> {
     match e {
-        StudyError::Cancelled { .. }
-        | StudyError::Worker(_)
-        | StudyError::NoTrades
-        | StudyError::UndefinedReturn { .. } => {
+        StudyError::Cancelled { .. } | StudyError::Worker(_) | StudyError::NoTrades => {
             eprintln!("error: {e}");
             Ok(ExitCode::from(1))
         }
@@ -439,7 +436,7 @@ fn print_problems(variants: &[study::Variant]) {
         }
         emit(format_args!("{kind}: {} variants", bad.len()));
         for (v, why) in bad.iter().take(SHOWN) {
-            emit(format_args!("  #{} {}: {why}", v.index, v.params));
+            emit(format_args!("  #{} {}: {}", v.index, v.params, crate::safe(why)));
         }
         if bad.len() > SHOWN {
             emit(format_args!("  ... and {} more (see --json)", bad.len() - SHOWN));
@@ -649,7 +646,11 @@ pub fn monte_carlo(args: &MonteCarloArgs) -> Result<ExitCode, InputError> {
                 ));
             } else {
                 print_head(&args.run, &s.study);
-                emit(format_args!("backtest failed: {}: {}", f.cause, f.message));
+                emit(format_args!(
+                    "backtest failed: {}: {}",
+                    f.cause,
+                    crate::safe(&f.message)
+                ));
             }
             return Ok(ExitCode::from(1));
         }

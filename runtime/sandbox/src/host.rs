@@ -30,6 +30,7 @@ const MAX_FAIL_MESSAGE: usize = 4096;
 pub struct Limiter {
     memory_bytes: usize,
     table_elements: usize,
+    tables: usize,
     /// Why growth was last denied.
     pub denied: Option<String>,
     /// Largest linear memory the guest reached.
@@ -75,7 +76,7 @@ impl ResourceLimiter for Limiter {
     }
 
     fn tables(&self) -> usize {
-        1
+        self.tables
     }
 
     fn memories(&self) -> usize {
@@ -144,6 +145,7 @@ impl RunState {
             limiter: Limiter {
                 memory_bytes: policy.memory_bytes as usize,
                 table_elements: policy.table_elements as usize,
+                tables: policy.max_tables.max(1) as usize,
                 denied: None,
                 peak_memory: 0,
             },

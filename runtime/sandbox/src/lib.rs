@@ -99,14 +99,28 @@ impl Sandbox {
     /// [`Sandbox::load_precompiled`] take, so nothing is linked unchecked.
     pub fn check(&self, bytes: &[u8], policy: &Policy) -> Result<ModuleInfo, Failure> {
         let settings = self.engine.settings();
-        if policy.stack_bytes as usize > settings.stack_bytes
-            || policy.memory_bytes > settings.max_memory_bytes
-        {
+        let over = [
+            ("stack_bytes", policy.stack_bytes, settings.stack_bytes as u64),
+            ("memory_bytes", policy.memory_bytes, settings.max_memory_bytes),
+            (
+                "table_elements",
+                u64::from(policy.table_elements),
+                u64::from(settings.max_table_elements),
+            ),
+            (
+                "max_tables",
+                u64::from(policy.max_tables),
+                u64::from(settings.max_tables),
+            ),
+        ]
+        .into_iter()
+        .find(|(_, asked, bound)| asked > bound);
+        if let Some((knob, asked, bound)) = over {
             return Err(Failure::new(
                 Cause::InvalidModule,
                 format!(
-                    "policy {} grants more stack or memory than this engine was started with ({} stack bytes, {} memory bytes)",
-                    policy.name, settings.stack_bytes, settings.max_memory_bytes
+                    "policy {} asks for {knob} = {asked}, more than this engine was started with ({bound}): start it for this policy",
+                    policy.name
                 ),
             ));
         }
@@ -308,11 +322,15 @@ fn classify(st: &RunState, err: &wasmtime::Error, fuel_bound_by_run: bool) -> Fa
         return f.clone();
     }
     if let Some((kind, message)) = &st.guest_failure {
+        // A denied growth explains the failure it leads to (an allocation
+        // that fails, then panics), not any later failure of the guest.
         if let Some(denied) = &st.limiter.denied {
-            return Failure::new(
-                Cause::MemoryLimit,
-                format!("{denied}; the guest then failed: {message}"),
-            );
+            if *kind == fail_kind::PANIC && message.contains("memory allocation") {
+                return Failure::new(
+                    Cause::MemoryLimit,
+                    format!("{denied}; the guest then failed: {message}"),
+                );
+            }
         }
         let cause = match *kind {
             fail_kind::PANIC => Cause::GuestPanic,
@@ -340,16 +358,23 @@ fn classify(st: &RunState, err: &wasmtime::Error, fuel_bound_by_run: bool) -> Fa
             "the guest's call stack went past the policy's stack size (stack_bytes)",
         ),
         Some(Trap::Interrupt) => Failure::new(Cause::Deadline, "the guest was interrupted at a deadline"),
-        Some(trap) => match &st.limiter.denied {
-            Some(denied) => Failure::new(
+        // After a denied growth, the traps an allocation failure leads to
+        // (an abort, an access past the memory it could not get) are
+        // `memory_limit`; any other trap (a division by zero) is the
+        // guest's own.
+        Some(trap @ (Trap::UnreachableCodeReached | Trap::MemoryOutOfBounds | Trap::TableOutOfBounds))
+            if st.limiter.denied.is_some() =>
+        {
+            let denied = st.limiter.denied.as_deref().unwrap_or_default();
+            Failure::new(
                 Cause::MemoryLimit,
                 format!("{denied}; the guest then trapped: {trap}"),
-            ),
-            None => Failure::new(
-                Cause::GuestTrap,
-                format!("{} trapped: {trap}", st.session.event_name()),
-            ),
-        },
+            )
+        }
+        Some(trap) => Failure::new(
+            Cause::GuestTrap,
+            format!("{} trapped: {trap}", st.session.event_name()),
+        ),
         None => match &st.limiter.denied {
             Some(denied) => Failure::new(Cause::MemoryLimit, denied.clone()),
             None => Failure::new(Cause::GuestTrap, format!("{err:#}")),

@@ -198,7 +198,7 @@ pub fn validate(bytes: &[u8], policy: &Policy) -> Result<ModuleInfo, Failure> {
                     info.tables += 1;
                     if table.ty.initial > u64::from(policy.table_elements) {
                         return Err(Failure::new(
-                            Cause::MemoryLimit,
+                            Cause::InvalidModule,
                             format!(
                                 "table {} declares {} elements, the policy allows {} (table_elements)",
                                 info.tables - 1,

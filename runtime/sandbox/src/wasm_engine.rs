@@ -37,6 +37,11 @@ pub struct EngineSettings {
     pub stack_bytes: usize,
     /// Largest linear memory any policy may grant.
     pub max_memory_bytes: u64,
+    /// Most elements of a table any policy may grant (the pool's table
+    /// slots are this large).
+    pub max_table_elements: u32,
+    /// Most tables of a module any policy may grant.
+    pub max_tables: u32,
     /// Instances that may be alive at once (pool slots).
     pub max_instances: u32,
 }
@@ -46,6 +51,8 @@ impl Default for EngineSettings {
         EngineSettings {
             stack_bytes: palisade_run::policy::DEFAULT_STACK_BYTES as usize,
             max_memory_bytes: 4 << 30,
+            max_table_elements: palisade_run::policy::DEFAULT_TABLE_ELEMENTS,
+            max_tables: palisade_run::policy::DEFAULT_MAX_TABLES,
             max_instances: 1000,
         }
     }
@@ -57,6 +64,8 @@ impl EngineSettings {
         EngineSettings {
             stack_bytes: policy.stack_bytes as usize,
             max_memory_bytes: policy.memory_bytes,
+            max_table_elements: policy.table_elements,
+            max_tables: policy.max_tables.max(1),
             ..EngineSettings::default()
         }
     }
@@ -86,11 +95,12 @@ impl WasmEngine {
     pub fn new(settings: EngineSettings) -> wasmtime::Result<WasmEngine> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_memories(settings.max_instances)
-            .total_tables(settings.max_instances)
+            .total_tables(settings.max_instances.saturating_mul(settings.max_tables.max(1)))
             .total_stacks(settings.max_instances)
             .total_core_instances(settings.max_instances)
             .max_memories_per_module(1)
-            .max_tables_per_module(1)
+            .max_tables_per_module(settings.max_tables.max(1))
+            .table_elements(settings.max_table_elements as usize)
             .max_memory_size(settings.max_memory_bytes as usize)
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
             .pagemap_scan(Enabled::Auto);

@@ -51,6 +51,9 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_MAX_INSTANCES: u32 = 256;
 /// Default number of finished results kept in memory for fast reads.
 pub const DEFAULT_RESULT_CACHE: usize = 4_096;
+/// Default bytes of finished results kept in memory: 64 MiB, whatever their
+/// number (a result can be tens of MB).
+pub const DEFAULT_RESULT_CACHE_BYTES: u64 = 64 << 20;
 /// Default number of strategies that get their own metric label; the rest
 /// share the label `other`.
 pub const DEFAULT_STRATEGY_LABELS: usize = 50;
@@ -111,6 +114,9 @@ pub struct Config {
     pub max_attempts: u32,
     /// Finished results kept in memory.
     pub result_cache: usize,
+    /// Bytes of finished results kept in memory (the oldest are read from
+    /// the database again).
+    pub result_cache_bytes: u64,
     /// Strategies with their own metric label; others are `other`.
     pub strategy_labels: usize,
 }
@@ -139,6 +145,7 @@ impl Default for Config {
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             result_cache: DEFAULT_RESULT_CACHE,
+            result_cache_bytes: DEFAULT_RESULT_CACHE_BYTES,
             strategy_labels: DEFAULT_STRATEGY_LABELS,
         }
     }
@@ -243,7 +250,14 @@ impl Config {
 
     /// Checks every value against its allowed range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let counts: [(&'static str, u64, u64, u64, &'static str); 12] = [
+        let counts: [(&'static str, u64, u64, u64, &'static str); 13] = [
+            (
+                "result_cache_bytes",
+                self.result_cache_bytes,
+                0,
+                64 << 30,
+                "0..=68719476736",
+            ),
             (
                 "queue_depth",
                 self.queue_depth as u64,

@@ -358,12 +358,15 @@ struct Entry {
 struct Table {
     jobs: HashMap<String, Entry>,
     finished: VecDeque<String>,
+    /// Bytes of the results of `finished`.
+    finished_bytes: u64,
 }
 
 /// Live and recently finished jobs; see the module docs.
 pub struct JobTable {
     inner: Mutex<Table>,
     keep_finished: usize,
+    keep_bytes: u64,
 }
 
 impl std::fmt::Debug for JobTable {
@@ -373,13 +376,17 @@ impl std::fmt::Debug for JobTable {
 }
 
 impl JobTable {
-    pub fn new(keep_finished: usize) -> JobTable {
+    /// A table that keeps at most `keep_finished` finished jobs, whose
+    /// results hold at most `keep_bytes` together.
+    pub fn new(keep_finished: usize, keep_bytes: u64) -> JobTable {
         JobTable {
             inner: Mutex::new(Table {
                 jobs: HashMap::new(),
                 finished: VecDeque::new(),
+                finished_bytes: 0,
             }),
             keep_finished,
+            keep_bytes,
         }
     }
 
@@ -458,11 +465,18 @@ impl JobTable {
         };
         e.state.send_replace(record.state);
         e.record = record;
+        let bytes = result.as_ref().map_or(0, |r| r.len() as u64);
         e.result = result;
+        t.finished_bytes += bytes;
         t.finished.push_back(id);
-        while t.finished.len() > self.keep_finished {
-            if let Some(old) = t.finished.pop_front() {
-                t.jobs.remove(&old);
+        // Bounded by count and by bytes: the oldest finished jobs are read
+        // from the database again.
+        while t.finished.len() > self.keep_finished || t.finished_bytes > self.keep_bytes {
+            let Some(old) = t.finished.pop_front() else {
+                break;
+            };
+            if let Some(e) = t.jobs.remove(&old) {
+                t.finished_bytes -= e.result.as_ref().map_or(0, |r| r.len() as u64);
             }
         }
     }
@@ -507,6 +521,61 @@ mod tests {
 
     fn parse(body: &str) -> Result<JobRequest, String> {
         serde_json::from_str(body).map_err(|e| e.to_string())
+    }
+
+    fn finished(id: &str) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            seq: 1,
+            tenant: "t".into(),
+            kind: "backtest".into(),
+            strategy: "s".into(),
+            dataset: "d1".into(),
+            spec: "{}".into(),
+            priority: "normal".into(),
+            policy: "default".into(),
+            policy_hash: "h".into(),
+            state: JobState::Succeeded,
+            progress: 1.0,
+            error_cause: None,
+            error_message: None,
+            created: 1,
+            started: Some(1),
+            finished: Some(2),
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn finished_results_are_bounded_by_count_and_by_bytes() {
+        let table = JobTable::new(100, 1_000);
+        let result = |n: usize| -> Option<Arc<str>> { Some(Arc::from("x".repeat(n))) };
+        for (id, size) in [("a", 400), ("b", 400), ("c", 100)] {
+            table.insert(finished(id), true);
+            table.finish(finished(id), result(size));
+        }
+        // 900 bytes: all kept.
+        assert!(table.get("t", "a").is_some());
+        // 400 more: over 1000, the oldest goes.
+        table.insert(finished("d"), true);
+        table.finish(finished("d"), result(400));
+        assert!(
+            table.get("t", "a").is_none(),
+            "the oldest result is read from the database again"
+        );
+        assert!(table.get("t", "b").is_some() && table.get("t", "d").is_some());
+        // A result larger than the whole budget is not kept at all.
+        table.insert(finished("e"), true);
+        table.finish(finished("e"), result(5_000));
+        assert!(table.get("t", "e").is_none());
+        assert_eq!(table.lock().finished_bytes, 0);
+        // And by count.
+        let table = JobTable::new(2, u64::MAX);
+        for id in ["a", "b", "c"] {
+            table.insert(finished(id), true);
+            table.finish(finished(id), result(1));
+        }
+        assert!(table.get("t", "a").is_none() && table.get("t", "c").is_some());
     }
 
     #[test]

@@ -109,8 +109,21 @@ pub enum RegistryError {
     Internal(String),
 }
 
-fn compiled_key(sha: &str, stack_bytes: u64) -> String {
-    format!("{sha}/{stack_bytes}")
+/// What a sandbox's engine is built for: the policy knobs fixed at engine
+/// start (stack size, table slots). Policies that agree on them share one
+/// sandbox and its compiled modules.
+type EngineKey = (u64, u32, u32);
+
+fn engine_key(policy: &Policy) -> EngineKey {
+    (
+        policy.stack_bytes,
+        policy.table_elements,
+        policy.max_tables.max(1),
+    )
+}
+
+fn compiled_key(sha: &str, engine: EngineKey) -> String {
+    format!("{sha}/{}/{}/{}", engine.0, engine.1, engine.2)
 }
 
 fn validated_key(sha: &str, policy: &PolicyEntry) -> String {
@@ -144,7 +157,7 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     max_instances: u32,
     policies_dir: Option<PathBuf>,
-    sandboxes: Mutex<HashMap<u64, Arc<Sandbox>>>,
+    sandboxes: Mutex<HashMap<EngineKey, Arc<Sandbox>>>,
     /// By `"{sha}/{stack_bytes}"`.
     compiled: Mutex<Lru<Arc<Compiled>>>,
     /// `"{sha}/{policy hash}"` of the modules validated against a policy.
@@ -283,28 +296,29 @@ impl Registry {
 
     // ---- sandboxes and modules ----
 
-    /// The sandbox for policies with `stack_bytes`.
-    pub fn sandbox(&self, stack_bytes: u64) -> Result<Arc<Sandbox>, RegistryError> {
-        if let Some(s) = lock(&self.sandboxes).get(&stack_bytes) {
+    /// The sandbox for policies like `policy`: those with the same stack
+    /// size and table slots share one.
+    pub fn sandbox(&self, policy: &Policy) -> Result<Arc<Sandbox>, RegistryError> {
+        let key = engine_key(policy);
+        if let Some(s) = lock(&self.sandboxes).get(&key) {
             return Ok(s.clone());
         }
         let sandbox = Sandbox::new(EngineSettings {
-            stack_bytes: stack_bytes as usize,
+            stack_bytes: key.0 as usize,
             max_memory_bytes: MAX_POLICY_MEMORY,
+            max_table_elements: key.1,
+            max_tables: key.2,
             max_instances: self.max_instances,
         })
         .map_err(|f| RegistryError::Internal(format!("cannot start a sandbox: {}", f.message)))?;
         let sandbox = Arc::new(sandbox);
-        Ok(lock(&self.sandboxes)
-            .entry(stack_bytes)
-            .or_insert(sandbox)
-            .clone())
+        Ok(lock(&self.sandboxes).entry(key).or_insert(sandbox).clone())
     }
 
     /// The module `sha` compiled for `policy`'s sandbox, when it is compiled
     /// and validated against `policy` already (never blocks).
     pub fn compiled_cached(&self, sha: &str, policy: &PolicyEntry) -> Option<Arc<Compiled>> {
-        let c = lock(&self.compiled).get(&compiled_key(sha, policy.policy.stack_bytes))?;
+        let c = lock(&self.compiled).get(&compiled_key(sha, engine_key(&policy.policy)))?;
         lock(&self.validated).get(&validated_key(sha, policy)).map(|()| c)
     }
 
@@ -320,8 +334,8 @@ impl Registry {
         if let Some(c) = self.compiled_cached(sha, policy) {
             return Ok(c);
         }
-        let stack = policy.policy.stack_bytes;
-        let key = compiled_key(sha, stack);
+        let engine = engine_key(&policy.policy);
+        let key = compiled_key(sha, engine);
         // Compiled but not validated against this policy yet: the compiled
         // code serves once the module passes this policy's checks.
         let cached = lock(&self.compiled).get(&key);
@@ -335,7 +349,7 @@ impl Registry {
         };
         let sandbox = match &cached {
             Some(c) => c.sandbox.clone(),
-            None => self.sandbox(stack)?,
+            None => self.sandbox(&policy.policy)?,
         };
         // Validated once, here: loading and compiling take the result.
         let started = Instant::now();
@@ -435,7 +449,7 @@ impl Registry {
             let id_owned = id.clone();
             let parsed = tokio::task::spawn_blocking(move || -> Result<Dataset, RegistryError> {
                 let bytes = store.get_blob(Blob::Dataset, &sha)?;
-                Ok(Dataset::from_csv_reader(
+                Ok(Dataset::from_csv_bytes(
                     &name,
                     &bytes[..],
                     &format!("dataset {id_owned}"),

@@ -172,7 +172,7 @@ impl Service {
         let (active, _) = watch::channel(0);
         let service = Arc::new(Service {
             scheduler: Scheduler::new(Limits::from_config(&config), metrics.clone()),
-            table: JobTable::new(config.result_cache),
+            table: JobTable::new(config.result_cache, config.result_cache_bytes),
             parallelism: config.executor_threads(),
             config,
             tokens,
@@ -850,7 +850,7 @@ impl Service {
         let store = self.store.clone();
         let (name2, sha2) = (name.to_owned(), sha.clone());
         let data = tokio::task::spawn_blocking(move || -> Result<Dataset, ServiceError> {
-            let data = Dataset::from_csv_reader(&name2, &bytes[..], &format!("{name2}.csv"))
+            let data = Dataset::from_csv_bytes(&name2, &bytes[..], &format!("{name2}.csv"))
                 .map_err(|e| ServiceError::InvalidDataset(e.to_string()))?;
             store.put_blob(Blob::Dataset, &sha2, &bytes)?;
             Ok(data)

@@ -8,10 +8,11 @@
 //!   step, so `k=0.1:0.5:0.1` gives exactly 0.1, 0.2, 0.3, 0.4, 0.5.
 //! - `fast=5,10,20`: these values, in this order (`true`/`false` for booleans).
 //! - `fast`: the range the manifest declares for the parameter. An `int`
-//!   range uses step 1 when it holds at most [`DECLARED_RANGE_POINTS`] values,
-//!   otherwise the smallest whole step that keeps it within that many
-//!   (starting at `min`; `max` is included only when the step lands on it); a
-//!   `float` range is cut into [`DECLARED_RANGE_POINTS`] evenly spaced values,
+//!   range gives every whole value when it holds at most
+//!   [`DECLARED_RANGE_POINTS`], otherwise that many whole values spread
+//!   evenly from `min` to `max`, both included (`min + round(i × (max − min)
+//!   / 19)`); a `float` range is cut into [`DECLARED_RANGE_POINTS`] evenly
+//!   spaced values,
 //!   both ends included; a `bool` is `false, true`. A parameter without a
 //!   declared `min` and `max` needs explicit values.
 //!
@@ -72,6 +73,8 @@ pub enum GridError {
     TooLarge,
     #[error("--samples must be at least 1")]
     NoSamples,
+    #[error("grid {name}: the values from {min} to {max} are not all finite numbers")]
+    NotFinite { name: String, min: f64, max: f64 },
     #[error("parameter {name} is both varied by the grid and fixed with --param")]
     Fixed { name: String },
     #[error("grid: {0}")]
@@ -237,9 +240,28 @@ fn range_values(
     // floating point ((0.3 - 0.1) / 0.1 = 1.9999999999999998).
     let q = (max - min) / step;
     let count = checked_count(name, (q + q.abs() * 1e-12 + 1e-9).floor() + 1.0)?;
-    Ok((0..count)
-        .map(|i| round_to(min + i as f64 * step, decimals))
-        .collect())
+    finite(
+        name,
+        min,
+        max,
+        (0..count)
+            .map(|i| round_to(min + i as f64 * step, decimals))
+            .collect(),
+    )
+}
+
+/// `values`, or an error naming the axis when one of them is not finite (a
+/// span past the largest f64): a grid never holds NaN or infinities.
+fn finite(name: &str, min: f64, max: f64, values: Vec<f64>) -> Result<Vec<f64>, GridError> {
+    if values.iter().all(|v| v.is_finite()) {
+        Ok(values)
+    } else {
+        Err(GridError::NotFinite {
+            name: name.to_string(),
+            min,
+            max,
+        })
+    }
 }
 
 fn declared_values(manifest: &Manifest, name: &str) -> Result<Vec<f64>, GridError> {
@@ -264,23 +286,32 @@ fn declared_values(manifest: &Manifest, name: &str) -> Result<Vec<f64>, GridErro
         ParamType::Int => {
             let (lo, hi) = (min.ceil(), max.floor());
             let span = hi - lo;
-            let step = if span + 1.0 <= points as f64 {
-                1.0
-            } else {
-                (span / (points - 1) as f64).ceil()
-            };
-            range_values(name, lo, hi, step, Some(0))
+            if span + 1.0 <= points as f64 {
+                return range_values(name, lo, hi, 1.0, Some(0));
+            }
+            // More whole values than points: spread them evenly, both ends
+            // included; span >= points, so they are distinct.
+            Ok((0..points)
+                .map(|i| lo + (span * i as f64 / (points - 1) as f64).round())
+                .collect())
         }
         _ if min == max => Ok(vec![min]),
-        _ => Ok((0..points)
-            .map(|i| {
-                if i + 1 == points {
-                    max
-                } else {
-                    min + (max - min) * i as f64 / (points - 1) as f64
-                }
-            })
-            .collect()),
+        // `min (1 − t) + max t` stays finite where `max − min` would not.
+        _ => finite(
+            name,
+            min,
+            max,
+            (0..points)
+                .map(|i| {
+                    let t = i as f64 / (points - 1) as f64;
+                    if i + 1 == points {
+                        max
+                    } else {
+                        min * (1.0 - t) + max * t
+                    }
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -477,8 +508,9 @@ mod tests {
     fn bare_names_use_the_declared_range() {
         // 11 values: step 1.
         check("slow", Ok(&[2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12.]));
-        // 1000 values: step ceil(999 / 19) = 53, 19 values (1054 > 1000).
-        let fast: Vec<f64> = (0..19).map(|i| 1.0 + 53.0 * i as f64).collect();
+        // 1000 whole values: 20 of them, spread evenly, both ends included.
+        let fast: Vec<f64> = (0..20).map(|i| 1.0 + (999.0 * i as f64 / 19.0).round()).collect();
+        assert_eq!((fast[0], fast[1], fast[19]), (1.0, 54.0, 1000.0));
         check("fast", Ok(&fast));
         // Floats: 20 evenly spaced values, both ends exact.
         let grid = Grid::parse(&manifest(), &["k"]).unwrap();
@@ -487,6 +519,22 @@ mod tests {
         assert_eq!((k[0], k[19]), (0.5, 3.0));
         assert!((k[1] - (0.5 + 2.5 / 19.0)).abs() < 1e-15);
         check("on", Ok(&[0., 1.]));
+    }
+
+    #[test]
+    fn a_declared_range_as_wide_as_f64_gives_finite_points() {
+        let m: Manifest = serde_json::from_str(
+            r#"{"abi":2,"name":"t","version":"1","params":[
+                {"name":"x","type":"float","default":0,"min":-1.7976931348623157e308,"max":1.7976931348623157e308}]}"#,
+        )
+        .unwrap();
+        let grid = Grid::parse(&m, &["x"]).unwrap();
+        let x = &grid.axes()[0].values;
+        assert_eq!(x.len(), DECLARED_RANGE_POINTS as usize);
+        assert!(x.iter().all(|v| v.is_finite()), "{x:?}");
+        assert_eq!((x[0], x[19]), (f64::MIN, f64::MAX));
+        // A range whose span is past the largest f64 is refused, not NaN.
+        assert!(Grid::parse(&m, &["x=-1.7e308:1.7e308:1e307"]).is_err());
     }
 
     #[test]

@@ -196,6 +196,9 @@ pub struct MonteCarloReport {
     pub initial_cash: f64,
     /// Closed trades resampled.
     pub trades: usize,
+    /// Closed trades left out: those after the one that brought the realized
+    /// equity to 0 or below (see [`trade_returns`]).
+    pub trades_excluded: usize,
     /// Their returns on equity, in closing order.
     pub trade_returns: Vec<f64>,
     #[serde(flatten)]
@@ -205,21 +208,25 @@ pub struct MonteCarloReport {
 }
 
 /// The closed trades' returns on the realized equity before each (see the
-/// module docs): `r_i = pnl_i / (C + Σ_{j<i} pnl_j)`.
-pub fn trade_returns(report: &BacktestReport) -> Result<Vec<f64>, StudyError> {
+/// module docs): `r_i = pnl_i / (C + Σ_{j<i} pnl_j)`, at least −1 (an
+/// account cannot lose more than it has). The trade that brings the
+/// realized equity to 0 or below ends the list: the trades after it were
+/// made with an account already wiped out, so they are left out, and their
+/// count is returned beside the returns.
+pub fn trade_returns(report: &BacktestReport) -> Result<(Vec<f64>, usize), StudyError> {
     if report.trades.is_empty() {
         return Err(StudyError::NoTrades);
     }
     let mut equity = report.initial_cash;
     let mut out = Vec::with_capacity(report.trades.len());
-    for (trade, t) in report.trades.iter().enumerate() {
-        if equity.is_nan() || equity <= 0.0 {
-            return Err(StudyError::UndefinedReturn { trade, equity });
-        }
-        out.push(t.pnl / equity);
+    for (i, t) in report.trades.iter().enumerate() {
+        out.push((t.pnl / equity).max(-1.0));
         equity += t.pnl;
+        if equity.is_nan() || equity <= 0.0 {
+            return Ok((out, report.trades.len() - i - 1));
+        }
     }
-    Ok(out)
+    Ok((out, 0))
 }
 
 /// Compounds `returns` from 1 and follows the path; an equity that reaches 0
@@ -316,7 +323,7 @@ pub async fn monte_carlo(study: &Study, options: &MonteCarloOptions) -> Result<M
         .expect("one run");
     kept.outcome.map_err(StudyError::BacktestFailed)?;
     let report = kept.report.expect("kept with its report");
-    let returns = trade_returns(&report)?;
+    let (returns, trades_excluded) = trade_returns(&report)?;
     let mut reported = 0;
     let mut go_on = |done: u64| {
         tracker.advance(done - reported);
@@ -336,6 +343,7 @@ pub async fn monte_carlo(study: &Study, options: &MonteCarloOptions) -> Result<M
         ruin_equity: (1.0 - options.ruin) * report.initial_cash,
         initial_cash: report.initial_cash,
         trades: returns.len(),
+        trades_excluded,
         trade_returns: returns,
         distribution,
         backtest: report.stats,
@@ -418,7 +426,8 @@ mod tests {
 
     #[test]
     fn trade_returns_are_on_the_realized_equity_before_each_trade() {
-        let r = trade_returns(&report_with_pnls(100.0, &[10.0, -22.0, 44.0])).unwrap();
+        let (r, excluded) = trade_returns(&report_with_pnls(100.0, &[10.0, -22.0, 44.0])).unwrap();
+        assert_eq!(excluded, 0);
         assert_eq!(r, [0.1, -0.2, 0.5]);
         let d = resample(&r, &options(1, Method::Permutation, 0)).unwrap();
         // Compounding in order gives back the realized equity: 100 + 32.
@@ -430,11 +439,15 @@ mod tests {
                 .to_string(),
             "the backtest closed no trades: there is nothing to resample"
         );
+        // A trade that wipes the account out ends the list; a loss beyond
+        // the account counts as -100 %.
         assert_eq!(
-            trade_returns(&report_with_pnls(100.0, &[-100.0, 5.0]))
-                .unwrap_err()
-                .to_string(),
-            "trade 1 closed when the realized equity was 0: its return on equity is undefined"
+            trade_returns(&report_with_pnls(100.0, &[-100.0, 5.0])).unwrap(),
+            (vec![-1.0], 1)
+        );
+        assert_eq!(
+            trade_returns(&report_with_pnls(100.0, &[10.0, -150.0, 5.0, 7.0])).unwrap(),
+            (vec![0.1, -1.0], 2)
         );
     }
 
@@ -553,7 +566,7 @@ mod tests {
         assert_eq!(report.backtest, alone.stats);
         assert_eq!(report.trades, alone.trades.len());
         assert!(report.trades > 10, "{}", report.trades);
-        assert_eq!(report.trade_returns, trade_returns(&alone).unwrap());
+        assert_eq!(report.trade_returns, trade_returns(&alone).unwrap().0);
         let realized = alone.trades.iter().map(|t| t.pnl).sum::<f64>() / alone.initial_cash;
         close(report.distribution.observed.final_return, realized);
         assert_eq!(report.ruin_equity, 50_000.0);

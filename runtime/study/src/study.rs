@@ -140,10 +140,6 @@ pub enum StudyError {
     /// The backtest a Monte Carlo study resamples closed no trade.
     #[error("the backtest closed no trades: there is nothing to resample")]
     NoTrades,
-    /// A trade's return is undefined (the realized equity before it is not
-    /// positive).
-    #[error("trade {trade} closed when the realized equity was {equity}: its return on equity is undefined")]
-    UndefinedReturn { trade: usize, equity: f64 },
     /// [`Study::cancel`] was set.
     #[error("the study was cancelled after {done} of {total} runs")]
     Cancelled { done: u64, total: u64 },
