@@ -135,6 +135,81 @@ fn tables_get_what_the_policy_grants() {
     );
 }
 
+/// A guest that logs `calls` lines of `len` bytes (from address 0) in
+/// init, then drains the data.
+fn logger(calls: u32, len: u32) -> Vec<u8> {
+    wat_guest(
+        2,
+        &format!(
+            "(local $i i32)
+             (block $done (loop $again
+               (br_if $done (i32.ge_u (local.get $i) (i32.const {calls})))
+               (call $log (i32.const 2) (i32.const 0) (i32.const {len}))
+               (local.set $i (i32.add (local.get $i) (i32.const 1)))
+               (br $again)))
+             {DRAIN}"
+        ),
+        "",
+    )
+}
+
+#[test]
+fn host_calls_pay_for_the_bytes_they_handle() {
+    use palisade_sandbox::{FUEL_BYTES, HOST_CALL_FUEL};
+    let fuel = |p: &Policy, calls: u32, len: u32| {
+        let out = run(&logger(calls, len), p, &[], data(2, 1, 1)).unwrap();
+        assert_eq!(out.outcome, Ok(()));
+        out.usage.fuel
+    };
+    let roomy = policy(|p| p.log_bytes = 64 << 20);
+    // The same instructions; only the bytes logged differ.
+    let base = fuel(&roomy, 100, 0);
+    assert_eq!(fuel(&roomy, 100, 8_000) - base, 100 * 8_000 / FUEL_BYTES);
+    // A line that does not fit is not read: the call's fixed cost only.
+    let tight = policy(|p| p.log_bytes = 1_000);
+    assert_eq!(fuel(&tight, 100, 100_000), fuel(&tight, 100, 0));
+    assert!(HOST_CALL_FUEL > 0);
+    // Fuel runs out inside a host call as it does in the guest's code.
+    let scarce = policy(|p| {
+        p.log_bytes = 64 << 20;
+        p.fuel_per_event = 10_000;
+    });
+    assert_cause(
+        outcome(&logger(100, 8_000), &scarce, &[], data(2, 1, 1)),
+        Cause::FuelExhausted,
+        "the last of it in host call palisade.log",
+    );
+}
+
+#[test]
+fn parameter_names_are_read_only_as_long_as_a_declared_one() {
+    let asking = |len: u32| {
+        wat_guest(
+            2,
+            &format!("(drop (call $param (i32.const 0) (i32.const {len}))) {DRAIN}"),
+            r#"(data (i32.const 0) "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")"#,
+        )
+    };
+    let p = policy(|_| {});
+    // A name as long as a declared one can be is read, and refused by name.
+    assert_cause(
+        outcome(&asking(64), &p, &[], data(2, 1, 1)),
+        Cause::InvalidParams,
+        &format!(
+            "parameter {:?}, which its manifest does not declare (declared: none)",
+            "a".repeat(64)
+        ),
+    );
+    // A longer one is refused without being read, however long.
+    for len in [65, 0x7fff_ffff] {
+        assert_cause(
+            outcome(&asking(len), &p, &[], data(2, 1, 1)),
+            Cause::InvalidParams,
+            &format!("parameter \"<{len} bytes>\""),
+        );
+    }
+}
+
 #[test]
 fn a_memory_bomb_is_stopped() {
     let p = policy(|p| p.memory_bytes = 8 << 20);

@@ -240,7 +240,7 @@ fn rejections_name_their_reason() {
         |p| p.max_functions = 5,
         Err((
             Cause::InvalidModule,
-            "module has 8 functions, the policy allows 5 (max_functions)",
+            "module has 9 functions, the policy allows 5 (max_functions)",
         )),
     );
     check(

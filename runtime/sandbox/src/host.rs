@@ -18,11 +18,22 @@ use palisade_host_api::manifest::MAX_NAME_LEN;
 use palisade_host_api::{error, imports, Bar, Fill, IMPORT_MODULE};
 use wasmtime::{AsContextMut, Caller, Linker, Memory, ResourceLimiter, StoreContextMut, UpdateDeadline};
 
-use palisade_run::session::{Session, MAX_METRIC_NAME};
+use palisade_run::session::{Session, MAX_METRIC_NAME, ORDER_RECORD_BYTES};
 use palisade_run::{Cause, Failure, Policy, ProgressFn};
 
 /// Longest `fail` message kept, in bytes.
 const MAX_FAIL_MESSAGE: usize = 4096;
+
+/// Fuel every host call that reads, writes or keeps bytes on the guest's
+/// behalf costs (`order`, `poll_fill`, `param`, `symbol_name`, `log`,
+/// `metric`, `fail`), besides one unit per [`FUEL_BYTES`] bytes of it: host
+/// work is paid from the same budget as the guest's own. Calls that move
+/// only scalars (`position`, `cash`, `equity`, `cancel`, `random`,
+/// `symbol_count`) are free, and `next_bars` is the event itself.
+pub const HOST_CALL_FUEL: u64 = 8;
+
+/// Bytes of host work one unit of fuel pays for.
+pub const FUEL_BYTES: u64 = 8;
 
 /// Memory and table limits of one store; remembers a denied growth so a
 /// later failure can be classified as `memory_limit`.
@@ -239,6 +250,32 @@ pub fn on_epoch(mut store: StoreContextMut<'_, RunState>) -> wasmtime::Result<Up
     Ok(UpdateDeadline::Yield(1))
 }
 
+/// Takes the fuel of a host call that handles `bytes` bytes
+/// ([`HOST_CALL_FUEL`]); running out is `fuel_exhausted`, as for the guest's
+/// own code.
+fn charge(caller: &mut Caller<'_, RunState>, call: &str, bytes: u64) -> wasmtime::Result<()> {
+    let cost = HOST_CALL_FUEL.saturating_add(bytes / FUEL_BYTES);
+    let left = caller.get_fuel()?;
+    if left >= cost {
+        return caller.set_fuel(left - cost);
+    }
+    caller.set_fuel(0)?;
+    let st = caller.data_mut();
+    let message = if st.fuel_bound_by_run {
+        format!(
+            "used all {} fuel of the run (fuel_per_run), the last of it in host call {IMPORT_MODULE}.{call}",
+            st.limits.fuel_per_run
+        )
+    } else {
+        format!(
+            "{} used more than {} fuel per event (fuel_per_event), the last of it in host call {IMPORT_MODULE}.{call}",
+            st.session.event_name(),
+            st.limits.fuel_per_event
+        )
+    };
+    Err(st.fault(Failure::new(Cause::FuelExhausted, message)))
+}
+
 /// A byte range of guest memory, or a `bad_pointer` failure naming the call.
 fn span(st: &mut RunState, mem_len: usize, call: &str, ptr: i32, len: u64) -> wasmtime::Result<Range<usize>> {
     let start = u64::from(ptr as u32);
@@ -301,6 +338,7 @@ pub fn define(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
          kind: i32,
          price: f64|
          -> wasmtime::Result<i64> {
+            charge(&mut caller, imports::ORDER, ORDER_RECORD_BYTES)?;
             let st = caller.data_mut();
             let r = st.session.order(symbol, qty, kind, price);
             st.check(r)
@@ -330,6 +368,7 @@ pub fn define(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
         IMPORT_MODULE,
         imports::POLL_FILL,
         |mut caller: Caller<'_, RunState>, out: i32| -> wasmtime::Result<i32> {
+            charge(&mut caller, imports::POLL_FILL, Fill::SIZE as u64)?;
             let mem = memory(&mut caller)?;
             let (data, st) = mem.data_and_store_mut(&mut caller);
             let range = span(st, data.len(), imports::POLL_FILL, out, Fill::SIZE as u64)?;
@@ -352,6 +391,7 @@ pub fn define(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
                 let f = st.session.undeclared(&format!("<{} bytes>", len as u32));
                 return Err(st.fault(f));
             }
+            charge(&mut caller, imports::PARAM, u64::from(len as u32))?;
             let name = read_str(&mut caller, imports::PARAM, ptr, len, MAX_NAME_LEN)?;
             let st = caller.data_mut();
             let r = st.session.param(&name);
@@ -362,6 +402,12 @@ pub fn define(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
         IMPORT_MODULE,
         imports::SYMBOL_NAME,
         |mut caller: Caller<'_, RunState>, symbol: i32, out: i32, cap: i32| -> wasmtime::Result<i32> {
+            let written = caller.data().session.symbol_name(symbol).map_or(0, str::len);
+            charge(
+                &mut caller,
+                imports::SYMBOL_NAME,
+                written.min(cap.max(0) as usize) as u64,
+            )?;
             let mem = memory(&mut caller)?;
             let (data, st) = mem.data_and_store_mut(&mut caller);
             let r = span(st, data.len(), imports::SYMBOL_NAME, out, u64::from(cap as u32))?;
@@ -380,11 +426,14 @@ pub fn define(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
             let mem = memory(&mut caller)?;
             let (data, st) = mem.data_and_store_mut(&mut caller);
             let r = span(st, data.len(), imports::LOG, ptr, u64::from(len as u32))?;
-            // A line that does not fit is dropped (or fails the run) unread.
+            // A line that does not fit is dropped (or fails the run) unread,
+            // for the call's fixed fuel only.
             let fits = st.session.log_fits(r.len() as u64);
             if !st.check(fits)? {
-                return Ok(());
+                return charge(&mut caller, imports::LOG, 0);
             }
+            charge(&mut caller, imports::LOG, r.len() as u64)?;
+            let (data, st) = mem.data_and_store_mut(&mut caller);
             let message = String::from_utf8_lossy(&data[r]).into_owned();
             let r = st.session.log(level, message);
             st.check(r)
@@ -394,6 +443,11 @@ pub fn define(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
         IMPORT_MODULE,
         imports::FAIL,
         |mut caller: Caller<'_, RunState>, kind: i32, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            charge(
+                &mut caller,
+                imports::FAIL,
+                (len as u32 as u64).min(MAX_FAIL_MESSAGE as u64),
+            )?;
             let message = read_str(&mut caller, imports::FAIL, ptr, len, MAX_FAIL_MESSAGE)?;
             let st = caller.data_mut();
             st.guest_failure = Some((kind, message.clone()));
@@ -409,6 +463,11 @@ pub fn define(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
         IMPORT_MODULE,
         imports::METRIC,
         |mut caller: Caller<'_, RunState>, ptr: i32, len: i32, value: f64| -> wasmtime::Result<()> {
+            charge(
+                &mut caller,
+                imports::METRIC,
+                (len as u32 as u64).min(MAX_METRIC_NAME as u64),
+            )?;
             let name = read_str(&mut caller, imports::METRIC, ptr, len, MAX_METRIC_NAME)?;
             let st = caller.data_mut();
             let r = st.session.metric(name, value);

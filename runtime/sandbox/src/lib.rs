@@ -26,6 +26,7 @@ use std::time::Instant;
 use palisade_host_api::{exports, fail_kind};
 use wasmtime::{Instance, InstancePre, Linker, Module, Store, Trap};
 
+pub use host::{FUEL_BYTES, HOST_CALL_FUEL};
 pub use validate::ModuleInfo;
 pub use wasm_engine::{EngineSettings, WasmEngine, EPOCH_TICK};
 

@@ -97,6 +97,7 @@ pub fn wat_guest(pages: u32, body: &str, extra: &str) -> Vec<u8> {
   (import "palisade" "order" (func $order (param i32 f64 i32 f64) (result i64)))
   (import "palisade" "log" (func $log (param i32 i32 i32)))
   (import "palisade" "fail" (func $fail (param i32 i32 i32)))
+  (import "palisade" "param" (func $param (param i32 i32) (result f64)))
   (memory (export "memory") {pages})
   (func (export "palisade_run") (result i32)
     {body})
