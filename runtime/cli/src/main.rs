@@ -135,6 +135,11 @@ impl<E: std::fmt::Display> From<E> for InputError {
 
 /// Runs the command line; returns the process exit code.
 fn main() -> ExitCode {
+    // A compiler child of this binary (see `palisade_sandbox::compiler`).
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(palisade_sandbox::compiler::CHILD_ARG) {
+        return palisade_sandbox::compiler::child_main(&args[2..]);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(a) => validate(&a),
@@ -187,7 +192,7 @@ fn validate(args: &ModuleArgs) -> Result<ExitCode, InputError> {
     let bytes = read_module(&args.module)?;
     let policy = load_policy(&args.policy)?;
     let sandbox = sandbox_for(&policy, 1)?;
-    let verdict = sandbox.load(&bytes, &policy).map(|s| s.info);
+    let verdict = load_module(&sandbox, &bytes, &policy).map(|s| s.info);
     if args.json {
         let out = match &verdict {
             Ok(info) => json!({ "verdict": "ok", "policy": policy.name, "module": info_json(info) }),
@@ -283,6 +288,17 @@ fn inspect(args: &ModuleArgs) -> Result<ExitCode, InputError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Validates `bytes` and compiles them in a child process of this binary,
+/// bounded by the policy's `compile_ms` and `compile_memory_bytes`.
+pub fn load_module(sandbox: &Sandbox, bytes: &[u8], policy: &Policy) -> Result<CompiledModule, Failure> {
+    let info = sandbox.check(bytes, policy)?;
+    let limits = palisade_sandbox::compiler::CompileLimits::from_policy(policy);
+    match std::env::current_exe() {
+        Ok(exe) => sandbox.compile_bounded(info, bytes, &exe, limits),
+        Err(_) => sandbox.compile(info, bytes),
+    }
+}
+
 /// Reads `--data` arguments into one dataset.
 pub fn load_data(args: &[String]) -> Result<Dataset, InputError> {
     let mut inputs = Vec::new();
@@ -337,7 +353,7 @@ pub fn prepare(args: &RunArgs, instances: u32) -> Result<Prepared, InputError> {
     let bytes = read_module(&args.module)?;
     let data = Arc::new(load_data(&args.data)?);
     let sandbox = sandbox_for(&policy, instances)?;
-    let strategy = sandbox.load(&bytes, &policy);
+    let strategy = load_module(&sandbox, &bytes, &policy);
     Ok(Prepared {
         policy,
         sandbox,

@@ -97,7 +97,9 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, InputError> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 
-    let config = Config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
+    let mut config = Config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
+    // Modules are compiled by this binary in a bounded child process.
+    config.compiler = std::env::current_exe().ok();
     let tokens = match &config.tokens_file {
         Some(path) => Tokens::from_file(path)?,
         None => Tokens::default(),

@@ -229,3 +229,51 @@ fn bad_input_gets_a_clear_error() {
         "initial_cash",
     );
 }
+
+#[test]
+fn compilation_is_bounded_by_the_policy() {
+    let bomb = file("bomb.wasm", &palisade_testkit::fixtures::compile_bomb(5_000));
+    let tight = file("tight.toml", b"compile_ms = 100\n");
+    // Past its CPU time: refused as invalid_module, with the budget named.
+    let started = std::time::Instant::now();
+    check(
+        &["validate", &bomb, "--policy", &tight],
+        1,
+        "invalid_module: compilation exceeded its 100 ms of CPU time (compile_ms",
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the compiler was not stopped in time"
+    );
+    // Within a budget that covers it, the same module compiles.
+    let roomy = file("roomy.toml", b"compile_ms = 120_000\n");
+    check(&["validate", &bomb, "--policy", &roomy], 0, "ok: bomb 1");
+    // Past its memory: refused too.
+    let big_bomb = file("big-bomb.wasm", &palisade_testkit::fixtures::compile_bomb(20_000));
+    let small = file("small.toml", b"compile_memory_bytes = 134_217_728\n");
+    check(
+        &["validate", &big_bomb, "--policy", &small],
+        1,
+        "invalid_module: compilation exceeded its 134217728 bytes of memory (compile_memory_bytes)",
+    );
+    // The example strategies compile well within the same budgets.
+    for policy in [&tight, &small] {
+        check(
+            &["validate", &guest("sma_cross"), "--policy", policy],
+            0,
+            "ok: sma-cross",
+        );
+    }
+    check(
+        &[
+            "backtest",
+            &guest("sma_cross"),
+            "--data",
+            &sample(),
+            "--policy",
+            &tight,
+        ],
+        0,
+        "outcome: ok",
+    );
+}

@@ -337,6 +337,41 @@ fn every_kind_gives_the_cli_document_byte_for_byte() {
 }
 
 #[test]
+fn uploads_whose_compilation_exceeds_its_budget_are_refused() {
+    let dir = temp();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("tight.toml"), "compile_ms = 100\n").unwrap();
+    let config = file(
+        dir.path(),
+        "config.toml",
+        &format!(
+            "default_policy = \"tight\"\npolicies_dir = {:?}\n",
+            policies.display().to_string()
+        ),
+    );
+    let server = support::server(&dir.path().join("data"), &["--config", &config]);
+    let c = server.client(None);
+    let bomb = palisade_testkit::fixtures::compile_bomb(5_000);
+    let problem = c
+        .post("/v1/strategies", "application/wasm", &bomb)
+        .problem(422, "invalid-module");
+    assert_eq!(problem["cause"], "invalid_module", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("compilation exceeded its 100 ms of CPU time (compile_ms")),
+        "{problem}"
+    );
+    // Nothing of it was kept; a module that compiles in time is taken.
+    assert_eq!(
+        c.get("/v1/strategies").expect(200).json()["strategies"],
+        json!([])
+    );
+    c.upload_module(&guest("sma_cross"));
+}
+
+#[test]
 fn every_job_kind_runs() {
     let dir = temp();
     let server = support::server(&dir.path().join("data"), &[]);

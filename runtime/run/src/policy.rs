@@ -64,6 +64,10 @@ pub const DEFAULT_METRICS_PER_RUN: u32 = 64;
 /// Default for [`Policy::log_overflow`]: drop (and count) the lines past
 /// `log_bytes`.
 pub const DEFAULT_LOG_OVERFLOW: LogOverflow = LogOverflow::Truncate;
+/// Default for [`Policy::compile_ms`]: ten seconds of CPU time.
+pub const DEFAULT_COMPILE_MS: u64 = 10_000;
+/// Default for [`Policy::compile_memory_bytes`]: 1 GiB.
+pub const DEFAULT_COMPILE_MEMORY_BYTES: u64 = GIB;
 /// Default for [`Policy::max_variants`].
 pub const DEFAULT_MAX_VARIANTS: u64 = 100_000;
 /// Default for [`Policy::allow_wasi`]: WASI is not offered.
@@ -123,7 +127,7 @@ pub struct Policy {
     /// Most tables a module may declare; more is `invalid_module`.
     pub max_tables: u32,
     /// Total bytes of guest log lines kept per run, each line counting its
-    /// message plus 48 bytes; what does not fit is handled by
+    /// message plus 64 bytes; what does not fit is handled by
     /// [`Policy::log_overflow`].
     pub log_bytes: u64,
     /// What happens to a log line past `log_bytes`: `truncate` drops it and
@@ -139,6 +143,14 @@ pub struct Policy {
     /// Distinct metric names a guest may record in a run; more is
     /// `output_limit`.
     pub metrics_per_run: u32,
+    /// Most CPU time, in milliseconds, compiling one module may take (all
+    /// the compiler's threads together); more is `invalid_module`
+    /// ("compilation exceeded ...").
+    pub compile_ms: u64,
+    /// Most memory compiling one module may allocate, in bytes, the
+    /// compiler process's own (about 80 MiB) included; more is
+    /// `invalid_module`.
+    pub compile_memory_bytes: u64,
     /// Most variants one optimization study may run.
     pub max_variants: u64,
     /// Reserved: WASI is not offered in this version, so `true` is rejected.
@@ -164,6 +176,8 @@ impl Default for Policy {
             output_bytes: DEFAULT_OUTPUT_BYTES,
             metrics_per_run: DEFAULT_METRICS_PER_RUN,
             log_overflow: DEFAULT_LOG_OVERFLOW,
+            compile_ms: DEFAULT_COMPILE_MS,
+            compile_memory_bytes: DEFAULT_COMPILE_MEMORY_BYTES,
             max_variants: DEFAULT_MAX_VARIANTS,
             allow_wasi: DEFAULT_ALLOW_WASI,
         }
@@ -353,7 +367,13 @@ impl Policy {
             multiple_of: WASM_PAGE_BYTES,
             ..Bounds::new(64 * KIB, 4 * GIB)
         };
-        let checks: [(&'static str, u64, Bounds); 15] = [
+        let checks: [(&'static str, u64, Bounds); 17] = [
+            ("compile_ms", self.compile_ms, Bounds::new(10, 600_000)),
+            (
+                "compile_memory_bytes",
+                self.compile_memory_bytes,
+                Bounds::new(128 * MIB, 16 * GIB),
+            ),
             ("memory_bytes", self.memory_bytes, memory),
             (
                 "table_elements",
@@ -601,7 +621,7 @@ mod tests {
             .keys()
             .cloned()
             .collect();
-        assert_eq!(keys.len(), 17);
+        assert_eq!(keys.len(), 19);
         for (name, text) in BUILTIN {
             let table: toml::Table = toml::from_str(text).unwrap();
             for key in &keys {
@@ -640,6 +660,8 @@ mod tests {
             ("output_bytes", 1_024, 1_073_741_824, ""),
             ("metrics_per_run", 0, 10_000, ""),
             ("max_variants", 1, 10_000_000, ""),
+            ("compile_ms", 10, 600_000, ""),
+            ("compile_memory_bytes", 128 * 1_048_576, 16 * 1_073_741_824, ""),
         ];
         for &(key, min, max, extra) in table {
             let origin = format!("{key}.toml");

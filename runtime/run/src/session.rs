@@ -35,7 +35,7 @@ pub const MAX_METRIC_NAME: usize = 256;
 /// Bytes each log line costs against the policy's `log_bytes` besides its
 /// message: what the host keeps per line (level, timestamp, the string's
 /// header), so that empty lines are not free.
-pub const LOG_LINE_OVERHEAD: u64 = 48;
+pub const LOG_LINE_OVERHEAD: u64 = 64;
 
 /// Where the strategy is in its run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,6 +15,7 @@
 //! `palisade-run`'s session; this crate adapts guest memory, fuel and
 //! deadlines to it.
 
+pub mod compiler;
 mod host;
 pub mod validate;
 mod wasm_engine;
@@ -134,6 +135,23 @@ impl Sandbox {
         let module = Module::new(self.engine.engine(), bytes)
             .map_err(|e| Failure::new(Cause::InvalidModule, format!("compilation failed: {e:#}")))?;
         self.link(info, &module)
+    }
+
+    /// Like [`Sandbox::compile`], with Cranelift run in a child process
+    /// started from `compiler` (the `palisade` binary) and bounded by
+    /// `limits`: a module whose compilation takes more CPU time or memory
+    /// is `invalid_module` ("compilation exceeded ..."). See [`compiler`].
+    pub fn compile_bounded(
+        &self,
+        info: ModuleInfo,
+        bytes: &[u8],
+        compiler: &std::path::Path,
+        limits: compiler::CompileLimits,
+    ) -> Result<CompiledModule, Failure> {
+        let artifact = compiler::compile_bounded(compiler, self.engine.settings(), bytes, limits)?;
+        // SAFETY: the artifact is what this build's own compiler child wrote
+        // for `bytes`, which `info` describes, read straight from its pipe.
+        unsafe { self.load_precompiled(info, &artifact) }
     }
 
     /// Like [`Sandbox::compile`], with the compiled code taken from

@@ -119,6 +119,12 @@ pub struct Config {
     pub result_cache_bytes: u64,
     /// Strategies with their own metric label; others are `other`.
     pub strategy_labels: usize,
+    /// The `palisade` binary, which compiles modules in a child process
+    /// bounded by the policy (`compile_ms`, `compile_memory_bytes`); set by
+    /// `palisade serve`, not a configuration key. `None` compiles in the
+    /// server's process, unbounded.
+    #[serde(skip)]
+    pub compiler: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -146,6 +152,7 @@ impl Default for Config {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             result_cache: DEFAULT_RESULT_CACHE,
             result_cache_bytes: DEFAULT_RESULT_CACHE_BYTES,
+            compiler: None,
             strategy_labels: DEFAULT_STRATEGY_LABELS,
         }
     }

@@ -31,6 +31,7 @@ use std::time::Instant;
 
 use palisade_backtest::{DataError, Dataset};
 use palisade_run::{Failure, Policy, PolicyError};
+use palisade_sandbox::compiler::CompileLimits;
 use palisade_sandbox::{CompiledModule, EngineSettings, ModuleInfo, Sandbox};
 
 use crate::metrics::Metrics;
@@ -151,6 +152,40 @@ impl<V: Clone> Lru<V> {
     }
 }
 
+/// A counting semaphore for blocking threads.
+struct Slots {
+    free: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// A slot taken from [`Slots`], given back on drop.
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots {
+            free: Mutex::new(n),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn take(&self) -> Slot<'_> {
+        let mut free = lock(&self.free);
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.free) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
 /// The caches; see the module docs.
 pub struct Registry {
     store: Storage,
@@ -158,7 +193,13 @@ pub struct Registry {
     max_instances: u32,
     policies_dir: Option<PathBuf>,
     sandboxes: Mutex<HashMap<EngineKey, Arc<Sandbox>>>,
-    /// By `"{sha}/{stack_bytes}"`.
+    /// The `palisade` binary, to compile in a bounded child process; `None`
+    /// compiles in this process, unbounded (tests of this crate).
+    compiler: Option<PathBuf>,
+    /// Compilations running at once: half the cores, so uploads cannot take
+    /// all of them.
+    compile_slots: Slots,
+    /// By `"{sha}/{engine key}"`.
     compiled: Mutex<Lru<Arc<Compiled>>>,
     /// `"{sha}/{policy hash}"` of the modules validated against a policy.
     validated: Mutex<Lru<()>>,
@@ -185,12 +226,16 @@ impl Registry {
         metrics: Arc<Metrics>,
         max_instances: u32,
         policies_dir: Option<PathBuf>,
+        compiler: Option<PathBuf>,
     ) -> Registry {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Registry {
             store,
             metrics,
             max_instances,
             policies_dir,
+            compiler,
+            compile_slots: Slots::new((cores / 2).max(1)),
             sandboxes: Mutex::new(HashMap::new()),
             compiled: Mutex::new(Lru::new(COMPILED_CACHE)),
             validated: Mutex::new(Lru::new(VALIDATED_CACHE)),
@@ -364,7 +409,15 @@ impl Registry {
                     Some(strategy) => strategy,
                     None => {
                         let started = Instant::now();
-                        let strategy = sandbox.compile(info, bytes).map_err(RegistryError::Module)?;
+                        let strategy = match &self.compiler {
+                            Some(exe) => {
+                                let _slot = self.compile_slots.take();
+                                let limits = CompileLimits::from_policy(&policy.policy);
+                                sandbox.compile_bounded(info, bytes, exe, limits)
+                            }
+                            None => sandbox.compile(info, bytes),
+                        }
+                        .map_err(RegistryError::Module)?;
                         self.metrics.step("compile", started.elapsed());
                         self.persist_compiled(sha, &sandbox, &strategy);
                         strategy

@@ -164,6 +164,7 @@ impl Service {
             metrics.clone(),
             config.max_instances,
             config.policies_dir.clone(),
+            config.compiler.clone(),
         ));
         registry.load_replaced_policies().await?;
         let commit_metrics = metrics.clone();
