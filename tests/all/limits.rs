@@ -211,6 +211,43 @@ fn parameter_names_are_read_only_as_long_as_a_declared_one() {
 }
 
 #[test]
+fn the_finish_phase_has_one_events_budget_and_cannot_be_renewed() {
+    let p = policy(|p| p.fuel_per_event = 100_000);
+    // Asking for bars again after the end is refused: no fresh window.
+    let again = wat_guest(
+        1,
+        &format!("{DRAIN} (drop (call $next_bars (i32.const 0) (i32.const 1))) (i32.const 0) drop"),
+        "",
+    );
+    assert_cause(
+        outcome(&again, &p, &[], data(3, 1, 1)),
+        Cause::HostAbuse,
+        "next_bars called again after the data ended",
+    );
+    // Work after the end comes out of one event's fuel, in total.
+    let finish = |n: u64| {
+        wat_guest(
+            1,
+            &format!(
+                "(local $i i64)
+                 {DRAIN} drop
+                 (loop $spin
+                   (local.set $i (i64.add (local.get $i) (i64.const 1)))
+                   (br_if $spin (i64.lt_u (local.get $i) (i64.const {n}))))
+                 (i32.const 0)"
+            ),
+            "",
+        )
+    };
+    outcome(&finish(1_000), &p, &[], data(3, 1, 1)).unwrap();
+    assert_cause(
+        outcome(&finish(1_000_000), &p, &[], data(3, 1, 1)),
+        Cause::FuelExhausted,
+        "finish used more than 100000 fuel per event (fuel_per_event)",
+    );
+}
+
+#[test]
 fn a_memory_bomb_is_stopped() {
     let p = policy(|p| p.memory_bytes = 8 << 20);
     adversary(&p, 2, (1 << 20) as f64, 0, 3).unwrap();
