@@ -38,6 +38,9 @@ openapi_json=$(mktemp)
 python3 -m openapi_spec_validator "$openapi_json"
 rm -f "$openapi_json"
 
+say "the cost gate: the example strategies' exact costs against benches/baselines/"
+scripts/cost-gate.sh
+
 say "running the guest strategies' native unit tests"
 (cd guest-examples && cargo test -j2 --quiet)
 

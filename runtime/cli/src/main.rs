@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod bench;
 mod serve;
 mod study;
 
@@ -58,6 +59,9 @@ enum Command {
     /// Print the service's OpenAPI 3.1 document (JSON), e.g. to generate a
     /// client; the server serves the same at /v1/openapi.json.
     Openapi,
+    /// Measure a strategy's cost (fuel, memory and host calls per bar,
+    /// exact; time per bar); compare with a saved baseline.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +154,7 @@ fn main() -> ExitCode {
         Command::MonteCarlo(a) => study::monte_carlo(&a),
         Command::Serve(a) => serve::serve(a),
         Command::Openapi => openapi(),
+        Command::Bench(a) => bench::bench(&a),
     };
     match result {
         Ok(code) => code,

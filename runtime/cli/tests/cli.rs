@@ -277,3 +277,119 @@ fn compilation_is_bounded_by_the_policy() {
         "outcome: ok",
     );
 }
+
+#[test]
+fn bench_reports_exact_costs_and_catches_regressions() {
+    use palisade_testkit::fixtures::{wat_guest, DRAIN};
+    let data = sample();
+    let base = std::env::temp_dir().join(format!("palisade-bench-{}.json", std::process::id()));
+    let base = base.to_str().unwrap().to_owned();
+    // The same strategy (by name) twice: as built, and with a few more
+    // operations per bar.
+    let lean = file("lean.wasm", &wat_guest(1, DRAIN, ""));
+    let slower_body = r#"
+    (local $i i32)
+    (block $done (loop $next
+      (br_if $done (i32.eqz (call $next_bars (i32.const 0) (i32.const 1))))
+      (local.set $i (i32.add (local.get $i) (i32.const 7)))
+      (local.set $i (i32.mul (local.get $i) (i32.const 3)))
+      (br $next)))
+    (i32.const 0)"#;
+    let slower = file("slower.wasm", &wat_guest(1, slower_body, ""));
+    check(
+        &["bench", &lean, "--data", &data, "--runs", "1", "--save", &base],
+        0,
+        "fuel per bar",
+    );
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&base).unwrap()).unwrap();
+    assert_eq!(saved["kind"], "bench");
+    assert_eq!(
+        saved["figures"]["host_calls"], 2521,
+        "one next_bars per bar, and the last"
+    );
+    // Run after run: the same exact figures.
+    check(
+        &[
+            "bench",
+            &lean,
+            "--data",
+            &data,
+            "--runs",
+            "2",
+            "--baseline",
+            &base,
+        ],
+        0,
+        "fuel_per_bar",
+    );
+    // The slower build: fuel per bar grew, named, exit 1.
+    let out = palisade(&[
+        "bench",
+        &slower,
+        "--data",
+        &data,
+        "--runs",
+        "1",
+        "--baseline",
+        &base,
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("regression: fuel_per_bar"), "{stderr}");
+    assert!(stdout.contains("module changed"), "{stdout}");
+    // ... unless the regression is allowed.
+    check(
+        &[
+            "bench",
+            &slower,
+            "--data",
+            &data,
+            "--runs",
+            "1",
+            "--baseline",
+            &base,
+            "--max-regression",
+            "1000",
+        ],
+        0,
+        "within bounds",
+    );
+    // Bad baselines get clear errors (exit 2), never a comparison.
+    check(
+        &[
+            "bench",
+            &lean,
+            "--data",
+            &data,
+            "--baseline",
+            "/nonexistent/base.json",
+        ],
+        2,
+        "baseline /nonexistent/base.json: cannot read",
+    );
+    let junk = file("junk.json", b"{\"kind\":\"bench\"}");
+    check(
+        &["bench", &lean, "--data", &data, "--baseline", &junk],
+        2,
+        "not a report of `palisade bench --save`",
+    );
+    let other_data = file("other.csv", &support::sample_csv("spy-like-daily.csv", 100));
+    check(
+        &[
+            "bench",
+            &lean,
+            "--data",
+            &format!("spy-like-daily={other_data}"),
+            "--baseline",
+            &base,
+        ],
+        2,
+        "is of another data set",
+    );
+    check(
+        &["bench", &guest("sma_cross"), "--data", &data, "--baseline", &base],
+        2,
+        "is of another strategy (wat-guest), not sma-cross",
+    );
+    let _ = std::fs::remove_file(&base);
+}

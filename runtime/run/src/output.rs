@@ -32,6 +32,8 @@ pub struct Usage {
     pub orders_refused: RefusedOrders,
     /// Log lines dropped because the run's log was full (`log_bytes`).
     pub logs_dropped: u64,
+    /// Host calls the strategy made (`next_bars` included).
+    pub host_calls: u64,
 }
 
 /// Requests the host refused with an error code, by the code's name (see

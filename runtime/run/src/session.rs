@@ -90,6 +90,8 @@ pub struct Session {
     /// Log lines dropped past `log_bytes`.
     pub logs_dropped: u64,
     pub metrics: BTreeMap<String, f64>,
+    /// Host calls the strategy made (`palisade bench` reports them).
+    calls: std::cell::Cell<u64>,
 }
 
 fn fail(cause: Cause, message: String) -> Failure {
@@ -114,6 +116,7 @@ impl Session {
             log_bytes: 0,
             logs_dropped: 0,
             metrics: BTreeMap::new(),
+            calls: std::cell::Cell::new(0),
         }
     }
 
@@ -129,8 +132,15 @@ impl Session {
         )
     }
 
+    /// Counts one host call.
+    #[inline]
+    fn call(&self) {
+        self.calls.set(self.calls.get() + 1);
+    }
+
     /// The number of symbols: the most bars one timestamp has.
     pub fn symbol_count(&self) -> usize {
+        self.call();
         self.data.symbols().len()
     }
 
@@ -152,6 +162,7 @@ impl Session {
     /// protocol.
     #[inline]
     pub fn next_bars(&mut self, cap: i32) -> Result<Range<usize>, Failure> {
+        self.call();
         match self.phase {
             Phase::Finished => {
                 return Err(fail(
@@ -161,7 +172,7 @@ impl Session {
                 ))
             }
             Phase::Init => {
-                let symbols = self.symbol_count();
+                let symbols = self.data.symbols().len();
                 if usize::try_from(cap).map_or(true, |c| c < symbols) {
                     return Err(fail(
                         Cause::HostAbuse,
@@ -216,6 +227,7 @@ impl Session {
     }
 
     pub fn order(&mut self, symbol: i32, qty: f64, kind: i32, price: f64) -> Result<i64, Failure> {
+        self.call();
         let Some(event) = self.now() else {
             self.refused.no_bar += 1;
             return Ok(i64::from(error::NO_BAR));
@@ -263,6 +275,7 @@ impl Session {
     }
 
     pub fn cancel(&mut self, id: i64) -> i32 {
+        self.call();
         let Ok(id) = u64::try_from(id) else {
             self.refused.unknown_order += 1;
             return error::UNKNOWN_ORDER;
@@ -277,25 +290,30 @@ impl Session {
     }
 
     pub fn position(&self, symbol: i32) -> f64 {
+        self.call();
         let held = u32::try_from(symbol).ok().and_then(|s| self.bt.position(s));
         held.unwrap_or(f64::NAN)
     }
 
     pub fn cash(&self) -> f64 {
+        self.call();
         self.bt.cash()
     }
 
     pub fn equity(&self) -> f64 {
+        self.call();
         self.bt.equity()
     }
 
     pub fn poll_fill(&mut self) -> Option<Fill> {
+        self.call();
         self.bt.pop_fill()
     }
 
     /// A declared parameter's value; reading a name the manifest does not
     /// declare fails the run (`invalid_params`, naming it).
     pub fn param(&self, name: &str) -> Result<f64, Failure> {
+        self.call();
         match self.params.iter().find(|(n, _)| n == name) {
             Some((_, v)) => Ok(*v),
             None => Err(self.undeclared(name)),
@@ -317,7 +335,17 @@ impl Session {
         )
     }
 
+    /// The length of a symbol's name (0 for an unknown symbol), without
+    /// counting a host call.
+    pub fn symbol_name_len(&self, symbol: i32) -> usize {
+        usize::try_from(symbol)
+            .ok()
+            .and_then(|i| self.data.symbols().get(i))
+            .map_or(0, String::len)
+    }
+
     pub fn symbol_name(&self, symbol: i32) -> Option<&str> {
+        self.call();
         usize::try_from(symbol)
             .ok()
             .and_then(|i| self.data.symbols().get(i))
@@ -328,6 +356,11 @@ impl Session {
     /// `log_bytes`. `Ok(false)`: it is dropped (counted, not kept, and the
     /// host need not read it); `Err`: the policy fails the run instead.
     pub fn log_fits(&mut self, len: u64) -> Result<bool, Failure> {
+        self.call();
+        self.fits(len)
+    }
+
+    fn fits(&mut self, len: u64) -> Result<bool, Failure> {
         let cost = len.saturating_add(LOG_LINE_OVERHEAD);
         if self.log_bytes.saturating_add(cost) <= self.limits.log_bytes {
             return Ok(true);
@@ -349,12 +382,17 @@ impl Session {
         }
     }
 
-    /// Keeps a log line (see [`Session::log_fits`], which the caller asks
-    /// first).
+    /// A log call: keeps the line when it fits (see [`Session::log_fits`]).
     pub fn log(&mut self, level: i32, message: String) -> Result<(), Failure> {
         if !self.log_fits(message.len() as u64)? {
             return Ok(());
         }
+        self.keep_log(level, message);
+        Ok(())
+    }
+
+    /// Keeps a log line that [`Session::log_fits`] said fits.
+    pub fn keep_log(&mut self, level: i32, message: String) {
         self.log_bytes += message.len() as u64 + LOG_LINE_OVERHEAD;
         let level = match level {
             0 => "error",
@@ -364,10 +402,10 @@ impl Session {
         };
         let ts = self.now().map(|e| self.data.bars()[e].ts);
         self.logs.push(LogLine { level, ts, message });
-        Ok(())
     }
 
     pub fn metric(&mut self, name: String, value: f64) -> Result<(), Failure> {
+        self.call();
         if !self.metrics.contains_key(&name) && self.metrics.len() >= self.limits.metrics {
             let n = self.limits.metrics;
             return Err(fail(
@@ -381,6 +419,7 @@ impl Session {
 
     /// The next value of the run's random stream (see `palisade_host_api::next_random`).
     pub fn random(&mut self) -> f64 {
+        self.call();
         palisade_host_api::next_random(&mut self.rng)
     }
 
@@ -393,6 +432,7 @@ impl Session {
             orders: self.orders_total,
             orders_refused: self.refused.clone(),
             logs_dropped: self.logs_dropped,
+            host_calls: self.calls.get(),
         }
     }
 
