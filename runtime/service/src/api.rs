@@ -126,7 +126,19 @@ pub fn router(service: Arc<Service>) -> Router {
 /// duration by route template.
 async fn observe(State(service): State<Arc<Service>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
+    // Labels take values from closed sets, whatever a client sends: methods
+    // outside the standard ones are `other`, paths outside the routes
+    // `unmatched`.
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -141,7 +153,7 @@ async fn observe(State(service): State<Arc<Service>>, request: Request, next: Ne
     service
         .metrics
         .http_seconds
-        .with_label_values(&[method.as_str(), &route, status.as_str()])
+        .with_label_values(&[method, &route, status.as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
 }
@@ -313,8 +325,8 @@ pub fn openapi_json() -> &'static utoipa::openapi::OpenApi {
         (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn status(State(service): State<Arc<Service>>, Auth(_): Auth) -> Response {
-    json_response(StatusCode::OK, &service.status())
+async fn status(State(service): State<Arc<Service>>, Auth(who): Auth) -> Response {
+    json_response(StatusCode::OK, &service.status(&who))
 }
 
 // ---- strategies ----
@@ -844,10 +856,10 @@ async fn list_policies(State(service): State<Arc<Service>>, Auth(_): Auth) -> Ap
 )]
 async fn show_policy(
     State(service): State<Arc<Service>>,
-    Auth(_): Auth,
+    Auth(who): Auth,
     Path(name): Path<String>,
 ) -> ApiResult {
-    Ok(json_response(StatusCode::OK, &service.policy(&name).await?))
+    Ok(json_response(StatusCode::OK, &service.policy(&who, &name).await?))
 }
 
 /// `PUT /v1/policies/{name}`: the policy as a TOML body; operators only.
@@ -992,6 +1004,28 @@ mod tests {
         );
         assert!(PROBLEM_TYPES.contains(&kind), "{kind} is not listed");
         v
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn made_up_methods_do_not_grow_the_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path(), false).await;
+        let app = router(service.clone());
+        for i in 0..50 {
+            send(&app, &format!("M{i}"), "/healthz", None, Vec::new()).await;
+            send(&app, "GET", &format!("/nope/{i}"), None, Vec::new()).await;
+        }
+        let text = service.metrics.render();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("palisade_http_request_duration_seconds_count"))
+            .collect();
+        assert!(
+            series.iter().any(|l| l.contains("method=\"other\"")),
+            "{series:#?}"
+        );
+        assert!(!text.contains("method=\"M1\""), "a made-up method became a label");
+        assert!(series.len() <= 3, "{series:#?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -922,8 +922,9 @@ impl Service {
         PolicyList { policies }
     }
 
-    /// A policy with its values and audit trail.
-    pub async fn policy(&self, name: &str) -> Result<PolicyView, ServiceError> {
+    /// A policy with its values and audit trail (who changed it: shown to
+    /// operators only).
+    pub async fn policy(&self, who: &Principal, name: &str) -> Result<PolicyView, ServiceError> {
         let p = self.registry.policy(name)?;
         let audit = self.store.policy_audit(name).await?;
         Ok(PolicyView {
@@ -932,7 +933,7 @@ impl Service {
             source: p.source.to_owned(),
             policy: (*p.policy).clone(),
             toml: p.toml.clone(),
-            audit: audit.iter().map(AuditEntry::of).collect(),
+            audit: audit.iter().map(|a| AuditEntry::of(a, who.operator)).collect(),
         })
     }
 
@@ -971,8 +972,10 @@ impl Service {
 
     // ---- status and shutdown ----
 
-    /// Queue depths, running jobs, workers and limits.
-    pub fn status(&self) -> StatusView {
+    /// Queue depths, running jobs, workers and limits. Running jobs by
+    /// tenant: only the caller's own, but for operators, who see every
+    /// tenant's.
+    pub fn status(&self, who: &Principal) -> StatusView {
         let snap = self.scheduler.snapshot();
         StatusView {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -980,7 +983,11 @@ impl Service {
             ready: self.is_ready(),
             queued: snap.queued.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             running: snap.running,
-            running_by_tenant: snap.running_by_tenant.into_iter().collect(),
+            running_by_tenant: snap
+                .running_by_tenant
+                .into_iter()
+                .filter(|(tenant, _)| who.operator || *tenant == who.tenant)
+                .collect(),
             admitting: snap.admitting,
             workers: Workers {
                 executor_threads: self.parallelism,

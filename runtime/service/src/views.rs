@@ -140,17 +140,20 @@ pub struct PolicyList {
 pub struct AuditEntry {
     pub hash: String,
     pub previous_hash: Option<String>,
-    pub tenant: String,
+    /// Who made the change: shown to operators only (`null` otherwise).
+    pub tenant: Option<String>,
     /// RFC 3339.
     pub at: String,
 }
 
 impl AuditEntry {
-    pub fn of(a: &PolicyAudit) -> AuditEntry {
+    /// The entry as a caller sees it: with who made the change when
+    /// `operator`.
+    pub fn of(a: &PolicyAudit, operator: bool) -> AuditEntry {
         AuditEntry {
             hash: a.hash.clone(),
             previous_hash: a.previous_hash.clone(),
-            tenant: a.tenant.clone(),
+            tenant: operator.then(|| a.tenant.clone()),
             at: rfc3339(a.at),
         }
     }
