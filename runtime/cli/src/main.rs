@@ -197,7 +197,7 @@ fn validate(args: &ModuleArgs) -> Result<ExitCode, InputError> {
     let bytes = read_module(&args.module)?;
     let policy = load_policy(&args.policy)?;
     let sandbox = sandbox_for(&policy, 1)?;
-    let verdict = load_module(&sandbox, &bytes, &policy).map(|s| s.info);
+    let verdict = load_module(&sandbox, &bytes, &policy)?.map(|s| s.info);
     if args.json {
         let out = match &verdict {
             Ok(info) => json!({ "verdict": "ok", "policy": policy.name, "module": info_json(info) }),
@@ -294,13 +294,24 @@ fn inspect(args: &ModuleArgs) -> Result<ExitCode, InputError> {
 }
 
 /// Validates `bytes` and compiles them in a child process of this binary,
-/// bounded by the policy's `compile_ms` and `compile_memory_bytes`.
-pub fn load_module(sandbox: &Sandbox, bytes: &[u8], policy: &Policy) -> Result<CompiledModule, Failure> {
-    let info = sandbox.check(bytes, policy)?;
-    let limits = palisade_sandbox::compiler::CompileLimits::from_policy(policy);
-    match std::env::current_exe() {
-        Ok(exe) => sandbox.compile_bounded(info, bytes, &exe, limits),
-        Err(_) => sandbox.compile(info, bytes),
+/// bounded by the policy's `compile_ms` and `compile_memory_bytes`. The
+/// inner `Err` is the module's fault; the outer one, the host's.
+pub fn load_module(
+    sandbox: &Sandbox,
+    bytes: &[u8],
+    policy: &Policy,
+) -> Result<Result<CompiledModule, Failure>, InputError> {
+    use palisade_sandbox::compiler::{this_executable, CompileError, CompileLimits};
+    let info = match sandbox.check(bytes, policy) {
+        Ok(info) => info,
+        Err(f) => return Ok(Err(f)),
+    };
+    let exe =
+        this_executable().ok_or_else(|| InputError("cannot find this executable to compile with".into()))?;
+    match sandbox.compile_bounded(info, bytes, &exe, CompileLimits::from_policy(policy)) {
+        Ok(m) => Ok(Ok(m)),
+        Err(CompileError::Module(f)) => Ok(Err(f)),
+        Err(CompileError::Host(m)) => Err(InputError(format!("the compiler failed: {m}"))),
     }
 }
 
@@ -358,7 +369,7 @@ pub fn prepare(args: &RunArgs, instances: u32) -> Result<Prepared, InputError> {
     let bytes = read_module(&args.module)?;
     let data = Arc::new(load_data(&args.data)?);
     let sandbox = sandbox_for(&policy, instances)?;
-    let strategy = load_module(&sandbox, &bytes, &policy);
+    let strategy = load_module(&sandbox, &bytes, &policy)?;
     Ok(Prepared {
         policy,
         sandbox,

@@ -99,7 +99,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, InputError> {
 
     let mut config = Config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
     // Modules are compiled by this binary in a bounded child process.
-    config.compiler = std::env::current_exe().ok();
+    config.compiler = palisade_sandbox::compiler::this_executable();
     let tokens = match &config.tokens_file {
         Some(path) => Tokens::from_file(path)?,
         None => Tokens::default(),

@@ -218,6 +218,9 @@ pub struct BacktestDocument {
     #[serde(flatten)]
     pub report: BacktestReport,
     pub logs: Vec<LogLine>,
+    /// The guest's metrics by name (`null` for a value that is not a finite
+    /// number).
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, Option<f64>>))]
     pub metrics: BTreeMap<String, f64>,
     pub usage: Usage,
     #[serde(skip_serializing_if = "Option::is_none")]

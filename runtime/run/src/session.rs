@@ -171,19 +171,15 @@ impl Session {
                         .to_owned(),
                 ))
             }
-            Phase::Init => {
-                let symbols = self.data.symbols().len();
-                if usize::try_from(cap).map_or(true, |c| c < symbols) {
-                    return Err(fail(
-                        Cause::HostAbuse,
-                        format!(
-                            "next_bars: a buffer of {cap} bars cannot hold a timestamp of {symbols} symbols (symbol_count)"
-                        ),
-                    ));
-                }
-                self.phase = Phase::Bars;
-            }
+            Phase::Init => self.phase = Phase::Bars,
             Phase::Bars => {}
+        }
+        let symbols = self.data.symbols().len();
+        if usize::try_from(cap).map_or(true, |c| c < symbols) {
+            return Err(fail(
+                Cause::HostAbuse,
+                format!("next_bars: a buffer of {cap} bars cannot hold a timestamp of {symbols} symbols (symbol_count)"),
+            ));
         }
         let bars = self.data.bars();
         let start = self.now_end;
@@ -357,10 +353,13 @@ impl Session {
     /// host need not read it); `Err`: the policy fails the run instead.
     pub fn log_fits(&mut self, len: u64) -> Result<bool, Failure> {
         self.call();
-        self.fits(len)
+        self.log_fits_kept(len)
     }
 
-    fn fits(&mut self, len: u64) -> Result<bool, Failure> {
+    /// [`Session::log_fits`] for the text the host will keep, when it is
+    /// longer than what the guest passed (invalid UTF-8 replaced): the same
+    /// check, not another host call.
+    pub fn log_fits_kept(&mut self, len: u64) -> Result<bool, Failure> {
         let cost = len.saturating_add(LOG_LINE_OVERHEAD);
         if self.log_bytes.saturating_add(cost) <= self.limits.log_bytes {
             return Ok(true);

@@ -45,6 +45,36 @@ impl CompileLimits {
     }
 }
 
+/// Why a bounded compilation did not give compiled code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CompileError {
+    /// The module's fault: it does not compile, or not within its budget
+    /// (`invalid_module`).
+    #[error("{0}")]
+    Module(Failure),
+    /// The host's: the compiler could not be started or gave unusable
+    /// output (not the module's fault; try again or tell the operator).
+    #[error("the compiler failed: {0}")]
+    Host(String),
+}
+
+impl From<Failure> for CompileError {
+    fn from(f: Failure) -> Self {
+        CompileError::Module(f)
+    }
+}
+
+/// The executable to start compiler children from: this process's own
+/// (`/proc/self/exe`, which stays this build even when the file on disk is
+/// replaced), or `None` where it cannot be found.
+pub fn this_executable() -> Option<std::path::PathBuf> {
+    let proc = std::path::PathBuf::from("/proc/self/exe");
+    if proc.exists() {
+        return Some(proc);
+    }
+    std::env::current_exe().ok()
+}
+
 /// How often the parent looks at the child's CPU time.
 const POLL: Duration = Duration::from_millis(2);
 
@@ -73,10 +103,13 @@ pub fn compile_bounded(
     settings: &EngineSettings,
     bytes: &[u8],
     limits: CompileLimits,
-) -> Result<Vec<u8>, Failure> {
+) -> Result<Vec<u8>, CompileError> {
     let mut cmd = Command::new(compiler);
     cmd.arg(CHILD_ARG)
         .args(settings_args(settings))
+        // One compiler thread: its CPU time is the wall time it holds a
+        // core for, and its memory does not grow with the machine's cores.
+        .env("RAYON_NUM_THREADS", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -87,10 +120,23 @@ pub fn compile_bounded(
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || {
+            // Never above the limits this process already has (lowering a
+            // hard limit is always allowed, raising it is not).
             let set = |resource, value: u64| {
+                let mut now = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(resource, &mut now) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let mut value = value as libc::rlim_t;
+                if now.rlim_max != libc::RLIM_INFINITY && value > now.rlim_max {
+                    value = now.rlim_max;
+                }
                 let limit = libc::rlimit {
-                    rlim_cur: value as libc::rlim_t,
-                    rlim_max: value as libc::rlim_t,
+                    rlim_cur: value,
+                    rlim_max: value,
                 };
                 if libc::setrlimit(resource, &limit) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -99,12 +145,14 @@ pub fn compile_bounded(
             };
             set(libc::RLIMIT_CPU, cpu_seconds)?;
             set(libc::RLIMIT_DATA, memory)?;
+            // A compile bomb's death must not write a core file.
+            set(libc::RLIMIT_CORE, 0)?;
             Ok(())
         });
     }
     let mut child = cmd
         .spawn()
-        .map_err(|e| invalid(format!("cannot start the compiler {}: {e}", compiler.display())))?;
+        .map_err(|e| CompileError::Host(format!("cannot start {}: {e}", compiler.display())))?;
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
@@ -125,33 +173,47 @@ pub fn compile_bounded(
     });
     let budget = Duration::from_millis(limits.cpu_ms);
     let started = Instant::now();
-    let mut over: Option<Duration> = None;
+    // Which bound stopped the child, if one did.
+    let mut stopped: Option<String> = None;
     let status = loop {
-        if let Some(status) = child
-            .try_wait()
-            .map_err(|e| invalid(format!("the compiler: {e}")))?
-        {
-            break status;
-        }
+        let waited = child.try_wait();
         let used = cpu_time(child.id()).unwrap_or_default();
-        // CPU time is the budget; wall time is bounded too, at ten times it,
-        // for a compiler that waits instead of working.
-        if used > budget || started.elapsed() > budget * 10 {
-            over = Some(used);
+        let verdict = match waited {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if used > budget => Some(format!(
+                "compilation exceeded its {} ms of CPU time (compile_ms; stopped at {} ms)",
+                limits.cpu_ms,
+                used.as_millis()
+            )),
+            // A compiler that waits instead of working: ten times the budget
+            // in wall time.
+            Ok(None) if started.elapsed() > budget * 10 => Some(format!(
+                "compilation took more than {} ms of wall time (10 x compile_ms) for {} ms of CPU time",
+                (budget * 10).as_millis(),
+                used.as_millis()
+            )),
+            Ok(None) => None,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(CompileError::Host(format!("waiting for the compiler: {e}")));
+            }
+        };
+        if let Some(why) = verdict {
+            stopped = Some(why);
             let _ = child.kill();
-            break child.wait().map_err(|e| invalid(format!("the compiler: {e}")))?;
+            break child
+                .wait()
+                .map_err(|e| CompileError::Host(format!("waiting for the compiler: {e}")));
         }
         std::thread::sleep(POLL);
     };
     let _ = writer.join();
     let artifact = reader.join().unwrap_or_default();
     let errors = errors.join().unwrap_or_default();
-    if let Some(used) = over {
-        return Err(invalid(format!(
-            "compilation exceeded its {} ms of CPU time (compile_ms; stopped at {} ms)",
-            limits.cpu_ms,
-            used.as_millis()
-        )));
+    let status = status?;
+    if let Some(why) = stopped {
+        return Err(invalid(why).into());
     }
     if status.success() {
         return Ok(artifact);
@@ -162,16 +224,28 @@ pub fn compile_bounded(
         return Err(invalid(format!(
             "compilation exceeded its {} bytes of memory (compile_memory_bytes)",
             limits.memory_bytes
-        )));
+        ))
+        .into());
     }
-    if signal == Some(libc::SIGXCPU) || signal == Some(libc::SIGKILL) {
+    if signal == Some(libc::SIGXCPU) {
         return Err(invalid(format!(
             "compilation exceeded its {} ms of CPU time (compile_ms)",
             limits.cpu_ms
+        ))
+        .into());
+    }
+    if let Some(signal) = signal {
+        return Err(CompileError::Host(format!(
+            "the compiler was killed by signal {signal}"
         )));
     }
-    let detail = errors.lines().last().unwrap_or("no message").to_owned();
-    Err(invalid(format!("compilation failed: {detail}")))
+    match errors.strip_prefix(COMPILE_ERROR) {
+        // The module does not compile: its fault.
+        Some(detail) => Err(invalid(format!("compilation failed: {}", detail.trim())).into()),
+        None => Err(CompileError::Host(
+            errors.lines().last().unwrap_or("no message").to_owned(),
+        )),
+    }
 }
 
 /// The child's engine settings: the parent's, but with one pool slot (the
@@ -186,6 +260,10 @@ fn settings_args(s: &EngineSettings) -> [String; 5] {
         1.to_string(),
     ]
 }
+
+/// What the child's stderr starts with when the module itself does not
+/// compile (anything else is the host's problem).
+const COMPILE_ERROR: &str = "module does not compile: ";
 
 /// The child's side: `args` are what follows [`CHILD_ARG`]; reads the module
 /// from stdin, compiles it for an engine of those settings, writes the
@@ -221,8 +299,9 @@ fn child(args: &[String]) -> Result<(), String> {
     let artifact = engine
         .engine()
         .precompile_module(&module)
-        .map_err(|e| format!("{e:#}"))?;
-    std::io::stdout()
-        .write_all(&artifact)
+        .map_err(|e| format!("{COMPILE_ERROR}{e:#}"))?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&artifact)
+        .and_then(|()| out.flush())
         .map_err(|e| format!("writing the compiled code: {e}"))
 }

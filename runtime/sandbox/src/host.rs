@@ -24,12 +24,13 @@ use palisade_run::{Cause, Failure, Policy, ProgressFn};
 /// Longest `fail` message kept, in bytes.
 const MAX_FAIL_MESSAGE: usize = 4096;
 
-/// Fuel every host call that reads, writes or keeps bytes on the guest's
-/// behalf costs (`order`, `poll_fill`, `param`, `symbol_name`, `log`,
-/// `metric`, `fail`), besides one unit per [`FUEL_BYTES`] bytes of it: host
-/// work is paid from the same budget as the guest's own. Calls that move
-/// only scalars (`position`, `cash`, `equity`, `cancel`, `random`,
-/// `symbol_count`) are free, and `next_bars` is the event itself.
+/// Fuel every host call that reads, writes, keeps or searches records on
+/// the guest's behalf costs (`order`, `cancel`, `poll_fill`, `param`,
+/// `symbol_name`, `log`, `metric`, `fail`), besides one unit per
+/// [`FUEL_BYTES`] bytes of it: host work is paid from the same budget as the
+/// guest's own. Calls that move only scalars (`position`, `cash`, `equity`,
+/// `random`, `symbol_count`) are free, and `next_bars` is the event itself
+/// (its fills count against the new event's deadline).
 pub const HOST_CALL_FUEL: u64 = 8;
 
 /// Bytes of host work one unit of fuel pays for.
@@ -347,7 +348,11 @@ pub fn define(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         IMPORT_MODULE,
         imports::CANCEL,
-        |mut caller: Caller<'_, RunState>, id: i64| -> i32 { caller.data_mut().session.cancel(id) },
+        |mut caller: Caller<'_, RunState>, id: i64| -> wasmtime::Result<i32> {
+            // Cancelling looks through the symbol's pending orders.
+            charge(&mut caller, imports::CANCEL, ORDER_RECORD_BYTES)?;
+            Ok(caller.data_mut().session.cancel(id))
+        },
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
@@ -434,7 +439,15 @@ pub fn define(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
             }
             charge(&mut caller, imports::LOG, r.len() as u64)?;
             let (data, st) = mem.data_and_store_mut(&mut caller);
+            let read = r.len();
             let message = String::from_utf8_lossy(&data[r]).into_owned();
+            // Invalid UTF-8 grows when replaced: what is kept must fit too.
+            if message.len() > read {
+                let fits = st.session.log_fits_kept(message.len() as u64);
+                if !st.check(fits)? {
+                    return Ok(());
+                }
+            }
             st.session.keep_log(level, message);
             Ok(())
         },
@@ -488,11 +501,15 @@ fn next_bars(mut caller: Caller<'_, RunState>, buf: i32, cap: i32) -> wasmtime::
     // this timestamp has.
     let declared = u64::from(cap.max(0) as u32) * Bar::SIZE as u64;
     let out = span(st, data.len(), imports::NEXT_BARS, buf, declared)?;
+    // The new window's deadline counts the engine's work for it (fills of
+    // pending orders at the timestamp's opens) too.
+    let deadline = deadline_tick(&st.ticks, st.limits.deadline_per_event);
     let r = st.session.next_bars(cap);
     let events = st.check(r)?;
     let n = events.len();
     write_bars(&mut data[out], &st.session.data.bars()[events]);
     refuel(&mut caller.as_context_mut(), n.max(1) as u64)?;
+    caller.data_mut().event_deadline_tick = deadline;
     Ok(n as i32)
 }
 

@@ -2,7 +2,7 @@
 //! strategies under a policy's hard limits, and classifies every way a run
 //! can end. It is the only crate that knows wasmtime.
 //!
-//! One [`Sandbox`] per process (per distinct stack size): one wasmtime engine,
+//! One [`Sandbox`] per process, built for the largest limits it will grant: one wasmtime engine,
 //! one epoch ticker thread, one linker with the ABI v2 imports. A module is
 //! validated and compiled once ([`Sandbox::load`]) into a [`CompiledModule`] that
 //! can be instantiated in microseconds for each run. Each run gets a new
@@ -11,7 +11,7 @@
 //!
 //! What it does not do: schedule runs (callers drive the returned futures on
 //! whatever executor they like), read files, know the terminal or HTTP. The
-//! semantics of the ABI (batches, orders, logs, output limits) live in
+//! semantics of the ABI (timestamps, orders, logs, output limits) live in
 //! `palisade-run`'s session; this crate adapts guest memory, fuel and
 //! deadlines to it.
 
@@ -147,11 +147,11 @@ impl Sandbox {
         bytes: &[u8],
         compiler: &std::path::Path,
         limits: compiler::CompileLimits,
-    ) -> Result<CompiledModule, Failure> {
+    ) -> Result<CompiledModule, compiler::CompileError> {
         let artifact = compiler::compile_bounded(compiler, self.engine.settings(), bytes, limits)?;
         // SAFETY: the artifact is what this build's own compiler child wrote
         // for `bytes`, which `info` describes, read straight from its pipe.
-        unsafe { self.load_precompiled(info, &artifact) }
+        unsafe { self.load_precompiled(info, &artifact) }.map_err(|f| compiler::CompileError::Host(f.message))
     }
 
     /// Like [`Sandbox::compile`], with the compiled code taken from

@@ -316,6 +316,12 @@ fn manifest_section(bytes: &[u8]) -> Option<&[u8]> {
 /// Parses a manifest as JSON and checks that it declares this ABI version;
 /// a module of ABI v1 is told which SDK to rebuild it with.
 fn check_abi(bytes: &[u8]) -> Result<serde_json::Value, Failure> {
+    if bytes.len() > MAX_SECTION_BYTES {
+        return Err(invalid(format!(
+            "manifest is {} bytes, at most {MAX_SECTION_BYTES} are allowed",
+            bytes.len()
+        )));
+    }
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
     match value.get("abi").and_then(|v| v.as_u64()) {

@@ -1,5 +1,6 @@
 //! What jobs run with, kept in memory so that a submission costs no
-//! compilation and no file read: compiled modules, sandboxes, bar data and
+//! compilation and no file read: compiled modules, sandboxes (one per engine
+//! key: stack size and table slots), bar data and
 //! policies.
 //!
 //! - **Sandboxes**: one per distinct `stack_bytes` among the policies in
@@ -31,7 +32,7 @@ use std::time::Instant;
 
 use palisade_backtest::{DataError, Dataset};
 use palisade_run::{Failure, Policy, PolicyError};
-use palisade_sandbox::compiler::CompileLimits;
+use palisade_sandbox::compiler::{CompileError, CompileLimits};
 use palisade_sandbox::{CompiledModule, EngineSettings, ModuleInfo, Sandbox};
 
 use crate::metrics::Metrics;
@@ -413,11 +414,17 @@ impl Registry {
                             Some(exe) => {
                                 let _slot = self.compile_slots.take();
                                 let limits = CompileLimits::from_policy(&policy.policy);
-                                sandbox.compile_bounded(info, bytes, exe, limits)
+                                sandbox
+                                    .compile_bounded(info, bytes, exe, limits)
+                                    .map_err(|e| match e {
+                                        CompileError::Module(f) => RegistryError::Module(f),
+                                        CompileError::Host(m) => {
+                                            RegistryError::Internal(format!("the compiler failed: {m}"))
+                                        }
+                                    })?
                             }
-                            None => sandbox.compile(info, bytes),
-                        }
-                        .map_err(RegistryError::Module)?;
+                            None => sandbox.compile(info, bytes).map_err(RegistryError::Module)?,
+                        };
                         self.metrics.step("compile", started.elapsed());
                         self.persist_compiled(sha, &sandbox, &strategy);
                         strategy
