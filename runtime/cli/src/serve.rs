@@ -83,6 +83,23 @@ impl ServeArgs {
 }
 
 /// Runs the server until SIGTERM or Ctrl-C.
+/// Standard error for the log, whose write errors are dropped: a log on a
+/// full disk loses lines, it does not stop the server (tracing's own
+/// fallback, `eprintln!`, panics when standard error cannot be written).
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
 pub fn serve(args: ServeArgs) -> Result<ExitCode, InputError> {
     let filter = args
         .log
@@ -93,10 +110,18 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, InputError> {
         .with_env_filter(
             EnvFilter::try_new(&filter).map_err(|e| InputError(format!("--log {filter:?}: {e}")))?,
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogWriter)
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 
+    // A file-size limit (ulimit -f) must fail a write, which the store
+    // reports and survives, rather than kill the server with SIGXFSZ.
+    // SAFETY: setting a signal's disposition to "ignore" runs no code of
+    // ours in a handler; nothing else in the process handles SIGXFSZ.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let mut config = Config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
     // Modules are compiled by this binary in a bounded child process.
     config.compiler = palisade_sandbox::compiler::this_executable();

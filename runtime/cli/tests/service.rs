@@ -1230,3 +1230,135 @@ fn compiled_modules_survive_a_restart() {
     assert_ne!(std::fs::read(&files[0]).unwrap(), bytes);
     drop(server);
 }
+
+/// Sets the soft file-size limit (RLIMIT_FSIZE) of a running server: at 1
+/// byte no file of it can grow, as on a full disk (the server ignores
+/// SIGXFSZ, so a write fails instead of killing it); `None` lifts it.
+fn limit_file_size(server: &support::Server, bytes: Option<u64>) {
+    let pid = server.pid() as libc::pid_t;
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit reads and writes only the two structs passed.
+    let got = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut old) };
+    assert_eq!(got, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: bytes.unwrap_or(old.rlim_max),
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above.
+    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &new, std::ptr::null_mut()) };
+    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// A refusal because the store cannot write: 507 (no space) or 503 (an I/O
+/// error), problem+json with Retry-After, saying nothing was stored.
+#[track_caller]
+fn refused_for_storage(r: support::Reply) -> Value {
+    let kind = match r.status {
+        507 => "insufficient-storage",
+        503 => "unavailable",
+        other => panic!("expected 507 or 503, got {other}: {}", r.text()),
+    };
+    assert!(r.retry_after.is_some(), "no Retry-After: {}", r.text());
+    let v = r.problem_of_its_status(kind);
+    assert!(
+        v["detail"].as_str().unwrap().contains("nothing was stored"),
+        "{v}"
+    );
+    v
+}
+
+#[test]
+fn a_full_disk_loses_nothing_acknowledged_and_reuses_no_id() {
+    let dir = temp();
+    let data_dir = dir.path().join("data");
+    let mut server = support::server(&data_dir, &[]);
+    let c = server.client(None);
+    // A loop stopped by its run deadline: it ends while the disk is full.
+    let brief = "fuel_per_event = 1_000_000_000_000\nfuel_per_run = 1_000_000_000_000_000\n\
+                 deadline_per_event_ms = 3_000\ndeadline_per_run_ms = 3_000\n";
+    c.put("/v1/policies/brief", "application/toml", brief.as_bytes())
+        .expect(200);
+    let strategy = c.upload_module(&guest("sma_cross"));
+    let adversary = c.upload_module(&guest("adversary"));
+    let data = c.upload_csv("spy", &sample_csv("spy-like-daily.csv", 300));
+    let job = json!({ "strategy": strategy, "dataset": data });
+    let done = c.submit(&job);
+    let result = c.result(&done).expect(200).text();
+    let slow = c.submit(
+        &json!({ "strategy": adversary, "dataset": data, "params": { "mode": 1 }, "policy": "brief" }),
+    );
+    wait_running(&c, &slow);
+
+    limit_file_size(&server, Some(1));
+    // Nothing new is acknowledged: not a waited job, not a queued one, not
+    // an upload; none of them is listed afterwards.
+    refused_for_storage(c.post_json("/v1/jobs?wait=2000", &job));
+    refused_for_storage(c.post_json("/v1/jobs", &job));
+    refused_for_storage(c.post("/v1/strategies", "application/wasm", &guest("donchian_breakout")));
+    let ready = c.get("/readyz");
+    let v = ready.problem(503, "unavailable");
+    assert!(v["detail"].as_str().unwrap().contains("cannot write"), "{v}");
+    // The acknowledged loop ends (its deadline) while nothing can be
+    // written: its end is not shown before it is stored.
+    let timed_out = |c: &Client| {
+        let metrics = c.get("/metrics").expect(200).text();
+        metrics.lines().any(|l| {
+            l.starts_with("palisade_jobs_total{") && l.contains("status=\"timed_out\"") && l.ends_with(" 1")
+        })
+    };
+    for _ in 0..2_000 {
+        if timed_out(&c) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(timed_out(&c), "the loop did not reach its deadline");
+    assert_eq!(
+        c.get(&format!("/v1/jobs/{slow}")).expect(200).json()["state"],
+        "running"
+    );
+    let listed = c.get("/v1/jobs").expect(200).json();
+    let ids: Vec<&str> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+
+    // Space again: ready by itself, the end is stored and shown, and new
+    // work is taken under a new id.
+    limit_file_size(&server, None);
+    for _ in 0..2_000 {
+        if c.get("/readyz").status == 200 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    c.get("/readyz").expect(200);
+    let v = c.wait_job(&slow, "its end stored", |v| v["state"] != "running");
+    assert_eq!(v["state"], "timed_out", "{v}");
+    let again = c.submit(&job);
+    assert!(again != done && again != slow, "{again}");
+    assert_eq!(c.result(&again).expect(200).text(), result);
+    server.kill9();
+
+    // What was shown is what is stored; ids are not given twice.
+    let server = support::server(&data_dir, &[]);
+    let c = server.client(None);
+    assert_eq!(
+        c.get(&format!("/v1/jobs/{slow}")).expect(200).json()["state"],
+        "timed_out"
+    );
+    assert_eq!(
+        c.get(&format!("/v1/jobs/{done}/result")).expect(200).text(),
+        result
+    );
+    let listed = c.get("/v1/jobs").expect(200).json();
+    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(3), "{listed}");
+    let fresh = c.submit(&job);
+    assert!(![&done, &slow, &again].contains(&&fresh), "{fresh}");
+}

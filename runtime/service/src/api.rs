@@ -230,20 +230,17 @@ async fn healthz() -> &'static str {
 #[utoipa::path(
     get,
     path = "/readyz",
-    summary = "Readiness: 200 once recovery is done, 503 while starting or shutting down",
+    summary = "Readiness: 200 once recovery is done and while the store can write; 503 while starting, shutting down or unable to write",
     security(()),
     responses(
         (status = 200, description = "ready", body = String, content_type = "text/plain"),
-        (status = 503, description = "starting or shutting down (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "starting, shutting down, or the store cannot write (a full disk); the detail says which (Retry-After)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn readyz(State(service): State<Arc<Service>>) -> Result<&'static str, ApiError> {
-    if service.is_ready() {
-        Ok("ready\n")
-    } else {
-        Err(ApiError::Unavailable {
-            detail: "not ready: starting or shutting down".into(),
-        })
+    match service.readiness().await {
+        Ok(()) => Ok("ready\n"),
+        Err(detail) => Err(ApiError::Unavailable { detail }),
     }
 }
 
@@ -293,7 +290,7 @@ async fn openapi_document() -> Response {
         list_policies, show_policy, replace_policy,
     ),
     components(schemas(Problem, ResultDocument, BacktestDocument, OptimizeDocument, WalkForwardDocument, MonteCarloDocument)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &StoreRefusals),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -307,6 +304,43 @@ impl Modify for BearerAuth {
         doc.components
             .get_or_insert_with(Default::default)
             .add_security_scheme("bearer", scheme);
+    }
+}
+
+/// Adds to every route that writes (POST, PUT, DELETE) the answers of a
+/// store that cannot write: 507 when it has no room, 503 on an I/O error.
+struct StoreRefusals;
+
+impl Modify for StoreRefusals {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let refusal = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in doc.paths.paths.values_mut() {
+            for op in [&mut item.post, &mut item.put, &mut item.delete]
+                .into_iter()
+                .flatten()
+            {
+                let responses = &mut op.responses.responses;
+                responses.insert(
+                    "507".into(),
+                    refusal("the server's disk is full; nothing was stored (Retry-After)").into(),
+                );
+                responses.entry("503".into()).or_insert_with(|| {
+                    refusal("shutting down, or the store cannot write; nothing was stored (Retry-After)")
+                        .into()
+                });
+            }
+        }
     }
 }
 
@@ -603,7 +637,7 @@ async fn delete_dataset(
         (status = 413, description = "the body is over its size limit", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "the content is refused (validation names why)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate limited or the queue is full (Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "starting or shutting down (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "starting or shutting down, or the store cannot write (Retry-After)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn submit_job(

@@ -421,6 +421,21 @@ impl JobTable {
         }
     }
 
+    /// Removes a job whose row was never committed (its submission was
+    /// refused); true when it was there. A committed job stays.
+    pub fn remove_unacknowledged(&self, id: &str) -> bool {
+        let mut t = self.lock();
+        let unacknowledged = t.jobs.get(id).is_some_and(|e| !e.durable);
+        if unacknowledged {
+            let e = t.jobs.remove(id).expect("checked above");
+            if let Some(at) = t.finished.iter().position(|f| f == id) {
+                t.finished.remove(at);
+                t.finished_bytes -= e.result.as_ref().map_or(0, |r| r.len() as u64);
+            }
+        }
+        unacknowledged
+    }
+
     /// A tenant's job, with its result when finished and kept.
     pub fn get(&self, tenant: &str, id: &str) -> Option<(JobRecord, Option<Arc<str>>)> {
         let t = self.lock();

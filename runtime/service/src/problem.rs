@@ -40,6 +40,9 @@ pub enum ApiError {
     TooManyRequests { refused: Refused },
     #[error("{detail}")]
     Unavailable { detail: String },
+    /// The store had no room for the write (507): nothing was stored.
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     /// A fault of the server: logged, never shown.
@@ -71,6 +74,7 @@ impl ApiError {
                 _ => (StatusCode::TOO_MANY_REQUESTS, "queue-full"),
             },
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient-storage"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -157,7 +161,7 @@ impl IntoResponse for ApiError {
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(refused.retry_after_secs()));
             }
-            ApiError::Unavailable { .. } => {
+            ApiError::Unavailable { .. } | ApiError::InsufficientStorage(_) => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(5u64));
@@ -194,6 +198,12 @@ impl From<ServiceError> for ApiError {
             ServiceError::Refused(refused) => ApiError::TooManyRequests { refused },
             ServiceError::Conflict(m) => ApiError::Conflict(m),
             ServiceError::Forbidden => ApiError::Forbidden("only operators may change policies".into()),
+            ServiceError::StoreFull(m) => ApiError::InsufficientStorage(format!(
+                "nothing was stored: the server's disk is full ({m}); try again later"
+            )),
+            ServiceError::StoreUnavailable(m) => ApiError::Unavailable {
+                detail: format!("nothing was stored: the server cannot write ({m}); try again later"),
+            },
             ServiceError::Internal(m) => ApiError::Internal(m),
         }
     }

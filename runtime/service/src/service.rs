@@ -40,6 +40,12 @@ pub const MAX_RESULT_WAIT: Duration = Duration::from_secs(60);
 /// epoch ticks).
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
+/// Longest wait for the test write of a readiness probe.
+const PROBE_WAIT: Duration = Duration::from_secs(2);
+
+/// Longest pause between two attempts to write a job's end.
+const END_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// What a request to the service can fail with; the API maps each variant
 /// to a status and a problem type.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +69,12 @@ pub enum ServiceError {
     Conflict(String),
     #[error("only operators may change policies")]
     Forbidden,
+    /// The store has no room for the write; nothing of it was stored.
+    #[error("{0}")]
+    StoreFull(String),
+    /// The store failed to write (an I/O error); nothing of it was stored.
+    #[error("{0}")]
+    StoreUnavailable(String),
     /// A fault of the server; the message is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -70,7 +82,13 @@ pub enum ServiceError {
 
 impl From<StorageError> for ServiceError {
     fn from(e: StorageError) -> Self {
-        ServiceError::Internal(e.to_string())
+        if e.is_out_of_space() {
+            ServiceError::StoreFull(e.to_string())
+        } else if e.is_write_failure() {
+            ServiceError::StoreUnavailable(e.to_string())
+        } else {
+            ServiceError::Internal(e.to_string())
+        }
     }
 }
 
@@ -85,7 +103,7 @@ impl From<RegistryError> for ServiceError {
             RegistryError::Module(f) => ServiceError::InvalidModule(f),
             RegistryError::Data(d) => ServiceError::InvalidDataset(d.to_string()),
             RegistryError::Policy(p) => ServiceError::InvalidPolicy(p.to_string()),
-            RegistryError::Storage(s) => ServiceError::Internal(s.to_string()),
+            RegistryError::Storage(s) => ServiceError::from(s),
             RegistryError::Internal(s) => ServiceError::Internal(s),
         }
     }
@@ -217,6 +235,24 @@ impl Service {
         self.ready.load(Ordering::Acquire) && !self.stopping.load(Ordering::Acquire)
     }
 
+    /// Ready to take work: recovery done, not shutting down, and the
+    /// store can write. After a failed write the store is probed (a write
+    /// that leaves nothing), so readiness comes back by itself once space
+    /// frees. The error says why not.
+    pub async fn readiness(&self) -> Result<(), String> {
+        if !self.is_ready() {
+            return Err("not ready: starting or shutting down".into());
+        }
+        if self.writer.is_writable() {
+            return Ok(());
+        }
+        match tokio::time::timeout(PROBE_WAIT, self.writer.probe()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("not ready: {e}")),
+            Err(_) => Err("not ready: the store did not answer a test write in time".into()),
+        }
+    }
+
     fn lock_owned(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
         self.owned.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -304,16 +340,22 @@ impl Service {
                 };
                 // Readers learn of the end once it is committed: the writer
                 // publishes it, so this task and its executor thread are
-                // free as soon as the write is queued.
+                // free as soon as the write is queued. An end that cannot
+                // be written is never shown: the job stays `running` to
+                // readers while the write is retried (see `record_end`).
                 let publish = {
                     let service = self.clone();
                     let (ended, result) = (ended.clone(), result.clone());
                     let span = tracing::Span::current();
-                    move |committed: Result<(), Arc<str>>| {
-                        if let Err(e) = committed {
-                            span.in_scope(|| tracing::error!(error = %e, "cannot record the end of the job"));
+                    move |committed: Result<(), Arc<str>>| match committed {
+                        Ok(()) => service.table.finish(ended, result),
+                        Err(e) => {
+                            span.in_scope(|| {
+                                tracing::warn!(error = %e, "cannot record the end of the job yet; retrying")
+                            });
+                            let retry = service.clone().record_end(ended, result);
+                            tokio::spawn(retry.instrument(span));
                         }
-                        service.table.finish(ended, result);
                     }
                 };
                 let write = Write::Job {
@@ -321,8 +363,7 @@ impl Service {
                     result: result.clone(),
                 };
                 if let Err(e) = self.writer.commit_then(write, publish).await {
-                    tracing::error!(error = %e, "cannot record the end of the job");
-                    self.table.finish(ended, result);
+                    tracing::warn!(error = %e, "cannot record the end of the job");
                 }
                 self.metrics
                     .jobs
@@ -340,6 +381,37 @@ impl Service {
             }
         }
         self.active.send_modify(|n| *n -= 1);
+    }
+
+    /// Writes a job's end until it is stored, then shows it to readers:
+    /// while the store cannot write (a full disk), the job stays `running`
+    /// to readers and its end is kept in memory. Gives up when the job is
+    /// no longer in the table (a `?wait` submission that was refused because
+    /// its record could not be written) or when the writer has stopped
+    /// (a shutdown: the job runs again after the restart).
+    async fn record_end(self: Arc<Self>, ended: JobRecord, result: Option<Arc<str>>) {
+        let mut pause = Duration::from_millis(200);
+        loop {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(END_RETRY_MAX);
+            if self.table.record(&ended.id).is_none() {
+                tracing::info!("the end of a job nobody was told about is dropped");
+                return;
+            }
+            let write = Write::Job {
+                record: Box::new(ended.clone()),
+                result: result.clone(),
+            };
+            match self.writer.commit(write).await {
+                Ok(()) => {
+                    tracing::info!("the end of the job is recorded");
+                    self.table.finish(ended, result);
+                    return;
+                }
+                Err(StorageError::WriterGone) => return,
+                Err(e) => tracing::debug!(error = %e, "the end of the job still cannot be recorded"),
+            }
+        }
     }
 
     /// One watchdog tick: stops late and stalled jobs, publishes progress.
@@ -418,9 +490,33 @@ impl Service {
         // Still queued or running: the acknowledgement needs the row. A
         // later end overwrites it (the writer applies writes in order, and
         // a terminal row is never changed).
-        self.writer.commit(Write::job(record.clone())).await?;
+        if let Err(e) = self.writer.commit(Write::job(record.clone())).await {
+            // Refused, so nobody knows the job: it stops, and an end
+            // waiting to be written is dropped (see `record_end`).
+            self.forget_unacknowledged(&id);
+            return Err(e.into());
+        }
         self.table.set_durable(&id);
         Ok((self.table.record(&id).unwrap_or(record), None))
+    }
+
+    /// Stops and forgets a `?wait` job whose submission was refused
+    /// because its record could not be written: nobody knows its id.
+    fn forget_unacknowledged(&self, id: &str) {
+        let Some(record) = self.table.record(id) else {
+            return;
+        };
+        if !self.table.remove_unacknowledged(id) {
+            return;
+        }
+        match self.scheduler.cancel(&record.tenant, id) {
+            Cancel::Dequeued(_) | Cancel::Signalled => {}
+            Cancel::NotLive => {
+                if let Some(c) = self.scheduler.control(id) {
+                    c.stop(StopReason::Cancelled);
+                }
+            }
+        }
     }
 
     /// Queues an admitted job and starts what can start.

@@ -97,10 +97,57 @@ pub enum StorageError {
     Transition(#[from] TransitionError),
     #[error("the database writer has stopped")]
     WriterGone,
+    /// A write batch was not committed (nothing of it is stored).
+    #[error("the store cannot write: {0}")]
+    Write(String),
     #[error("database schema version {found} is newer than this build knows ({known})")]
     SchemaTooNew { found: i64, known: i64 },
     #[error("database schema: {0}")]
     Migrate(String),
+}
+
+impl StorageError {
+    /// True when the store could not write for want of space: a full disk
+    /// or database, a quota, or a file-size limit.
+    pub fn is_out_of_space(&self) -> bool {
+        const CODES: [i32; 3] = [libc::ENOSPC, libc::EDQUOT, libc::EFBIG];
+        let text = |m: &str| {
+            let m = m.to_ascii_lowercase();
+            [
+                "disk is full",
+                "no space left",
+                "quota exceeded",
+                "file too large",
+            ]
+            .iter()
+            .any(|s| m.contains(s))
+        };
+        match self {
+            StorageError::Io { source, .. } => source.raw_os_error().is_some_and(|c| CODES.contains(&c)),
+            StorageError::Db(sqlx::Error::Io(e)) => e.raw_os_error().is_some_and(|c| CODES.contains(&c)),
+            StorageError::Db(sqlx::Error::Database(d)) => {
+                d.code().as_deref() == Some("13") || text(d.message())
+            }
+            StorageError::Db(e) => text(&e.to_string()),
+            StorageError::Write(m) => text(m),
+            _ => false,
+        }
+    }
+
+    /// True when the store failed to write (out of space or an I/O error):
+    /// a condition of the host that may pass, not a fault of the request.
+    pub fn is_write_failure(&self) -> bool {
+        match self {
+            StorageError::Write(_) | StorageError::WriterGone => true,
+            StorageError::Io { .. } | StorageError::Db(sqlx::Error::Io(_)) => true,
+            // SQLITE_FULL, SQLITE_IOERR (and its extended codes), SQLITE_CANTOPEN.
+            StorageError::Db(sqlx::Error::Database(d)) => {
+                let code = d.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+                self.is_out_of_space() || matches!(code & 0xff, 10 | 13 | 14)
+            }
+            _ => self.is_out_of_space(),
+        }
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StorageError {
@@ -854,8 +901,9 @@ impl Storage {
     pub fn writer(&self, on_commit: impl Fn(usize, Duration) + Send + Sync + 'static) -> Writer {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let pool = self.pool.clone();
-        tokio::spawn(write_loop(pool, rx, Box::new(on_commit)));
-        Writer { tx }
+        let writable = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        tokio::spawn(write_loop(pool, rx, Box::new(on_commit), writable.clone()));
+        Writer { tx, writable }
     }
 }
 
@@ -889,6 +937,9 @@ pub enum Write {
     },
     /// A running job's progress.
     Progress { id: String, progress: f64 },
+    /// A row written and deleted in the batch's transaction: commits pages
+    /// like any write and leaves nothing; see [`Writer::probe`].
+    Probe,
 }
 
 impl Write {
@@ -920,6 +971,8 @@ enum Msg {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Msg>,
+    /// Whether the last batch was committed.
+    writable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -938,12 +991,21 @@ impl Writer {
             .map_err(|_| StorageError::WriterGone)?;
         match done.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(StorageError::Corrupt {
-                what: "write batch".into(),
-                detail: message.to_string(),
-            }),
+            Ok(Err(message)) => Err(StorageError::Write(message.to_string())),
             Err(_) => Err(StorageError::WriterGone),
         }
+    }
+
+    /// Whether the last write batch was committed: false from a failed
+    /// batch (a full disk, an I/O error) until one succeeds again.
+    pub fn is_writable(&self) -> bool {
+        self.writable.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Writes a row and takes it back (growing the database file), to learn
+    /// whether the store can write again; updates [`Writer::is_writable`].
+    pub async fn probe(&self) -> Result<(), StorageError> {
+        self.commit(Write::Probe).await
     }
 
     /// Queues a write; `then` runs on the writer task once it is committed
@@ -982,6 +1044,7 @@ async fn write_loop(
     pool: SqlitePool,
     mut rx: mpsc::Receiver<Msg>,
     on_commit: Box<dyn Fn(usize, Duration) + Send + Sync>,
+    writable: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut msgs = Vec::with_capacity(MAX_BATCH);
     let mut batch: Vec<(Write, Option<Ack>)> = Vec::with_capacity(MAX_BATCH);
@@ -1004,6 +1067,7 @@ async fn write_loop(
             Err(e) => Err(e),
         };
         on_commit(batch.len(), started.elapsed());
+        writable.store(result.is_ok(), std::sync::atomic::Ordering::Release);
         let result = result.map_err(|e| {
             tracing::error!(error = %e, writes = batch.len(), "a write batch failed");
             Arc::<str>::from(e.to_string())
@@ -1043,6 +1107,7 @@ async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]
     let mut latest: std::collections::HashMap<&str, &JobRecord> = std::collections::HashMap::new();
     let mut results: Vec<(&str, &str)> = Vec::new();
     let mut progress: Vec<(&str, f64)> = Vec::new();
+    let mut probe = false;
     for (write, _) in batch {
         match write {
             Write::Job { record, result } => {
@@ -1054,6 +1119,7 @@ async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]
                 }
             }
             Write::Progress { id, progress: p } => progress.push((id, *p)),
+            Write::Probe => probe = true,
         }
     }
     let jobs: Vec<&JobRecord> = order.iter().map(|id| latest[id]).collect();
@@ -1086,8 +1152,15 @@ async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]
     for _ in &progress {
         sql += "UPDATE jobs SET progress = ? WHERE id = ? AND state = 'running';\n";
     }
+    if probe {
+        // No job id starts with a space. A few pages' worth, so the
+        // database or its log has to grow.
+        sql +=
+            "INSERT OR REPLACE INTO results (job_id, json) VALUES (' probe', printf('%.*c', 16384, 'x'));\n\
+                DELETE FROM results WHERE job_id = ' probe';\n";
+    }
     sql += "COMMIT;";
-    // The statements are made of placeholders only; every value is bound.
+    // Every value from a record is bound, never spliced into the SQL.
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (id, json) in &results {
         q = q.bind(*id).bind(*json);

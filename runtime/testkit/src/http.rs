@@ -35,6 +35,14 @@ impl Reply {
         self
     }
 
+    /// Asserts a problem+json error of whatever status it has and type
+    /// name `kind`.
+    #[track_caller]
+    pub fn problem_of_its_status(self, kind: &str) -> Value {
+        let status = self.status;
+        self.problem(status, kind)
+    }
+
     /// Asserts a problem+json error of `status` and type name `kind`.
     #[track_caller]
     pub fn problem(self, status: u16, kind: &str) -> Value {
