@@ -149,8 +149,8 @@ impl BacktestConfig {
         check(
             "commission_rate",
             c.commission_rate,
-            NON_NEGATIVE,
-            non_negative(c.commission_rate),
+            "in [0, 1) (a fraction of each fill's value)",
+            (0.0..1.0).contains(&c.commission_rate),
         )?;
         check(
             "commission_per_fill",
@@ -1381,8 +1381,20 @@ mod tests {
                 commission_rate: -0.1,
                 ..d()
             },
-            "commission_rate must be finite and >= 0, got -0.1",
+            "commission_rate must be in [0, 1) (a fraction of each fill's value), got -0.1",
         );
+        check(
+            BacktestConfig {
+                commission_rate: 1.0,
+                ..d()
+            },
+            "commission_rate must be in [0, 1) (a fraction of each fill's value), got 1",
+        );
+        let just_under = BacktestConfig {
+            commission_rate: 0.999,
+            ..d()
+        };
+        assert_eq!(just_under.validate(), Ok(()));
         check(
             BacktestConfig {
                 commission_per_fill: f64::INFINITY,

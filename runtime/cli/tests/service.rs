@@ -1362,3 +1362,149 @@ fn a_full_disk_loses_nothing_acknowledged_and_reuses_no_id() {
     let fresh = c.submit(&job);
     assert!(![&done, &slow, &again].contains(&&fresh), "{fresh}");
 }
+
+#[test]
+fn every_option_is_checked_at_submission_and_nothing_refused_is_stored() {
+    let dir = temp();
+    let server = support::server(&dir.path().join("data"), &[]);
+    let c = server.client(None);
+    c.put("/v1/policies/narrow", "application/toml", b"max_variants = 12\n")
+        .expect(200);
+    let strategy = c.upload_module(&guest("sma_cross"));
+    let data = c.upload_csv("spy", &sample_csv("spy-like-daily.csv", 300));
+    let with = |extra: Value| {
+        let mut job = json!({ "strategy": strategy, "dataset": data });
+        for (k, v) in extra.as_object().unwrap() {
+            job[k] = v.clone();
+        }
+        job
+    };
+    let of_kind = |mut base: Value, extra: Value| {
+        for (k, v) in extra.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        with(base)
+    };
+    let mc = |extra: Value| of_kind(json!({ "kind": "monte_carlo" }), extra);
+    let wf = |extra: Value| of_kind(json!({ "kind": "walk_forward", "grid": ["fast=5,10"] }), extra);
+    // (request, words the refusal must contain), on both sides of each bound.
+    let refused = [
+        (mc(json!({ "runs": 0 })), "runs = 0"),
+        (mc(json!({ "runs": 10_000_001 })), "runs = 10000001"),
+        (mc(json!({ "ruin": 2.0 })), "ruin = 2"),
+        (mc(json!({ "ruin": 0.0 })), "ruin = 0"),
+        (mc(json!({ "ruin": -1.0 })), "ruin = -1"),
+        (wf(json!({ "windows": 0 })), "windows = 0"),
+        (
+            wf(json!({ "windows": 1_000 })),
+            "not enough data for 1000 walk-forward windows",
+        ),
+        (wf(json!({ "windows": 100_000 })), "200000 variants"),
+        (wf(json!({ "in_sample": 1.0 })), "in_sample = 1"),
+        (wf(json!({ "in_sample": 1.5 })), "in_sample = 1.5"),
+        (wf(json!({ "in_sample": 0.0 })), "in_sample = 0"),
+        (
+            with(json!({ "kind": "optimize", "grid": ["fast=5,10"], "samples": 0 })),
+            "--samples must be at least 1",
+        ),
+        (
+            with(json!({ "kind": "optimize", "grid": ["fast=1:13:1"], "policy": "narrow" })),
+            "more than policy narrow allows (max_variants = 12)",
+        ),
+        (
+            wf(json!({ "grid": ["fast=1:4:1"], "windows": 4, "policy": "narrow" })),
+            "more than policy narrow allows (max_variants = 12)",
+        ),
+        (with(json!({ "commission": 5.0 })), "commission_rate"),
+        (with(json!({ "commission": 1.0 })), "commission_rate"),
+        (with(json!({ "commission": -0.001 })), "commission_rate"),
+    ];
+    for (job, words) in &refused {
+        let v = c.post_json("/v1/jobs", job).problem(422, "invalid-job");
+        assert!(v["detail"].as_str().unwrap().contains(words), "{job}: {v}");
+    }
+    let listed = c.get("/v1/jobs").expect(200).json();
+    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(0), "{listed}");
+
+    // Just inside each bound: accepted and run.
+    let accepted = [
+        mc(json!({ "runs": 1, "ruin": 1.0 })),
+        wf(json!({ "windows": 2, "in_sample": 0.5 })),
+        with(json!({ "kind": "optimize", "grid": ["fast=1:12:1"], "policy": "narrow", "samples": 1 })),
+        with(json!({ "kind": "optimize", "grid": ["fast=1:12:1"], "policy": "narrow" })),
+        with(json!({ "commission": 0.999 })),
+        with(json!({ "commission": 0.0 })),
+    ];
+    for job in &accepted {
+        let id = c.submit(job);
+        let r = c.result(&id);
+        assert_eq!(r.status, 200, "{job}: {}", r.text());
+    }
+}
+
+#[test]
+fn built_in_policies_cannot_be_emptied_and_can_be_reverted() {
+    let dir = temp();
+    let tokens = tokens_file(dir.path());
+    let server = support::server(&dir.path().join("data"), &["--tokens", &tokens]);
+    let ops = server.client(Some(OPS));
+    let alice = server.client(Some(ALICE));
+    let shipped = ops.get("/v1/policies/default").expect(200).json();
+
+    // An empty body (or comments only) would reset every limit: refused.
+    for body in ["", "  \n", "# nothing\n\n# at all\n"] {
+        let v = ops
+            .put("/v1/policies/default", "application/toml", body.as_bytes())
+            .problem(422, "invalid-policy");
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("DELETE /v1/policies/default"),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        ops.get("/v1/policies/default").expect(200).json()["hash"],
+        shipped["hash"]
+    );
+
+    // Replaced, then reverted to exactly the shipped policy, audited.
+    let changed = ops
+        .put(
+            "/v1/policies/default",
+            "application/toml",
+            b"memory_bytes = 1_048_576\n",
+        )
+        .expect(200)
+        .json();
+    assert_ne!(changed["hash"], shipped["hash"]);
+    alice.delete("/v1/policies/default").problem(403, "forbidden");
+    let back = ops.delete("/v1/policies/default").expect(200).json();
+    assert_eq!(back["source"], "builtin", "{back}");
+    assert_eq!(back["hash"], shipped["hash"]);
+    assert_eq!(back["previous_hash"], changed["hash"]);
+    let now = ops.get("/v1/policies/default").expect(200).json();
+    assert_eq!(now["hash"], shipped["hash"]);
+    assert_eq!(now["policy"], shipped["policy"]);
+    let audit = now["audit"].as_array().unwrap();
+    assert_eq!(audit.len(), 2, "{now}");
+    assert_eq!(audit[1]["hash"], shipped["hash"]);
+    assert_eq!(audit[1]["tenant"], "ops");
+    // Nothing left to revert.
+    ops.delete("/v1/policies/default").problem(409, "conflict");
+
+    // A policy only the API made is deleted; jobs can no longer name it.
+    ops.put(
+        "/v1/policies/mine",
+        "application/toml",
+        b"fuel_per_event = 5_000\n",
+    )
+    .expect(200);
+    let gone = ops.delete("/v1/policies/mine").expect(200).json();
+    assert_eq!(gone["source"], "deleted", "{gone}");
+    assert_eq!(gone["hash"], "");
+    ops.get("/v1/policies/mine").problem(404, "not-found");
+    ops.delete("/v1/policies/mine").problem(404, "not-found");
+    ops.delete("/v1/policies/never-was").problem(404, "not-found");
+}

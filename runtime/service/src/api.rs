@@ -106,6 +106,7 @@ pub fn router(service: Arc<Service>) -> Router {
             "/policies/{name}",
             get(show_policy)
                 .put(replace_policy)
+                .delete(revert_policy)
                 .layer(DefaultBodyLimit::max(json_limit)),
         )
         .route("/status", get(status))
@@ -287,7 +288,7 @@ async fn openapi_document() -> Response {
         upload_strategy, list_strategies, show_strategy, delete_strategy,
         upload_dataset, list_datasets, show_dataset, delete_dataset,
         submit_job, list_jobs, show_job, cancel_job, job_result,
-        list_policies, show_policy, replace_policy,
+        list_policies, show_policy, replace_policy, revert_policy,
     ),
     components(schemas(Problem, ResultDocument, BacktestDocument, OptimizeDocument, WalkForwardDocument, MonteCarloDocument)),
     modifiers(&BearerAuth, &StoreRefusals),
@@ -929,6 +930,33 @@ async fn replace_policy(
     Ok(json_response(
         StatusCode::OK,
         &service.replace_policy(&who, &name, text).await?,
+    ))
+}
+
+/// `DELETE /v1/policies/{name}`: back to the shipped policy; operators only.
+#[utoipa::path(
+    delete,
+    path = "/v1/policies/{name}",
+    summary = "Remove a policy's replacement: new jobs get the shipped policy again (a file or a built-in), or none for a policy only the API made; operators only; audited",
+    params(
+        ("name" = String, Path, description = "the policy name"),
+    ),
+    responses(
+        (status = 200, description = "reverted (source: builtin, file) or deleted (source: deleted, hash empty)", body = PolicyChange),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not allowed for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such policy", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "the policy is the shipped one already", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn revert_policy(
+    State(service): State<Arc<Service>>,
+    Auth(who): Auth,
+    Path(name): Path<String>,
+) -> ApiResult {
+    Ok(json_response(
+        StatusCode::OK,
+        &service.revert_policy(&who, &name).await?,
     ))
 }
 

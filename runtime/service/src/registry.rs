@@ -307,6 +307,27 @@ impl Registry {
         names
     }
 
+    /// The policy `name` as shipped (a file of the policies directory, else
+    /// built in), whatever replaced it; `None` when there is none.
+    pub fn shipped_policy(&self, name: &str) -> Result<Option<PolicyEntry>, RegistryError> {
+        if !valid_policy_name(name) {
+            return Ok(None);
+        }
+        if let Some(dir) = &self.policies_dir {
+            let path = dir.join(format!("{name}.toml"));
+            if path.is_file() {
+                return Ok(Some(PolicyEntry::new(Policy::from_file(&path)?, "file")));
+            }
+        }
+        Ok(Policy::builtin(name).map(|p| PolicyEntry::new(p, "builtin")))
+    }
+
+    /// Forgets the replacement of `name` (after the caller removed and
+    /// audited it): new jobs get the shipped policy, if any.
+    pub fn forget_policy(&self, name: &str) {
+        lock(&self.policies).remove(name);
+    }
+
     /// Makes `entry` the policy named `name` for new jobs (after the caller
     /// stored and audited it).
     pub fn set_policy(&self, name: &str, entry: Arc<PolicyEntry>) {

@@ -673,7 +673,7 @@ impl Service {
         backtest
             .validate()
             .map_err(|e| ServiceError::InvalidJob(e.to_string()))?;
-        let plan = plan(&request, manifest)?;
+        let plan = plan(&request, manifest, &policy.policy, &data)?;
         let label = self.metrics.strategy_label(&manifest.name);
         Ok(Job {
             id: format!("j{seq}"),
@@ -1049,6 +1049,16 @@ impl Service {
                 "policy name {name:?} is not [a-z0-9_-]{{1,64}}"
             )));
         }
+        if text
+            .lines()
+            .map(str::trim)
+            .all(|l| l.is_empty() || l.starts_with('#'))
+        {
+            return Err(ServiceError::InvalidPolicy(format!(
+                "the policy is empty: give at least one key (every key left out takes its \
+                 built-in default); to go back to the shipped policy {name}, DELETE /v1/policies/{name}"
+            )));
+        }
         let policy = Policy::from_toml_str(text, &format!("{name}.toml"))
             .map_err(|e| ServiceError::InvalidPolicy(e.to_string()))?;
         let entry = Arc::new(PolicyEntry::new(policy, "api"));
@@ -1063,6 +1073,38 @@ impl Service {
             hash: entry.hash.clone(),
             previous_hash: audit.previous_hash,
             source: "api".to_owned(),
+        })
+    }
+
+    /// Removes the replacement of policy `name` (operators only): new jobs
+    /// get the shipped policy again (a file of the policies directory or a
+    /// built-in), or, for a policy that only the API made, none. Audited.
+    /// Jobs already submitted keep the exact version they were given.
+    pub async fn revert_policy(&self, who: &Principal, name: &str) -> Result<PolicyChange, ServiceError> {
+        if !who.operator {
+            return Err(ServiceError::Forbidden);
+        }
+        let shipped = self.registry.shipped_policy(name)?;
+        let now_hash = shipped.as_ref().map_or("", |e| e.hash.as_str());
+        let Some(audit) = self.store.revert_policy(name, now_hash, &who.tenant).await? else {
+            return match shipped {
+                Some(_) => Err(ServiceError::Conflict(format!(
+                    "policy {name} is the shipped one: there is no replacement to remove"
+                ))),
+                None => Err(ServiceError::NotFound {
+                    what: "policy",
+                    id: name.to_owned(),
+                }),
+            };
+        };
+        self.registry.forget_policy(name);
+        let source = shipped.as_ref().map_or("deleted", |e| e.source);
+        tracing::info!(policy = name, by = %who.tenant, source, "policy replacement removed");
+        Ok(PolicyChange {
+            name: name.to_owned(),
+            hash: audit.hash,
+            previous_hash: audit.previous_hash,
+            source: source.to_owned(),
         })
     }
 
@@ -1135,9 +1177,14 @@ impl Service {
 
 /// The plan of a request's kind: grids and study options, checked now so
 /// a bad one is refused at submission.
+/// The study a request asks for, with every option checked against the
+/// grid, the policy and the data before it is acknowledged (the checks and
+/// messages of the study itself, so of the CLI).
 fn plan(
     request: &JobRequest,
     manifest: &palisade_host_api::manifest::Manifest,
+    policy: &Policy,
+    data: &Dataset,
 ) -> Result<Plan, ServiceError> {
     let invalid = |e: &dyn std::fmt::Display| ServiceError::InvalidJob(e.to_string());
     let objective = |o: &Option<String>| -> Result<Objective, ServiceError> {
@@ -1166,44 +1213,46 @@ fn plan(
     };
     Ok(match request.kind {
         Kind::Backtest => Plan::Backtest,
-        Kind::Optimize => Plan::Optimize {
-            grid: grid()?,
-            options: OptimizeOptions {
+        Kind::Optimize => {
+            let grid = grid()?;
+            let options = OptimizeOptions {
                 objective: objective(&request.objective)?,
                 top: request.top.unwrap_or(OptimizeOptions::default().top),
                 search,
                 keep_reports: false,
-            },
-        },
+            };
+            options.check(&grid, policy).map_err(|e| invalid(&e))?;
+            Plan::Optimize { grid, options }
+        }
         Kind::WalkForward => {
             let d = WalkForwardOptions::default();
-            Plan::WalkForward {
-                grid: grid()?,
-                options: WalkForwardOptions {
-                    objective: objective(&request.objective)?,
-                    windows: request.windows.unwrap_or(d.windows),
-                    in_sample: request.in_sample.unwrap_or(d.in_sample),
-                    mode: match &request.mode {
-                        Some(m) => m.parse().map_err(|e| invalid(&e))?,
-                        None => d.mode,
-                    },
-                    search,
+            let grid = grid()?;
+            let options = WalkForwardOptions {
+                objective: objective(&request.objective)?,
+                windows: request.windows.unwrap_or(d.windows),
+                in_sample: request.in_sample.unwrap_or(d.in_sample),
+                mode: match &request.mode {
+                    Some(m) => m.parse().map_err(|e| invalid(&e))?,
+                    None => d.mode,
                 },
-            }
+                search,
+            };
+            options.check(&grid, policy, data).map_err(|e| invalid(&e))?;
+            Plan::WalkForward { grid, options }
         }
         Kind::MonteCarlo => {
             let d = MonteCarloOptions::default();
-            Plan::MonteCarlo {
-                options: MonteCarloOptions {
-                    runs: request.runs.unwrap_or(d.runs),
-                    method: match &request.method {
-                        Some(m) => m.parse().map_err(|e| invalid(&e))?,
-                        None => d.method,
-                    },
-                    seed: request.seed,
-                    ruin: request.ruin.unwrap_or(d.ruin),
+            let options = MonteCarloOptions {
+                runs: request.runs.unwrap_or(d.runs),
+                method: match &request.method {
+                    Some(m) => m.parse().map_err(|e| invalid(&e))?,
+                    None => d.method,
                 },
-            }
+                seed: request.seed,
+                ruin: request.ruin.unwrap_or(d.ruin),
+            };
+            options.validate().map_err(|e| invalid(&e))?;
+            Plan::MonteCarlo { options }
         }
     })
 }

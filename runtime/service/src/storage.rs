@@ -875,6 +875,47 @@ impl Storage {
         })
     }
 
+    /// Removes the replacement of policy `name` and audits it (the entry's
+    /// hash is `now_hash`, the policy in force after: the shipped one, or
+    /// empty when there is none), in one transaction. `None` when the policy
+    /// was not replaced.
+    pub async fn revert_policy(
+        &self,
+        name: &str,
+        now_hash: &str,
+        tenant: &str,
+    ) -> Result<Option<PolicyAudit>, StorageError> {
+        let at = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let previous: Option<String> = sqlx::query("DELETE FROM policies WHERE name = ? RETURNING hash")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get("hash"))
+            .transpose()?;
+        let Some(previous) = previous else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "INSERT INTO policy_audit (name, hash, previous_hash, tenant, at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(name)
+        .bind(now_hash)
+        .bind(&previous)
+        .bind(tenant)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(PolicyAudit {
+            name: name.to_owned(),
+            hash: now_hash.to_owned(),
+            previous_hash: Some(previous),
+            tenant: tenant.to_owned(),
+            at,
+        }))
+    }
+
     /// Every replaced policy: `(name, toml)`.
     pub async fn replaced_policies(&self) -> Result<Vec<(String, String)>, StorageError> {
         sqlx::query(

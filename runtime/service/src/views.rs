@@ -138,6 +138,7 @@ pub struct PolicyList {
 /// One replacement of a policy in its audit trail.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEntry {
+    /// The policy in force after the change; empty when it was deleted.
     pub hash: String,
     pub previous_hash: Option<String>,
     /// Who made the change: shown to operators only (`null` otherwise).

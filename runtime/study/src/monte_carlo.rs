@@ -101,7 +101,9 @@ impl Default for MonteCarloOptions {
 }
 
 impl MonteCarloOptions {
-    fn validate(&self) -> Result<(), StudyError> {
+    /// Checks the options before anything runs: the errors a Monte Carlo
+    /// study would give, with the same messages.
+    pub fn validate(&self) -> Result<(), StudyError> {
         if self.runs == 0 {
             return Err(StudyError::InvalidOption {
                 option: "runs",

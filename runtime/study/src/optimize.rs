@@ -10,7 +10,7 @@ use crate::study::{rank, Objective, Study, StudyError};
 use crate::variants::{run_all, Run, Tracker};
 use palisade_backtest::{BacktestReport, Stats};
 use palisade_run::params::{ParamSet, Reported};
-use palisade_run::{params, Cause, Failure, RunOutput};
+use palisade_run::{params, Cause, Failure, Policy, RunOutput};
 
 /// How an optimization runs and what it keeps.
 #[derive(Clone, Debug, PartialEq)]
@@ -191,16 +191,7 @@ pub(crate) fn candidates(
     runs_per_point: u64,
     what: impl FnOnce(u64) -> String,
 ) -> Result<Vec<Candidate>, StudyError> {
-    let points = search.count(grid.size())?;
-    let total = points.saturating_mul(runs_per_point);
-    if total > study.policy.max_variants {
-        return Err(StudyError::TooManyVariants {
-            what: what(points),
-            count: total,
-            limit: study.policy.max_variants,
-            policy: study.policy.name.clone(),
-        });
-    }
+    let points = grid_points(&study.policy, grid, search, runs_per_point, what)?;
     let manifest = &study.strategy.info.manifest;
     let mut out = Vec::with_capacity(points as usize);
     for grid_index in search.indices(grid.size())? {
@@ -318,6 +309,44 @@ pub(crate) fn assemble(
     (variants, ranking)
 }
 
+/// The grid points a study runs (`runs_per_point` runs each), refused
+/// when the runs are more than `policy.max_variants`.
+pub(crate) fn grid_points(
+    policy: &Policy,
+    grid: &Grid,
+    search: Search,
+    runs_per_point: u64,
+    what: impl FnOnce(u64) -> String,
+) -> Result<u64, StudyError> {
+    let points = search.count(grid.size())?;
+    let total = points.saturating_mul(runs_per_point);
+    if total > policy.max_variants {
+        return Err(StudyError::TooManyVariants {
+            what: what(points),
+            count: total,
+            limit: policy.max_variants,
+            policy: policy.name.clone(),
+        });
+    }
+    Ok(points)
+}
+
+impl OptimizeOptions {
+    /// Checks the options against the grid and the policy before anything
+    /// runs: the errors [`optimize`] would give, with the same messages.
+    pub fn check(&self, grid: &Grid, policy: &Policy) -> Result<(), StudyError> {
+        grid_points(policy, grid, self.search, 1, |_| self.describe(grid))?;
+        Ok(())
+    }
+
+    fn describe(&self, grid: &Grid) -> String {
+        match self.search {
+            Search::All => "the grid".to_string(),
+            Search::Random { .. } => format!("the sample of the grid's {} points", grid.size()),
+        }
+    }
+}
+
 /// Runs the points of `grid` that `options.search` picks, each as a backtest
 /// of `study`'s strategy over `study.data`, and ranks them.
 ///
@@ -327,11 +356,7 @@ pub async fn optimize(
     grid: &Grid,
     options: &OptimizeOptions,
 ) -> Result<OptimizeReport, StudyError> {
-    let what = |_| match options.search {
-        Search::All => "the grid".to_string(),
-        Search::Random { .. } => format!("the sample of the grid's {} points", grid.size()),
-    };
-    let candidates = candidates(study, grid, options.search, 1, what)?;
+    let candidates = candidates(study, grid, options.search, 1, |_| options.describe(grid))?;
     let runs: Vec<Run> = candidates
         .iter()
         .filter(|c| c.rejected.is_none())

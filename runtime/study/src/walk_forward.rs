@@ -12,13 +12,15 @@ use palisade_host_api::manifest::Warmup;
 use serde::Serialize;
 
 use crate::grid::{Grid, Search};
-use crate::optimize::{assemble, candidates, AxisJson, Candidate, Counts, Kept, SampleJson, VariantStatus};
+use crate::optimize::{
+    assemble, candidates, grid_points, AxisJson, Candidate, Counts, Kept, SampleJson, VariantStatus,
+};
 use crate::study::{Objective, Study, StudyError};
 use crate::variants::{run_all, Run, Tracker};
 use palisade_backtest::stats::{mean, StatsInput};
 use palisade_backtest::{BacktestReport, Dataset, EquityPoint, Stats};
 use palisade_run::params::{ParamSet, Reported};
-use palisade_run::Failure;
+use palisade_run::{Failure, Policy};
 
 /// How in-sample windows are laid out.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -352,6 +354,50 @@ fn stitch(reports: &[&BacktestReport], periods_per_year: f64) -> Option<Stitched
     })
 }
 
+impl WalkForwardOptions {
+    /// Checks the options against the grid, the policy and the data before
+    /// anything runs: the errors [`walk_forward`] would give before its
+    /// first run (all but the strategy's warm-up), with the same messages.
+    pub fn check(&self, grid: &Grid, policy: &Policy, data: &Dataset) -> Result<(), StudyError> {
+        self.check_options()?;
+        grid_points(policy, grid, self.search, self.windows as u64, |p| {
+            self.describe(p)
+        })?;
+        split(
+            timestamp_starts(data).len() - 1,
+            self.windows,
+            self.in_sample,
+            self.mode,
+        )?;
+        Ok(())
+    }
+
+    fn check_options(&self) -> Result<(), StudyError> {
+        if self.windows == 0 {
+            return Err(StudyError::InvalidOption {
+                option: "windows",
+                value: "0".into(),
+                expected: "at least one window",
+            });
+        }
+        if !(self.in_sample > 0.0 && self.in_sample < 1.0) {
+            return Err(StudyError::InvalidOption {
+                option: "in_sample",
+                value: self.in_sample.to_string(),
+                expected: "the in-sample fraction of a window, strictly between 0 and 1",
+            });
+        }
+        Ok(())
+    }
+
+    fn describe(&self, points: u64) -> String {
+        format!(
+            "walk-forward over {} windows of {points} grid points",
+            self.windows
+        )
+    }
+}
+
 /// Runs a walk-forward study of `grid` over `study.data`.
 ///
 /// Must be awaited inside a tokio runtime (see [`crate::executor`]).
@@ -360,23 +406,9 @@ pub async fn walk_forward(
     grid: &Grid,
     options: &WalkForwardOptions,
 ) -> Result<WalkForwardReport, StudyError> {
-    if options.windows == 0 {
-        return Err(StudyError::InvalidOption {
-            option: "windows",
-            value: "0".into(),
-            expected: "at least one window",
-        });
-    }
-    if !(options.in_sample > 0.0 && options.in_sample < 1.0) {
-        return Err(StudyError::InvalidOption {
-            option: "in_sample",
-            value: options.in_sample.to_string(),
-            expected: "the in-sample fraction of a window, strictly between 0 and 1",
-        });
-    }
+    options.check_options()?;
     let n = options.windows;
-    let what = |points| format!("walk-forward over {n} windows of {points} grid points");
-    let candidates = candidates(study, grid, options.search, n as u64, what)?;
+    let candidates = candidates(study, grid, options.search, n as u64, |p| options.describe(p))?;
     let data = &study.data;
     let starts = timestamp_starts(data);
     let splits = split(starts.len() - 1, n, options.in_sample, options.mode)?;
