@@ -1508,3 +1508,108 @@ fn built_in_policies_cannot_be_emptied_and_can_be_reverted() {
     ops.delete("/v1/policies/mine").problem(404, "not-found");
     ops.delete("/v1/policies/never-was").problem(404, "not-found");
 }
+
+/// Reads what the server sends until it closes the connection (bounded by
+/// a 20 s read timeout, which fails the test).
+fn read_to_close(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the server did not close the connection: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn slow_and_greedy_clients_are_cut_off() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let dir = temp();
+    let config = file(
+        dir.path(),
+        "serve.toml",
+        "header_timeout_ms = 1_500\nbody_timeout_ms = 1_000\nmax_connections = 100\n\
+         max_connections_per_client = 4\nmax_module_bytes = 1_048_576\n",
+    );
+    let server = support::server(&dir.path().join("data"), &["--config", &config]);
+    let c = server.client(None);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let connect = || TcpStream::connect(&addr).expect("connect");
+
+    // Headers never finished: closed, with nothing to say.
+    let mut s = connect();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    assert_eq!(read_to_close(&mut s), "");
+
+    // A body trickled: 408 problem+json after body_timeout_ms, then closed.
+    let mut s = connect();
+    s.write_all(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    let trickle = {
+        let mut s = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..40 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if s.write_all(b" ").is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let answer = read_to_close(&mut s);
+    trickle.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(
+        answer.contains("urn:palisade:problem:request-timeout"),
+        "{answer}"
+    );
+
+    // A declared length over the limit: 413 at once, before any body byte
+    // (a read of the body would end in 408 instead).
+    let mut s = connect();
+    s.write_all(b"POST /v1/strategies HTTP/1.1\r\nHost: x\r\nContent-Type: application/wasm\r\nContent-Length: 100000000\r\n\r\n")
+        .unwrap();
+    let answer = read_to_close(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // Just at the limit the length is not refused on sight: the body is
+    // awaited (and, never sent, times out).
+    let mut s = connect();
+    s.write_all(b"POST /v1/strategies HTTP/1.1\r\nHost: x\r\nContent-Type: application/wasm\r\nContent-Length: 1048576\r\n\r\n")
+        .unwrap();
+    let answer = read_to_close(&mut s);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // Four connections from one address are open: a fifth is closed on
+    // arrival without an answer; once they close, a new one is served.
+    let idle: Vec<TcpStream> = (0..4).map(|_| connect()).collect();
+    let mut fifth = connect();
+    let _ = fifth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(read_to_close(&mut fifth), "");
+    for mut s in idle {
+        assert_eq!(
+            read_to_close(&mut s),
+            "",
+            "an idle connection is closed by the header timeout"
+        );
+    }
+    c.get("/healthz").expect(200);
+    let metrics = c.get("/metrics").expect(200).text();
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("palisade_connections_refused_total "))
+        .expect("the metric")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(refused >= 1, "{refused}");
+}

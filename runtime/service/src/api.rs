@@ -197,13 +197,46 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 
 /// Reads a whole body within the route's limit.
 async fn body_bytes(request: Request, service: &Arc<Service>, limit: u64) -> Result<Bytes, ApiError> {
-    Bytes::from_request(request, service).await.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge { limit }
-        } else {
-            ApiError::BadRequest(e.body_text())
-        }
-    })
+    refuse_declared_length(&request, limit)?;
+    within_body_time(service, Bytes::from_request(request, service))
+        .await?
+        .map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge { limit }
+            } else {
+                ApiError::BadRequest(e.body_text())
+            }
+        })
+}
+
+/// Bytes a multipart form may add around its one field (boundaries and
+/// part headers).
+const MULTIPART_OVERHEAD: u64 = 64 << 10;
+
+/// Refuses a body whose `Content-Length` says it is over `limit` before
+/// reading any of it.
+fn refuse_declared_length(request: &Request, limit: u64) -> Result<(), ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit => Err(ApiError::PayloadTooLarge { limit }),
+        _ => Ok(()),
+    }
+}
+
+/// Runs a read of a request's body within `body_timeout_ms`; a client that
+/// sends too slowly gets 408 (and its connection closed).
+async fn within_body_time<T>(
+    service: &Service,
+    read: impl std::future::Future<Output = T>,
+) -> Result<T, ApiError> {
+    let ms = service.config.body_timeout_ms;
+    tokio::time::timeout(Duration::from_millis(ms), read)
+        .await
+        .map_err(|_| ApiError::RequestTimeout { ms })
 }
 
 fn query<T: serde::de::DeserializeOwned>(
@@ -413,15 +446,19 @@ async fn upload_strategy(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     let bytes = if is_multipart {
+        refuse_declared_length(&request, limit + MULTIPART_OVERHEAD)?;
         let mut form = Multipart::from_request(request, &service)
             .await
             .map_err(|e| ApiError::BadRequest(e.body_text()))?;
-        let field = form
-            .next_field()
-            .await
-            .map_err(|e| multipart_error(&e, limit))?
-            .ok_or_else(|| ApiError::BadRequest("multipart body has no field".into()))?;
-        field.bytes().await.map_err(|e| multipart_error(&e, limit))?
+        let read = async {
+            let field = form
+                .next_field()
+                .await
+                .map_err(|e| multipart_error(&e, limit))?
+                .ok_or_else(|| ApiError::BadRequest("multipart body has no field".into()))?;
+            field.bytes().await.map_err(|e| multipart_error(&e, limit))
+        };
+        within_body_time(&service, read).await??
     } else {
         body_bytes(request, &service, limit).await?
     };
@@ -1095,7 +1132,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let app = router(service(dir.path(), false).await);
         let documented = documented_methods();
-        assert_eq!(documented.len(), 21, "{documented:?}");
+        assert_eq!(documented.len(), 22, "{documented:?}");
         for (method, path) in &documented {
             let uri = path.replace("{id}", "x").replace("{name}", "x");
             let (status, _, body) = send(&app, method.as_str(), &uri, None, Vec::new()).await;

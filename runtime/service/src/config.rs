@@ -57,6 +57,14 @@ pub const DEFAULT_RESULT_CACHE_BYTES: u64 = 64 << 20;
 /// Default number of strategies that get their own metric label; the rest
 /// share the label `other`.
 pub const DEFAULT_STRATEGY_LABELS: usize = 50;
+/// Default time a client gets to send a request's headers.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// Default time a client gets to send a request's whole body.
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 60_000;
+/// Default connections open at once, all clients together.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
+/// Default connections open at once from one client address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 64;
 /// Default policy of jobs that name none.
 pub const DEFAULT_POLICY: &str = "default";
 
@@ -119,6 +127,17 @@ pub struct Config {
     pub result_cache_bytes: u64,
     /// Strategies with their own metric label; others are `other`.
     pub strategy_labels: usize,
+    /// A connection that has not sent a request's headers this long after
+    /// it opened (or after its previous request) is closed.
+    pub header_timeout_ms: u64,
+    /// A request whose body has not all arrived this long after its headers
+    /// gets 408 and its connection is closed.
+    pub body_timeout_ms: u64,
+    /// Connections open at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Connections open at once from one client IP address; more from it
+    /// are closed as they arrive.
+    pub max_connections_per_client: usize,
     /// The `palisade` binary, which compiles modules in a child process
     /// bounded by the policy (`compile_ms`, `compile_memory_bytes`); set by
     /// `palisade serve`, not a configuration key. `None` compiles in the
@@ -154,6 +173,10 @@ impl Default for Config {
             result_cache_bytes: DEFAULT_RESULT_CACHE_BYTES,
             compiler: None,
             strategy_labels: DEFAULT_STRATEGY_LABELS,
+            header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
+            body_timeout_ms: DEFAULT_BODY_TIMEOUT_MS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
         }
     }
 }
@@ -257,7 +280,35 @@ impl Config {
 
     /// Checks every value against its allowed range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let counts: [(&'static str, u64, u64, u64, &'static str); 13] = [
+        let counts: [(&'static str, u64, u64, u64, &'static str); 17] = [
+            (
+                "header_timeout_ms",
+                self.header_timeout_ms,
+                100,
+                600_000,
+                "100..=600000 milliseconds",
+            ),
+            (
+                "body_timeout_ms",
+                self.body_timeout_ms,
+                100,
+                3_600_000,
+                "100..=3600000 milliseconds",
+            ),
+            (
+                "max_connections",
+                self.max_connections as u64,
+                1,
+                1_000_000,
+                "1..=1000000",
+            ),
+            (
+                "max_connections_per_client",
+                self.max_connections_per_client as u64,
+                1,
+                1_000_000,
+                "1..=1000000",
+            ),
             (
                 "result_cache_bytes",
                 self.result_cache_bytes,

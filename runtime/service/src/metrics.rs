@@ -16,6 +16,7 @@
 //! | `palisade_throttled_submissions_total` | `strategy`, `reason` | submissions refused with 429 (`rate_limited`, `queue_full`) |
 //! | `palisade_watchdog_kills_total` | | jobs the watchdog cancelled for lack of progress |
 //! | `palisade_http_request_duration_seconds` | `method`, `route`, `status` | requests served |
+//! | `palisade_connections_refused_total` | | connections closed on arrival: over `max_connections` or `max_connections_per_client` |
 //! | `process_*` | | the process's CPU seconds, resident memory, open files (Linux) |
 //!
 //! **Cardinality.** `strategy` is the manifest name; only the first
@@ -55,6 +56,7 @@ pub struct Metrics {
     pub throttled: IntCounterVec,
     pub watchdog_kills: IntCounter,
     pub http_seconds: HistogramVec,
+    pub connections_refused: IntCounter,
     labels: Mutex<HashSet<String>>,
     label_cap: usize,
 }
@@ -145,8 +147,13 @@ impl Metrics {
                 .buckets(steps),
             &["method", "route", "status"],
         ));
+        let connections_refused = must(IntCounter::new(
+            "palisade_connections_refused_total",
+            "Connections closed on arrival: over the overall or per-client limit",
+        ));
         for c in [
-            Box::new(queue_depth.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_refused.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(queue_depth.clone()),
             Box::new(jobs.clone()),
             Box::new(running_jobs.clone()),
             Box::new(running_instances.clone()),
@@ -182,6 +189,7 @@ impl Metrics {
             throttled,
             watchdog_kills,
             http_seconds,
+            connections_refused,
             labels: Mutex::new(HashSet::new()),
             label_cap,
         }

@@ -40,6 +40,9 @@ pub enum ApiError {
     TooManyRequests { refused: Refused },
     #[error("{detail}")]
     Unavailable { detail: String },
+    /// The body did not all arrive in time (408): nothing was stored.
+    #[error("the request's body did not all arrive within {ms} ms (body_timeout_ms); nothing was stored")]
+    RequestTimeout { ms: u64 },
     /// The store had no room for the write (507): nothing was stored.
     #[error("{0}")]
     InsufficientStorage(String),
@@ -75,6 +78,7 @@ impl ApiError {
             },
             ApiError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient-storage"),
+            ApiError::RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request-timeout"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -174,6 +178,13 @@ impl IntoResponse for ApiError {
             }
             ApiError::Internal(message) => {
                 response.extensions_mut().insert(Fault(message.clone()));
+            }
+            ApiError::RequestTimeout { .. } => {
+                // The rest of the body is not read: the connection cannot
+                // carry another request.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
