@@ -1613,3 +1613,48 @@ fn slow_and_greedy_clients_are_cut_off() {
         .unwrap();
     assert!(refused >= 1, "{refused}");
 }
+
+#[test]
+fn a_tenant_cannot_fill_the_queue_or_hold_back_another() {
+    let dir = temp();
+    let tokens = tokens_file(dir.path());
+    let config = file(
+        dir.path(),
+        "serve.toml",
+        "queue_depth = 10\nmax_queued_per_tenant = 2\nmax_running = 2\nmax_running_per_tenant = 1\n",
+    );
+    let server = support::server(
+        &dir.path().join("data"),
+        &["--tokens", &tokens, "--config", &config],
+    );
+    let ops = server.client(Some(OPS));
+    install_endless(&ops);
+    let alice = server.client(Some(ALICE));
+    let bob = server.client(Some(BOB));
+    let loops = alice.upload_module(&guest("adversary"));
+    let alice_data = alice.upload_csv("qqq", &sample_csv("qqq-like-daily.csv", 100));
+    let endless =
+        json!({ "strategy": loops, "dataset": alice_data, "params": { "mode": 1 }, "policy": "endless" });
+    let running = alice.submit(&endless);
+    wait_running(&alice, &running);
+    let queued: Vec<String> = (0..2).map(|_| alice.submit(&endless)).collect();
+    // Alice's share of the queue is full; the queue is not.
+    let v = alice.post_json("/v1/jobs", &endless).problem(429, "queue-full");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_queued_per_tenant = 2"),
+        "{v}"
+    );
+    // Bob's short job is taken and runs to its end meanwhile.
+    let strategy = bob.upload_module(&guest("sma_cross"));
+    let bob_data = bob.upload_csv("spy", &sample_csv("spy-like-daily.csv", 300));
+    let short = bob.submit(&json!({ "strategy": strategy, "dataset": bob_data }));
+    bob.result(&short).expect(200);
+    for id in queued.iter().chain([&running]) {
+        let r = alice.delete(&format!("/v1/jobs/{id}"));
+        assert!(r.status == 200 || r.status == 202, "{}", r.text());
+    }
+    alice.wait_job(&running, "cancelled", |v| v["state"] == "cancelled");
+}

@@ -26,6 +26,9 @@ pub const DEFAULT_QUEUE_DEPTH: usize = 200;
 pub const DEFAULT_MAX_RUNNING: usize = 10;
 /// Default number of jobs one tenant may have running at once.
 pub const DEFAULT_MAX_RUNNING_PER_TENANT: usize = 8;
+/// Default number of jobs one tenant may have waiting (a quarter of the
+/// default queue, so four tenants can fill it and no one alone).
+pub const DEFAULT_MAX_QUEUED_PER_TENANT: usize = 50;
 /// Default refill rate of a tenant's submission bucket, jobs per second.
 pub const DEFAULT_SUBMIT_RATE: f64 = 100.0;
 /// Default capacity of a tenant's submission bucket (a burst).
@@ -93,6 +96,8 @@ pub struct Config {
     /// Jobs one tenant may have running at once (in effect at most
     /// `max_running`).
     pub max_running_per_tenant: usize,
+    /// Jobs one tenant may have waiting (in effect at most `queue_depth`).
+    pub max_queued_per_tenant: usize,
     /// Refill rate of each tenant's submission bucket, jobs per second.
     pub submit_rate: f64,
     /// Capacity of each tenant's submission bucket.
@@ -157,6 +162,7 @@ impl Default for Config {
             queue_depth: DEFAULT_QUEUE_DEPTH,
             max_running: DEFAULT_MAX_RUNNING,
             max_running_per_tenant: DEFAULT_MAX_RUNNING_PER_TENANT,
+            max_queued_per_tenant: DEFAULT_MAX_QUEUED_PER_TENANT,
             submit_rate: DEFAULT_SUBMIT_RATE,
             submit_burst: DEFAULT_SUBMIT_BURST,
             executor_threads: 0,
@@ -280,7 +286,14 @@ impl Config {
 
     /// Checks every value against its allowed range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let counts: [(&'static str, u64, u64, u64, &'static str); 17] = [
+        let counts: [(&'static str, u64, u64, u64, &'static str); 18] = [
+            (
+                "max_queued_per_tenant",
+                self.max_queued_per_tenant as u64,
+                1,
+                1_000_000,
+                "1..=1000000",
+            ),
             (
                 "header_timeout_ms",
                 self.header_timeout_ms,

@@ -9,13 +9,21 @@
 //!   bucket holds `submit_burst` tokens and refills at `submit_rate` per
 //!   second; each submission takes one). Both carry how long to wait
 //!   (`Retry-After`).
+//!   A tenant may have at most `max_queued_per_tenant` jobs waiting
+//!   ([`Refused::TenantQueueFull`]), so one tenant cannot fill the queue
+//!   that every tenant shares.
 //! - **Dispatch** ([`Scheduler::next`]): at most `max_running` jobs run at
 //!   once, and at most `max_running_per_tenant` of one tenant; a job whose
 //!   tenant is at its cap is skipped, not blocking the jobs behind it.
+//!   Between tenants with waiting work, the next slot goes to the tenant
+//!   with the fewest jobs running (at the same level, below): a tenant with
+//!   many jobs queued ahead does not hold another's job back for more than
+//!   one slot freeing.
 //! - **Priority with aging.** Each queue is first-in first-out. A waiting job's
 //!   level is its priority's (high 2, normal 1, low 0) plus one per
-//!   `aging_ms` waited, at most 2. The next job is the eligible head with the
-//!   highest level, the longest-waiting on a tie. So a low job waits behind
+//!   `aging_ms` waited, at most 2. The next job is, among each tenant's
+//!   oldest eligible job of each queue, the one with the highest level, then
+//!   the fewest jobs of its tenant running, then the longest wait. So a low job waits behind
 //!   newer high jobs for at most `2 × aging_ms`, after which it goes before
 //!   every job that has waited less: low never starves.
 //! - **Controls** ([`Control`]): each running job has a cancel flag (the
@@ -71,6 +79,7 @@ pub struct Limits {
     pub queue_depth: usize,
     pub max_running: usize,
     pub max_running_per_tenant: usize,
+    pub max_queued_per_tenant: usize,
     pub submit_rate: f64,
     pub submit_burst: u32,
     pub aging_ms: u64,
@@ -83,6 +92,7 @@ impl Limits {
             queue_depth: c.queue_depth,
             max_running: c.max_running,
             max_running_per_tenant: c.max_running_per_tenant,
+            max_queued_per_tenant: c.max_queued_per_tenant,
             submit_rate: c.submit_rate,
             submit_burst: c.submit_burst,
             aging_ms: c.aging_ms,
@@ -103,6 +113,15 @@ pub enum Refused {
         burst: u32,
         retry_after: Duration,
     },
+    #[error(
+        "tenant {tenant} has {waiting} jobs waiting, its share of the queue (max_queued_per_tenant = {limit})"
+    )]
+    TenantQueueFull {
+        tenant: String,
+        waiting: usize,
+        limit: usize,
+        retry_after: Duration,
+    },
     #[error("the server is shutting down")]
     ShuttingDown,
 }
@@ -111,7 +130,9 @@ impl Refused {
     /// Seconds to wait before retrying (at least 1).
     pub fn retry_after_secs(&self) -> u64 {
         match self {
-            Refused::QueueFull { retry_after, .. } | Refused::RateLimited { retry_after, .. } => {
+            Refused::QueueFull { retry_after, .. }
+            | Refused::RateLimited { retry_after, .. }
+            | Refused::TenantQueueFull { retry_after, .. } => {
                 retry_after.as_secs_f64().ceil().max(1.0) as u64
             }
             Refused::ShuttingDown => 5,
@@ -122,6 +143,7 @@ impl Refused {
     pub fn reason(&self) -> &'static str {
         match self {
             Refused::QueueFull { .. } => "queue_full",
+            Refused::TenantQueueFull { .. } => "tenant_queue_full",
             Refused::RateLimited { .. } => "rate_limited",
             Refused::ShuttingDown => "shutting_down",
         }
@@ -243,6 +265,8 @@ struct Inner<J> {
     reserved: usize,
     running: HashMap<String, Arc<Control>>,
     per_tenant: HashMap<String, usize>,
+    /// Jobs of each tenant reserved or queued (tenants with none absent).
+    waiting: HashMap<String, usize>,
     buckets: HashMap<String, Bucket>,
     admitting: bool,
     dispatching: bool,
@@ -252,12 +276,25 @@ impl<J> Inner<J> {
     fn queued(&self) -> usize {
         self.queues.iter().map(VecDeque::len).sum()
     }
+
+    fn add_waiting(&mut self, tenant: &str) {
+        *self.waiting.entry(tenant.to_owned()).or_insert(0) += 1;
+    }
+
+    fn remove_waiting(&mut self, tenant: &str) {
+        if let Some(n) = self.waiting.get_mut(tenant) {
+            *n -= 1;
+            if *n == 0 {
+                self.waiting.remove(tenant);
+            }
+        }
+    }
 }
 
 /// A place in the queue, held while the job's record is written.
 #[derive(Debug)]
 #[must_use = "a reservation must be enqueued or released"]
-pub struct Reservation(());
+pub struct Reservation(String);
 
 /// The outcome of [`Scheduler::cancel`].
 #[derive(Debug)]
@@ -303,6 +340,7 @@ impl<J: Queued> Scheduler<J> {
                 reserved: 0,
                 running: HashMap::new(),
                 per_tenant: HashMap::new(),
+                waiting: HashMap::new(),
                 buckets: HashMap::new(),
                 admitting: true,
                 dispatching: true,
@@ -348,6 +386,15 @@ impl<J: Queued> Scheduler<J> {
                 retry_after: QUEUE_FULL_RETRY,
             });
         }
+        let waiting = inner.waiting.get(tenant).copied().unwrap_or(0);
+        if waiting >= self.limits.max_queued_per_tenant {
+            return Err(Refused::TenantQueueFull {
+                tenant: tenant.to_owned(),
+                waiting,
+                limit: self.limits.max_queued_per_tenant,
+                retry_after: QUEUE_FULL_RETRY,
+            });
+        }
         let burst = f64::from(self.limits.submit_burst);
         let bucket = inner.buckets.entry(tenant.to_owned()).or_insert(Bucket {
             tokens: burst,
@@ -362,19 +409,21 @@ impl<J: Queued> Scheduler<J> {
                 retry_after,
             })?;
         inner.reserved += 1;
-        Ok(Reservation(()))
+        inner.add_waiting(tenant);
+        Ok(Reservation(tenant.to_owned()))
     }
 
     /// Gives back a place that will not be used.
     pub fn release(&self, r: Reservation) {
-        let Reservation(()) = r;
+        let Reservation(tenant) = r;
         let mut inner = self.lock();
         inner.reserved = inner.reserved.saturating_sub(1);
+        inner.remove_waiting(&tenant);
     }
 
     /// Puts an admitted job in its queue.
     pub fn enqueue(&self, r: Reservation, job: J) {
-        let Reservation(()) = r;
+        let Reservation(_) = r;
         let mut inner = self.lock();
         inner.reserved = inner.reserved.saturating_sub(1);
         inner.queues[job.priority().index()].push_back(job);
@@ -385,6 +434,7 @@ impl<J: Queued> Scheduler<J> {
     /// jobs were admitted before the restart, and may exceed the depth).
     pub fn restore(&self, job: J) {
         let mut inner = self.lock();
+        inner.add_waiting(job.tenant());
         inner.queues[job.priority().index()].push_back(job);
         self.publish_depths(&inner);
     }
@@ -404,6 +454,7 @@ impl<J: Queued> Scheduler<J> {
                 break;
             };
             let job = inner.queues[q].remove(i).expect("picked index exists");
+            inner.remove_waiting(job.tenant());
             let control = Arc::new(Control::new(
                 job.id().to_owned(),
                 job.tenant().to_owned(),
@@ -419,29 +470,40 @@ impl<J: Queued> Scheduler<J> {
         out
     }
 
-    /// The queue and index of the next job: per queue, the oldest job whose
-    /// tenant is under its cap; among those, the highest aged level, then
-    /// the longest wait.
+    /// The queue and index of the next job: among each tenant's oldest job
+    /// of each queue whose tenant is under its cap, the highest aged level,
+    /// then the fewest jobs of its tenant running, then the longest wait.
     fn pick(&self, inner: &Inner<J>, now: Instant) -> Option<(usize, usize)> {
         let aging = self.limits.aging_ms.max(1) as u128;
-        let mut best: Option<(u64, Instant, usize, usize)> = None;
+        let running = |tenant: &str| inner.per_tenant.get(tenant).copied().unwrap_or(0);
+        // (level, tenant's running jobs, enqueued, queue, index)
+        let mut best: Option<(u64, usize, Instant, usize, usize)> = None;
         for (q, queue) in inner.queues.iter().enumerate() {
-            let eligible = queue.iter().position(|j| {
-                inner.per_tenant.get(j.tenant()).copied().unwrap_or(0) < self.limits.max_running_per_tenant
-            });
-            let Some(i) = eligible else { continue };
-            let job = &queue[i];
-            let waited = now.saturating_duration_since(job.enqueued()).as_millis();
-            let level = (job.priority().level() + (waited / aging).min(2) as u64).min(2);
-            let better = match best {
-                None => true,
-                Some((l, at, _, _)) => level > l || (level == l && job.enqueued() < at),
-            };
-            if better {
-                best = Some((level, job.enqueued(), q, i));
+            let mut seen: Vec<&str> = Vec::new();
+            for (i, job) in queue.iter().enumerate() {
+                let tenant = job.tenant();
+                if seen.contains(&tenant) {
+                    continue;
+                }
+                seen.push(tenant);
+                let busy = running(tenant);
+                if busy >= self.limits.max_running_per_tenant {
+                    continue;
+                }
+                let waited = now.saturating_duration_since(job.enqueued()).as_millis();
+                let level = (job.priority().level() + (waited / aging).min(2) as u64).min(2);
+                let better = match best {
+                    None => true,
+                    Some((l, b, at, _, _)) => {
+                        level > l || (level == l && (busy < b || (busy == b && job.enqueued() < at)))
+                    }
+                };
+                if better {
+                    best = Some((level, busy, job.enqueued(), q, i));
+                }
             }
         }
-        best.map(|(_, _, q, i)| (q, i))
+        best.map(|(_, _, _, q, i)| (q, i))
     }
 
     /// A running job ended: frees its slot.
@@ -471,6 +533,7 @@ impl<J: Queued> Scheduler<J> {
                 .position(|j| j.id() == id && j.tenant() == tenant)
             {
                 let job = inner.queues[q].remove(i).expect("found index exists");
+                inner.remove_waiting(job.tenant());
                 self.publish_depths(&inner);
                 return Cancel::Dequeued(Box::new(job));
             }
@@ -562,6 +625,7 @@ mod tests {
             queue_depth: 4,
             max_running: 2,
             max_running_per_tenant: 1,
+            max_queued_per_tenant: 100,
             submit_rate: 1.0,
             submit_burst: 3,
             aging_ms: 1_000,
@@ -645,6 +709,90 @@ mod tests {
         s.done("normal");
         assert_eq!(ids(s.next_at(at, day)), ["high2"]);
         s.done("high2");
+    }
+
+    #[test]
+    fn a_tenant_with_many_jobs_ahead_holds_another_back_one_slot_at_most() {
+        let s = scheduler(Limits {
+            queue_depth: 100,
+            max_running: 4,
+            max_running_per_tenant: 3,
+            ..limits()
+        });
+        let t0 = Instant::now();
+        // Tenant a queued ten jobs (say, endless loops) before b's one.
+        let many: Vec<(String, &'static str, Priority, u64)> = (0..10)
+            .map(|i| (format!("a{i}"), "a", Priority::Normal, i))
+            .collect();
+        let many: Vec<(&str, &'static str, Priority, u64)> = many
+            .iter()
+            .map(|(id, t, p, ms)| (id.as_str(), *t, *p, *ms))
+            .collect();
+        fill(&s, t0, &many);
+        let day = |_: &J| Duration::from_secs(86_400);
+        let at = t0 + Duration::from_millis(20);
+        assert_eq!(ids(s.next_at(at, day)), ["a0", "a1", "a2"], "a at its cap");
+        fill(
+            &s,
+            t0,
+            &[
+                ("b0", "b", Priority::Normal, 15),
+                ("b1", "b", Priority::Normal, 16),
+            ],
+        );
+        // The free slot goes to b although a's jobs are older.
+        assert_eq!(ids(s.next_at(at, day)), ["b0"]);
+        // One of a's ends: b (1 running) and a (2 running) both wait; b
+        // has fewer running, so goes first again.
+        s.done("a0");
+        assert_eq!(ids(s.next_at(at, day)), ["b1"]);
+        s.done("b0");
+        assert_eq!(ids(s.next_at(at, day)), ["a3"]);
+    }
+
+    #[test]
+    fn a_tenant_cannot_fill_the_shared_queue() {
+        let s = scheduler(Limits {
+            queue_depth: 10,
+            max_queued_per_tenant: 3,
+            submit_burst: 100,
+            ..limits()
+        });
+        let mut held: Vec<Reservation> = (0..3)
+            .map(|_| s.reserve("a").expect("within a's share"))
+            .collect();
+        match s.reserve("a") {
+            Err(e @ Refused::TenantQueueFull { .. }) => {
+                assert_eq!(
+                    e.to_string(),
+                    "tenant a has 3 jobs waiting, its share of the queue (max_queued_per_tenant = 3)"
+                );
+                assert_eq!(e.reason(), "tenant_queue_full");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another tenant still gets in.
+        let b = s.reserve("b").expect("b has its own share");
+        // A refused write gives the place back; a job that starts frees it.
+        s.release(held.pop().unwrap());
+        let again = s.reserve("a").expect("room again");
+        s.enqueue(
+            again,
+            J {
+                id: "a-job".into(),
+                tenant: "a",
+                priority: Priority::Normal,
+                enqueued: Instant::now(),
+            },
+        );
+        assert!(matches!(s.reserve("a"), Err(Refused::TenantQueueFull { .. })));
+        let day = |_: &J| Duration::from_secs(86_400);
+        assert_eq!(ids(s.next(day)), ["a-job"]);
+        let last = s.reserve("a").expect("the started job left the queue");
+        for r in held.into_iter().chain([b, last]) {
+            s.release(r);
+        }
+        assert!(s.lock().waiting.is_empty());
     }
 
     #[test]
