@@ -17,11 +17,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 use palisade_run::params::ParamSet;
-use palisade_run::{params, RunConfig};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{emit, prepare, report_refused, runtime, safe, InputError, RunArgs};
+use crate::{emit, prepare_one, runtime, safe, InputError, RunArgs};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -114,24 +113,16 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode, InputError> {
         )));
     }
     let baseline = args.baseline.as_deref().map(read_baseline).transpose()?;
-    let p = prepare(&args.run, 1)?;
-    let strategy = match p.strategy {
-        Ok(s) => s,
-        Err(f) => return Ok(report_refused(&args.run, &p.policy, &f, p.load_seconds)),
+    let p = match prepare_one(&args.run)? {
+        Ok(one) => one,
+        Err(code) => return Ok(code),
     };
-    let values = params::resolve(&strategy.info.manifest, &p.overrides)?;
-    let run = RunConfig {
-        params: values.clone(),
-        seed: args.run.seed,
-        backtest: p.config.clone(),
-        cancel: None,
-        progress: None,
-    };
+    let (strategy, values, run) = (&p.strategy, &p.values, &p.run);
     let rt = runtime()?;
     let mut seconds = Vec::with_capacity(args.runs as usize);
     let mut first = None;
     for _ in 0..args.runs {
-        let out = rt.block_on(p.sandbox.backtest(&strategy, p.data.clone(), &p.policy, &run));
+        let out = rt.block_on(p.sandbox.backtest(strategy, p.data.clone(), &p.policy, run));
         if let Err(f) = &out.outcome {
             emit(format_args!(
                 "the backtest failed: {}: {}",
@@ -173,7 +164,7 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode, InputError> {
             module_sha256: sha256_file(&args.run.module)?,
         },
         data: DataIdentity { files, bars },
-        params: match serde_json::to_value(ParamSet::of(m, &values)) {
+        params: match serde_json::to_value(ParamSet::of(m, values)) {
             Ok(serde_json::Value::Object(map)) => map,
             _ => serde_json::Map::new(),
         },

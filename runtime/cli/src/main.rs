@@ -388,25 +388,64 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, InputError> {
         .build()?)
 }
 
-fn backtest(args: &BacktestArgs) -> Result<ExitCode, InputError> {
-    let p = prepare(&args.run, 1)?;
-    let strategy = match p.strategy {
+/// One backtest ready to run: what [`prepare`] loaded, with the module
+/// compiled, its parameter values resolved and the run configured.
+pub struct OneRun {
+    pub policy: Policy,
+    pub sandbox: Sandbox,
+    pub data: Arc<Dataset>,
+    pub load_seconds: f64,
+    pub strategy: CompiledModule,
+    pub values: Vec<(String, f64)>,
+    pub run: RunConfig,
+}
+
+/// Prepares one backtest of `args`; `Err(code)` when the module was refused
+/// (the refusal is reported already).
+pub fn prepare_one(args: &RunArgs) -> Result<Result<OneRun, ExitCode>, InputError> {
+    let Prepared {
+        policy,
+        sandbox,
+        strategy,
+        data,
+        config,
+        overrides,
+        load_seconds,
+    } = prepare(args, 1)?;
+    let strategy = match strategy {
         Ok(s) => s,
-        Err(f) => return Ok(report_refused(&args.run, &p.policy, &f, p.load_seconds)),
+        Err(f) => return Ok(Err(report_refused(args, &policy, &f, load_seconds))),
     };
-    let values = params::resolve(&strategy.info.manifest, &p.overrides)?;
+    let values = params::resolve(&strategy.info.manifest, &overrides)?;
     let run = RunConfig {
         params: values.clone(),
-        seed: args.run.seed,
-        backtest: p.config.clone(),
+        seed: args.seed,
+        backtest: config,
         cancel: None,
         progress: None,
     };
-    let out = runtime()?.block_on(p.sandbox.backtest(&strategy, p.data.clone(), &p.policy, &run));
+    Ok(Ok(OneRun {
+        policy,
+        sandbox,
+        data,
+        load_seconds,
+        strategy,
+        values,
+        run,
+    }))
+}
+
+fn backtest(args: &BacktestArgs) -> Result<ExitCode, InputError> {
+    let p = match prepare_one(&args.run)? {
+        Ok(one) => one,
+        Err(code) => return Ok(code),
+    };
+    let (strategy, values, run) = (&p.strategy, &p.values, &p.run);
+    let out = runtime()?.block_on(p.sandbox.backtest(strategy, p.data.clone(), &p.policy, run));
     let ok = out.outcome.is_ok();
     if args.run.json {
         let module = args.run.module.display().to_string();
-        let subject = subject(&strategy, &module, &p.policy, &p.data, args.run.seed);
+        let subject = subject(strategy, &module, &p.policy, &p.data, args.run.seed);
         let timing = (!args.no_timing).then_some(Timing {
             threads: None,
             load_seconds: p.load_seconds,
@@ -414,13 +453,13 @@ fn backtest(args: &BacktestArgs) -> Result<ExitCode, InputError> {
         });
         emit(palisade_document::backtest(
             &subject,
-            &values,
+            values,
             out,
             args.equity_curve,
             timing,
         ));
     } else {
-        print_summary(&args.run, &strategy, &p.policy, &values, &out, p.load_seconds);
+        print_summary(&args.run, strategy, &p.policy, values, &out, p.load_seconds);
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
