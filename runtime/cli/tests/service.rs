@@ -998,6 +998,8 @@ fn graceful_shutdown_requeues_running_jobs() {
         "{}",
         server.log_text()
     );
+    // A clean shutdown is no error of the server.
+    assert!(!server.log_text().contains(" ERROR "), "{}", server.log_text());
 
     let server = support::server(&data_dir, &["--config", &config]);
     let c = server.client(None);

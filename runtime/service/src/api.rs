@@ -119,7 +119,13 @@ pub fn router(service: Arc<Service>) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(service.clone(), observe))
-        .layer(TraceLayer::new_for_http())
+        // Faults are logged once, with their cause, by `observe`; the
+        // trace layer's own 5xx line is debug (a shutdown answers every
+        // request 503, which is no error of the server).
+        .layer(
+            TraceLayer::new_for_http()
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .with_state(service)
 }
 
@@ -148,8 +154,12 @@ async fn observe(State(service): State<Arc<Service>>, request: Request, next: Ne
     let status = response.status();
     if let Some(Fault(message)) = response.extensions().get::<Fault>() {
         tracing::error!(%method, %route, status = status.as_u16(), error = %message, "request failed");
-    } else if status.is_client_error() {
+    } else if status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE {
+        // 503: shutting down or starting (the store's failures are logged
+        // by its writer).
         tracing::debug!(%method, %route, status = status.as_u16(), "request refused");
+    } else if status.is_server_error() {
+        tracing::warn!(%method, %route, status = status.as_u16(), "request not served");
     }
     service
         .metrics
