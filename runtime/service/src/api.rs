@@ -563,6 +563,7 @@ async fn delete_strategy(
 #[into_params(parameter_in = Query)]
 struct DatasetQuery {
     /// The symbol.
+    #[param(min_length = 1)]
     name: String,
 }
 
@@ -740,6 +741,7 @@ struct JobsQuery {
     /// Only jobs older than this job id (the next page).
     before: Option<String>,
     /// At most this many jobs (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -830,7 +832,9 @@ async fn show_job(State(service): State<Arc<Service>>, Auth(who): Auth, Path(id)
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct ResultQuery {
-    /// Milliseconds to wait for the job to end (at most 60000).
+    /// Milliseconds to wait for the job to end (longer waits are cut to
+    /// 60000).
+    #[param(minimum = 0)]
     wait: Option<u64>,
 }
 
