@@ -129,6 +129,40 @@ pub fn router(service: Arc<Service>) -> Router {
         .with_state(service)
 }
 
+/// Longest body of a framework rejection carried into the problem's detail.
+const REJECTION_TEXT_BYTES: usize = 4 << 10;
+
+/// An error response the framework made (a path, query or body it could
+/// not extract: plain text) made problem+json like every error of ours,
+/// its text as the detail; anything else unchanged.
+async fn as_problem(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, REJECTION_TEXT_BYTES).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).trim().to_owned(),
+        _ => title_of(status).to_owned(),
+    };
+    let mut fresh = crate::problem::problem(status, crate::problem::type_of_status(status), &text, None);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fresh.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    *fresh.extensions_mut() = parts.extensions;
+    fresh
+}
+
+fn title_of(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("error")
+}
+
 /// Logs errors (server faults with their cause) and records the request's
 /// duration by route template.
 async fn observe(State(service): State<Arc<Service>>, request: Request, next: Next) -> Response {
@@ -150,7 +184,7 @@ async fn observe(State(service): State<Arc<Service>>, request: Request, next: Ne
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
+    let response = as_problem(next.run(request).await).await;
     let status = response.status();
     if let Some(Fault(message)) = response.extensions().get::<Fault>() {
         tracing::error!(%method, %route, status = status.as_u16(), error = %message, "request failed");
@@ -1205,6 +1239,30 @@ mod tests {
         .await;
         check(&app, "PUT", "/v1/policies/p", Some(ALICE), b"", 403, "forbidden").await;
         check(&app, "GET", "/v1/jobs/j1", Some(ALICE), b"", 404, "not-found").await;
+        // Rejections of the framework itself (a path segment that is not
+        // UTF-8) are problem+json too, their text as the detail.
+        let v = check(
+            &app,
+            "GET",
+            "/v1/jobs/%FF%FE",
+            Some(ALICE),
+            b"",
+            400,
+            "bad-request",
+        )
+        .await;
+        assert!(v["detail"].as_str().unwrap().contains("UTF-8"), "{v}");
+        let v = check(
+            &app,
+            "DELETE",
+            "/v1/policies/%C0",
+            Some(OPS),
+            b"",
+            400,
+            "bad-request",
+        )
+        .await;
+        assert!(v["detail"].as_str().unwrap().contains("UTF-8"), "{v}");
         check(
             &app,
             "GET",

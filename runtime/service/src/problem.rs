@@ -86,12 +86,13 @@ impl ApiError {
 }
 
 /// Every problem type name, for the OpenAPI document and the docs.
-pub const PROBLEM_TYPES: [&str; 15] = [
+pub const PROBLEM_TYPES: [&str; 19] = [
     "unauthorized",
     "forbidden",
     "not-found",
     "bad-request",
     "payload-too-large",
+    "unsupported-media-type",
     "invalid-module",
     "invalid-dataset",
     "invalid-job",
@@ -100,9 +101,32 @@ pub const PROBLEM_TYPES: [&str; 15] = [
     "rate-limited",
     "queue-full",
     "unavailable",
+    "insufficient-storage",
+    "request-timeout",
     "method-not-allowed",
     "internal",
+    "error",
 ];
+
+/// The problem type name of an error response that carries no problem of
+/// ours (a rejection by the framework): by its status.
+pub fn type_of_status(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad-request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not-found",
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::REQUEST_TIMEOUT => "request-timeout",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::INSUFFICIENT_STORAGE => "insufficient-storage",
+        StatusCode::INTERNAL_SERVER_ERROR => "internal",
+        _ => "error",
+    }
+}
 
 fn title(status: StatusCode) -> &'static str {
     status.canonical_reason().unwrap_or("Error")
@@ -112,9 +136,11 @@ fn title(status: StatusCode) -> &'static str {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// `urn:palisade:problem:<name>`, the name one of: unauthorized,
-    /// forbidden, not-found, bad-request, payload-too-large, invalid-module,
-    /// invalid-dataset, invalid-job, invalid-policy, conflict, rate-limited,
-    /// queue-full, unavailable, method-not-allowed, internal.
+    /// forbidden, not-found, bad-request, payload-too-large,
+    /// unsupported-media-type, invalid-module, invalid-dataset, invalid-job,
+    /// invalid-policy, conflict, rate-limited, queue-full, unavailable,
+    /// insufficient-storage, request-timeout, method-not-allowed, internal,
+    /// error (another status).
     #[serde(rename = "type")]
     pub kind: String,
     /// The status's reason phrase.
