@@ -1660,3 +1660,46 @@ fn a_tenant_cannot_fill_the_queue_or_hold_back_another() {
     }
     alice.wait_job(&running, "cancelled", |v| v["state"] == "cancelled");
 }
+
+#[test]
+fn a_shutdown_answers_a_waiting_submission_with_its_state() {
+    let dir = temp();
+    let data_dir = dir.path().join("data");
+    let config = file(dir.path(), "serve.toml", "shutdown_grace_ms = 200\n");
+    let mut server = support::server(&data_dir, &["--config", &config]);
+    let c = server.client(None);
+    install_endless(&c);
+    let adversary = c.upload_module(&guest("adversary"));
+    let data = c.upload_csv("qqq", &sample_csv("qqq-like-daily.csv", 50));
+    let job = json!({ "strategy": adversary, "dataset": data, "params": { "mode": 1 }, "policy": "endless" });
+    let waiting = {
+        let c = c.clone();
+        std::thread::spawn(move || c.post_json("/v1/jobs?wait=60000", &job))
+    };
+    for _ in 0..2_000 {
+        if c.get("/v1/status").expect(200).json()["running"] == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(c.get("/v1/status").expect(200).json()["running"], 1);
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}\n{}", server.log_text());
+    // Answered before the server closed: 202, the job as it stood, stored.
+    let r = waiting.join().unwrap();
+    let location = r.location.clone().expect("Location");
+    let v = r.expect(202).json();
+    assert_eq!(v["state"], "running", "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/v1/jobs/{id}"));
+
+    // After the restart it is there, once, and runs again.
+    let server = support::server(&data_dir, &["--config", &config]);
+    let c = server.client(None);
+    let v = c.wait_job(&id, "running again", |v| v["state"] == "running");
+    assert_eq!(v["attempts"], 2, "{v}");
+    let listed = c.get("/v1/jobs").expect(200).json();
+    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(1), "{listed}");
+    c.delete(&format!("/v1/jobs/{id}")).expect(202);
+    c.wait_job(&id, "cancelled", |v| v["state"] == "cancelled");
+}

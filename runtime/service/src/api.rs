@@ -714,6 +714,7 @@ async fn delete_dataset(
     request_body(content = JobRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "the job's status", body = JobView),
+        (status = 202, description = "with wait: the server is shutting down; the job is recorded as it stands and runs again after the restart", body = JobView),
         (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no such resource for this tenant", body = Problem, content_type = "application/problem+json"),
@@ -740,7 +741,7 @@ async fn submit_job(
             &jobs::view(&record),
         ));
     }
-    let (record, result) = service
+    let crate::service::Waited { record, result, cut } = service
         .submit_and_wait(&who, job, Duration::from_millis(wait))
         .await?;
     let location = format!("/v1/jobs/{}", record.id);
@@ -757,6 +758,14 @@ async fn submit_job(
         None => None,
     };
     view.output = output;
+    if cut {
+        // Shutting down: the job is recorded as it stands and runs (again)
+        // after the restart.
+        return Ok(with_location(
+            json_response(StatusCode::ACCEPTED, &view),
+            &location,
+        ));
+    }
     Ok(created_or_ok(true, location, &view))
 }
 

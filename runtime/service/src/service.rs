@@ -40,6 +40,15 @@ pub const MAX_RESULT_WAIT: Duration = Duration::from_secs(60);
 /// epoch ticks).
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
+/// What a `?wait` submission got.
+pub struct Waited {
+    pub record: JobRecord,
+    /// The result document, when the job ended within the wait.
+    pub result: Option<Arc<str>>,
+    /// The wait was cut short by a shutdown (the job had not ended).
+    pub cut: bool,
+}
+
 /// Longest wait for the test write of a readiness probe.
 const PROBE_WAIT: Duration = Duration::from_secs(2);
 
@@ -137,6 +146,8 @@ pub struct Service {
     active: watch::Sender<usize>,
     ready: AtomicBool,
     stopping: AtomicBool,
+    /// True from the start of a shutdown: wakes `?wait` submissions.
+    shutting_down: watch::Sender<bool>,
     started: Instant,
 }
 
@@ -205,6 +216,7 @@ impl Service {
             active,
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            shutting_down: watch::Sender::new(false),
             started: Instant::now(),
         });
         for record in service.store.queued_jobs().await? {
@@ -461,26 +473,48 @@ impl Service {
     /// was told about. A job still queued or running when the wait is over
     /// is committed as it stands and acknowledged like [`Service::submit`]'s.
     /// Until one or the other, the job is not in listings (its submitter does
-    /// not know its id yet). Returns its record and, when it ended, its
+    /// not know its id yet). A shutdown cuts the wait short: the job is
+    /// committed as it stands (it runs again after the restart) and
+    /// `Waited::cut` says so. Returns its record and, when it ended, its
     /// result.
     pub async fn submit_and_wait(
         self: &Arc<Self>,
         who: &Principal,
         request: JobRequest,
         wait: Duration,
-    ) -> Result<(JobRecord, Option<Arc<str>>), ServiceError> {
+    ) -> Result<Waited, ServiceError> {
         let (job, reservation, record) = self.admit(who, request).await?;
         let id = record.id.clone();
         self.table.insert(record, false);
         let watch = self.table.subscribe(&who.tenant, &id);
         self.queue(reservation, job);
+        let mut cut = false;
         if let Some(mut rx) = watch {
-            let _ = tokio::time::timeout(wait.min(MAX_RESULT_WAIT), rx.wait_for(|s| s.is_terminal())).await;
+            let mut shutdown = self.shutting_down.subscribe();
+            tokio::select! {
+                _ = tokio::time::timeout(wait.min(MAX_RESULT_WAIT), rx.wait_for(|s| s.is_terminal())) => {}
+                _ = shutdown.wait_for(|stopping| *stopping) => cut = true,
+            }
         }
-        let Some((record, result)) = self.table.get(&who.tenant, &id) else {
+        let (record, result) = self.waited_for(who, &id).await?;
+        Ok(Waited {
+            cut: cut && !record.state.is_terminal(),
+            record,
+            result,
+        })
+    }
+
+    /// The end of [`Service::submit_and_wait`]: the job as it stands, made
+    /// durable if it has not ended.
+    async fn waited_for(
+        self: &Arc<Self>,
+        who: &Principal,
+        id: &str,
+    ) -> Result<(JobRecord, Option<Arc<str>>), ServiceError> {
+        let Some((record, result)) = self.table.get(&who.tenant, id) else {
             // Ended and already evicted from the table: its end is committed.
-            let record = self.job(&who.tenant, &id).await?;
-            let result = self.store.get_result(&who.tenant, &id).await?.map(Arc::from);
+            let record = self.job(&who.tenant, id).await?;
+            let result = self.store.get_result(&who.tenant, id).await?.map(Arc::from);
             return Ok((record, result));
         };
         if record.state.is_terminal() {
@@ -493,11 +527,11 @@ impl Service {
         if let Err(e) = self.writer.commit(Write::job(record.clone())).await {
             // Refused, so nobody knows the job: it stops, and an end
             // waiting to be written is dropped (see `record_end`).
-            self.forget_unacknowledged(&id);
+            self.forget_unacknowledged(id);
             return Err(e.into());
         }
-        self.table.set_durable(&id);
-        Ok((self.table.record(&id).unwrap_or(record), None))
+        self.table.set_durable(id);
+        Ok((self.table.record(id).unwrap_or(record), None))
     }
 
     /// Stops and forgets a `?wait` job whose submission was refused
@@ -1148,6 +1182,7 @@ impl Service {
     /// queue, and flushes every write.
     pub async fn shutdown(&self, grace: Duration) {
         self.stopping.store(true, Ordering::Release);
+        self.shutting_down.send_replace(true);
         self.scheduler.stop_admitting();
         self.scheduler.stop_dispatching();
         let mut active = self.active.subscribe();
@@ -1175,8 +1210,6 @@ impl Service {
     }
 }
 
-/// The plan of a request's kind: grids and study options, checked now so
-/// a bad one is refused at submission.
 /// The study a request asks for, with every option checked against the
 /// grid, the policy and the data before it is acknowledged (the checks and
 /// messages of the study itself, so of the CLI).
