@@ -1703,3 +1703,91 @@ fn a_shutdown_answers_a_waiting_submission_with_its_state() {
     c.delete(&format!("/v1/jobs/{id}")).expect(202);
     c.wait_job(&id, "cancelled", |v| v["state"] == "cancelled");
 }
+
+#[test]
+fn an_idempotency_key_never_runs_a_job_twice() {
+    let dir = temp();
+    let data_dir = dir.path().join("data");
+    let tokens = tokens_file(dir.path());
+    let mut server = support::server(&data_dir, &["--tokens", &tokens]);
+    let ops = server.client(Some(OPS));
+    install_endless(&ops);
+    let alice = server.client(Some(ALICE));
+    let bob = server.client(Some(BOB));
+    let strategy = alice.upload_module(&guest("sma_cross"));
+    let data = alice.upload_csv("spy", &sample_csv("spy-like-daily.csv", 300));
+    let job = json!({ "strategy": strategy, "dataset": data });
+    let keyed = |c: &Client, path: &str, key: &str, body: &Value| {
+        c.post_json_with(path, ("Idempotency-Key", key), body)
+    };
+
+    // The first answer creates the job; a retry gets the same job.
+    let first = keyed(&alice, "/v1/jobs", "order-1", &job).expect(201).json();
+    let id = first["id"].as_str().unwrap().to_owned();
+    let again = keyed(&alice, "/v1/jobs", "order-1", &job).expect(200).json();
+    assert_eq!(again["id"], id.as_str(), "{again}");
+    // The same key with another body is a conflict naming the job.
+    let other = json!({ "strategy": strategy, "dataset": data, "params": { "fast": 7 } });
+    let v = keyed(&alice, "/v1/jobs", "order-1", &other).problem(409, "conflict");
+    assert!(v["detail"].as_str().unwrap().contains(&id), "{v}");
+    // Keys are per tenant: bob's "order-1" is his own (his job is refused
+    // for lack of his own strategy, not taken for alice's).
+    keyed(&bob, "/v1/jobs", "order-1", &job).problem(404, "not-found");
+
+    // With a wait: answered with the result once; a retry, the same job.
+    let waited = keyed(&alice, "/v1/jobs?wait=30000", "order-2", &other)
+        .expect(201)
+        .json();
+    assert_eq!(waited["state"], "succeeded", "{waited}");
+    let retried = keyed(&alice, "/v1/jobs?wait=30000", "order-2", &other)
+        .expect(200)
+        .json();
+    assert_eq!(retried["id"], waited["id"]);
+    assert_eq!(retried["state"], "succeeded");
+
+    // A retry while the first request still waits: 409, nothing submitted.
+    let loops = alice.upload_module(&guest("adversary"));
+    let endless = json!({ "strategy": loops, "dataset": data, "params": { "mode": 1 }, "policy": "endless" });
+    let pending = {
+        let (alice, endless) = (alice.clone(), endless.clone());
+        std::thread::spawn(move || {
+            alice.post_json_with("/v1/jobs?wait=3000", ("Idempotency-Key", "order-3"), &endless)
+        })
+    };
+    for _ in 0..2_000 {
+        if alice.get("/v1/status").expect(200).json()["running"] == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let v = keyed(&alice, "/v1/jobs", "order-3", &endless).problem(409, "conflict");
+    assert!(v["detail"].as_str().unwrap().contains("in progress"), "{v}");
+    let stuck = pending.join().unwrap().expect(201).json();
+    assert_eq!(stuck["state"], "running");
+    let stuck_id = stuck["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        keyed(&alice, "/v1/jobs", "order-3", &endless).expect(200).json()["id"],
+        stuck_id.as_str()
+    );
+    alice.delete(&format!("/v1/jobs/{stuck_id}")).expect(202);
+
+    // Bad keys are refused before anything is read or stored.
+    for bad in ["has space".to_owned(), "x".repeat(256)] {
+        keyed(&alice, "/v1/jobs", &bad, &job).problem(400, "bad-request");
+    }
+    keyed(&alice, "/v1/jobs", &"k".repeat(255), &job).expect(201);
+    let listed = alice.get("/v1/jobs").expect(200).json();
+    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(4), "{listed}");
+
+    // Keys are stored with their jobs: they hold across a restart.
+    server.kill9();
+    let server = support::server(&data_dir, &["--tokens", &tokens]);
+    let alice = server.client(Some(ALICE));
+    let after = alice
+        .post_json_with("/v1/jobs", ("Idempotency-Key", "order-1"), &job)
+        .expect(200)
+        .json();
+    assert_eq!(after["id"], id.as_str());
+    let listed = alice.get("/v1/jobs").expect(200).json();
+    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(4), "{listed}");
+}

@@ -39,8 +39,8 @@ use crate::auth::Principal;
 use crate::jobs::JobView;
 use crate::jobs::{self, JobRequest, Kind};
 use crate::problem::{ApiError, Fault, Problem};
-use crate::service::{ResultRead, Service};
-use crate::storage::{JobFilter, JobState};
+use crate::service::{Claim, ResultRead, Service};
+use crate::storage::{sha256_hex, JobFilter, JobState};
 use crate::views::{
     DatasetList, DatasetView, JobList, PolicyChange, PolicyList, PolicyView, StatusView, StrategyList,
     StrategyView,
@@ -127,6 +127,27 @@ pub fn router(service: Arc<Service>) -> Router {
                 .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
         .with_state(service)
+}
+
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+/// The `Idempotency-Key` header of a submission, if any: 1 to 255 visible
+/// ASCII characters.
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    if bytes.is_empty()
+        || bytes.len() > MAX_IDEMPOTENCY_KEY_BYTES
+        || !bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} visible ASCII characters (no spaces)"
+        )));
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 /// Longest body of a framework rejection carried into the problem's detail.
@@ -710,14 +731,17 @@ async fn delete_dataset(
     summary = "Submit a job; acknowledged once durably recorded. With wait, answered once it ended (its result document under \"output\") or the wait is over",
     params(
         ResultQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; a retry with the same key and body gets the job it created (200, Idempotent-Replayed: true), never a second job", min_length = 1, max_length = 255),
     ),
     request_body(content = JobRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "the job's status", body = JobView),
+        (status = 200, description = "the key was sent before with this body: the job it created, as it is now", body = JobView),
         (status = 202, description = "with wait: the server is shutting down; the job is recorded as it stands and runs again after the restart", body = JobView),
         (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no such resource for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "the key is in use by a request in flight, or was sent with another body", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "the body is over its size limit", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "the content is refused (validation names why)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate limited or the queue is full (Retry-After)", body = Problem, content_type = "application/problem+json"),
@@ -731,10 +755,26 @@ async fn submit_job(
     request: Request,
 ) -> ApiResult {
     let wait = query(q)?.wait.unwrap_or(0);
+    let key = idempotency_key(request.headers())?;
     let bytes = body_bytes(request, &service, service.config.max_json_bytes).await?;
     let job: JobRequest = parse_json(&bytes)?;
+    let claim = match key {
+        None => None,
+        Some(key) => match service.claim_key(&who, &key, &sha256_hex(&bytes)).await? {
+            Claim::New(claim) => Some(claim),
+            Claim::Replay(record) => {
+                // Submitted before with this key: the job as it is now.
+                let mut response =
+                    created_or_ok(false, format!("/v1/jobs/{}", record.id), &jobs::view(&record));
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", header::HeaderValue::from_static("true"));
+                return Ok(response);
+            }
+        },
+    };
     if wait == 0 {
-        let record = service.submit(&who, job).await?;
+        let record = service.submit(&who, job, claim.as_ref()).await?;
         return Ok(created_or_ok(
             true,
             format!("/v1/jobs/{}", record.id),
@@ -742,7 +782,7 @@ async fn submit_job(
         ));
     }
     let crate::service::Waited { record, result, cut } = service
-        .submit_and_wait(&who, job, Duration::from_millis(wait))
+        .submit_and_wait(&who, job, Duration::from_millis(wait), claim.as_ref())
         .await?;
     let location = format!("/v1/jobs/{}", record.id);
     let mut view = jobs::view(&record);
@@ -1160,6 +1200,27 @@ mod tests {
         );
         assert!(PROBLEM_TYPES.contains(&kind), "{kind} is not listed");
         v
+    }
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii_of_1_to_255_bytes() {
+        let key = |bytes: &[u8]| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert("idempotency-key", header::HeaderValue::from_bytes(bytes).unwrap());
+            idempotency_key(&h)
+        };
+        assert_eq!(idempotency_key(&axum::http::HeaderMap::new()).unwrap(), None);
+        assert_eq!(key(b"a").unwrap().as_deref(), Some("a"));
+        assert_eq!(key(&[b'k'; 255]).unwrap().map(|k| k.len()), Some(255));
+        for bad in [
+            &b""[..],
+            &[b'k'; 256],
+            b"a b",
+            b"tab\there",
+            "caf\u{e9}".as_bytes(),
+        ] {
+            assert!(key(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

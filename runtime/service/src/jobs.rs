@@ -22,7 +22,7 @@ pub use palisade_document::Kind;
 use palisade_study::{Grid, MonteCarloOptions, OptimizeOptions, WalkForwardOptions};
 
 use crate::registry::{Compiled, PolicyEntry};
-use crate::storage::{JobRecord, JobState};
+use crate::storage::{IdempotencyKey, JobRecord, JobState};
 
 /// Which queue a job waits in.
 #[derive(
@@ -270,6 +270,8 @@ pub struct Job {
     /// Starts so far (this run will be `attempts + 1`).
     pub attempts: i64,
     pub enqueued: Instant,
+    /// The submission's idempotency key, written with the job's row.
+    pub idempotency: Option<Arc<IdempotencyKey>>,
 }
 
 /// A job's status as the API shows it.

@@ -25,8 +25,8 @@ use crate::metrics::Metrics;
 use crate::registry::{Compiled, PolicyEntry, Registry, RegistryError};
 use crate::scheduler::{Cancel, Control, Limits, Refused, Reservation, Scheduler, StopReason};
 use crate::storage::{
-    now_ms, sha256_hex, Blob, DatasetRecord, JobFilter, JobRecord, JobState, Storage, StorageError,
-    StrategyRecord, Write, Writer,
+    now_ms, sha256_hex, Blob, DatasetRecord, IdempotencyKey, JobFilter, JobRecord, JobState, Storage,
+    StorageError, StrategyRecord, Write, Writer,
 };
 use crate::views::{AuditEntry, PolicyChange, PolicyList, PolicySummary, PolicyView, StatusView, Workers};
 
@@ -39,6 +39,41 @@ pub const MAX_RESULT_WAIT: Duration = Duration::from_secs(60);
 /// Time jobs told to stop at shutdown get to end (they stop within a few
 /// epoch ticks).
 const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// What an idempotency key gives a submission.
+pub enum Claim {
+    /// The key is new: submit, with this claim.
+    New(KeyClaim),
+    /// The key created this job before: answer with it, submit nothing.
+    Replay(Box<JobRecord>),
+}
+
+/// A submission's hold on its idempotency key while it is handled; the key
+/// is stored with the job's row, and freed for lookups in the store when
+/// the claim is dropped.
+pub struct KeyClaim {
+    service: Arc<Service>,
+    slot: (String, String),
+    request_sha256: String,
+}
+
+impl KeyClaim {
+    fn for_job(&self, job_id: &str) -> Arc<IdempotencyKey> {
+        Arc::new(IdempotencyKey {
+            tenant: self.slot.0.clone(),
+            key: self.slot.1.clone(),
+            job_id: job_id.to_owned(),
+            request_sha256: self.request_sha256.clone(),
+            created: now_ms(),
+        })
+    }
+}
+
+impl Drop for KeyClaim {
+    fn drop(&mut self) {
+        self.service.lock_keys().remove(&self.slot);
+    }
+}
 
 /// What a `?wait` submission got.
 pub struct Waited {
@@ -146,6 +181,8 @@ pub struct Service {
     active: watch::Sender<usize>,
     ready: AtomicBool,
     stopping: AtomicBool,
+    /// `(tenant, key)` of submissions with an idempotency key in flight.
+    keys_in_flight: Mutex<HashSet<(String, String)>>,
     /// True from the start of a shutdown: wakes `?wait` submissions.
     shutting_down: watch::Sender<bool>,
     started: Instant,
@@ -216,6 +253,7 @@ impl Service {
             active,
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            keys_in_flight: Mutex::new(HashSet::new()),
             shutting_down: watch::Sender::new(false),
             started: Instant::now(),
         });
@@ -357,7 +395,7 @@ impl Service {
                 // readers while the write is retried (see `record_end`).
                 let publish = {
                     let service = self.clone();
-                    let (ended, result) = (ended.clone(), result.clone());
+                    let (ended, result, key) = (ended.clone(), result.clone(), job.idempotency.clone());
                     let span = tracing::Span::current();
                     move |committed: Result<(), Arc<str>>| match committed {
                         Ok(()) => service.table.finish(ended, result),
@@ -365,7 +403,7 @@ impl Service {
                             span.in_scope(|| {
                                 tracing::warn!(error = %e, "cannot record the end of the job yet; retrying")
                             });
-                            let retry = service.clone().record_end(ended, result);
+                            let retry = service.clone().record_end(ended, result, key);
                             tokio::spawn(retry.instrument(span));
                         }
                     }
@@ -373,6 +411,7 @@ impl Service {
                 let write = Write::Job {
                     record: Box::new(ended.clone()),
                     result: result.clone(),
+                    key: job.idempotency.clone(),
                 };
                 if let Err(e) = self.writer.commit_then(write, publish).await {
                     tracing::warn!(error = %e, "cannot record the end of the job");
@@ -401,7 +440,12 @@ impl Service {
     /// no longer in the table (a `?wait` submission that was refused because
     /// its record could not be written) or when the writer has stopped
     /// (a shutdown: the job runs again after the restart).
-    async fn record_end(self: Arc<Self>, ended: JobRecord, result: Option<Arc<str>>) {
+    async fn record_end(
+        self: Arc<Self>,
+        ended: JobRecord,
+        result: Option<Arc<str>>,
+        key: Option<Arc<IdempotencyKey>>,
+    ) {
         let mut pause = Duration::from_millis(200);
         loop {
             tokio::time::sleep(pause).await;
@@ -413,6 +457,7 @@ impl Service {
             let write = Write::Job {
                 record: Box::new(ended.clone()),
                 result: result.clone(),
+                key: key.clone(),
             };
             match self.writer.commit(write).await {
                 Ok(()) => {
@@ -454,11 +499,18 @@ impl Service {
         self: &Arc<Self>,
         who: &Principal,
         request: JobRequest,
+        key: Option<&KeyClaim>,
     ) -> Result<JobRecord, ServiceError> {
-        let (job, reservation, record) = self.admit(who, request).await?;
+        let (mut job, reservation, record) = self.admit(who, request).await?;
+        job.idempotency = key.map(|k| k.for_job(&record.id));
         // Durable before it is acknowledged (and before it can start, so its
-        // start is written after its insert).
-        if let Err(e) = self.writer.commit(Write::job(record.clone())).await {
+        // start is written after its insert), with its idempotency key.
+        let write = Write::Job {
+            record: Box::new(record.clone()),
+            result: None,
+            key: job.idempotency.clone(),
+        };
+        if let Err(e) = self.writer.commit(write).await {
             self.scheduler.release(reservation);
             return Err(e.into());
         }
@@ -482,8 +534,11 @@ impl Service {
         who: &Principal,
         request: JobRequest,
         wait: Duration,
+        key: Option<&KeyClaim>,
     ) -> Result<Waited, ServiceError> {
-        let (job, reservation, record) = self.admit(who, request).await?;
+        let (mut job, reservation, record) = self.admit(who, request).await?;
+        job.idempotency = key.map(|k| k.for_job(&record.id));
+        let idempotency = job.idempotency.clone();
         let id = record.id.clone();
         self.table.insert(record, false);
         let watch = self.table.subscribe(&who.tenant, &id);
@@ -496,7 +551,7 @@ impl Service {
                 _ = shutdown.wait_for(|stopping| *stopping) => cut = true,
             }
         }
-        let (record, result) = self.waited_for(who, &id).await?;
+        let (record, result) = self.waited_for(who, &id, idempotency).await?;
         Ok(Waited {
             cut: cut && !record.state.is_terminal(),
             record,
@@ -510,6 +565,7 @@ impl Service {
         self: &Arc<Self>,
         who: &Principal,
         id: &str,
+        key: Option<Arc<IdempotencyKey>>,
     ) -> Result<(JobRecord, Option<Arc<str>>), ServiceError> {
         let Some((record, result)) = self.table.get(&who.tenant, id) else {
             // Ended and already evicted from the table: its end is committed.
@@ -524,7 +580,12 @@ impl Service {
         // Still queued or running: the acknowledgement needs the row. A
         // later end overwrites it (the writer applies writes in order, and
         // a terminal row is never changed).
-        if let Err(e) = self.writer.commit(Write::job(record.clone())).await {
+        let write = Write::Job {
+            record: Box::new(record.clone()),
+            result: None,
+            key,
+        };
+        if let Err(e) = self.writer.commit(write).await {
             // Refused, so nobody knows the job: it stops, and an end
             // waiting to be written is dropped (see `record_end`).
             self.forget_unacknowledged(id);
@@ -532,6 +593,46 @@ impl Service {
         }
         self.table.set_durable(id);
         Ok((self.table.record(id).unwrap_or(record), None))
+    }
+
+    /// Looks up a submission's idempotency key: the job it created before
+    /// (to be answered again), or a claim on the key for this submission.
+    /// A key in flight in another request, or sent before with another
+    /// body, is a conflict.
+    pub async fn claim_key(
+        self: &Arc<Self>,
+        who: &Principal,
+        key: &str,
+        request_sha256: &str,
+    ) -> Result<Claim, ServiceError> {
+        let slot = (who.tenant.clone(), key.to_owned());
+        if !self.lock_keys().insert(slot.clone()) {
+            return Err(ServiceError::Conflict(format!(
+                "a request with Idempotency-Key {key:?} is in progress; retry when it is answered"
+            )));
+        }
+        let claim = KeyClaim {
+            service: self.clone(),
+            slot,
+            request_sha256: request_sha256.to_owned(),
+        };
+        let Some(stored) = self.store.idempotency_key(&who.tenant, key).await? else {
+            return Ok(Claim::New(claim));
+        };
+        if stored.request_sha256 != request_sha256 {
+            return Err(ServiceError::Conflict(format!(
+                "Idempotency-Key {key:?} was sent before with another request (job {}); use a new key \
+                 for a new request",
+                stored.job_id
+            )));
+        }
+        Ok(Claim::Replay(Box::new(
+            self.job(&who.tenant, &stored.job_id).await?,
+        )))
+    }
+
+    fn lock_keys(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
+        self.keys_in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Stops and forgets a `?wait` job whose submission was refused
@@ -727,6 +828,7 @@ impl Service {
             label,
             attempts,
             enqueued: Instant::now(),
+            idempotency: None,
         })
     }
 

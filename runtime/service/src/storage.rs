@@ -316,6 +316,17 @@ pub struct PolicyAudit {
     pub at: i64,
 }
 
+/// An idempotency key of a job submission: the job it created and the
+/// SHA-256 of the request body it came with.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct IdempotencyKey {
+    pub tenant: String,
+    pub key: String,
+    pub job_id: String,
+    pub request_sha256: String,
+    pub created: i64,
+}
+
 /// Filters of [`Storage::list_jobs`].
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
@@ -916,6 +927,21 @@ impl Storage {
         }))
     }
 
+    /// A tenant's idempotency key, if it was stored with a job.
+    pub async fn idempotency_key(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyKey>, StorageError> {
+        Ok(sqlx::query_as::<_, IdempotencyKey>(
+            "SELECT tenant, key, job_id, request_sha256, created FROM idempotency_keys WHERE tenant = ? AND key = ?",
+        )
+        .bind(tenant)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Every replaced policy: `(name, toml)`.
     pub async fn replaced_policies(&self) -> Result<Vec<(String, String)>, StorageError> {
         sqlx::query(
@@ -975,6 +1001,9 @@ pub enum Write {
     Job {
         record: Box<JobRecord>,
         result: Option<Arc<str>>,
+        /// The submission's idempotency key, stored with the job's row (in
+        /// the same transaction) if it is not there yet.
+        key: Option<Arc<IdempotencyKey>>,
     },
     /// A running job's progress.
     Progress { id: String, progress: f64 },
@@ -988,6 +1017,7 @@ impl Write {
         Write::Job {
             record: Box::new(record),
             result: None,
+            key: None,
         }
     }
 }
@@ -1149,14 +1179,18 @@ async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]
     let mut results: Vec<(&str, &str)> = Vec::new();
     let mut progress: Vec<(&str, f64)> = Vec::new();
     let mut probe = false;
+    let mut keys: Vec<&IdempotencyKey> = Vec::new();
     for (write, _) in batch {
         match write {
-            Write::Job { record, result } => {
+            Write::Job { record, result, key } => {
                 if latest.insert(&record.id, record).is_none() {
                     order.push(&record.id);
                 }
                 if let Some(json) = result {
                     results.push((&record.id, json));
+                }
+                if let Some(k) = key {
+                    keys.push(k);
                 }
             }
             Write::Progress { id, progress: p } => progress.push((id, *p)),
@@ -1192,6 +1226,14 @@ async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]
     }
     for _ in &progress {
         sql += "UPDATE jobs SET progress = ? WHERE id = ? AND state = 'running';\n";
+    }
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        sql += &values_sql(
+            "INSERT INTO idempotency_keys (tenant, key, job_id, request_sha256, created)",
+            chunk.len(),
+            5,
+            " ON CONFLICT (tenant, key) DO NOTHING;\n",
+        );
     }
     if probe {
         // No job id starts with a space. A few pages' worth, so the
@@ -1229,6 +1271,14 @@ async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]
     }
     for (id, p) in &progress {
         q = q.bind(*p).bind(*id);
+    }
+    for k in &keys {
+        q = q
+            .bind(&k.tenant)
+            .bind(&k.key)
+            .bind(&k.job_id)
+            .bind(&k.request_sha256)
+            .bind(k.created);
     }
     if let Err(e) = q.execute(&mut *conn).await {
         // Whatever ran of the batch is undone; the connection is left
@@ -1271,6 +1321,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(kept.0, "x = 1", "opening keeps what was stored");
+        // and adds what later migrations make.
+        assert_eq!(store.idempotency_key("t", "k").await.unwrap(), None);
         // A newer build recorded a migration this build does not know.
         sqlx::query(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
@@ -1281,10 +1333,10 @@ mod tests {
         .unwrap();
         store.pool.close().await;
         match Storage::open(dir.path()).await {
-            Err(e @ StorageError::SchemaTooNew { found: 999, known: 1 }) => {
+            Err(e @ StorageError::SchemaTooNew { found: 999, known: 2 }) => {
                 assert_eq!(
                     e.to_string(),
-                    "database schema version 999 is newer than this build knows (1)"
+                    "database schema version 999 is newer than this build knows (2)"
                 );
             }
             other => panic!("expected SchemaTooNew, got {:?}", other.map(|_| ())),
@@ -1392,6 +1444,7 @@ mod tests {
             .commit(Write::Job {
                 record: Box::new(done),
                 result: Some(Arc::from("{\"ok\":1}")),
+                key: None,
             })
             .await
             .unwrap();
@@ -1461,6 +1514,7 @@ mod tests {
         let ok = Write::Job {
             record: Box::new(job("j1", 2, JobState::Queued, 0)),
             result: Some(Arc::from("{}")),
+            key: None,
         };
         let clash = Write::job(job("j2", 1, JobState::Queued, 0));
         let (a, b) = tokio::join!(writer.commit(ok), writer.commit(clash));

@@ -141,6 +141,16 @@ impl Client {
         Client::reply(req.send(body), &format!("POST {path}"))
     }
 
+    /// POSTs JSON with one extra header.
+    pub fn post_json_with(&self, path: &str, header: (&str, &str), v: &Value) -> Reply {
+        let url = format!("{}{path}", self.base);
+        let req = self
+            .auth(self.agent.post(&url))
+            .header("Content-Type", "application/json")
+            .header(header.0, header.1);
+        Client::reply(req.send(v.to_string().as_bytes()), &format!("POST {path}"))
+    }
+
     pub fn put(&self, path: &str, content_type: &str, body: &[u8]) -> Reply {
         let url = format!("{}{path}", self.base);
         let req = self
