@@ -1791,3 +1791,50 @@ fn an_idempotency_key_never_runs_a_job_twice() {
     let listed = alice.get("/v1/jobs").expect(200).json();
     assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(4), "{listed}");
 }
+
+#[test]
+fn job_ids_say_nothing_and_pages_follow_them() {
+    let dir = temp();
+    let tokens = tokens_file(dir.path());
+    let server = support::server(&dir.path().join("data"), &["--tokens", &tokens]);
+    let alice = server.client(Some(ALICE));
+    let bob = server.client(Some(BOB));
+    let strategy = alice.upload_module(&guest("sma_cross"));
+    let data = alice.upload_csv("spy", &sample_csv("spy-like-daily.csv", 200));
+    let job = json!({ "strategy": strategy, "dataset": data });
+    let ids: Vec<String> = (0..3).map(|_| alice.submit(&job)).collect();
+    for id in &ids {
+        assert!(
+            id.len() == 17 && id.starts_with('j') && id[1..].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 3, "{ids:?}");
+    // Newest first, one page at a time, following the ids.
+    let page = |before: Option<&str>| {
+        let q = before.map_or(String::new(), |b| format!("&before={b}"));
+        alice.get(&format!("/v1/jobs?limit=1{q}")).expect(200).json()["jobs"][0]["id"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let first = page(None).unwrap();
+    assert_eq!(first, ids[2]);
+    let second = page(Some(&first)).unwrap();
+    assert_eq!(second, ids[1]);
+    assert_eq!(page(Some(&second)).unwrap(), ids[0]);
+    assert_eq!(page(Some(&ids[0])), None);
+    // Another tenant's id, or a made-up one, is no place to page from.
+    let v = bob
+        .get(&format!("/v1/jobs?before={}", ids[1]))
+        .problem(400, "bad-request");
+    assert!(
+        v["detail"].as_str().unwrap().contains("not one of your jobs"),
+        "{v}"
+    );
+    alice
+        .get("/v1/jobs?before=j0000000000000001")
+        .problem(400, "bad-request");
+}

@@ -862,15 +862,20 @@ async fn list_jobs(
             )));
         }
     }
-    let before = q
-        .before
-        .as_deref()
-        .map(|b| {
-            b.strip_prefix('j')
-                .and_then(|n| n.parse::<i64>().ok())
-                .ok_or_else(|| ApiError::BadRequest(format!("query: before {b:?} is not a job id")))
-        })
-        .transpose()?;
+    // The page after a job of the caller's: jobs are ordered by their
+    // submission number, which ids do not show.
+    let before = match q.before.as_deref() {
+        None => None,
+        Some(b) => Some(match service.job(&who.tenant, b).await {
+            Ok(record) => record.seq,
+            Err(crate::service::ServiceError::NotFound { .. }) => {
+                return Err(ApiError::BadRequest(format!(
+                    "query: before {b:?} is not one of your jobs"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }),
+    };
     let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT);
     if !(1..=MAX_LIST_LIMIT).contains(&limit) {
         return Err(ApiError::BadRequest(format!(

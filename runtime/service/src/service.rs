@@ -40,6 +40,15 @@ pub const MAX_RESULT_WAIT: Duration = Duration::from_secs(60);
 /// epoch ticks).
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
+/// A new job id: `j` and 16 hex digits from the operating system's random
+/// source, so an id says nothing of other jobs (how many, whose) and
+/// cannot be guessed. Jobs are ordered by their `seq`, kept beside.
+fn new_job_id() -> Result<String, ServiceError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| ServiceError::Internal(format!("random job id: {e}")))?;
+    Ok(format!("j{:016x}", u64::from_be_bytes(bytes)))
+}
+
 /// What an idempotency key gives a submission.
 pub enum Claim {
     /// The key is new: submit, with this claim.
@@ -743,7 +752,8 @@ impl Service {
         let policy = self.registry.policy(&policy_name)?;
         self.registry.persist_version(&policy).await?;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        self.build(tenant, request, dataset_ids, policy, seq, Source::Api, 0)
+        let id = new_job_id()?;
+        self.build(tenant, request, dataset_ids, policy, (id, seq), Source::Api, 0)
             .await
     }
 
@@ -794,7 +804,7 @@ impl Service {
         request: JobRequest,
         dataset_ids: Vec<String>,
         policy: Arc<PolicyEntry>,
-        seq: i64,
+        (id, seq): (String, i64),
         source: Source,
         attempts: i64,
     ) -> Result<Job, ServiceError> {
@@ -811,7 +821,7 @@ impl Service {
         let plan = plan(&request, manifest, &policy.policy, &data)?;
         let label = self.metrics.strategy_label(&manifest.name);
         Ok(Job {
-            id: format!("j{seq}"),
+            id,
             seq,
             tenant: tenant.to_owned(),
             kind: request.kind,
@@ -849,7 +859,7 @@ impl Service {
                 request,
                 ids,
                 policy,
-                record.seq,
+                (record.id.clone(), record.seq),
                 Source::Restart,
                 record.attempts,
             )
