@@ -79,6 +79,18 @@ fn install_endless(c: &Client) {
         .expect(200);
 }
 
+/// Polls `/v1/status` until `n` jobs run (a job not listed yet, such as a
+/// waited submission, shows there); bounded.
+fn wait_running_count(c: &Client, n: u64) {
+    for _ in 0..2_000 {
+        if c.get("/v1/status").expect(200).json()["running"] == n {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("{n} jobs did not run within 2,000 polls");
+}
+
 fn wait_running(c: &Client, id: &str) -> Value {
     c.wait_job(id, "running", |v| v["state"] == "running")
 }
@@ -1676,13 +1688,7 @@ fn a_shutdown_answers_a_waiting_submission_with_its_state() {
         let c = c.clone();
         std::thread::spawn(move || c.post_json("/v1/jobs?wait=60000", &job))
     };
-    for _ in 0..2_000 {
-        if c.get("/v1/status").expect(200).json()["running"] == 1 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    assert_eq!(c.get("/v1/status").expect(200).json()["running"], 1);
+    wait_running_count(&c, 1);
     let status = server.terminate();
     assert!(status.success(), "{status:?}\n{}", server.log_text());
     // Answered before the server closed: 202, the job as it stood, stored.
@@ -1754,12 +1760,7 @@ fn an_idempotency_key_never_runs_a_job_twice() {
             alice.post_json_with("/v1/jobs?wait=3000", ("Idempotency-Key", "order-3"), &endless)
         })
     };
-    for _ in 0..2_000 {
-        if alice.get("/v1/status").expect(200).json()["running"] == 1 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_running_count(&alice, 1);
     let v = keyed(&alice, "/v1/jobs", "order-3", &endless).problem(409, "conflict");
     assert!(v["detail"].as_str().unwrap().contains("in progress"), "{v}");
     let stuck = pending.join().unwrap().expect(201).json();
