@@ -205,7 +205,17 @@ async fn observe(State(service): State<Arc<Service>>, request: Request, next: Ne
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = as_problem(next.run(request).await).await;
+    // A query that is not UTF-8 once percent-decoded is refused here, so
+    // no value reaches a handler with U+FFFD in place of the bytes sent.
+    let query_is_utf8 = request
+        .uri()
+        .query()
+        .is_none_or(|q| percent_encoding::percent_decode_str(q).decode_utf8().is_ok());
+    let response = if query_is_utf8 {
+        as_problem(next.run(request).await).await
+    } else {
+        ApiError::BadRequest("query: not UTF-8 once percent-decoded".into()).into_response()
+    };
     let status = response.status();
     if let Some(Fault(message)) = response.extensions().get::<Fault>() {
         tracing::error!(%method, %route, status = status.as_u16(), error = %message, "request failed");
@@ -1338,6 +1348,24 @@ mod tests {
         )
         .await;
         assert!(v["detail"].as_str().unwrap().contains("UTF-8"), "{v}");
+        // A query value that is not UTF-8 is refused, not stored as U+FFFD.
+        for (method, uri) in [
+            ("POST", "/v1/datasets?name=%FFspy"),
+            ("GET", "/v1/jobs?strategy=%E2%82"),
+        ] {
+            let v = check(&app, method, uri, Some(ALICE), b"x", 400, "bad-request").await;
+            assert!(v["detail"].as_str().unwrap().contains("UTF-8"), "{v}");
+        }
+        // Valid multi-byte UTF-8 passes the check (and meets the handler).
+        let (status, _, _) = send(
+            &app,
+            "GET",
+            "/v1/jobs?strategy=%E2%82%AC",
+            Some(ALICE),
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
         check(
             &app,
             "GET",
