@@ -20,7 +20,7 @@ use palisade_run::params::ParamSet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{emit, prepare_one, runtime, safe, InputError, RunArgs};
+use crate::{data_arg, emit, prepare_one, runtime, safe, InputError, RunArgs};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -141,18 +141,7 @@ pub fn bench(args: &BenchArgs) -> Result<ExitCode, InputError> {
     let per_bar = |x: u64| x as f64 / bars.max(1) as f64;
     let mut files = Vec::new();
     for arg in &args.run.data {
-        let (symbol, path) = match arg.split_once('=') {
-            Some((s, p)) => (s.to_owned(), PathBuf::from(p)),
-            None => {
-                let path = PathBuf::from(arg);
-                let stem = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or(arg)
-                    .to_owned();
-                (stem, path)
-            }
-        };
+        let (symbol, path) = data_arg(arg);
         files.push(format!("{symbol}={}", sha256_file(&path)?));
     }
     let m = &strategy.info.manifest;

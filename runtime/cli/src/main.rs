@@ -315,24 +315,26 @@ pub fn load_module(
     }
 }
 
+/// The symbol and file of a `--data` argument: `SYMBOL=path`, or a path
+/// whose file stem is the symbol.
+pub fn data_arg(arg: &str) -> (String, PathBuf) {
+    match arg.split_once('=') {
+        Some((s, p)) => (s.to_string(), PathBuf::from(p)),
+        None => {
+            let path = PathBuf::from(arg);
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or(arg)
+                .to_string();
+            (stem, path)
+        }
+    }
+}
+
 /// Reads `--data` arguments into one dataset.
 pub fn load_data(args: &[String]) -> Result<Dataset, InputError> {
-    let mut inputs = Vec::new();
-    for arg in args {
-        let (symbol, path) = match arg.split_once('=') {
-            Some((s, p)) => (s.to_string(), PathBuf::from(p)),
-            None => {
-                let path = PathBuf::from(arg);
-                let stem = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or(arg)
-                    .to_string();
-                (stem, path)
-            }
-        };
-        inputs.push((symbol, path));
-    }
+    let inputs: Vec<(String, PathBuf)> = args.iter().map(|a| data_arg(a)).collect();
     Ok(Dataset::from_csv_files(&inputs)?)
 }
 
