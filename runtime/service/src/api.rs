@@ -168,7 +168,7 @@ async fn as_problem(response: Response) -> Response {
     let (parts, body) = response.into_parts();
     let text = match axum::body::to_bytes(body, REJECTION_TEXT_BYTES).await {
         Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).trim().to_owned(),
-        _ => title_of(status).to_owned(),
+        _ => crate::problem::title(status).to_owned(),
     };
     let mut fresh = crate::problem::problem(status, crate::problem::type_of_status(status), &text, None);
     for (name, value) in &parts.headers {
@@ -178,10 +178,6 @@ async fn as_problem(response: Response) -> Response {
     }
     *fresh.extensions_mut() = parts.extensions;
     fresh
-}
-
-fn title_of(status: StatusCode) -> &'static str {
-    status.canonical_reason().unwrap_or("error")
 }
 
 /// Logs errors (server faults with their cause) and records the request's

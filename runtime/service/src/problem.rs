@@ -128,7 +128,8 @@ pub fn type_of_status(status: StatusCode) -> &'static str {
     }
 }
 
-fn title(status: StatusCode) -> &'static str {
+/// The reason phrase of a status, the title of its problems.
+pub fn title(status: StatusCode) -> &'static str {
     status.canonical_reason().unwrap_or("Error")
 }
 

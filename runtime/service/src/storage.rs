@@ -866,24 +866,16 @@ impl Storage {
         .bind(tenant)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO policy_audit (name, hash, previous_hash, tenant, at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(name)
-        .bind(hash)
-        .bind(previous.as_deref())
-        .bind(tenant)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(PolicyAudit {
+        let audit = PolicyAudit {
             name: name.to_owned(),
             hash: hash.to_owned(),
             previous_hash: previous,
             tenant: tenant.to_owned(),
             at,
-        })
+        };
+        insert_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        Ok(audit)
     }
 
     /// Removes the replacement of policy `name` and audits it (the entry's
@@ -907,24 +899,16 @@ impl Storage {
         let Some(previous) = previous else {
             return Ok(None);
         };
-        sqlx::query(
-            "INSERT INTO policy_audit (name, hash, previous_hash, tenant, at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(name)
-        .bind(now_hash)
-        .bind(&previous)
-        .bind(tenant)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(PolicyAudit {
+        let audit = PolicyAudit {
             name: name.to_owned(),
             hash: now_hash.to_owned(),
             previous_hash: Some(previous),
             tenant: tenant.to_owned(),
             at,
-        }))
+        };
+        insert_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        Ok(Some(audit))
     }
 
     /// A tenant's idempotency key, if it was stored with a job.
@@ -982,6 +966,19 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Brings the schema up to this build's last migration. A database that has
 /// applied a migration this build does not know was written by a newer
 /// build: it is refused, unchanged.
+/// Writes one entry of the policy audit trail in `tx`.
+async fn insert_audit(tx: &mut sqlx::SqliteConnection, a: &PolicyAudit) -> Result<(), StorageError> {
+    sqlx::query("INSERT INTO policy_audit (name, hash, previous_hash, tenant, at) VALUES (?, ?, ?, ?, ?)")
+        .bind(&a.name)
+        .bind(&a.hash)
+        .bind(a.previous_hash.as_deref())
+        .bind(&a.tenant)
+        .bind(a.at)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 pub async fn migrate(pool: &SqlitePool) -> Result<(), StorageError> {
     MIGRATOR.run(pool).await.map_err(|e| match e {
         sqlx::migrate::MigrateError::VersionMissing(found) => StorageError::SchemaTooNew {
