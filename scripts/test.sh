@@ -38,6 +38,9 @@ openapi_json=$(mktemp)
 python3 -m openapi_spec_validator "$openapi_json"
 rm -f "$openapi_json"
 
+say "property-based tests of the running service against that document (schemathesis, 120 s)"
+scripts/api-fuzz.sh 120
+
 say "the cost gate: the example strategies' exact costs against benches/baselines/"
 scripts/cost-gate.sh
 

@@ -1827,15 +1827,36 @@ fn job_ids_say_nothing_and_pages_follow_them() {
     assert_eq!(second, ids[1]);
     assert_eq!(page(Some(&second)).unwrap(), ids[0]);
     assert_eq!(page(Some(&ids[0])), None);
-    // Another tenant's id, or a made-up one, is no place to page from.
+    // Another tenant's id, or a made-up one, names no job of the caller's
+    // (404, as reading it would); what is not a job id at all is malformed.
     let v = bob
         .get(&format!("/v1/jobs?before={}", ids[1]))
-        .problem(400, "bad-request");
-    assert!(
-        v["detail"].as_str().unwrap().contains("not one of your jobs"),
-        "{v}"
-    );
+        .problem(404, "not-found");
+    assert!(v["detail"].as_str().unwrap().contains(&ids[1]), "{v}");
     alice
         .get("/v1/jobs?before=j0000000000000001")
-        .problem(400, "bad-request");
+        .problem(404, "not-found");
+    for bad in [
+        "",
+        "j1",
+        "J0000000000000001",
+        "j000000000000000g",
+        "j00000000000000001",
+    ] {
+        let v = alice
+            .get(&format!("/v1/jobs?before={bad}"))
+            .problem(400, "bad-request");
+        assert!(v["detail"].as_str().unwrap().contains("is not a job id"), "{v}");
+    }
+    // A strategy filter that is no strategy id is malformed, not an empty page.
+    let v = alice.get("/v1/jobs?strategy=sma").problem(400, "bad-request");
+    assert!(
+        v["detail"].as_str().unwrap().contains("is not a strategy id"),
+        "{v}"
+    );
+    let none = alice
+        .get(&format!("/v1/jobs?strategy={}", "0".repeat(64)))
+        .expect(200)
+        .json();
+    assert_eq!(none["jobs"], serde_json::json!([]));
 }

@@ -578,7 +578,7 @@ async fn list_strategies(State(service): State<Arc<Service>>, Auth(who): Auth) -
     path = "/v1/strategies/{id}",
     summary = "A strategy: manifest, parameter schema, imports, exports, size, hash",
     params(
-        ("id" = String, Path, description = "the strategy id"),
+        ("id" = String, Path, description = "the strategy id (its content's SHA-256 in hex)", pattern = "^[0-9a-f]{64}$"),
     ),
     responses(
         (status = 200, description = "the strategy", body = StrategyView),
@@ -600,7 +600,7 @@ async fn show_strategy(
     path = "/v1/strategies/{id}",
     summary = "Delete a strategy (jobs already submitted still run)",
     params(
-        ("id" = String, Path, description = "the strategy id"),
+        ("id" = String, Path, description = "the strategy id (its content's SHA-256 in hex)", pattern = "^[0-9a-f]{64}$"),
     ),
     responses(
         (status = 204, description = "deleted"),
@@ -623,8 +623,8 @@ async fn delete_strategy(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct DatasetQuery {
-    /// The symbol.
-    #[param(min_length = 1)]
+    /// The symbol: 1 to 64 characters, without commas or control characters.
+    #[param(pattern = "^[^,\\u0000-\\u001f\\u007f-\\u009f]{1,64}$")]
     name: String,
 }
 
@@ -686,7 +686,7 @@ async fn list_datasets(State(service): State<Arc<Service>>, Auth(who): Auth) -> 
     path = "/v1/datasets/{id}",
     summary = "A dataset",
     params(
-        ("id" = String, Path, description = "the dataset id"),
+        ("id" = String, Path, description = "the dataset id (its content's SHA-256 in hex)", pattern = "^[0-9a-f]{64}$"),
     ),
     responses(
         (status = 200, description = "the dataset", body = DatasetView),
@@ -708,7 +708,7 @@ async fn show_dataset(
     path = "/v1/datasets/{id}",
     summary = "Delete a dataset (jobs already submitted still run)",
     params(
-        ("id" = String, Path, description = "the dataset id"),
+        ("id" = String, Path, description = "the dataset id (its content's SHA-256 in hex)", pattern = "^[0-9a-f]{64}$"),
     ),
     responses(
         (status = 204, description = "deleted"),
@@ -737,7 +737,7 @@ async fn delete_dataset(
     summary = "Submit a job; acknowledged once durably recorded. With wait, answered once it ended (its result document under \"output\") or the wait is over",
     params(
         ResultQuery,
-        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; a retry with the same key and body gets the job it created (200, Idempotent-Replayed: true), never a second job", min_length = 1, max_length = 255),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; a retry with the same key and body gets the job it created (200, Idempotent-Replayed: true), never a second job", pattern = "^[!-~]{1,255}$"),
     ),
     request_body(content = JobRequest, content_type = "application/json"),
     responses(
@@ -826,8 +826,10 @@ struct JobsQuery {
     #[param(value_type = Option<Kind>)]
     kind: Option<String>,
     /// Only jobs of this strategy id.
+    #[param(pattern = "^[0-9a-f]{64}$")]
     strategy: Option<String>,
     /// Only jobs older than this job id (the next page).
+    #[param(pattern = "^j[0-9a-f]{16}$")]
     before: Option<String>,
     /// At most this many jobs (1 to 1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -845,6 +847,7 @@ struct JobsQuery {
         (status = 200, description = "the jobs", body = JobList),
         (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`before` names no job of this tenant", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn list_jobs(
@@ -868,19 +871,21 @@ async fn list_jobs(
             )));
         }
     }
+    if let Some(id) = q.strategy.as_deref().filter(|id| !jobs::is_content_id(id)) {
+        return Err(ApiError::BadRequest(format!(
+            "query: strategy {id:?} is not a strategy id (64 lowercase hex digits)"
+        )));
+    }
     // The page after a job of the caller's: jobs are ordered by their
     // submission number, which ids do not show.
     let before = match q.before.as_deref() {
         None => None,
-        Some(b) => Some(match service.job(&who.tenant, b).await {
-            Ok(record) => record.seq,
-            Err(crate::service::ServiceError::NotFound { .. }) => {
-                return Err(ApiError::BadRequest(format!(
-                    "query: before {b:?} is not one of your jobs"
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        }),
+        Some(b) if !crate::service::is_job_id(b) => {
+            return Err(ApiError::BadRequest(format!(
+                "query: before {b:?} is not a job id (j and 16 lowercase hex digits)"
+            )))
+        }
+        Some(b) => Some(service.job(&who.tenant, b).await?.seq),
     };
     let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT);
     if !(1..=MAX_LIST_LIMIT).contains(&limit) {
@@ -909,7 +914,7 @@ async fn list_jobs(
     path = "/v1/jobs/{id}",
     summary = "A job's status and progress",
     params(
-        ("id" = String, Path, description = "the job id"),
+        ("id" = String, Path, description = "the job id", pattern = "^j[0-9a-f]{16}$"),
     ),
     responses(
         (status = 200, description = "the job's status", body = JobView),
@@ -939,7 +944,7 @@ struct ResultQuery {
     path = "/v1/jobs/{id}/result",
     summary = "A job's result document (200), or its status while queued or running (202)",
     params(
-        ("id" = String, Path, description = "the job id"),
+        ("id" = String, Path, description = "the job id", pattern = "^j[0-9a-f]{16}$"),
         ResultQuery,
     ),
     responses(
@@ -982,7 +987,7 @@ async fn job_result(
     path = "/v1/jobs/{id}",
     summary = "Cancel a job: 200 when it was queued (now cancelled), 202 when running (stops within a few ms)",
     params(
-        ("id" = String, Path, description = "the job id"),
+        ("id" = String, Path, description = "the job id", pattern = "^j[0-9a-f]{16}$"),
     ),
     responses(
         (status = 200, description = "cancelled", body = JobView),
@@ -1026,7 +1031,7 @@ async fn list_policies(State(service): State<Arc<Service>>, Auth(_): Auth) -> Ap
     path = "/v1/policies/{name}",
     summary = "A policy's values, canonical TOML and audit trail",
     params(
-        ("name" = String, Path, description = "the policy name"),
+        ("name" = String, Path, description = "the policy name", pattern = "^[a-z0-9_-]{1,64}$"),
     ),
     responses(
         (status = 200, description = "the policy", body = PolicyView),
@@ -1048,7 +1053,7 @@ async fn show_policy(
     path = "/v1/policies/{name}",
     summary = "Replace or create a policy (TOML body) for new jobs; operators only; audited",
     params(
-        ("name" = String, Path, description = "the policy name"),
+        ("name" = String, Path, description = "the policy name", pattern = "^[a-z0-9_-]{1,64}$"),
     ),
     request_body(content = String, content_type = "application/toml", description = "a policy file, see policies/README.md"),
     responses(
@@ -1084,7 +1089,7 @@ async fn replace_policy(
     path = "/v1/policies/{name}",
     summary = "Remove a policy's replacement: new jobs get the shipped policy again (a file or a built-in), or none for a policy only the API made; operators only; audited",
     params(
-        ("name" = String, Path, description = "the policy name"),
+        ("name" = String, Path, description = "the policy name", pattern = "^[a-z0-9_-]{1,64}$"),
     ),
     responses(
         (status = 200, description = "reverted (source: builtin, file) or deleted (source: deleted, hash empty)", body = PolicyChange),
@@ -1352,16 +1357,22 @@ mod tests {
             let v = check(&app, method, uri, Some(ALICE), b"x", 400, "bad-request").await;
             assert!(v["detail"].as_str().unwrap().contains("UTF-8"), "{v}");
         }
-        // Valid multi-byte UTF-8 passes the check (and meets the handler).
-        let (status, _, _) = send(
+        // Valid multi-byte UTF-8 passes the check and meets the handler,
+        // which names what is wrong with the value itself.
+        let v = check(
             &app,
             "GET",
             "/v1/jobs?strategy=%E2%82%AC",
             Some(ALICE),
-            Vec::new(),
+            b"",
+            400,
+            "bad-request",
         )
         .await;
-        assert_eq!(status, StatusCode::OK);
+        assert!(
+            v["detail"].as_str().unwrap().contains("is not a strategy id"),
+            "{v}"
+        );
         check(
             &app,
             "GET",

@@ -72,11 +72,35 @@ impl Priority {
 }
 
 /// One dataset id or several (merged by timestamp).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum DatasetRef {
     One(String),
     Many(Vec<String>),
+}
+
+/// The schema of a [`DatasetRef`]: one content id (an upload's SHA-256 in
+/// hex) or a non-empty list of them.
+fn dataset_ref_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let id = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(CONTENT_ID_PATTERN))
+    };
+    OneOfBuilder::new()
+        .item(id())
+        .item(ArrayBuilder::new().items(id()).min_items(Some(1)))
+        .build()
+        .into()
+}
+
+/// What a strategy or dataset id looks like: its content's SHA-256 in hex.
+pub const CONTENT_ID_PATTERN: &str = "^[0-9a-f]{64}$";
+
+/// True when `id` matches [`CONTENT_ID_PATTERN`].
+pub fn is_content_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl DatasetRef {
@@ -88,13 +112,58 @@ impl DatasetRef {
     }
 }
 
+/// Whole numbers from JSON, which has one number type: `3` and `3.0` are
+/// the same integer (JSON Schema agrees), so integer fields take either; a
+/// fraction, a negative or a value too large is refused naming the value.
+mod whole {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    /// The largest `top` and `windows` taken (the document says the same).
+    pub const MAX_COUNT: u64 = u32::MAX as u64;
+
+    fn of<E: Error>(n: serde_json::Number, max: u64) -> Result<u64, E> {
+        n.as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(f))
+                    .map(|f| f as u64)
+            })
+            .filter(|v| *v <= max)
+            .ok_or_else(|| {
+                E::custom(format_args!(
+                    "invalid value: {n}, expected a whole number from 0 to {max}"
+                ))
+            })
+    }
+
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        of(serde_json::Number::deserialize(d)?, u64::MAX)
+    }
+
+    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(|n| of(n, u64::MAX))
+            .transpose()
+    }
+
+    pub fn opt_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(|n| of(n, MAX_COUNT).map(|v| v as usize))
+            .transpose()
+    }
+}
+
 /// The body of `POST /v1/jobs`. Only `strategy` and `dataset` are required.
 /// Options of the studies apply to their kinds only.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
     /// Strategy id (the module's SHA-256).
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub strategy: String,
+    /// Dataset id, or several merged by timestamp.
+    #[schema(schema_with = dataset_ref_schema)]
     pub dataset: DatasetRef,
     #[serde(default)]
     pub kind: Kind,
@@ -107,19 +176,31 @@ pub struct JobRequest {
     pub priority: Priority,
     /// Policy name; the server's default policy when absent.
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub policy: Option<String>,
     /// Seed of the strategy's random stream.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::u64")]
+    #[schema(minimum = 0, maximum = 18446744073709551615_u64)]
     pub seed: u64,
+    /// Starting cash (default 10000).
     #[serde(default)]
+    #[schema(exclusive_minimum = 0)]
     pub cash: Option<f64>,
+    /// Commission as a fraction of each fill's value, in [0, 1).
     #[serde(default)]
+    #[schema(minimum = 0, exclusive_maximum = 1)]
     pub commission: Option<f64>,
+    /// Fixed commission per fill, in cash.
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub commission_per_fill: Option<f64>,
+    /// Slippage as a fraction of the price, in [0, 1).
     #[serde(default)]
+    #[schema(minimum = 0, exclusive_maximum = 1)]
     pub slippage: Option<f64>,
+    /// Bars per year, for annualised statistics.
     #[serde(default)]
+    #[schema(exclusive_minimum = 0)]
     pub periods_per_year: Option<f64>,
     /// Backtest: include the equity curve in the result.
     #[serde(default)]
@@ -130,30 +211,39 @@ pub struct JobRequest {
     pub grid: Vec<String>,
     /// optimize, walk_forward: what to rank by (default `total_return`).
     #[serde(default)]
+    #[schema(value_type = Option<palisade_study::Objective>)]
     pub objective: Option<String>,
     /// optimize: how many best variants to list.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::opt_count")]
+    #[schema(minimum = 1, maximum = 4294967295_u64)]
     pub top: Option<usize>,
     /// optimize, walk_forward: run a random sample of this many grid points.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
+    #[schema(minimum = 1, maximum = 18446744073709551615_u64)]
     pub samples: Option<u64>,
     /// walk_forward: number of windows.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::opt_count")]
+    #[schema(minimum = 1, maximum = 4294967295_u64)]
     pub windows: Option<usize>,
     /// walk_forward: in-sample fraction in (0, 1).
     #[serde(default)]
+    #[schema(exclusive_minimum = 0, exclusive_maximum = 1)]
     pub in_sample: Option<f64>,
     /// walk_forward: `rolling` or `anchored`.
     #[serde(default)]
+    #[schema(value_type = Option<palisade_study::WindowMode>)]
     pub mode: Option<String>,
     /// monte_carlo: resampled paths.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
+    #[schema(minimum = 1, maximum = 10000000)]
     pub runs: Option<u64>,
     /// monte_carlo: `bootstrap` or `permutation`.
     #[serde(default)]
+    #[schema(value_type = Option<palisade_study::Method>)]
     pub method: Option<String>,
     /// monte_carlo: ruin threshold in (0, 1].
     #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub ruin: Option<f64>,
 }
 
@@ -538,6 +628,55 @@ mod tests {
 
     fn parse(body: &str) -> Result<JobRequest, String> {
         serde_json::from_str(body).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_with_a_zero_fraction() {
+        let body = |field: &str, value: &str| {
+            parse(&format!(
+                r#"{{"strategy":"s","dataset":"d","kind":"walk_forward","{field}":{value}}}"#
+            ))
+        };
+        assert_eq!(body("windows", "399.0").unwrap().windows, Some(399));
+        assert_eq!(body("windows", "4294967295").unwrap().windows, Some(4294967295));
+        assert_eq!(body("top", "1e3").unwrap().top, Some(1000));
+        assert_eq!(body("runs", "7").unwrap().runs, Some(7));
+        assert_eq!(body("samples", "null").unwrap().samples, None);
+        assert_eq!(body("seed", "18446744073709551615").unwrap().seed, u64::MAX);
+        assert_eq!(body("seed", "300000.0").unwrap().seed, 300000);
+        for (field, value, max) in [
+            ("windows", "399.5", "4294967295"),
+            ("windows", "4294967296", "4294967295"),
+            ("top", "-1", "4294967295"),
+            ("seed", "18446744073709551616", "18446744073709551615"),
+            ("seed", "1.8446744073709552e19", "18446744073709551615"),
+            ("runs", "-0.5", "18446744073709551615"),
+        ] {
+            let e = body(field, value).unwrap_err();
+            assert!(
+                e.contains(&format!("expected a whole number from 0 to {max}")),
+                "{field} = {value}: {e}"
+            );
+        }
+        assert!(body("seed", "\"1\"").is_err(), "a string is not a number");
+    }
+
+    #[test]
+    fn content_and_job_ids_have_one_shape() {
+        assert!(is_content_id(&"a1".repeat(32)));
+        assert!(!is_content_id(&"A1".repeat(32)));
+        assert!(!is_content_id(&"a1".repeat(31)));
+        assert!(!is_content_id(&format!("{}g", "a".repeat(63))));
+        assert!(crate::service::is_job_id("j0123456789abcdef"));
+        for bad in [
+            "",
+            "j",
+            "k0123456789abcdef",
+            "j0123456789abcdeF",
+            "j0123456789abcdef0",
+        ] {
+            assert!(!crate::service::is_job_id(bad), "{bad}");
+        }
     }
 
     fn finished(id: &str) -> JobRecord {

@@ -49,6 +49,11 @@ fn new_job_id() -> Result<String, ServiceError> {
     Ok(format!("j{:016x}", u64::from_be_bytes(bytes)))
 }
 
+/// True when `id` has the shape [`new_job_id`] gives (`^j[0-9a-f]{16}$`).
+pub fn is_job_id(id: &str) -> bool {
+    id.len() == 17 && id.starts_with('j') && id[1..].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// What an idempotency key gives a submission.
 pub enum Claim {
     /// The key is new: submit, with this claim.
@@ -1079,7 +1084,7 @@ impl Service {
         name: &str,
         bytes: axum::body::Bytes,
     ) -> Result<(DatasetRecord, bool), ServiceError> {
-        if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c == ',') {
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(|c| c.is_control() || c == ',') {
             return Err(ServiceError::InvalidDataset(format!(
                 "name {name:?} must be 1 to 64 characters, without commas or control characters"
             )));
