@@ -22,7 +22,7 @@
 //! | `palisade_strategy_cpu_seconds_total` | `strategy` | executor time spent in a strategy's jobs (measured around each poll of the job) |
 //! | `palisade_strategy_memory_peak_bytes` | `strategy` | largest linear memory any run of the strategy reached |
 //! | `palisade_strategy_traps_total` | `strategy`, `cause` | runs that ended with a classified failure |
-//! | `palisade_throttled_submissions_total` | `strategy`, `reason` | submissions refused with 429 (`rate_limited`, `queue_full`) |
+//! | `palisade_throttled_submissions_total` | `strategy`, `reason` | submissions refused: `queue_full`, `tenant_queue_full`, `rate_limited` (429), `shutting_down` (503) |
 //! | `palisade_watchdog_kills_total` | | jobs the watchdog cancelled for lack of progress |
 //! | `palisade_http_request_duration_seconds` | `method`, `route`, `status` | requests served |
 //! | `palisade_connections_refused_total` | | connections closed on arrival: over `max_connections` or `max_connections_per_client` |
@@ -42,7 +42,8 @@
 //! first event. So the series an alert or a dashboard reads are created at
 //! zero: every step's histogram and every priority's queue gauges at start,
 //! [`Metrics::preset_jobs`] for the job counters, and a strategy's fuel, CPU,
-//! memory and [`LIMIT_CAUSES`] trap series when its label is first handed out.
+//! memory, [`LIMIT_CAUSES`] trap and [`REFUSALS`] series when its label is
+//! first handed out.
 //!
 //! This module does not read the clock or the scheduler: the values measured
 //! at scrape time are set by the scheduler and the service before
@@ -76,6 +77,10 @@ pub const LIMIT_CAUSES: &[Cause] = &[
     Cause::StackOverflow,
     Cause::OutputLimit,
 ];
+
+/// Every value of the `reason` label of
+/// `palisade_throttled_submissions_total` (the scheduler's refusals).
+pub const REFUSALS: &[&str] = &["queue_full", "tenant_queue_full", "rate_limited", "shutting_down"];
 
 /// The priorities, as the `priority` label spells them.
 const PRIORITIES: &[&str] = &["high", "normal", "low"];
@@ -337,6 +342,9 @@ impl Metrics {
         for cause in LIMIT_CAUSES {
             self.traps.with_label_values(&[label, cause.as_str()]);
         }
+        for reason in REFUSALS {
+            self.throttled.with_label_values(&[label, reason]);
+        }
     }
 
     /// Creates every `palisade_jobs_total` series at zero: each kind,
@@ -445,6 +453,11 @@ mod tests {
             assert_eq!(value(&m, &trap("a", cause.as_str())), Some(0.0), "{cause}");
         }
         assert_eq!(value(&m, &trap("a", "guest_panic")), None, "not a limit");
+        for reason in REFUSALS {
+            let series =
+                format!("palisade_throttled_submissions_total{{reason=\"{reason}\",strategy=\"a\"}}");
+            assert_eq!(value(&m, &series), Some(0.0), "{reason}");
+        }
         for name in [
             "palisade_strategy_fuel_consumed_total",
             "palisade_strategy_cpu_seconds_total",

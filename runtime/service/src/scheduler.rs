@@ -985,4 +985,34 @@ mod tests {
         assert_eq!(s.metrics.running_max_stall.get(), 0.0, "none runs");
         assert_eq!(age("low"), 5.0);
     }
+
+    #[test]
+    fn every_refusal_reason_is_a_preset_metric_label() {
+        let wait = Duration::from_secs(1);
+        for refused in [
+            Refused::QueueFull {
+                depth: 1,
+                retry_after: wait,
+            },
+            Refused::TenantQueueFull {
+                tenant: "t".into(),
+                waiting: 1,
+                limit: 1,
+                retry_after: wait,
+            },
+            Refused::RateLimited {
+                tenant: "t".into(),
+                rate: 1.0,
+                burst: 1,
+                retry_after: wait,
+            },
+            Refused::ShuttingDown,
+        ] {
+            assert!(
+                crate::metrics::REFUSALS.contains(&refused.reason()),
+                "{}",
+                refused.reason()
+            );
+        }
+    }
 }
