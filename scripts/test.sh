@@ -2,9 +2,9 @@
 # Runs every test of the project: formatting, the crate layers, clippy and
 # the API docs with warnings denied, the host workspace's tests
 # (unit and end-to-end, against real guest modules), the guest strategies'
-# native unit tests, and the cross-check of the backtest engine against
-# backtesting.py. Installs what it needs (wasm toolchain, Python peer),
-# idempotently.
+# native unit tests, the operator kit in deploy/ (against a real Prometheus),
+# and the cross-check of the backtest engine against backtesting.py. Installs
+# what it needs (wasm toolchain, Python peer, Prometheus), idempotently.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -37,6 +37,9 @@ openapi_json=$(mktemp)
 "${CARGO_TARGET_DIR:-target}/debug/palisade" openapi > "$openapi_json"
 python3 -m openapi_spec_validator "$openapi_json"
 rm -f "$openapi_json"
+
+say "checking the operator kit in deploy/ (promtool, the dashboard, a live Prometheus scraping palisade serve)"
+scripts/check-deploy.sh
 
 say "the cost gate: the example strategies' exact costs against benches/baselines/"
 scripts/cost-gate.sh
