@@ -105,12 +105,15 @@ prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb"
     --web.listen-address="127.0.0.1:$prom_port" --log.level=warn 2> "$work/prometheus.log" &
 pids+=($!)
 prom="http://127.0.0.1:$prom_port"
+prom_ready() {
+    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$prom/-/ready" 2>/dev/null
+}
 for _ in $(seq 200); do
-    curl -fsS "$prom/-/ready" >/dev/null 2>&1 && break
+    prom_ready && break
     kill -0 "${pids[1]}" 2>/dev/null || { cat "$work/prometheus.log" >&2; exit 1; }
     sleep 0.1
 done
-curl -fsS "$prom/-/ready" >/dev/null || { echo "Prometheus did not get ready; log:" >&2; cat "$work/prometheus.log" >&2; exit 1; }
+prom_ready || { echo "Prometheus did not get ready; log:" >&2; cat "$work/prometheus.log" >&2; exit 1; }
 
 say "running jobs, then evaluating every rule and panel query against the live data"
 python3 scripts/deploy-check.py live --palisade "$palisade" --prometheus "$prom"
