@@ -2,9 +2,9 @@
 # Runs every test of the project: formatting, the crate layers, clippy and
 # the API docs with warnings denied, the host workspace's tests
 # (unit and end-to-end, against real guest modules), the guest strategies'
-# native unit tests, and the cross-check of the backtest engine against
-# backtesting.py. Installs what it needs (wasm toolchain, Python peer),
-# idempotently.
+# native unit tests, the operator kit in deploy/ (against a real Prometheus),
+# and the cross-check of the backtest engine against backtesting.py. Installs
+# what it needs (wasm toolchain, Python peer, Prometheus), idempotently.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -40,6 +40,9 @@ rm -f "$openapi_json"
 
 say "property-based tests of the running service against that document (schemathesis, 120 s)"
 scripts/api-fuzz.sh 120
+
+say "checking the operator kit in deploy/ (promtool, the dashboard, a live Prometheus scraping palisade serve)"
+scripts/check-deploy.sh
 
 say "the cost gate: the example strategies' exact costs against benches/baselines/"
 scripts/cost-gate.sh

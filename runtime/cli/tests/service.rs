@@ -91,6 +91,15 @@ fn wait_running_count(c: &Client, n: u64) {
     panic!("{n} jobs did not run within 2,000 polls");
 }
 
+/// The value of one series of `/metrics` (name and labels as exposed).
+fn metric_value(c: &Client, series: &str) -> Option<f64> {
+    c.get("/metrics")
+        .expect(200)
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 fn wait_running(c: &Client, id: &str) -> Value {
     c.wait_job(id, "running", |v| v["state"] == "running")
 }
@@ -1315,6 +1324,13 @@ fn a_full_disk_loses_nothing_acknowledged_and_reuses_no_id() {
     let ready = c.get("/readyz");
     let v = ready.problem(503, "unavailable");
     assert!(v["detail"].as_str().unwrap().contains("cannot write"), "{v}");
+    // Alerts see it: failed batches are counted, readiness is 0.
+    assert_eq!(metric_value(&c, "palisade_ready"), Some(0.0));
+    let write_errors = metric_value(&c, "palisade_store_write_errors_total").unwrap();
+    assert!(
+        write_errors >= 3.0,
+        "{write_errors} failed batches for three refusals"
+    );
     // The acknowledged loop ends (its deadline) while nothing can be
     // written: its end is not shown before it is stored.
     let timed_out = |c: &Client| {
@@ -1353,6 +1369,7 @@ fn a_full_disk_loses_nothing_acknowledged_and_reuses_no_id() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     c.get("/readyz").expect(200);
+    assert_eq!(metric_value(&c, "palisade_ready"), Some(1.0));
     let v = c.wait_job(&slow, "its end stored", |v| v["state"] != "running");
     assert_eq!(v["state"], "timed_out", "{v}");
     let again = c.submit(&job);

@@ -361,7 +361,7 @@ async fn readyz(State(service): State<Arc<Service>>) -> Result<&'static str, Api
 async fn metrics(State(service): State<Arc<Service>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        service.metrics.render(),
+        service.render_metrics(),
     )
         .into_response()
 }
@@ -1259,6 +1259,69 @@ mod tests {
         );
         assert!(!text.contains("method=\"M1\""), "a made-up method became a label");
         assert!(series.len() <= 3, "{series:#?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_metrics_route_publishes_capacity_readiness_and_a_heartbeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path(), false).await;
+        let app = router(service.clone());
+        let scrape = || async {
+            let (status, _, body) = send(&app, "GET", "/metrics", None, Vec::new()).await;
+            assert_eq!(status, StatusCode::OK);
+            String::from_utf8(body).unwrap()
+        };
+        let value = |text: &str, series: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("no `{series}` in\n{text}"))
+        };
+        // The executor beats once as it starts, then every second.
+        let mut text = scrape().await;
+        for _ in 0..100 {
+            if value(&text, "palisade_executor_heartbeat_timestamp_seconds") > 0.0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            text = scrape().await;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let beat = value(&text, "palisade_executor_heartbeat_timestamp_seconds");
+        assert!(beat > now - 60.0 && beat <= now, "{beat} vs {now}");
+        let config = &service.config;
+        assert_eq!(value(&text, "palisade_ready"), 1.0);
+        assert_eq!(value(&text, "palisade_queue_capacity"), config.queue_depth as f64);
+        assert_eq!(
+            value(&text, "palisade_executor_job_slots"),
+            config.max_running as f64
+        );
+        assert_eq!(
+            value(&text, "palisade_executor_instance_slots"),
+            f64::from(config.max_instances)
+        );
+        assert_eq!(
+            value(&text, "palisade_executor_threads"),
+            config.executor_threads() as f64
+        );
+        assert_eq!(
+            value(&text, "palisade_queue_oldest_age_seconds{priority=\"normal\"}"),
+            0.0
+        );
+        assert_eq!(value(&text, "palisade_running_job_max_stall_seconds"), 0.0);
+        assert_eq!(value(&text, "palisade_store_write_errors_total"), 0.0);
+        assert_eq!(
+            value(
+                &text,
+                "palisade_jobs_total{kind=\"walk_forward\",source=\"restart\",status=\"timed_out\"}"
+            ),
+            0.0,
+            "every job counter exists from the start"
+        );
+        service.shutdown(std::time::Duration::from_millis(10)).await;
+        assert_eq!(value(&scrape().await, "palisade_ready"), 0.0, "shutting down");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

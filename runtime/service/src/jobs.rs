@@ -332,6 +332,9 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every source.
+    pub const ALL: &'static [Source] = &[Source::Api, Source::Restart];
+
     pub fn as_str(self) -> &'static str {
         self.into()
     }

@@ -334,6 +334,8 @@ impl<J> std::fmt::Debug for Scheduler<J> {
 
 impl<J: Queued> Scheduler<J> {
     pub fn new(limits: Limits, metrics: Arc<Metrics>) -> Scheduler<J> {
+        metrics.queue_capacity.set(limits.queue_depth as i64);
+        metrics.executor_job_slots.set(limits.max_running as i64);
         Scheduler {
             inner: Mutex::new(Inner {
                 queues: Default::default(),
@@ -599,6 +601,25 @@ impl<J: Queued> Scheduler<J> {
 
     pub fn running(&self) -> usize {
         self.lock().running.len()
+    }
+
+    /// Publishes what only the clock changes: how long the oldest job of
+    /// each queue has waited, and the longest any running job has gone
+    /// without progress (for a scrape; 0 when there is none).
+    pub fn publish_waits(&self, now: Instant) {
+        let inner = self.lock();
+        for &p in Priority::ALL {
+            let oldest = inner.queues[p.index()].iter().map(Queued::enqueued).min();
+            let waited = oldest.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+            self.metrics
+                .queue_oldest_age
+                .with_label_values(&[p.as_str()])
+                .set(waited.as_secs_f64());
+        }
+        let stall = inner.running.values().map(|c| c.stalled_for(now)).max();
+        self.metrics
+            .running_max_stall
+            .set(stall.unwrap_or(Duration::ZERO).as_secs_f64());
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -922,5 +943,76 @@ mod tests {
         c.set_progress_at(0.5, c.started + Duration::from_secs(8));
         assert_eq!(c.stalled_for(later), Duration::from_secs(6));
         assert_eq!(c.progress(), 0.5);
+    }
+
+    #[test]
+    fn waits_are_published_for_a_scrape() {
+        let s = scheduler(Limits {
+            max_running: 1,
+            aging_ms: 1_000_000,
+            ..limits()
+        });
+        assert_eq!(s.metrics.queue_capacity.get(), 4);
+        assert_eq!(s.metrics.executor_job_slots.get(), 1);
+        let age = |p: &str| s.metrics.queue_oldest_age.with_label_values(&[p]).get();
+        let t0 = Instant::now();
+        s.publish_waits(t0);
+        assert_eq!(
+            (age("low"), s.metrics.running_max_stall.get()),
+            (0.0, 0.0),
+            "empty"
+        );
+        fill(
+            &s,
+            t0,
+            &[
+                ("low1", "b", Priority::Low, 1_000),
+                ("low2", "b", Priority::Low, 2_000),
+                ("high", "b", Priority::High, 3_000),
+            ],
+        );
+        // `high` starts at 3 s; the oldest of the rest is low1, queued at 1 s.
+        let started = s.next_at(t0 + Duration::from_millis(3_000), |_| Duration::from_secs(60));
+        assert_eq!(ids(started), ["high"], "high goes first");
+        s.publish_waits(t0 + Duration::from_millis(5_000));
+        assert_eq!((age("high"), age("normal"), age("low")), (0.0, 0.0, 4.0));
+        // The running job started just after t0 (its control reads the
+        // clock) and has not moved since.
+        let stall = s.metrics.running_max_stall.get();
+        assert!(stall > 4.0 && stall <= 5.0, "{stall}");
+        s.done("high");
+        s.publish_waits(t0 + Duration::from_millis(6_000));
+        assert_eq!(s.metrics.running_max_stall.get(), 0.0, "none runs");
+        assert_eq!(age("low"), 5.0);
+    }
+
+    #[test]
+    fn every_refusal_reason_is_a_preset_metric_label() {
+        let wait = Duration::from_secs(1);
+        for refused in [
+            Refused::QueueFull {
+                depth: 1,
+                retry_after: wait,
+            },
+            Refused::TenantQueueFull {
+                tenant: "t".into(),
+                waiting: 1,
+                limit: 1,
+                retry_after: wait,
+            },
+            Refused::RateLimited {
+                tenant: "t".into(),
+                rate: 1.0,
+                burst: 1,
+                retry_after: wait,
+            },
+            Refused::ShuttingDown,
+        ] {
+            assert!(
+                crate::metrics::REFUSALS.contains(&refused.reason()),
+                "{}",
+                refused.reason()
+            );
+        }
     }
 }

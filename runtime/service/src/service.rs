@@ -32,6 +32,9 @@ use crate::views::{AuditEntry, PolicyChange, PolicyList, PolicySummary, PolicyVi
 
 /// How often the watchdog looks at running jobs (and progress is published).
 pub const WATCHDOG_TICK: Duration = Duration::from_millis(100);
+/// How often the executor runtime beats
+/// (`palisade_executor_heartbeat_timestamp_seconds`).
+pub const HEARTBEAT_TICK: Duration = Duration::from_secs(1);
 /// Progress of running jobs is written to the database every this many ticks.
 const PROGRESS_WRITE_TICKS: u32 = 10;
 /// Longest `wait` a client may ask of `GET /v1/jobs/{id}/result`.
@@ -239,6 +242,14 @@ impl Service {
             );
         }
         let metrics = Arc::new(Metrics::new(config.strategy_labels));
+        let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        let sources: Vec<&str> = Source::ALL.iter().map(|s| s.as_str()).collect();
+        let states: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+        metrics.preset_jobs(&kinds, &sources, &states);
+        metrics.executor_threads.set(config.executor_threads() as i64);
+        metrics
+            .executor_instance_slots
+            .set(i64::from(config.max_instances));
         let registry = Arc::new(Registry::new(
             store.clone(),
             metrics.clone(),
@@ -248,7 +259,12 @@ impl Service {
         ));
         registry.load_replaced_policies().await?;
         let commit_metrics = metrics.clone();
-        let writer = store.writer(move |_, took| commit_metrics.step("store", took));
+        let writer = store.writer(move |_, took, committed| {
+            commit_metrics.step("store", took);
+            if !committed {
+                commit_metrics.store_write_errors.inc();
+            }
+        });
         let next_seq = store.next_seq().await?;
         let (active, _) = watch::channel(0);
         let service = Arc::new(Service {
@@ -289,9 +305,35 @@ impl Service {
                 s.watch_running(n.is_multiple_of(PROGRESS_WRITE_TICKS)).await;
             }
         });
+        let heartbeat = Arc::downgrade(&service);
+        service.executor.spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(s) = heartbeat.upgrade() else { break };
+                if s.stopping.load(Ordering::Acquire) {
+                    break;
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                s.metrics.executor_heartbeat.set(now.as_secs_f64());
+            }
+        });
         service.ready.store(true, Ordering::Release);
         service.pump();
         Ok(service)
+    }
+
+    /// The metrics' text exposition, with the values measured at scrape
+    /// time brought up to date first: queue waits, stalls, readiness (as
+    /// far as it is known without a test write).
+    pub fn render_metrics(&self) -> String {
+        self.scheduler.publish_waits(Instant::now());
+        let ready = self.is_ready() && self.writer.is_writable();
+        self.metrics.ready.set(i64::from(ready));
+        self.metrics.render()
     }
 
     /// True once recovery is done and until shutdown begins.

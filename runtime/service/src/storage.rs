@@ -948,8 +948,9 @@ impl Storage {
         )
     }
 
-    /// Starts the batching writer; see [`Writer`].
-    pub fn writer(&self, on_commit: impl Fn(usize, Duration) + Send + Sync + 'static) -> Writer {
+    /// Starts the batching writer; see [`Writer`]. `on_commit` is told of
+    /// each batch: its writes, how long it took, whether it was committed.
+    pub fn writer(&self, on_commit: impl Fn(usize, Duration, bool) + Send + Sync + 'static) -> Writer {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let pool = self.pool.clone();
         let writable = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -1111,7 +1112,7 @@ impl Writer {
 async fn write_loop(
     pool: SqlitePool,
     mut rx: mpsc::Receiver<Msg>,
-    on_commit: Box<dyn Fn(usize, Duration) + Send + Sync>,
+    on_commit: Box<dyn Fn(usize, Duration, bool) + Send + Sync>,
     writable: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut msgs = Vec::with_capacity(MAX_BATCH);
@@ -1134,7 +1135,7 @@ async fn write_loop(
             Ok(mut conn) => apply(&mut conn, &batch).await,
             Err(e) => Err(e),
         };
-        on_commit(batch.len(), started.elapsed());
+        on_commit(batch.len(), started.elapsed(), result.is_ok());
         writable.store(result.is_ok(), std::sync::atomic::Ordering::Release);
         let result = result.map_err(|e| {
             tracing::error!(error = %e, writes = batch.len(), "a write batch failed");
@@ -1396,7 +1397,7 @@ mod tests {
     async fn batched_writes_and_recovery() {
         let dir = tempfile::tempdir().unwrap();
         let store = Storage::open(dir.path()).await.unwrap();
-        let writer = store.writer(|_, _| {});
+        let writer = store.writer(|_, _, _| {});
         for (i, (state, attempts)) in [
             (JobState::Queued, 0),
             (JobState::Running, 1),
@@ -1501,7 +1502,10 @@ mod tests {
     async fn a_failing_batch_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Storage::open(dir.path()).await.unwrap();
-        let writer = store.writer(|_, _| {});
+        // Whether each batch was committed, as the writer reports it.
+        let committed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = committed.clone();
+        let writer = store.writer(move |_, _, ok| seen.lock().unwrap().push(ok));
         writer
             .commit(Write::job(job("j0", 1, JobState::Queued, 0)))
             .await
@@ -1525,6 +1529,7 @@ mod tests {
             .unwrap();
         assert!(store.get_job("t", "j1").await.unwrap().is_some());
         assert_eq!(store.next_seq().await.unwrap(), 3);
+        assert_eq!(*committed.lock().unwrap(), [true, false, true]);
     }
 
     #[tokio::test(flavor = "current_thread")]
