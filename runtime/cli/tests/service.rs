@@ -1561,6 +1561,72 @@ fn read_to_close(stream: &mut std::net::TcpStream) -> String {
 }
 
 #[test]
+fn requests_that_are_not_http_get_problems_too() {
+    use std::io::Write;
+    let dir = temp();
+    let server = support::server(&dir.path().join("data"), &[]);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let ask = |request: &[u8]| {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        // The server may answer and close before all of a large request is
+        // sent: a failed write is fine, the answer is what is checked.
+        let _ = s.write_all(request);
+        read_to_close(&mut s)
+    };
+    let many_headers: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (b"GARBAGE\r\n\r\n".to_vec(), 400, "bad-request"),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n".to_vec(),
+            400,
+            "bad-request",
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n".to_vec(),
+            400,
+            "bad-request",
+        ),
+        (
+            format!("GET /healthz?{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)).into_bytes(),
+            414,
+            "uri-too-long",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\n{many_headers}Host: x\r\n\r\n").into_bytes(),
+            431,
+            "header-fields-too-large",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nX-Big: {}\r\n\r\n", "b".repeat(500_000)).into_bytes(),
+            431,
+            "header-fields-too-large",
+        ),
+    ];
+    for (request, status, kind) in cases {
+        let answer = ask(&request);
+        let shown = &answer[..answer.len().min(300)];
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{shown}");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+        assert!(head.contains("content-type: application/problem+json"), "{shown}");
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {shown}"));
+        assert_eq!(v["type"], format!("urn:palisade:problem:{kind}"), "{shown}");
+        assert_eq!(v["status"], status);
+    }
+    // Below the limits the same requests are served.
+    let few_headers: String = (0..50).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let answer = ask(format!(
+        "GET /healthz?{} HTTP/1.1\r\n{few_headers}Host: x\r\nConnection: close\r\n\r\n",
+        "a".repeat(10_000)
+    )
+    .as_bytes());
+    assert!(
+        answer.starts_with("HTTP/1.1 200 "),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+}
+
+#[test]
 fn slow_and_greedy_clients_are_cut_off() {
     use std::io::Write;
     use std::net::TcpStream;

@@ -86,7 +86,7 @@ impl ApiError {
 }
 
 /// Every problem type name, for the OpenAPI document and the docs.
-pub const PROBLEM_TYPES: [&str; 19] = [
+pub const PROBLEM_TYPES: [&str; 21] = [
     "unauthorized",
     "forbidden",
     "not-found",
@@ -104,6 +104,8 @@ pub const PROBLEM_TYPES: [&str; 19] = [
     "insufficient-storage",
     "request-timeout",
     "method-not-allowed",
+    "uri-too-long",
+    "header-fields-too-large",
     "internal",
     "error",
 ];
@@ -117,6 +119,8 @@ pub fn type_of_status(status: StatusCode) -> &'static str {
         StatusCode::FORBIDDEN => "forbidden",
         StatusCode::NOT_FOUND => "not-found",
         StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::URI_TOO_LONG => "uri-too-long",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "header-fields-too-large",
         StatusCode::REQUEST_TIMEOUT => "request-timeout",
         StatusCode::CONFLICT => "conflict",
         StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
@@ -140,8 +144,9 @@ pub struct Problem {
     /// forbidden, not-found, bad-request, payload-too-large,
     /// unsupported-media-type, invalid-module, invalid-dataset, invalid-job,
     /// invalid-policy, conflict, rate-limited, queue-full, unavailable,
-    /// insufficient-storage, request-timeout, method-not-allowed, internal,
-    /// error (another status).
+    /// insufficient-storage, request-timeout, method-not-allowed,
+    /// uri-too-long, header-fields-too-large, internal, error (another
+    /// status).
     #[serde(rename = "type")]
     pub kind: String,
     /// The status's reason phrase.
@@ -154,8 +159,12 @@ pub struct Problem {
     pub cause: Option<String>,
 }
 
-/// A `application/problem+json` response.
-pub fn problem(status: StatusCode, kind: &str, detail: &str, cause: Option<String>) -> Response {
+/// The JSON text of a problem without a cause.
+pub fn body(status: StatusCode, kind: &str, detail: &str) -> String {
+    text(status, kind, detail, None)
+}
+
+fn text(status: StatusCode, kind: &str, detail: &str, cause: Option<String>) -> String {
     let body = Problem {
         kind: format!("urn:palisade:problem:{kind}"),
         title: title(status).to_owned(),
@@ -163,7 +172,12 @@ pub fn problem(status: StatusCode, kind: &str, detail: &str, cause: Option<Strin
         detail: detail.to_owned(),
         cause,
     };
-    let text = serde_json::to_string(&body).expect("a problem serializes");
+    serde_json::to_string(&body).expect("a problem serializes")
+}
+
+/// A `application/problem+json` response.
+pub fn problem(status: StatusCode, kind: &str, detail: &str, cause: Option<String>) -> Response {
+    let text = text(status, kind, detail, cause);
     let mut response = (status, text).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
