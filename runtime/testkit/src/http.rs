@@ -87,7 +87,12 @@ impl Client {
     }
 
     fn reply(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>, what: &str) -> Reply {
-        let mut r = r.unwrap_or_else(|e| panic!("{what}: {e}"));
+        Client::try_reply(r).unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    /// The reply, or the transport error (refused, reset, timed out) as text.
+    fn try_reply(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Reply, String> {
+        let mut r = r.map_err(|e| e.to_string())?;
         let header = |name: &str| {
             r.headers()
                 .get(name)
@@ -103,14 +108,14 @@ impl Client {
         r.body_mut()
             .as_reader()
             .read_to_end(&mut body)
-            .unwrap_or_else(|e| panic!("{what}: reading the body: {e}"));
-        Reply {
+            .map_err(|e| format!("reading the body: {e}"))?;
+        Ok(Reply {
             status: r.status().as_u16(),
             content_type,
             retry_after,
             location,
             body,
-        }
+        })
     }
 
     fn auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
@@ -149,6 +154,23 @@ impl Client {
             .header("Content-Type", "application/json")
             .header(header.0, header.1);
         Client::reply(req.send(v.to_string().as_bytes()), &format!("POST {path}"))
+    }
+
+    /// [`Client::post_json_with`] that gives a transport error back instead
+    /// of failing the test (for clients of a server that is being killed).
+    pub fn try_post_json_with(&self, path: &str, header: (&str, &str), v: &Value) -> Result<Reply, String> {
+        let url = format!("{}{path}", self.base);
+        let req = self
+            .auth(self.agent.post(&url))
+            .header("Content-Type", "application/json")
+            .header(header.0, header.1);
+        Client::try_reply(req.send(v.to_string().as_bytes()))
+    }
+
+    /// [`Client::get`] that gives a transport error back.
+    pub fn try_get(&self, path: &str) -> Result<Reply, String> {
+        let url = format!("{}{path}", self.base);
+        Client::try_reply(self.auth(self.agent.get(&url)).call())
     }
 
     pub fn put(&self, path: &str, content_type: &str, body: &[u8]) -> Reply {
