@@ -52,7 +52,7 @@ fn new_job_id() -> Result<String, ServiceError> {
     Ok(format!("j{:016x}", u64::from_be_bytes(bytes)))
 }
 
-/// True when `id` has the shape [`new_job_id`] gives (`^j[0-9a-f]{16}$`).
+/// True when `id` has the shape of a job id: `j` and 16 lowercase hex digits.
 pub fn is_job_id(id: &str) -> bool {
     id.len() == 17 && id.starts_with('j') && id[1..].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
