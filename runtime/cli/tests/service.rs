@@ -1604,7 +1604,8 @@ fn requests_that_are_not_http_get_problems_too() {
     ];
     for (request, status, kind) in cases {
         let answer = ask(&request);
-        let shown = &answer[..answer.len().min(300)];
+        let asked = String::from_utf8_lossy(&request[..request.len().min(60)]);
+        let shown = format!("{asked:?} → {}", &answer[..answer.len().min(300)]);
         assert!(answer.starts_with(&format!("HTTP/1.1 {status} ")), "{shown}");
         let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
         assert!(head.contains("content-type: application/problem+json"), "{shown}");
@@ -1614,6 +1615,16 @@ fn requests_that_are_not_http_get_problems_too() {
     }
     // Below the limits the same requests are served.
     let few_headers: String = (0..50).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let answer = ask(format!(
+        "GET /healthz HTTP/1.1\r\nX-Big: {}\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "b".repeat(90 << 10)
+    )
+    .as_bytes());
+    assert!(
+        answer.starts_with("HTTP/1.1 200 "),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
     let answer = ask(format!(
         "GET /healthz?{} HTTP/1.1\r\n{few_headers}Host: x\r\nConnection: close\r\n\r\n",
         "a".repeat(10_000)

@@ -40,7 +40,7 @@ use crate::jobs::JobView;
 use crate::jobs::{self, JobRequest, Kind};
 use crate::problem::{ApiError, Fault, Problem};
 use crate::service::{Claim, ResultRead, Service};
-use crate::storage::{sha256_hex, JobFilter, JobState};
+use crate::storage::{sha256_hex, JobFilter, JobState, Spool};
 use crate::views::{
     DatasetList, DatasetView, JobList, PolicyChange, PolicyList, PolicyView, StatusView, StrategyList,
     StrategyView,
@@ -268,7 +268,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 
 /// Reads a whole body within the route's limit.
 async fn body_bytes(request: Request, service: &Arc<Service>, limit: u64) -> Result<Bytes, ApiError> {
-    refuse_declared_length(&request, limit)?;
+    let request = refuse_declared_length(request, service, limit).await?;
     within_body_time(service, Bytes::from_request(request, service))
         .await?
         .map_err(|e| {
@@ -280,21 +280,92 @@ async fn body_bytes(request: Request, service: &Arc<Service>, limit: u64) -> Res
         })
 }
 
+/// Writes a whole body to a file in the store's `tmp/` as it arrives,
+/// hashing it on the way, within the route's limit and `body_timeout_ms`.
+async fn spool_body(request: Request, service: &Arc<Service>, limit: u64) -> Result<Spool, ApiError> {
+    let request = refuse_declared_length(request, service, limit).await?;
+    let body = request.into_body().into_data_stream();
+    within_body_time(
+        service,
+        spool(service, body, limit, |e| {
+            ApiError::BadRequest(format!("reading the body: {e}"))
+        }),
+    )
+    .await?
+}
+
+/// Bytes gathered before each write of a spooled upload: what one upload
+/// holds in memory at most.
+const SPOOL_CHUNK: usize = 256 << 10;
+
+/// Writes the chunks of `body` to a new [`Spool`], refusing more than
+/// `limit` bytes (413) as soon as they arrive. Writes run on the blocking
+/// pool, [`SPOOL_CHUNK`] bytes at a time.
+async fn spool<E>(
+    service: &Arc<Service>,
+    mut body: impl futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+    limit: u64,
+    error: impl Fn(E) -> ApiError,
+) -> Result<Spool, ApiError> {
+    use futures_util::StreamExt;
+    let mut spool = service.spool()?;
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let chunk = body.next().await.transpose().map_err(&error)?;
+        let end = chunk.is_none();
+        if let Some(chunk) = chunk {
+            if spool.size() + (pending.len() + chunk.len()) as u64 > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            pending.extend_from_slice(&chunk);
+        }
+        if pending.len() >= SPOOL_CHUNK || (end && !pending.is_empty()) {
+            let data = std::mem::take(&mut pending);
+            spool = tokio::task::spawn_blocking(move || spool.write(&data).map(|()| spool))
+                .await
+                .map_err(|e| ApiError::Internal(format!("spool task: {e}")))?
+                .map_err(|e| ApiError::from(crate::service::ServiceError::from(e)))?;
+        }
+        if end {
+            return Ok(spool);
+        }
+    }
+}
+
 /// Bytes a multipart form may add around its one field (boundaries and
 /// part headers).
 const MULTIPART_OVERHEAD: u64 = 64 << 10;
 
-/// Refuses a body whose `Content-Length` says it is over `limit` before
-/// reading any of it.
-fn refuse_declared_length(request: &Request, limit: u64) -> Result<(), ApiError> {
+/// Largest body read and dropped before a refusal from its declared
+/// length is answered (see [`refuse_declared_length`]).
+const DRAIN_BYTES: u64 = 4 << 20;
+
+/// Refuses a body whose `Content-Length` says it is over `limit` (413)
+/// before storing any of it. A body of at most [`DRAIN_BYTES`] is read and
+/// dropped first (within `body_timeout_ms`): closing a connection with
+/// unread bytes makes the kernel reset it, and the reset can destroy the
+/// answer before the client reads it. A larger one is refused at once.
+async fn refuse_declared_length(
+    request: Request,
+    service: &Arc<Service>,
+    limit: u64,
+) -> Result<Request, ApiError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(n) if n > limit => Err(ApiError::PayloadTooLarge { limit }),
-        _ => Ok(()),
+        Some(n) if n > limit => {
+            if n <= DRAIN_BYTES {
+                use futures_util::StreamExt;
+                let mut body = request.into_body().into_data_stream();
+                let drain = async { while let Some(Ok(_)) = body.next().await {} };
+                let _ = within_body_time(service, drain).await;
+            }
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        _ => Ok(request),
     }
 }
 
@@ -516,8 +587,8 @@ async fn upload_strategy(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let bytes = if is_multipart {
-        refuse_declared_length(&request, limit + MULTIPART_OVERHEAD)?;
+    let spool = if is_multipart {
+        let request = refuse_declared_length(request, &service, limit + MULTIPART_OVERHEAD).await?;
         let mut form = Multipart::from_request(request, &service)
             .await
             .map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -527,18 +598,18 @@ async fn upload_strategy(
                 .await
                 .map_err(|e| multipart_error(&e, limit))?
                 .ok_or_else(|| ApiError::BadRequest("multipart body has no field".into()))?;
-            field.bytes().await.map_err(|e| multipart_error(&e, limit))
+            spool(&service, field, limit, |e| multipart_error(&e, limit)).await
         };
         within_body_time(&service, read).await??
     } else {
-        body_bytes(request, &service, limit).await?
+        spool_body(request, &service, limit).await?
     };
-    if bytes.is_empty() {
+    if spool.size() == 0 {
         return Err(ApiError::BadRequest(
             "the body is empty: send the module's bytes".into(),
         ));
     }
-    let (record, created) = service.upload_strategy(&who.tenant, bytes).await?;
+    let (record, created) = service.upload_strategy(&who.tenant, spool).await?;
     Ok(created_or_ok(
         created,
         format!("/v1/strategies/{}", record.sha256),
@@ -653,8 +724,8 @@ async fn upload_dataset(
     request: Request,
 ) -> ApiResult {
     let q = query(q)?;
-    let bytes = body_bytes(request, &service, service.config.max_dataset_bytes).await?;
-    let (record, created) = service.upload_dataset(&who.tenant, &q.name, bytes).await?;
+    let spool = spool_body(request, &service, service.config.max_dataset_bytes).await?;
+    let (record, created) = service.upload_dataset(&who.tenant, &q.name, spool).await?;
     Ok(created_or_ok(
         created,
         format!("/v1/datasets/{}", record.id),
@@ -686,7 +757,7 @@ async fn list_datasets(State(service): State<Arc<Service>>, Auth(who): Auth) -> 
     path = "/v1/datasets/{id}",
     summary = "A dataset",
     params(
-        ("id" = String, Path, description = "the dataset id (its content's SHA-256 in hex)", pattern = "^[0-9a-f]{64}$"),
+        ("id" = String, Path, description = "the dataset id (16 hex digits)", pattern = "^[0-9a-f]{16}$"),
     ),
     responses(
         (status = 200, description = "the dataset", body = DatasetView),
@@ -708,7 +779,7 @@ async fn show_dataset(
     path = "/v1/datasets/{id}",
     summary = "Delete a dataset (jobs already submitted still run)",
     params(
-        ("id" = String, Path, description = "the dataset id (its content's SHA-256 in hex)", pattern = "^[0-9a-f]{64}$"),
+        ("id" = String, Path, description = "the dataset id (16 hex digits)", pattern = "^[0-9a-f]{16}$"),
     ),
     responses(
         (status = 204, description = "deleted"),
@@ -871,7 +942,7 @@ async fn list_jobs(
             )));
         }
     }
-    if let Some(id) = q.strategy.as_deref().filter(|id| !jobs::is_content_id(id)) {
+    if let Some(id) = q.strategy.as_deref().filter(|id| !jobs::is_strategy_id(id)) {
         return Err(ApiError::BadRequest(format!(
             "query: strategy {id:?} is not a strategy id (64 lowercase hex digits)"
         )));
@@ -1216,6 +1287,70 @@ mod tests {
         );
         assert!(PROBLEM_TYPES.contains(&kind), "{kind} is not listed");
         v
+    }
+
+    /// A streamed body (no Content-Length) is counted as it arrives: one
+    /// byte over the limit is 413 and leaves no file behind; at the limit it
+    /// is read, stored and validated.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streamed_uploads_are_spooled_within_their_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let header = "timestamp,open,high,low,close,volume\n";
+        let row = "2020-01-01T00:00:00Z,1,1,1,1,1\n";
+        // Rows of distinct days, exactly `limit` bytes with the header.
+        let rows: Vec<String> = (0..100)
+            .map(|d| row.replace("2020-01-01", &format!("2020-{:02}-{:02}", 1 + d / 28, 1 + d % 28)))
+            .collect();
+        let csv = format!("{header}{}", rows.concat());
+        let limit = csv.len() as u64;
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            max_dataset_bytes: limit,
+            ..Config::default()
+        };
+        let service = Service::start(config, Tokens::default(), tokio::runtime::Handle::current())
+            .await
+            .unwrap();
+        let app = router(service.clone());
+        let streamed = |text: String| {
+            let chunks: Vec<Result<Bytes, std::io::Error>> = text
+                .into_bytes()
+                .chunks(100)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            Body::from_stream(futures_util::stream::iter(chunks))
+        };
+        let post = |body: Body| {
+            let app = app.clone();
+            async move {
+                let req = HttpRequest::builder()
+                    .method("POST")
+                    .uri("/v1/datasets?name=X")
+                    .body(body)
+                    .unwrap();
+                let response = app.oneshot(req).await.unwrap();
+                let status = response.status();
+                let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                (status, String::from_utf8_lossy(&bytes).into_owned())
+            }
+        };
+        let tmp_files = || std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        let (status, text) = post(streamed(format!("{csv}x"))).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+        assert!(text.contains("payload-too-large"), "{text}");
+        assert_eq!(tmp_files(), 0, "nothing left of a refused upload");
+        let (status, text) = post(streamed(csv.clone())).await;
+        assert_eq!(status, StatusCode::CREATED, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["bars"], 100);
+        assert_eq!(v["sha256"], sha256_hex(csv.as_bytes()));
+        assert_eq!(tmp_files(), 0, "kept: moved into the store");
+        // Content refused after the whole body arrived: no file either.
+        let (status, text) = post(streamed(format!("{header}garbage\n"))).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+        assert_eq!(tmp_files(), 0);
     }
 
     #[test]

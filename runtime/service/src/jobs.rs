@@ -79,14 +79,14 @@ pub enum DatasetRef {
     Many(Vec<String>),
 }
 
-/// The schema of a [`DatasetRef`]: one content id (an upload's SHA-256 in
-/// hex) or a non-empty list of them.
+/// The schema of a [`DatasetRef`]: one dataset id or a non-empty list of
+/// them.
 fn dataset_ref_schema() -> utoipa::openapi::schema::Schema {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
     let id = || {
         ObjectBuilder::new()
             .schema_type(Type::String)
-            .pattern(Some(CONTENT_ID_PATTERN))
+            .pattern(Some(DATASET_ID_PATTERN))
     };
     OneOfBuilder::new()
         .item(id())
@@ -95,11 +95,13 @@ fn dataset_ref_schema() -> utoipa::openapi::schema::Schema {
         .into()
 }
 
-/// What a strategy or dataset id looks like: its content's SHA-256 in hex.
-pub const CONTENT_ID_PATTERN: &str = "^[0-9a-f]{64}$";
+/// What a dataset id looks like: 16 lowercase hex digits (of the SHA-256
+/// of its name and content).
+pub const DATASET_ID_PATTERN: &str = "^[0-9a-f]{16}$";
 
-/// True when `id` matches [`CONTENT_ID_PATTERN`].
-pub fn is_content_id(id: &str) -> bool {
+/// True when `id` looks like a strategy id: the module's SHA-256, 64
+/// lowercase hex digits.
+pub fn is_strategy_id(id: &str) -> bool {
     id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
@@ -398,6 +400,7 @@ pub fn view(r: &JobRecord) -> JobView<'_> {
 /// A job's status as the API shows it (see [`view`]).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobView<'a> {
+    #[schema(pattern = "^j[0-9a-f]{16}$")]
     pub id: &'a str,
     pub kind: &'a str,
     pub state: JobState,
@@ -666,10 +669,10 @@ mod tests {
 
     #[test]
     fn content_and_job_ids_have_one_shape() {
-        assert!(is_content_id(&"a1".repeat(32)));
-        assert!(!is_content_id(&"A1".repeat(32)));
-        assert!(!is_content_id(&"a1".repeat(31)));
-        assert!(!is_content_id(&format!("{}g", "a".repeat(63))));
+        assert!(is_strategy_id(&"a1".repeat(32)));
+        assert!(!is_strategy_id(&"A1".repeat(32)));
+        assert!(!is_strategy_id(&"a1".repeat(31)));
+        assert!(!is_strategy_id(&format!("{}g", "a".repeat(63))));
         assert!(crate::service::is_job_id("j0123456789abcdef"));
         for bad in [
             "",

@@ -23,6 +23,11 @@ use crate::auth::Tokens;
 use crate::problem;
 use crate::service::Service;
 
+/// Most bytes of a request's head (request line and headers); more is 431.
+/// Above the longest request target hyper takes (64 KiB, 414 beyond), so
+/// each limit keeps its own answer.
+pub const MAX_HEAD_BYTES: usize = 96 << 10;
+
 /// How long open connections get to finish their requests once the service
 /// has drained, before the server exits anyway.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -43,6 +48,7 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(config.header_timeout_ms))
+        .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
     let metrics = service.metrics.clone();

@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::registry::{Compiled, PolicyEntry, Registry, RegistryError};
 use crate::scheduler::{Cancel, Control, Limits, Refused, Reservation, Scheduler, StopReason};
 use crate::storage::{
-    now_ms, sha256_hex, Blob, DatasetRecord, IdempotencyKey, JobFilter, JobRecord, JobState, Storage,
+    now_ms, sha256_hex, Blob, DatasetRecord, IdempotencyKey, JobFilter, JobRecord, JobState, Spool, Storage,
     StorageError, StrategyRecord, Write, Writer,
 };
 use crate::views::{AuditEntry, PolicyChange, PolicyList, PolicySummary, PolicyView, StatusView, Workers};
@@ -1044,23 +1044,33 @@ impl Service {
 
     /// Validates, compiles (once) and stores a module for `tenant`. The
     /// boolean is true when it is new for this tenant.
+    /// A new file for an upload to be written to as it arrives.
+    pub fn spool(&self) -> Result<Spool, ServiceError> {
+        Ok(self.store.spool()?)
+    }
+
+    /// Validates, compiles and stores a module written to `spool`. The
+    /// boolean is true when it is new for this tenant.
     pub async fn upload_strategy(
         self: &Arc<Self>,
         tenant: &str,
-        bytes: axum::body::Bytes,
+        spool: Spool,
     ) -> Result<(StrategyRecord, bool), ServiceError> {
-        let sha = sha256_hex(&bytes);
+        let sha = spool.sha256();
         if let Some(existing) = self.store.get_strategy(tenant, &sha).await? {
             return Ok((existing, false));
         }
         let policy = self.registry.policy(&self.config.default_policy)?;
         self.registry.persist_version(&policy).await?;
         let registry = self.registry.clone();
-        let store = self.store.clone();
         let (sha2, policy2) = (sha.clone(), policy.clone());
         let compiled = tokio::task::spawn_blocking(move || -> Result<Arc<Compiled>, ServiceError> {
+            // The compiler needs the module whole: read once, at its size.
+            let mut bytes = Vec::with_capacity(spool.size() as usize);
+            std::io::Read::read_to_end(&mut spool.reader()?, &mut bytes)
+                .map_err(|e| ServiceError::Internal(format!("reading the spooled module: {e}")))?;
             let compiled = registry.compiled(&sha2, Some(&bytes), &policy2)?;
-            store.put_blob(Blob::Module, &sha2, &bytes)?;
+            spool.keep(Blob::Module, &sha2)?;
             Ok(compiled)
         })
         .await
@@ -1124,25 +1134,25 @@ impl Service {
         self: &Arc<Self>,
         tenant: &str,
         name: &str,
-        bytes: axum::body::Bytes,
+        spool: Spool,
     ) -> Result<(DatasetRecord, bool), ServiceError> {
         if name.is_empty() || name.chars().count() > 64 || name.chars().any(|c| c.is_control() || c == ',') {
             return Err(ServiceError::InvalidDataset(format!(
                 "name {name:?} must be 1 to 64 characters, without commas or control characters"
             )));
         }
-        let sha = sha256_hex(&bytes);
-        let size = bytes.len() as i64;
+        let sha = spool.sha256();
+        let size = spool.size() as i64;
         let id = sha256_hex(format!("{name}\0{sha}").as_bytes())[..16].to_owned();
         if let Some(existing) = self.store.get_dataset(tenant, &id).await? {
             return Ok((existing, false));
         }
-        let store = self.store.clone();
         let (name2, sha2) = (name.to_owned(), sha.clone());
         let data = tokio::task::spawn_blocking(move || -> Result<Dataset, ServiceError> {
-            let data = Dataset::from_csv_bytes(&name2, &bytes[..], &format!("{name2}.csv"))
+            let reader = std::io::BufReader::with_capacity(64 << 10, spool.reader()?);
+            let data = Dataset::from_csv_reader(&name2, reader, &format!("{name2}.csv"))
                 .map_err(|e| ServiceError::InvalidDataset(e.to_string()))?;
-            store.put_blob(Blob::Dataset, &sha2, &bytes)?;
+            spool.keep(Blob::Dataset, &sha2)?;
             Ok(data)
         })
         .await

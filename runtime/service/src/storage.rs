@@ -379,6 +379,77 @@ pub struct Recovery {
     pub swept_files: usize,
 }
 
+/// An upload written to a file in `tmp/` as it arrives and hashed on the
+/// way, so that memory holds one chunk of it at a time whatever its size.
+/// [`Spool::keep`] syncs it and renames it into the content-addressed
+/// store; otherwise the file is removed when the spool is dropped (and any
+/// left by a crash by the next start's sweep of `tmp/`).
+pub struct Spool {
+    dir: Arc<Dir>,
+    tmp: String,
+    file: Option<std::fs::File>,
+    hasher: Sha256,
+    size: u64,
+    kept: bool,
+}
+
+impl Spool {
+    /// Appends a chunk (blocking file I/O: call from a blocking context or
+    /// with chunks small enough to land in the page cache at once).
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), StorageError> {
+        let file = self.file.as_mut().expect("a spool is written before it is kept");
+        std::io::Write::write_all(file, chunk).map_err(io("cannot spool the upload to tmp/"))?;
+        self.hasher.update(chunk);
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The SHA-256 of what was written, in hex.
+    pub fn sha256(&self) -> String {
+        hex(&self.hasher.clone().finalize())
+    }
+
+    /// The file from its start, to read what was written.
+    pub fn reader(&self) -> Result<std::fs::File, StorageError> {
+        self.dir
+            .open(&self.tmp)
+            .map(cap_std::fs::File::into_std)
+            .map_err(io("cannot read the spooled upload"))
+    }
+
+    /// Syncs the file and renames it into the store as `kind`'s blob of
+    /// `sha` (left as it is when that blob exists already).
+    pub fn keep(mut self, kind: Blob, sha: &str) -> Result<(), StorageError> {
+        debug_assert!(is_sha256_hex(sha));
+        let name = kind.file(sha);
+        if self.dir.exists(&name) {
+            return Ok(());
+        }
+        let file = self.file.take().expect("kept once");
+        file.sync_all().map_err(io(format!("cannot store {name}")))?;
+        drop(file);
+        self.dir
+            .rename(&self.tmp, &self.dir, &name)
+            .map_err(io(format!("cannot store {name}")))?;
+        self.kept = true;
+        Ok(())
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.file = None;
+            let _ = self.dir.remove_file(&self.tmp);
+        }
+    }
+}
+
 /// The reason recorded on a job failed by [`Storage::recover`].
 pub const INTERRUPTED: &str = "interrupted by a restart";
 
@@ -460,12 +531,34 @@ impl Storage {
         self.write_file(&name, sha, &[bytes])
     }
 
+    /// A new file in `tmp/` for an upload to be written to as it arrives
+    /// (see [`Spool`]).
+    pub fn spool(&self) -> Result<Spool, StorageError> {
+        let tmp = self.tmp_name("upload");
+        let file = self
+            .dir
+            .create(&tmp)
+            .map_err(io("cannot spool the upload to tmp/"))?;
+        Ok(Spool {
+            dir: self.dir.clone(),
+            tmp,
+            file: Some(file.into_std()),
+            hasher: Sha256::new(),
+            size: 0,
+            kept: false,
+        })
+    }
+
+    fn tmp_name(&self, tag: &str) -> String {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        format!("tmp/{tag}.{}.{n}", std::process::id())
+    }
+
     /// Writes `parts` one after the other to a file in `tmp/` (named after
     /// `tag`), syncs it and renames it to `name`: readers see the whole file
     /// or none.
     fn write_file(&self, name: &str, tag: &str, parts: &[&[u8]]) -> Result<(), StorageError> {
-        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = format!("tmp/{tag}.{}.{n}", std::process::id());
+        let tmp = self.tmp_name(tag);
         let write = || -> std::io::Result<()> {
             let mut file = self.dir.create(&tmp)?;
             for part in parts {
@@ -1290,6 +1383,45 @@ async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_spool_hashes_what_it_writes_and_leaves_nothing_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Storage::open(dir.path()).await.unwrap();
+        let tmp_files = || std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        let data = b"timestamp,open,high,low,close,volume\n".repeat(1000);
+        let sha = sha256_hex(&data);
+
+        let mut spool = store.spool().unwrap();
+        for chunk in data.chunks(777) {
+            spool.write(chunk).unwrap();
+        }
+        assert_eq!(spool.size(), data.len() as u64);
+        assert_eq!(spool.sha256(), sha, "hashed on the way, chunk by chunk");
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut spool.reader().unwrap(), &mut back).unwrap();
+        assert_eq!(back, data);
+        assert_eq!(tmp_files(), 1);
+        drop(spool);
+        assert_eq!(tmp_files(), 0, "a spool dropped unkept is removed");
+
+        let mut spool = store.spool().unwrap();
+        spool.write(&data).unwrap();
+        spool.keep(Blob::Dataset, &sha).unwrap();
+        assert_eq!(tmp_files(), 0, "kept: renamed into the store");
+        assert_eq!(store.get_blob(Blob::Dataset, &sha).unwrap(), data);
+
+        // The same content again: the stored file stays, the spool goes.
+        let mut spool = store.spool().unwrap();
+        spool.write(&data).unwrap();
+        spool.keep(Blob::Dataset, &sha).unwrap();
+        assert_eq!(tmp_files(), 0);
+        assert_eq!(store.get_blob(Blob::Dataset, &sha).unwrap(), data);
+
+        let empty = store.spool().unwrap();
+        assert_eq!(empty.size(), 0);
+        assert_eq!(empty.sha256(), sha256_hex(b""));
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn schema_from_before_tracked_migrations_opens_and_newer_ones_are_refused() {

@@ -19,7 +19,9 @@ use crate::storage::{DatasetRecord, PolicyAudit, StrategyRecord};
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StrategyView {
     /// The strategy id: the module's SHA-256.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub id: String,
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub sha256: String,
     pub name: String,
     pub version: String,
@@ -77,6 +79,8 @@ pub struct StrategyList {
 /// An uploaded dataset: the bars of one symbol.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DatasetView {
+    /// The dataset id: 16 hex digits of the SHA-256 of its name and content.
+    #[schema(pattern = "^[0-9a-f]{16}$")]
     pub id: String,
     /// The symbol.
     pub name: String,
@@ -87,6 +91,7 @@ pub struct DatasetView {
     /// Time of the last bar (RFC 3339).
     pub last: String,
     /// SHA-256 of the CSV file.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub sha256: String,
     pub size: i64,
     pub created: String,
