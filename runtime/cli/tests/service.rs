@@ -1729,7 +1729,8 @@ fn a_tenant_cannot_fill_the_queue_or_hold_back_another() {
     let config = file(
         dir.path(),
         "serve.toml",
-        "queue_depth = 10\nmax_queued_per_tenant = 2\nmax_running = 2\nmax_running_per_tenant = 1\n",
+        // A per-tenant cap as large as the global one is cut to one below it.
+        "queue_depth = 10\nmax_queued_per_tenant = 2\nmax_running = 2\nmax_running_per_tenant = 2\n",
     );
     let server = support::server(
         &dir.path().join("data"),
@@ -1759,7 +1760,12 @@ fn a_tenant_cannot_fill_the_queue_or_hold_back_another() {
     let strategy = bob.upload_module(&guest("sma_cross"));
     let bob_data = bob.upload_csv("spy", &sample_csv("spy-like-daily.csv", 300));
     let short = bob.submit(&json!({ "strategy": strategy, "dataset": bob_data }));
-    bob.result(&short).expect(200);
+    bob.wait_job(&short, "succeeded beside alice's loop", |v| {
+        v["state"] == "succeeded"
+    });
+    for id in &queued {
+        assert_eq!(alice.get(&format!("/v1/jobs/{id}")).json()["state"], "queued");
+    }
     for id in queued.iter().chain([&running]) {
         let r = alice.delete(&format!("/v1/jobs/{id}"));
         assert!(r.status == 200 || r.status == 202, "{}", r.text());

@@ -87,11 +87,19 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The limits of `c`, with `max_running_per_tenant` cut to one below
+    /// `max_running` (when that is 2 or more): a tenant whose jobs never end
+    /// must leave a slot to the others, or it could hold them back until
+    /// its jobs' deadlines.
     pub fn from_config(c: &Config) -> Limits {
+        let per_tenant = match c.max_running {
+            0 | 1 => c.max_running_per_tenant,
+            n => c.max_running_per_tenant.min(n - 1),
+        };
         Limits {
             queue_depth: c.queue_depth,
             max_running: c.max_running,
-            max_running_per_tenant: c.max_running_per_tenant,
+            max_running_per_tenant: per_tenant,
             max_queued_per_tenant: c.max_queued_per_tenant,
             submit_rate: c.submit_rate,
             submit_burst: c.submit_burst,
@@ -694,6 +702,25 @@ mod tests {
 
     fn ids(v: Vec<(J, Arc<Control>)>) -> Vec<String> {
         v.into_iter().map(|(j, _)| j.id).collect()
+    }
+
+    #[test]
+    fn a_tenant_always_leaves_a_running_slot_to_the_others() {
+        let limits = |max_running, per_tenant| {
+            Limits::from_config(&Config {
+                max_running,
+                max_running_per_tenant: per_tenant,
+                ..Config::default()
+            })
+            .max_running_per_tenant
+        };
+        assert_eq!(limits(10, 8), 8);
+        assert_eq!(limits(10, 9), 9);
+        assert_eq!(limits(10, 10), 9);
+        assert_eq!(limits(4, 8), 3);
+        assert_eq!(limits(2, 5), 1);
+        // One slot in all: nothing to leave.
+        assert_eq!(limits(1, 8), 8);
     }
 
     #[test]
