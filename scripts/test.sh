@@ -47,6 +47,9 @@ scripts/check-deploy.sh
 say "the cost gate: the example strategies' exact costs against benches/baselines/"
 scripts/cost-gate.sh
 
+say "the ratio gate: wasm vs native, backtesting.py vs palisade, each in one run, against benches/baselines/ratios.json"
+scripts/ratio-gate.sh
+
 say "running the guest strategies' native unit tests"
 (cd guest-examples && cargo test -j2 --quiet)
 
