@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""The benchmark figures of BENCHMARKS.md, each section measured by one
+function here and written into its own generated block of that file
+(with --write), so the file is never edited by hand. Run through
+scripts/bench.sh, which builds what the sections need first.
+
+Usage: bench.py [--write] [SECTION ...]   (no section: all of them)
+
+Sections:
+  process   whole-process CLI figures (fresh processes, as users run it)
+  ratios    the ratio gate's table (scripts/ratio-gate.sh)
+  costs     the cost gate's tables (scripts/cost-gate.sh)
+  criterion warm criterion figures (cargo bench -p palisade-benches)
+  service   the service's load bench (cargo bench -p palisade --bench service)
+  uploads   server memory under large uploads (scripts/upload-memory.py)
+  soak      the service soak under faults (runtime/cli/tests/soak.rs)
+
+Environment: RUNS (process: runs per figure, default 5), SOAK_SECONDS
+(soak: default 600), CARGO_TARGET_DIR.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+RELEASE = TARGET / "release" / "palisade"
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+MODULE = "guest-examples/out/sma_cross.wasm"
+
+
+def run(args: list[str], env: dict | None = None) -> str:
+    """Runs a command from the repository's root; its stdout, or exit."""
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
+    if out.returncode != 0:
+        sys.exit(f"bench: {' '.join(args)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out.stdout
+
+
+def text_block(text: str) -> str:
+    return "```text\n" + text.rstrip() + "\n```\n"
+
+
+def bench_data(bars: int, seed: int) -> Path:
+    data = TARGET / "bench-data"
+    data.mkdir(parents=True, exist_ok=True)
+    name = {1_000_000: "walk-1m.csv", 100_000: "walk-100k.csv"}[bars]
+    path = data / name
+    if not path.exists() or path.stat().st_size == 0:
+        run([sys.executable, "scripts/gen_walk.py", str(bars), str(seed), str(path)])
+    return path
+
+
+# ---- sections: each returns (title, command, markdown) ----
+
+def process() -> tuple[str, str, str]:
+    runs = int(os.environ.get("RUNS", "5"))
+    big, small = bench_data(1_000_000, 7), bench_data(100_000, 8)
+
+    def spread(xs):
+        return f"{statistics.median(xs):.3f} s ({min(xs):.3f}-{max(xs):.3f})"
+
+    def timed(args):
+        t = time.perf_counter()
+        out = run(args)
+        return time.perf_counter() - t, out
+
+    run_s, wall_s = [], []
+    for _ in range(runs):
+        wall, out = timed([str(RELEASE), "backtest", MODULE, "--data", str(big), "-p", "fast=10", "-p", "slow=30", "--json"])
+        doc = json.loads(out)
+        run_s.append(doc["timing"]["run_seconds"])
+        wall_s.append(wall)
+    bars = doc["data"]["bars"]
+    pandas = []
+    try:
+        import pandas as pd
+        for _ in range(runs):
+            t = time.perf_counter()
+            pd.read_csv(big)
+            pandas.append(time.perf_counter() - t)
+    except ImportError:
+        pass
+    grid = ["--grid", "fast=2:21:1", "--grid", "slow=30:520:10"]
+    study = {}
+    for threads in (1, 2):
+        study[threads] = [timed([str(RELEASE), "optimize", MODULE, "--data", str(small), *grid,
+                                 "--threads", str(threads), "--json", "--no-timing"])[0] for _ in range(runs)]
+    t1, t2 = statistics.median(study[1]), statistics.median(study[2])
+    rows = [
+        "| figure | median (min-max) |",
+        "|---|---|",
+        f"| backtest 1M bars, run_seconds | {spread(run_s)} = {bars / statistics.median(run_s) / 1e6:.1f} M bars/s |",
+        f"| backtest 1M bars, whole process | {spread(wall_s)} |",
+    ]
+    if pandas:
+        rows.append(f"| pandas.read_csv of the same file | {spread(pandas)} |")
+    rows += [
+        f"| optimize 1,000 x 100k, whole process, 1 thread | {spread(study[1])} |",
+        f"| optimize 1,000 x 100k, whole process, 2 threads | {spread(study[2])} |",
+        f"| scaling t1 / (2 t2) | {t1 / (2 * t2) * 100:.1f} % |",
+    ]
+    text = (f"sma-cross (fast 10, slow 30) on generated one-minute bars; each run a fresh "
+            f"`palisade` process (release build); {runs} runs per figure.\n\n" + "\n".join(rows) + "\n")
+    return "Whole-process figures (as users run the CLI)", "scripts/bench.sh process", text
+
+
+def ratios() -> tuple[str, str, str]:
+    out = run(["scripts/ratio-gate.sh"])
+    table = out[out.index("ratio "):]
+    return "Ratios measured in one run (the ratio gate)", "scripts/ratio-gate.sh", text_block(table)
+
+
+def costs() -> tuple[str, str, str]:
+    out = run(["scripts/cost-gate.sh"], env={"PALISADE": str(RELEASE)})
+    return ("Exact costs of the example strategies (the cost gate)", "scripts/cost-gate.sh",
+            "Fuel, memory and host calls are exact and the same on every machine; "
+            "time per bar is informational.\n\n" + text_block(out))
+
+
+def criterion() -> tuple[str, str, str]:
+    rows = ["| benchmark | median | throughput |", "|---|---|---|"]
+    for bench in ("backtest", "optimize", "limits"):
+        run(["cargo", "bench", "-j2", "-q", "-p", "palisade-benches", "--bench", bench, "--", "--noplot"])
+    for meta in sorted((TARGET / "criterion").glob("**/new/benchmark.json")):
+        info = json.loads(meta.read_text())
+        est = json.loads((meta.parent / "estimates.json").read_text())
+        median = est["median"]["point_estimate"] / 1e9
+        shown = f"{median * 1e3:.3f} ms" if median < 1 else f"{median:.3f} s"
+        tp = info.get("throughput") or {}
+        elements = tp.get("Elements") if isinstance(tp, dict) else None
+        rate = f"{elements / median / 1e6:.1f} M elements/s" if elements else ""
+        rows.append(f"| {info['full_id']} | {shown} | {rate} |")
+    return ("Warm figures (criterion)", "cargo bench -p palisade-benches",
+            "Medians of criterion's samples, warm (the module compiled, the data loaded).\n\n" + "\n".join(rows) + "\n")
+
+
+def service() -> tuple[str, str, str]:
+    out = run(["cargo", "bench", "-j2", "-q", "-p", "palisade", "--bench", "service"])
+    return "The service under load (loopback HTTP)", "cargo bench -p palisade --bench service", text_block(out)
+
+
+def uploads() -> tuple[str, str, str]:
+    out = run([sys.executable, "scripts/upload-memory.py", str(RELEASE)])
+    return ("Server memory under large uploads", "scripts/upload-memory.py target/release/palisade",
+            "Uploads are spooled to `tmp/` as they arrive (256 KiB held per upload); a module is "
+            "read back whole once for the compiler.\n\n" + out)
+
+
+def soak() -> tuple[str, str, str]:
+    seconds = os.environ.get("SOAK_SECONDS", "600")
+    out = subprocess.run(
+        ["cargo", "test", "-j2", "--release", "-p", "palisade", "--test", "soak", "--", "--ignored", "--nocapture"],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PALISADE_SOAK_SECONDS": seconds})
+    line = next((l for l in out.stderr.splitlines() if re.match(r"soak: \d+ s, ", l)), None)
+    if out.returncode != 0 or line is None:
+        sys.exit(f"bench: the soak failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    readies = [float(x) for x in re.findall(r"ready in (\d+) ms", out.stderr)]
+    text = (f"{seconds} s of submissions every 25 ms, each with an Idempotency-Key, through rotating "
+            f"15 s cycles: kill -9 with requests in flight; a full disk (RLIMIT_FSIZE 0) then kill -9; "
+            f"40 slow clients then kill -9; SIGTERM. Unanswered submissions and 503/507 are retried "
+            f"with the same key. Ready again after a restart in {min(readies):.0f}-{max(readies):.0f} ms.\n\n"
+            + text_block(line))
+    return "The service soak under faults", f"PALISADE_SOAK_SECONDS={seconds} cargo test --release -p palisade --test soak -- --ignored --nocapture", text
+
+
+SECTIONS = {f.__name__: f for f in (process, ratios, costs, criterion, service, uploads, soak)}
+
+
+def stamp() -> str:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{when}, commit {commit}{' (with uncommitted changes)' if dirty else ''}, {os.cpu_count()} × {cpu}"
+
+
+def write_block(name: str, markdown: str) -> None:
+    text = BENCHMARKS.read_text()
+    begin, end = f"<!-- bench.sh {name} -->", f"<!-- /bench.sh {name} -->"
+    block = f"{begin}\n{markdown.rstrip()}\n{end}"
+    if begin in text and end in text:
+        a, b = text.index(begin), text.index(end) + len(end)
+        text = text[:a] + block + text[b:]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    BENCHMARKS.write_text(text)
+
+
+def main(argv: list[str]) -> int:
+    write = "--write" in argv
+    names = [a for a in argv if a != "--write"] or list(SECTIONS)
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        print(f"bench: unknown section {', '.join(unknown)} (sections: {', '.join(SECTIONS)})", file=sys.stderr)
+        return 2
+    for name in names:
+        print(f"==> {name}", file=sys.stderr)
+        title, command, body = SECTIONS[name]()
+        markdown = f"## {title}\n\n`{command}` · {stamp()}\n\n{body}"
+        print(markdown)
+        if write:
+            write_block(name, markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
