@@ -137,7 +137,8 @@ def criterion() -> tuple[str, str, str]:
         info = json.loads(meta.read_text())
         est = json.loads((meta.parent / "estimates.json").read_text())
         median = est["median"]["point_estimate"] / 1e9
-        shown = f"{median * 1e3:.3f} ms" if median < 1 else f"{median:.3f} s"
+        shown = (f"{median * 1e6:.1f} µs" if median < 1e-3 else
+                 f"{median * 1e3:.2f} ms" if median < 1 else f"{median:.3f} s")
         tp = info.get("throughput") or {}
         elements = tp.get("Elements") if isinstance(tp, dict) else None
         rate = f"{elements / median / 1e6:.1f} M elements/s" if elements else ""

@@ -1254,27 +1254,6 @@ fn compiled_modules_survive_a_restart() {
     drop(server);
 }
 
-/// Sets the soft file-size limit (RLIMIT_FSIZE) of a running server: at 1
-/// byte no file of it can grow, as on a full disk (the server ignores
-/// SIGXFSZ, so a write fails instead of killing it); `None` lifts it.
-fn limit_file_size(server: &support::Server, bytes: Option<u64>) {
-    let pid = server.pid() as libc::pid_t;
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit reads and writes only the two structs passed.
-    let got = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut old) };
-    assert_eq!(got, 0, "prlimit: {}", std::io::Error::last_os_error());
-    let new = libc::rlimit {
-        rlim_cur: bytes.unwrap_or(old.rlim_max),
-        rlim_max: old.rlim_max,
-    };
-    // SAFETY: as above.
-    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &new, std::ptr::null_mut()) };
-    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
-}
-
 /// A refusal because the store cannot write: 507 (no space) or 503 (an I/O
 /// error), problem+json with Retry-After, saying nothing was stored.
 #[track_caller]
@@ -1315,7 +1294,7 @@ fn a_full_disk_loses_nothing_acknowledged_and_reuses_no_id() {
     );
     wait_running(&c, &slow);
 
-    limit_file_size(&server, Some(1));
+    server.limit_file_size(Some(1));
     // Nothing new is acknowledged: not a waited job, not a queued one, not
     // an upload; none of them is listed afterwards.
     refused_for_storage(c.post_json("/v1/jobs?wait=2000", &job));
@@ -1361,7 +1340,7 @@ fn a_full_disk_loses_nothing_acknowledged_and_reuses_no_id() {
 
     // Space again: ready by itself, the end is stored and shown, and new
     // work is taken under a new id.
-    limit_file_size(&server, None);
+    server.limit_file_size(None);
     for _ in 0..2_000 {
         if c.get("/readyz").status == 200 {
             break;

@@ -43,23 +43,6 @@ struct Tally {
     transport_errors: usize,
 }
 
-fn set_file_size_limit(pid: u32, bytes: Option<u64>) {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit reads and writes only the two structs passed.
-    let got = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_FSIZE, std::ptr::null(), &mut old) };
-    assert_eq!(got, 0, "prlimit: {}", std::io::Error::last_os_error());
-    let new = libc::rlimit {
-        rlim_cur: bytes.unwrap_or(old.rlim_max),
-        rlim_max: old.rlim_max,
-    };
-    // SAFETY: as above.
-    let set = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_FSIZE, &new, std::ptr::null_mut()) };
-    assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
-}
-
 /// Connections that send half a request head and then nothing.
 fn hold_slow_connections(addr: &str, stop: &AtomicBool) {
     let mut held = Vec::new();
@@ -77,6 +60,19 @@ fn hold_slow_connections(addr: &str, stop: &AtomicBool) {
         // The server closes them after its header timeout; start over.
         if held.len() >= SLOW_CONNECTIONS {
             held.clear();
+        }
+    }
+}
+
+impl Tally {
+    /// Records an acknowledgement of `key` with job `id`.
+    fn ack(&mut self, key: String, id: String) {
+        match self.acked.get(&key) {
+            Some(first) if *first != id => self.two_ids += 1,
+            Some(_) => {}
+            None => {
+                self.acked.insert(key, id);
+            }
         }
     }
 }
@@ -156,7 +152,7 @@ fn nothing_acknowledged_is_lost_or_run_twice_under_faults() {
             let third = cycle_began.elapsed().as_secs_f64() / CYCLE.as_secs_f64();
             if fault == 1 && (0.33..0.66).contains(&third) != disk_full {
                 disk_full = !disk_full;
-                set_file_size_limit(server.pid(), disk_full.then_some(0));
+                server.limit_file_size(disk_full.then_some(0));
             }
             let key = retry.pop_front().unwrap_or_else(|| {
                 next_key += 1;
@@ -165,14 +161,7 @@ fn nothing_acknowledged_is_lost_or_run_twice_under_faults() {
             });
             match client.try_post_json_with("/v1/jobs", ("Idempotency-Key", &key), &job(&key)) {
                 Ok(r) if r.status == 201 || r.status == 200 => {
-                    let id = r.json()["id"].as_str().unwrap().to_owned();
-                    match tally.acked.get(&key) {
-                        Some(first) if *first != id => tally.two_ids += 1,
-                        Some(_) => {}
-                        None => {
-                            tally.acked.insert(key, id);
-                        }
-                    }
+                    tally.ack(key, r.json()["id"].as_str().unwrap().to_owned());
                 }
                 Ok(r) => {
                     *tally.refused.entry(r.status).or_default() += 1;
@@ -195,7 +184,7 @@ fn nothing_acknowledged_is_lost_or_run_twice_under_faults() {
             t.join().unwrap();
         }
         if disk_full {
-            set_file_size_limit(server.pid(), None);
+            server.limit_file_size(None);
         }
         // Faults 1 and 2 end in kill -9 between two requests (0 had its
         // kill -9 already; reaping it is all that is left); 3 is a graceful
@@ -221,16 +210,7 @@ fn nothing_acknowledged_is_lost_or_run_twice_under_faults() {
             .try_post_json_with("/v1/jobs", ("Idempotency-Key", &key), &job(&key))
             .expect("the server is up");
         match r.status {
-            200 | 201 => {
-                let id = r.json()["id"].as_str().unwrap().to_owned();
-                match tally.acked.get(&key) {
-                    Some(first) if *first != id => tally.two_ids += 1,
-                    Some(_) => {}
-                    None => {
-                        tally.acked.insert(key, id);
-                    }
-                }
-            }
+            200 | 201 => tally.ack(key, r.json()["id"].as_str().unwrap().to_owned()),
             429 | 409 => {
                 std::thread::sleep(Duration::from_millis(100));
                 retry.push_back(key);

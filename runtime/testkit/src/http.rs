@@ -327,6 +327,28 @@ impl Server {
         );
     }
 
+    /// Sets the soft file-size limit (RLIMIT_FSIZE) of the running server:
+    /// at 0 or 1 byte no file of it can grow, as on a full disk (the server
+    /// ignores SIGXFSZ, so a write fails instead of killing it); `None`
+    /// lifts it.
+    pub fn limit_file_size(&self, bytes: Option<u64>) {
+        let pid = self.pid() as libc::pid_t;
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: prlimit reads and writes only the two structs passed.
+        let got = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut old) };
+        assert_eq!(got, 0, "prlimit: {}", std::io::Error::last_os_error());
+        let new = libc::rlimit {
+            rlim_cur: bytes.unwrap_or(old.rlim_max),
+            rlim_max: old.rlim_max,
+        };
+        // SAFETY: as above.
+        let set = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &new, std::ptr::null_mut()) };
+        assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
