@@ -3,6 +3,7 @@
 # the API docs with warnings denied, the host workspace's tests
 # (unit and end-to-end, against real guest modules), the guest strategies'
 # native unit tests, the operator kit in deploy/ (against a real Prometheus),
+# a short run of the load generator (`palisade load`) against a real server,
 # and the cross-check of the backtest engine against backtesting.py. Installs
 # what it needs (wasm toolchain, Python peer, Prometheus), idempotently.
 set -euo pipefail
@@ -43,6 +44,9 @@ scripts/api-fuzz.sh 120
 
 say "checking the operator kit in deploy/ (promtool, the dashboard, a live Prometheus scraping palisade serve)"
 scripts/check-deploy.sh
+
+say "a short run of palisade load against a local palisade serve (24 jobs, assertions)"
+scripts/load-check.sh
 
 say "the cost gate: the example strategies' exact costs against benches/baselines/"
 scripts/cost-gate.sh

@@ -6,7 +6,8 @@
 //! terminal and process exit codes, and the one that picks the allocator.
 //!
 //! Exit codes: 0 success, 1 the run or the module failed (a classified
-//! outcome, printed), 2 bad input (files, data, parameters, flags).
+//! outcome, printed) or, for `bench` and `load`, a check failed, 2 bad
+//! input (files, data, parameters, flags, a server that cannot be reached).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod bench;
+mod load;
 mod serve;
 mod study;
 
@@ -62,6 +64,9 @@ enum Command {
     /// Measure a strategy's cost (fuel, memory and host calls per bar,
     /// exact; time per bar); compare with a saved baseline.
     Bench(bench::BenchArgs),
+    /// Drive a running server with jobs and measure it: jobs/s, latency
+    /// percentiles, failures; --assert sets the exit code.
+    Load(load::LoadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +160,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::serve(a),
         Command::Openapi => openapi(),
         Command::Bench(a) => bench::bench(&a),
+        Command::Load(a) => load::load(&a),
     };
     match result {
         Ok(code) => code,
