@@ -12,6 +12,8 @@ Sections:
   costs     the cost gate's tables (scripts/cost-gate.sh)
   criterion warm criterion figures (cargo bench -p palisade-benches)
   service   the service's load bench (cargo bench -p palisade --bench service)
+  load      `palisade load` against a release `palisade serve`: the replaced
+            system's scenario and a backtest mix
   uploads   server memory under large uploads (scripts/upload-memory.py)
   soak      the service soak under faults (runtime/cli/tests/soak.rs)
 
@@ -152,6 +154,30 @@ def service() -> tuple[str, str, str]:
     return "The service under load (loopback HTTP)", "cargo bench -p palisade --bench service", text_block(out)
 
 
+def load() -> tuple[str, str, str]:
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        server = subprocess.Popen([str(RELEASE), "serve", "--listen", "127.0.0.1:0", "--data-dir", f"{d}/data"],
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            url = server.stdout.readline().strip().removeprefix("palisade listening on ")
+            common = [str(RELEASE), "load", "--url", url, "--module", MODULE,
+                      "--data", "SPY=data/sample/spy-like-daily.csv"]
+            runs = [
+                ("replaced system: 48 optimize jobs of 8 variants, 6 in flight", ["--scenario", "replaced-system"]),
+                ("400 backtests of 2,520 bars, 8 in flight", ["--jobs", "400", "--concurrency", "8"]),
+            ]
+            parts = []
+            for label, flags in runs:
+                parts.append(f"{label} (`palisade load {' '.join(flags)}`):\n\n" + text_block(run(common + flags)))
+        finally:
+            server.kill()
+            server.wait()
+    return ("The service under `palisade load`", "scripts/bench.sh load",
+            "A release `palisade serve` with its defaults and `palisade load` on the same 2-core machine.\n\n"
+            + "\n".join(parts))
+
+
 def uploads() -> tuple[str, str, str]:
     out = run([sys.executable, "scripts/upload-memory.py", str(RELEASE)])
     return ("Server memory under large uploads", "scripts/upload-memory.py target/release/palisade",
@@ -176,7 +202,7 @@ def soak() -> tuple[str, str, str]:
     return "The service soak under faults", f"PALISADE_SOAK_SECONDS={seconds} cargo test --release -p palisade --test soak -- --ignored --nocapture", text
 
 
-SECTIONS = {f.__name__: f for f in (process, ratios, costs, criterion, service, uploads, soak)}
+SECTIONS = {f.__name__: f for f in (process, ratios, costs, criterion, service, load, uploads, soak)}
 
 
 def stamp() -> str:
