@@ -6,6 +6,11 @@
 # checks' expectations: tests/api/schemathesis.toml; request bodies for
 # uploads: tests/api/schemathesis_hooks.py.
 #
+# One worker: with two, hypothesis (describing its filters) parses source
+# with `ast` on two threads at once, which CPython 3.11 can fail with
+# "SystemError: AST constructor recursion depth mismatch" (an error of the
+# tester, not of the server, but it fails the run).
+#
 # Left out: use_after_free, which expects every successful DELETE to leave
 # a 404 behind. Two of this API's DELETEs do not remove, by design
 # (docs/service.md): DELETE /v1/jobs/{id} cancels a job, whose record
@@ -52,7 +57,7 @@ say "schemathesis against $addr for ${seconds}s (every check)"
 status=0
 (cd tests/api && PALISADE_ROOT="$root" SCHEMATHESIS_HOOKS=schemathesis_hooks \
     python3 -m schemathesis.cli run "$addr/v1/openapi.json" \
-        --checks all --exclude-checks use_after_free --max-time "$seconds" --workers 2 \
+        --checks all --exclude-checks use_after_free --max-time "$seconds" --workers 1 \
         --header "Authorization: Bearer $token" --no-color) || status=$?
 if grep -q "panicked" "$dir/server.log"; then
     echo "api-fuzz: the server panicked:" >&2

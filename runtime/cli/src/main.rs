@@ -44,7 +44,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check a module against ABI v1 and a policy, without running it.
+    /// Check a module against ABI v2 and a policy, without running it.
     Validate(ModuleArgs),
     /// Show a module's manifest, parameter schema, imports and exports.
     Inspect(ModuleArgs),
