@@ -1004,7 +1004,7 @@ async fn show_job(State(service): State<Arc<Service>>, Auth(who): Auth, Path(id)
 struct ResultQuery {
     /// Milliseconds to wait for the job to end (longer waits are cut to
     /// 60000).
-    #[param(minimum = 0)]
+    #[param(format = "uint64", minimum = 0, maximum = 18446744073709551615_u64)]
     wait: Option<u64>,
 }
 

@@ -182,7 +182,7 @@ pub struct JobRequest {
     pub policy: Option<String>,
     /// Seed of the strategy's random stream.
     #[serde(default, deserialize_with = "whole::u64")]
-    #[schema(minimum = 0, maximum = 18446744073709551615_u64)]
+    #[schema(format = "uint64", minimum = 0, maximum = 18446744073709551615_u64)]
     pub seed: u64,
     /// Starting cash (default 10000).
     #[serde(default)]
@@ -221,7 +221,7 @@ pub struct JobRequest {
     pub top: Option<usize>,
     /// optimize, walk_forward: run a random sample of this many grid points.
     #[serde(default, deserialize_with = "whole::opt_u64")]
-    #[schema(minimum = 1, maximum = 18446744073709551615_u64)]
+    #[schema(format = "uint64", minimum = 1, maximum = 18446744073709551615_u64)]
     pub samples: Option<u64>,
     /// walk_forward: number of windows.
     #[serde(default, deserialize_with = "whole::opt_count")]
@@ -237,7 +237,7 @@ pub struct JobRequest {
     pub mode: Option<String>,
     /// monte_carlo: resampled paths.
     #[serde(default, deserialize_with = "whole::opt_u64")]
-    #[schema(minimum = 1, maximum = 10000000)]
+    #[schema(format = "uint64", minimum = 1, maximum = 10000000)]
     pub runs: Option<u64>,
     /// monte_carlo: `bootstrap` or `permutation`.
     #[serde(default)]
@@ -650,6 +650,12 @@ mod tests {
         assert_eq!(body("samples", "null").unwrap().samples, None);
         assert_eq!(body("seed", "18446744073709551615").unwrap().seed, u64::MAX);
         assert_eq!(body("seed", "300000.0").unwrap().seed, 300000);
+        // Read exactly (serde_json's float_roundtrip): a fast parse would
+        // make this 2251799813685247.2 and refuse it as a fraction.
+        assert_eq!(
+            body("samples", "2251799813685247.0").unwrap().samples,
+            Some(2251799813685247)
+        );
         for (field, value, max) in [
             ("windows", "399.5", "4294967295"),
             ("windows", "4294967296", "4294967295"),
