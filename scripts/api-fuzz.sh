@@ -30,10 +30,11 @@ bin="${CARGO_TARGET_DIR:-target}/debug/palisade"
 say "installing schemathesis (pip, tests/api/requirements.txt)"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/api/requirements.txt
 
+. scripts/serve-lib.sh
 dir=$(mktemp -d)
-server=
+PALISADE_PID=
 cleanup() {
-    [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+    [ -n "$PALISADE_PID" ] && kill "$PALISADE_PID" 2>/dev/null && wait "$PALISADE_PID" 2>/dev/null
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -41,17 +42,8 @@ token="fuzz-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 printf '[[token]]\ntoken = "%s"\ntenant = "fuzz"\noperator = true\n' "$token" > "$dir/tokens.toml"
 
 say "starting palisade serve on a loopback port"
-"$bin" serve --listen 127.0.0.1:0 --data-dir "$dir/data" --tokens "$dir/tokens.toml" \
-    > "$dir/out.log" 2> "$dir/server.log" &
-server=$!
-addr=
-for _ in $(seq 1 100); do
-    addr=$(sed -n 's/^palisade listening on //p' "$dir/out.log" | head -1)
-    [ -n "$addr" ] && break
-    kill -0 "$server" 2>/dev/null || { cat "$dir/server.log" >&2; exit 1; }
-    sleep 0.1
-done
-[ -n "$addr" ] || { echo "api-fuzz: the server did not say where it listens" >&2; exit 1; }
+start_palisade "$dir" "$bin" --tokens "$dir/tokens.toml"
+addr=$PALISADE_URL
 
 say "schemathesis against $addr for ${seconds}s (every check)"
 status=0
@@ -59,10 +51,5 @@ status=0
     python3 -m schemathesis.cli run "$addr/v1/openapi.json" \
         --checks all --exclude-checks use_after_free --max-time "$seconds" --workers 1 \
         --header "Authorization: Bearer $token" --no-color) || status=$?
-if grep -q "panicked" "$dir/server.log"; then
-    echo "api-fuzz: the server panicked:" >&2
-    grep -A5 "panicked" "$dir/server.log" >&2
-    status=1
-fi
-kill -0 "$server" 2>/dev/null || { echo "api-fuzz: the server died" >&2; status=1; }
+palisade_healthy api-fuzz "$dir" || status=1
 exit $status

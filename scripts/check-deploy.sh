@@ -76,17 +76,10 @@ trap cleanup EXIT
 
 say "starting palisade serve on a loopback port (one job at a time, a queue of 2)"
 printf 'max_running = 1\nqueue_depth = 2\n' > "$work/serve.toml"
-PALISADE_LOG=warn "$bin" serve --listen 127.0.0.1:0 --data-dir "$work/data" --config "$work/serve.toml" \
-    > "$work/palisade.out" 2> "$work/palisade.log" &
-pids+=($!)
-palisade=""
-for _ in $(seq 200); do
-    palisade=$(sed -n 's/^palisade listening on //p' "$work/palisade.out")
-    [ -n "$palisade" ] && break
-    kill -0 "${pids[0]}" 2>/dev/null || { cat "$work/palisade.log" >&2; exit 1; }
-    sleep 0.05
-done
-[ -n "$palisade" ] || { echo "palisade did not start; log:" >&2; cat "$work/palisade.log" >&2; exit 1; }
+. scripts/serve-lib.sh
+PALISADE_LOG=warn start_palisade "$work" "$bin" --config "$work/serve.toml"
+pids+=("$PALISADE_PID")
+palisade=$PALISADE_URL
 
 say "starting Prometheus on a loopback port, scraping $palisade every second"
 prom_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -13,27 +13,20 @@ cd "$root"
 bin="${CARGO_TARGET_DIR:-target}/debug/palisade"
 [ -x "$bin" ] || { echo "load-check: $bin is missing: build it with cargo build -p palisade" >&2; exit 1; }
 
+. scripts/serve-lib.sh
 dir=$(mktemp -d)
-server=
+PALISADE_PID=
 cleanup() {
-    if [ -n "$server" ]; then
-        kill "$server" 2>/dev/null || true
-        wait "$server" 2>/dev/null || true
+    if [ -n "$PALISADE_PID" ]; then
+        kill "$PALISADE_PID" 2>/dev/null || true
+        wait "$PALISADE_PID" 2>/dev/null || true
     fi
     rm -rf "$dir"
 }
 trap cleanup EXIT
 
-"$bin" serve --listen 127.0.0.1:0 --data-dir "$dir/data" > "$dir/out.log" 2> "$dir/server.log" &
-server=$!
-addr=
-for _ in $(seq 1 100); do
-    addr=$(sed -n 's/^palisade listening on //p' "$dir/out.log" | head -1)
-    [ -n "$addr" ] && break
-    kill -0 "$server" 2>/dev/null || { cat "$dir/server.log" >&2; exit 1; }
-    sleep 0.1
-done
-[ -n "$addr" ] || { echo "load-check: the server did not say where it listens" >&2; exit 1; }
+start_palisade "$dir" "$bin"
+addr=$PALISADE_URL
 
 status=0
 timeout 120 "$bin" load --url "$addr" \
@@ -41,10 +34,5 @@ timeout 120 "$bin" load --url "$addr" \
     --jobs 24 --concurrency 4 --mix backtest=4,optimize=1,walk_forward=1 \
     --assert 'failed==0' --assert 'errors==0' --assert 'dropped==0' --assert 'succeeded==24' \
     --assert 'p95<30s' || status=$?
-if grep -q "panicked" "$dir/server.log"; then
-    echo "load-check: the server panicked:" >&2
-    grep -A5 "panicked" "$dir/server.log" >&2
-    status=1
-fi
-kill -0 "$server" 2>/dev/null || { echo "load-check: the server died" >&2; status=1; }
+palisade_healthy load-check "$dir" || status=1
 exit $status
