@@ -259,7 +259,8 @@ fn refusals_of_a_full_queue_are_counted_and_retried_with_the_same_key() {
         "QQQ={}",
         palisade_testkit::guests::sample_path("qqq-like-daily.csv")
     );
-    let (code, out, err) = load(&[
+    // Three endless jobs at once against a queue that takes fewer.
+    let endless = [
         "--url",
         &server.base,
         "--module",
@@ -275,15 +276,16 @@ fn refusals_of_a_full_queue_are_counted_and_retried_with_the_same_key() {
         "--concurrency",
         "3",
         "--json",
-        "--assert",
-        "refused>0",
-        "--assert",
-        "timed_out==3",
-        "--assert",
-        "dropped==0",
-        "--assert",
-        "errors==0",
-    ]);
+    ];
+    let (code, out, err) = load(
+        &[
+            &endless[..],
+            &["--assert", "refused>0"],
+            &["--assert", "timed_out==3", "--assert", "dropped==0"],
+            &["--assert", "errors==0"],
+        ]
+        .concat(),
+    );
     assert_eq!(
         code,
         0,
@@ -298,27 +300,7 @@ fn refusals_of_a_full_queue_are_counted_and_retried_with_the_same_key() {
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 3, "{jobs}");
 
     // With no retries, a refused job is dropped, not lost silently.
-    let (code, out, err) = load(&[
-        "--url",
-        &server.base,
-        "--module",
-        &adversary,
-        "--data",
-        &qqq,
-        "-p",
-        "mode=1",
-        "--policy",
-        "loop1s",
-        "--jobs",
-        "3",
-        "--concurrency",
-        "3",
-        "--retries",
-        "0",
-        "--json",
-        "--assert",
-        "dropped==0",
-    ]);
+    let (code, out, err) = load(&[&endless[..], &["--retries", "0", "--assert", "dropped==0"]].concat());
     assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
     let v = json(&out);
     assert!(v["dropped"].as_u64().unwrap() >= 1, "{v}");

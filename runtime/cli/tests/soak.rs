@@ -1,8 +1,8 @@
 //! The service soak: jobs submitted at a steady rate while faults are
 //! injected in turn (kill -9, a full disk, slow clients holding
 //! connections, a graceful stop), counting what was acknowledged against
-//! what the store has at the end. Not part of `cargo test` (it is
-//! `#[ignore]`d and takes minutes); run it with
+//! what the store has at the end. `cargo test` runs one round of the four
+//! faults (a minute); the long soak is `#[ignore]`d and takes minutes:
 //!
 //! ```sh
 //! PALISADE_SOAK_SECONDS=600 cargo test --release -p palisade --test soak -- --ignored --nocapture
@@ -77,6 +77,12 @@ impl Tally {
     }
 }
 
+/// Each fault once: four cycles.
+#[test]
+fn one_round_of_every_fault_loses_nothing_and_runs_nothing_twice() {
+    soak(4 * CYCLE.as_secs());
+}
+
 #[test]
 #[ignore = "minutes long: run with --ignored (see the module docs)"]
 fn nothing_acknowledged_is_lost_or_run_twice_under_faults() {
@@ -84,6 +90,12 @@ fn nothing_acknowledged_is_lost_or_run_twice_under_faults() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(120);
+    soak(seconds);
+}
+
+/// Submits for `seconds`, cycling through the faults, then checks every
+/// acknowledgement against the store.
+fn soak(seconds: u64) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = dir.path().join("serve.toml");
