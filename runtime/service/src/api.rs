@@ -942,7 +942,11 @@ async fn list_jobs(
             )));
         }
     }
-    if let Some(id) = q.strategy.as_deref().filter(|id| !jobs::is_strategy_id(id)) {
+    if let Some(id) = q
+        .strategy
+        .as_deref()
+        .filter(|id| !crate::storage::is_sha256_hex(id))
+    {
         return Err(ApiError::BadRequest(format!(
             "query: strategy {id:?} is not a strategy id (64 lowercase hex digits)"
         )));

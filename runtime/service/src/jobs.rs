@@ -99,12 +99,6 @@ fn dataset_ref_schema() -> utoipa::openapi::schema::Schema {
 /// of its name and content).
 pub const DATASET_ID_PATTERN: &str = "^[0-9a-f]{16}$";
 
-/// True when `id` looks like a strategy id: the module's SHA-256, 64
-/// lowercase hex digits.
-pub fn is_strategy_id(id: &str) -> bool {
-    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 impl DatasetRef {
     pub fn ids(&self) -> Vec<String> {
         match self {
@@ -675,10 +669,11 @@ mod tests {
 
     #[test]
     fn content_and_job_ids_have_one_shape() {
-        assert!(is_strategy_id(&"a1".repeat(32)));
-        assert!(!is_strategy_id(&"A1".repeat(32)));
-        assert!(!is_strategy_id(&"a1".repeat(31)));
-        assert!(!is_strategy_id(&format!("{}g", "a".repeat(63))));
+        use crate::storage::is_sha256_hex;
+        assert!(is_sha256_hex(&"a1".repeat(32)));
+        assert!(!is_sha256_hex(&"A1".repeat(32)));
+        assert!(!is_sha256_hex(&"a1".repeat(31)));
+        assert!(!is_sha256_hex(&format!("{}g", "a".repeat(63))));
         assert!(crate::service::is_job_id("j0123456789abcdef"));
         for bad in [
             "",

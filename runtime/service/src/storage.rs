@@ -520,17 +520,6 @@ impl Storage {
 
     // ---- content-addressed files ----
 
-    /// Stores `bytes` as a file named by their SHA-256 (given, already
-    /// computed by the caller); does nothing when it exists.
-    pub fn put_blob(&self, kind: Blob, sha: &str, bytes: &[u8]) -> Result<(), StorageError> {
-        debug_assert!(is_sha256_hex(sha));
-        let name = kind.file(sha);
-        if self.dir.exists(&name) {
-            return Ok(());
-        }
-        self.write_file(&name, sha, &[bytes])
-    }
-
     /// A new file in `tmp/` for an upload to be written to as it arrives
     /// (see [`Spool`]).
     pub fn spool(&self) -> Result<Spool, StorageError> {
@@ -1670,9 +1659,15 @@ mod tests {
         let store = Storage::open(dir.path()).await.unwrap();
         let kept = sha256_hex(b"kept");
         let orphan = sha256_hex(b"orphan");
-        store.put_blob(Blob::Module, &kept, b"kept").unwrap();
-        store.put_blob(Blob::Module, &kept, b"kept").unwrap();
-        store.put_blob(Blob::Module, &orphan, b"orphan").unwrap();
+        let put = |bytes: &[u8]| {
+            let mut spool = store.spool().unwrap();
+            spool.write(bytes).unwrap();
+            let sha = spool.sha256();
+            spool.keep(Blob::Module, &sha).unwrap();
+        };
+        put(b"kept");
+        put(b"kept");
+        put(b"orphan");
         assert_eq!(store.get_blob(Blob::Module, &kept).unwrap(), b"kept");
         assert!(store.get_blob(Blob::Module, "../palisade.db").is_err());
         let record = StrategyRecord {
