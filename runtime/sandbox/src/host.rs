@@ -22,7 +22,7 @@ use palisade_run::session::{Session, MAX_METRIC_NAME, ORDER_RECORD_BYTES};
 use palisade_run::{Cause, Failure, Policy, ProgressFn};
 
 /// Longest `fail` message kept, in bytes.
-const MAX_FAIL_MESSAGE: usize = 4096;
+pub(crate) const MAX_FAIL_MESSAGE: usize = 4096;
 
 /// Fuel every host call that reads, writes, keeps or searches records on
 /// the guest's behalf costs (`order`, `cancel`, `poll_fill`, `param`,
@@ -38,14 +38,24 @@ pub const FUEL_BYTES: u64 = 8;
 
 /// Memory and table limits of one store; remembers a denied growth so a
 /// later failure can be classified as `memory_limit`.
+///
+/// `memory_bytes` bounds the linear memory of the whole store: a core module
+/// has one memory, a component (the Python runtime) several, and their sizes
+/// add up.
 #[derive(Debug)]
 pub struct Limiter {
     memory_bytes: usize,
     table_elements: usize,
-    tables: usize,
+    pub(crate) tables: usize,
+    /// Core instances and memories a store may hold: 1 and 1 for a core
+    /// module, more for a component.
+    pub(crate) instances: usize,
+    pub(crate) memories: usize,
+    /// Linear memory granted so far, all memories together.
+    total_memory: usize,
     /// Why growth was last denied.
     pub denied: Option<String>,
-    /// Largest linear memory the guest reached.
+    /// Largest linear memory the guest reached (all memories together).
     pub peak_memory: usize,
 }
 
@@ -56,14 +66,23 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
-            self.denied = Some(format!(
-                "growing memory from {current} to {desired} bytes was denied: the policy allows {} bytes (memory_bytes)",
-                self.memory_bytes
-            ));
+        let total = self.total_memory.saturating_add(desired.saturating_sub(current));
+        if total > self.memory_bytes {
+            self.denied = Some(if self.memories == 1 {
+                format!(
+                    "growing memory from {current} to {desired} bytes was denied: the policy allows {} bytes (memory_bytes)",
+                    self.memory_bytes
+                )
+            } else {
+                format!(
+                    "growing a memory from {current} to {desired} bytes was denied: that makes {total} bytes of linear memory in all, and the policy allows {} (memory_bytes)",
+                    self.memory_bytes
+                )
+            });
             return Ok(false);
         }
-        self.peak_memory = self.peak_memory.max(desired);
+        self.total_memory = total;
+        self.peak_memory = self.peak_memory.max(total);
         Ok(true)
     }
 
@@ -84,7 +103,7 @@ impl ResourceLimiter for Limiter {
     }
 
     fn instances(&self) -> usize {
-        1
+        self.instances
     }
 
     fn tables(&self) -> usize {
@@ -92,7 +111,7 @@ impl ResourceLimiter for Limiter {
     }
 
     fn memories(&self) -> usize {
-        1
+        self.memories
     }
 }
 
@@ -158,6 +177,9 @@ impl RunState {
                 memory_bytes: policy.memory_bytes as usize,
                 table_elements: policy.table_elements as usize,
                 tables: policy.max_tables.max(1) as usize,
+                instances: 1,
+                memories: 1,
+                total_memory: 0,
                 denied: None,
                 peak_memory: 0,
             },
@@ -177,22 +199,42 @@ impl RunState {
     }
 
     /// Records a host-detected failure and returns the error that stops the guest.
-    fn fault(&mut self, failure: Failure) -> wasmtime::Error {
+    pub(crate) fn fault(&mut self, failure: Failure) -> wasmtime::Error {
         self.fault = Some(failure.clone());
         wasmtime::Error::new(failure)
     }
 
     /// Unwraps a session result, turning a failure into the error that stops the guest.
     #[inline]
-    fn check<T>(&mut self, r: Result<T, Failure>) -> wasmtime::Result<T> {
+    pub(crate) fn check<T>(&mut self, r: Result<T, Failure>) -> wasmtime::Result<T> {
         r.map_err(|f| self.fault(f))
+    }
+}
+
+/// What a store's data must give the generic parts of the host (fuel
+/// windows, deadlines, host-call fuel): the run's state. A core module's
+/// store holds a [`RunState`]; a component's holds one beside its WASI
+/// context.
+pub trait HasRun: Send + 'static {
+    fn run(&self) -> &RunState;
+    fn run_mut(&mut self) -> &mut RunState;
+}
+
+impl HasRun for RunState {
+    #[inline]
+    fn run(&self) -> &RunState {
+        self
+    }
+    #[inline]
+    fn run_mut(&mut self) -> &mut RunState {
+        self
     }
 }
 
 /// The tick at which a window of `deadline` that starts now has passed for
 /// sure: ticks come at most once per [`crate::wasm_engine::EPOCH_TICK`], so `deadline`
 /// (rounded up to ticks) plus one more tick never ends a window early.
-fn deadline_tick(ticks: &AtomicU64, deadline: Duration) -> u64 {
+pub(crate) fn deadline_tick(ticks: &AtomicU64, deadline: Duration) -> u64 {
     let per_tick = crate::wasm_engine::EPOCH_TICK.as_nanos().max(1);
     let n = deadline.as_nanos().div_ceil(per_tick) as u64;
     ticks.load(Ordering::Relaxed).saturating_add(n).saturating_add(1)
@@ -202,9 +244,9 @@ fn deadline_tick(ticks: &AtomicU64, deadline: Duration) -> u64 {
 /// event, bounded by what is left of `fuel_per_run`, and starts the window's
 /// deadline (`deadline_per_event`).
 #[inline]
-pub fn refuel(store: &mut StoreContextMut<'_, RunState>, events: u64) -> wasmtime::Result<()> {
+pub fn refuel<T: HasRun>(store: &mut StoreContextMut<'_, T>, events: u64) -> wasmtime::Result<()> {
     let left = store.get_fuel()?;
-    let st = store.data_mut();
+    let st = store.data_mut().run_mut();
     st.fuel_used += st.fuel_budget.saturating_sub(left);
     let run_left = st.limits.fuel_per_run.saturating_sub(st.fuel_used);
     let want = st.limits.fuel_per_event.saturating_mul(events.max(1));
@@ -216,16 +258,16 @@ pub fn refuel(store: &mut StoreContextMut<'_, RunState>, events: u64) -> wasmtim
 }
 
 /// Fuel used so far, the current window included.
-pub fn fuel_used(store: &StoreContextMut<'_, RunState>) -> u64 {
+pub fn fuel_used<T: HasRun>(store: &StoreContextMut<'_, T>) -> u64 {
     let left = store.get_fuel().unwrap_or(0);
-    let st = store.data();
+    let st = store.data().run();
     st.fuel_used + st.fuel_budget.saturating_sub(left)
 }
 
 /// The epoch callback: cancellation and deadlines are checked at every tick,
 /// and the guest yields to the executor so one run cannot hold a worker.
-pub fn on_epoch(mut store: StoreContextMut<'_, RunState>) -> wasmtime::Result<UpdateDeadline> {
-    let st = store.data_mut();
+pub fn on_epoch<T: HasRun>(mut store: StoreContextMut<'_, T>) -> wasmtime::Result<UpdateDeadline> {
+    let st = store.data_mut().run_mut();
     if st.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
         return Err(st.fault(Failure::new(Cause::Cancelled, "the run was cancelled")));
     }
@@ -254,14 +296,19 @@ pub fn on_epoch(mut store: StoreContextMut<'_, RunState>) -> wasmtime::Result<Up
 /// Takes the fuel of a host call that handles `bytes` bytes
 /// ([`HOST_CALL_FUEL`]); running out is `fuel_exhausted`, as for the guest's
 /// own code.
-fn charge(caller: &mut Caller<'_, RunState>, call: &str, bytes: u64) -> wasmtime::Result<()> {
+pub(crate) fn charge<T: HasRun>(
+    store: &mut impl AsContextMut<Data = T>,
+    call: &str,
+    bytes: u64,
+) -> wasmtime::Result<()> {
+    let mut store = store.as_context_mut();
     let cost = HOST_CALL_FUEL.saturating_add(bytes / FUEL_BYTES);
-    let left = caller.get_fuel()?;
+    let left = store.get_fuel()?;
     if left >= cost {
-        return caller.set_fuel(left - cost);
+        return store.set_fuel(left - cost);
     }
-    caller.set_fuel(0)?;
-    let st = caller.data_mut();
+    store.set_fuel(0)?;
+    let st = store.data_mut().run_mut();
     let message = if st.fuel_bound_by_run {
         format!(
             "used all {} fuel of the run (fuel_per_run), the last of it in host call {IMPORT_MODULE}.{call}",

@@ -17,6 +17,7 @@
 
 pub mod compiler;
 mod host;
+pub mod python;
 pub mod validate;
 mod wasm_engine;
 
@@ -25,10 +26,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use palisade_host_api::{exports, fail_kind};
+use wasmtime::component::Component;
 use wasmtime::{Instance, InstancePre, Linker, Module, Store, Trap};
 
 pub use host::{FUEL_BYTES, HOST_CALL_FUEL};
-pub use validate::ModuleInfo;
+pub use python::PyError;
+pub use validate::{Language, ModuleInfo};
 pub use wasm_engine::{EngineSettings, WasmEngine, EPOCH_TICK};
 
 use palisade_backtest::{Backtest, BacktestConfig, Dataset};
@@ -36,11 +39,15 @@ use palisade_run::session::{OutputLimits, Phase, Session};
 use palisade_run::{Cause, Failure, Policy, ProgressFn, RunConfig, RunOutput};
 
 use crate::host::RunState;
+use crate::python::PyState;
 
 /// The engine and linker every run of this process shares.
 pub struct Sandbox {
     engine: WasmEngine,
     linker: Linker<RunState>,
+    /// The linker of the Python runtime component: WASI granting nothing and
+    /// the `host` interface.
+    py_linker: wasmtime::component::Linker<PyState>,
     /// An empty window of data, for stores that run no bars
     /// ([`Sandbox::instantiate_and_drop`]).
     probe_data: Arc<Dataset>,
@@ -52,10 +59,37 @@ impl std::fmt::Debug for Sandbox {
     }
 }
 
-/// A validated, compiled module, ready to instantiate.
+/// A validated strategy, ready to instantiate: a compiled core module, or a
+/// Python strategy's source with the runtime component that runs it.
 pub struct CompiledModule {
     pub info: ModuleInfo,
-    pre: InstancePre<RunState>,
+    code: Code,
+}
+
+enum Code {
+    Core(InstancePre<RunState>),
+    Python(PythonStrategy),
+}
+
+/// A Python strategy: its source, checked by the runtime's `describe`.
+#[derive(Clone)]
+struct PythonStrategy {
+    runtime: Arc<PythonRuntime>,
+    filename: Arc<str>,
+    source: Arc<str>,
+}
+
+/// The Python runtime component, compiled and linked once per process (or
+/// loaded from its precompiled artifact); every Python strategy runs in a
+/// fresh instance of it.
+pub struct PythonRuntime {
+    pre: wasmtime::component::InstancePre<PyState>,
+}
+
+impl std::fmt::Debug for PythonRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PythonRuntime")
+    }
 }
 
 impl std::fmt::Debug for CompiledModule {
@@ -76,10 +110,13 @@ impl Sandbox {
         })?;
         let mut linker = Linker::new(engine.engine());
         host::define(&mut linker).expect("the ABI's imports are defined once each");
+        let mut py_linker = wasmtime::component::Linker::new(engine.components());
+        python::define(&mut py_linker).expect("WASI and the host interface are defined once each");
         let probe_data = Arc::new(probe_dataset());
         Ok(Sandbox {
             engine,
             linker,
+            py_linker,
             probe_data,
         })
     }
@@ -183,9 +220,16 @@ impl Sandbox {
     }
 
     /// The compiled code of a loaded strategy, for
-    /// [`Sandbox::load_precompiled`].
+    /// [`Sandbox::load_precompiled`]. A Python strategy has none of its own
+    /// (its runtime's is [`Sandbox::serialize_python_runtime`]).
     pub fn serialize(&self, strategy: &CompiledModule) -> Result<Vec<u8>, Failure> {
-        strategy.pre.module().serialize().map_err(|e| {
+        let Code::Core(pre) = &strategy.code else {
+            return Err(Failure::new(
+                Cause::InvalidModule,
+                "a Python strategy has no compiled code of its own",
+            ));
+        };
+        pre.module().serialize().map_err(|e| {
             Failure::new(
                 Cause::InvalidModule,
                 format!("cannot serialize the compiled module: {e:#}"),
@@ -207,7 +251,190 @@ impl Sandbox {
             .linker
             .instantiate_pre(module)
             .map_err(|e| Failure::new(Cause::InvalidModule, format!("cannot link: {e:#}")))?;
-        Ok(CompiledModule { info, pre })
+        Ok(CompiledModule {
+            info,
+            code: Code::Core(pre),
+        })
+    }
+
+    /// Compiles the Python runtime component (`palisade-python.wasm`, built
+    /// by `scripts/build-python-runtime.sh`) and links it. This takes
+    /// seconds: keep the result ([`Sandbox::serialize_python_runtime`]) and
+    /// load it with [`Sandbox::load_python_runtime`] next time.
+    pub fn compile_python_runtime(&self, component: &[u8]) -> Result<PythonRuntime, Failure> {
+        let c = Component::new(self.engine.components(), component).map_err(|e| {
+            Failure::new(
+                Cause::InvalidModule,
+                format!("the Python runtime component does not compile: {e:#}"),
+            )
+        })?;
+        self.link_python_runtime(&c)
+    }
+
+    /// Like [`Sandbox::compile_python_runtime`], from what
+    /// [`Sandbox::serialize_python_runtime`] wrote to `path` (mapped, not
+    /// read: milliseconds).
+    ///
+    /// # Safety
+    ///
+    /// As for [`Sandbox::load_precompiled`]: the file is machine code that
+    /// will run as is, and must be what this build serialized, intact.
+    pub unsafe fn load_python_runtime(&self, path: &std::path::Path) -> Result<PythonRuntime, Failure> {
+        // SAFETY: the caller vouches for the file (see above).
+        let c = unsafe { Component::deserialize_file(self.engine.components(), path) }.map_err(|e| {
+            Failure::new(
+                Cause::InvalidModule,
+                format!("the precompiled Python runtime {} does not load: {e:#}", path.display()),
+            )
+        })?;
+        self.link_python_runtime(&c)
+    }
+
+    /// Like [`Sandbox::load_python_runtime`], from bytes in memory.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Sandbox::load_python_runtime`].
+    pub unsafe fn load_python_runtime_bytes(&self, artifact: &[u8]) -> Result<PythonRuntime, Failure> {
+        // SAFETY: the caller vouches for the bytes (see above).
+        let c = unsafe { Component::deserialize(self.engine.components(), artifact) }.map_err(|e| {
+            Failure::new(
+                Cause::InvalidModule,
+                format!("the precompiled Python runtime does not load: {e:#}"),
+            )
+        })?;
+        self.link_python_runtime(&c)
+    }
+
+    /// The compiled code of the Python runtime, for
+    /// [`Sandbox::load_python_runtime`].
+    pub fn serialize_python_runtime(&self, runtime: &PythonRuntime) -> Result<Vec<u8>, Failure> {
+        runtime.pre.component().serialize().map_err(|e| {
+            Failure::new(
+                Cause::InvalidModule,
+                format!("cannot serialize the Python runtime: {e:#}"),
+            )
+        })
+    }
+
+    /// Like [`Sandbox::artifact_key`], for the Python runtime's compiled code.
+    pub fn python_artifact_key(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.components().precompile_compatibility_hash().hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    fn link_python_runtime(&self, component: &Component) -> Result<PythonRuntime, Failure> {
+        let pre = self.py_linker.instantiate_pre(component).map_err(|e| {
+            Failure::new(
+                Cause::InvalidModule,
+                format!("the Python runtime component does not link (is it built from host-api/wit/palisade.wit?): {e:#}"),
+            )
+        })?;
+        Ok(PythonRuntime { pre })
+    }
+
+    /// Checks a Python strategy and returns it ready to run: the source must
+    /// fit the policy's `module_bytes`; the runtime's `describe`, run under
+    /// the policy's limits for one event, checks its syntax, its imports
+    /// against the allowlist and its parameter declarations, and gives the
+    /// manifest, which is then checked as a wasm module's is.
+    pub async fn load_python(
+        &self,
+        runtime: &Arc<PythonRuntime>,
+        filename: &str,
+        source: &str,
+        policy: &Policy,
+    ) -> Result<CompiledModule, Failure> {
+        if source.len() as u64 > policy.module_bytes {
+            return Err(Failure::new(
+                Cause::InvalidModule,
+                format!(
+                    "{filename} is {} bytes, over the policy's module_bytes ({})",
+                    source.len(),
+                    policy.module_bytes
+                ),
+            ));
+        }
+        let strategy = PythonStrategy {
+            runtime: Arc::clone(runtime),
+            filename: Arc::from(filename),
+            source: Arc::from(source),
+        };
+        let data = Arc::clone(&self.probe_data);
+        let session = Session::new(
+            Backtest::new(data, BacktestConfig::default()),
+            OutputLimits::from_policy(policy),
+            Vec::new(),
+            0,
+        );
+        let mut store = self.py_store(session, policy, 0, None, None);
+        let manifest = self.py_call(&mut store, &strategy, python::DESCRIBE).await?;
+        let manifest = validate::parse_manifest(manifest.as_bytes())?;
+        let info = ModuleInfo::python(manifest, source.len());
+        Ok(CompiledModule {
+            info,
+            code: Code::Python(strategy),
+        })
+    }
+
+    /// Creates the `Store` of one Python run (see [`Sandbox::store`]).
+    fn py_store(
+        &self,
+        session: Session,
+        policy: &Policy,
+        seed: u64,
+        cancel: Option<Arc<AtomicBool>>,
+        progress: Option<ProgressFn>,
+    ) -> Store<PyState> {
+        let run = RunState::new(session, policy, self.engine.ticks(), cancel, progress);
+        let state = PyState::new(run, seed, policy.log_bytes);
+        let mut store = Store::new(self.engine.components(), state);
+        store.limiter(|st| &mut st.run.limiter);
+        store.epoch_deadline_callback(host::on_epoch);
+        store.set_epoch_deadline(1);
+        store
+    }
+
+    /// Instantiates the runtime in `store` (within one event's fuel) and
+    /// calls `export` (`describe` or `run`) with the strategy's source;
+    /// `describe`'s manifest is returned.
+    async fn py_call(
+        &self,
+        store: &mut Store<PyState>,
+        strategy: &PythonStrategy,
+        export: &str,
+    ) -> Result<String, Failure> {
+        let at_load = export == python::DESCRIBE;
+        let fail = |store: &Store<PyState>, e: &wasmtime::Error| {
+            let st = &store.data().run;
+            classify(st, e, st.fuel_bound_by_run)
+        };
+        host::refuel(&mut store.as_context_mut(), 1).map_err(|e| fail(store, &e))?;
+        let instance = match strategy.runtime.pre.instantiate_async(&mut *store).await {
+            Ok(i) => i,
+            Err(e) => return Err(fail(store, &e)),
+        };
+        let args = (&*strategy.filename, &*strategy.source);
+        let result = if at_load {
+            let f = instance
+                .get_typed_func::<(&str, &str), (Result<String, PyError>,)>(&mut *store, export)
+                .map_err(|e| Failure::new(Cause::InvalidModule, format!("python runtime: {export}: {e:#}")))?;
+            match f.call_async(&mut *store, args).await {
+                Ok((r,)) => r,
+                Err(e) => return Err(fail(store, &e)),
+            }
+        } else {
+            let f = instance
+                .get_typed_func::<(&str, &str), (Result<(), PyError>,)>(&mut *store, export)
+                .map_err(|e| Failure::new(Cause::InvalidModule, format!("python runtime: {export}: {e:#}")))?;
+            match f.call_async(&mut *store, args).await {
+                Ok((r,)) => r.map(|()| String::new()),
+                Err(e) => return Err(fail(store, &e)),
+            }
+        };
+        result.map_err(|e| e.into_failure(&store.data().run, at_load))
     }
 
     /// Runs a backtest of `strategy` over `data`, under `policy`.
@@ -220,12 +447,27 @@ impl Sandbox {
     ) -> RunOutput {
         let started = Instant::now();
         let session = Session::for_run(data, policy, run);
-        let mut store = self.store(session, policy, run.cancel.clone(), run.progress.clone());
-
-        let outcome = self.drive(&mut store, strategy).await;
+        let (outcome, fuel, st) = match &strategy.code {
+            Code::Core(pre) => {
+                let mut store = self.store(session, policy, run.cancel.clone(), run.progress.clone());
+                let outcome = self.drive(&mut store, pre).await;
+                let fuel = host::fuel_used(&store.as_context_mut());
+                (outcome, fuel, store.into_data())
+            }
+            Code::Python(py) => {
+                let mut store = self.py_store(session, policy, run.seed, run.cancel.clone(), run.progress.clone());
+                let outcome = match self.py_call(&mut store, py, python::RUN).await {
+                    Ok(_) if store.data().run.session.phase != Phase::Finished => Err(Failure::new(
+                        Cause::GuestError,
+                        "the Python runtime returned before consuming all bars",
+                    )),
+                    r => r.map(drop),
+                };
+                let fuel = host::fuel_used(&store.as_context_mut());
+                (outcome, fuel, store.into_data().into_run())
+            }
+        };
         let run_seconds = started.elapsed().as_secs_f64();
-        let fuel = host::fuel_used(&store.as_context_mut());
-        let st = store.into_data();
         let usage = st.session.usage(fuel, st.limiter.peak_memory as u64);
         st.session.into_output(outcome, usage, run_seconds)
     }
@@ -252,10 +494,10 @@ impl Sandbox {
     async fn instantiate(
         &self,
         store: &mut Store<RunState>,
-        strategy: &CompiledModule,
+        pre: &InstancePre<RunState>,
     ) -> Result<Instance, Failure> {
         host::refuel(&mut store.as_context_mut(), 1).map_err(|e| classify(store.data(), &e, false))?;
-        match strategy.pre.instantiate_async(&mut *store).await {
+        match pre.instantiate_async(&mut *store).await {
             Ok(i) => Ok(i),
             Err(e) => Err(classify(store.data(), &e, false)),
         }
@@ -280,12 +522,24 @@ impl Sandbox {
             Vec::new(),
             0,
         );
-        let mut store = self.store(session, policy, None, None);
-        self.instantiate(&mut store, strategy).await.map(drop)
+        match &strategy.code {
+            Code::Core(pre) => {
+                let mut store = self.store(session, policy, None, None);
+                self.instantiate(&mut store, pre).await.map(drop)
+            }
+            Code::Python(py) => {
+                let mut store = self.py_store(session, policy, 0, None, None);
+                host::refuel(&mut store.as_context_mut(), 1).map_err(|e| classify(&store.data().run, &e, false))?;
+                match py.runtime.pre.instantiate_async(&mut store).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(classify(&store.data().run, &e, false)),
+                }
+            }
+        }
     }
 
-    async fn drive(&self, store: &mut Store<RunState>, strategy: &CompiledModule) -> Result<(), Failure> {
-        let instance = self.instantiate(store, strategy).await?;
+    async fn drive(&self, store: &mut Store<RunState>, pre: &InstancePre<RunState>) -> Result<(), Failure> {
+        let instance = self.instantiate(store, pre).await?;
         let memory = instance.get_memory(&mut *store, exports::MEMORY);
         store.data_mut().memory = memory;
         let run = instance

@@ -15,10 +15,31 @@ use wasmparser::{ExternalKind, FuncType, Parser, Payload, TypeRef, Validator, Wa
 
 use palisade_run::{Cause, Failure, Policy};
 
+/// What a strategy is written in: a WebAssembly core module (ABI v2), or
+/// Python source run by the Python runtime component.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    #[default]
+    Wasm,
+    Python,
+}
+
+impl Language {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Wasm => "wasm",
+            Language::Python => "python",
+        }
+    }
+}
+
 /// What validation learned about a module.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModuleInfo {
+    pub language: Language,
     pub manifest: Manifest,
+    /// The module's bytes, or the Python source's.
     pub size_bytes: usize,
     /// `module.name` of every import.
     pub imports: Vec<String>,
@@ -29,6 +50,24 @@ pub struct ModuleInfo {
     pub memory_min_pages: u64,
     pub memory_max_pages: Option<u64>,
     pub tables: u32,
+}
+
+impl ModuleInfo {
+    /// What is known of a Python strategy once the runtime described it: its
+    /// manifest and size (the rest describes the runtime, not the strategy).
+    pub fn python(manifest: Manifest, size_bytes: usize) -> ModuleInfo {
+        ModuleInfo {
+            language: Language::Python,
+            manifest,
+            size_bytes,
+            imports: Vec::new(),
+            exports: Vec::new(),
+            functions: 0,
+            memory_min_pages: 0,
+            memory_max_pages: None,
+            tables: 0,
+        }
+    }
 }
 
 /// WebAssembly features a guest may use. Threads, shared memory, 64-bit and
@@ -121,6 +160,7 @@ pub fn validate(bytes: &[u8], policy: &Policy) -> Result<ModuleInfo, Failure> {
 
     let mut types: Vec<FuncType> = Vec::new();
     let mut info = ModuleInfo {
+        language: Language::Wasm,
         manifest: Manifest {
             abi: 0,
             name: String::new(),

@@ -71,10 +71,18 @@ impl EngineSettings {
     }
 }
 
-/// A configured engine plus the thread that ticks its epoch. Dropping it stops
-/// the thread.
+/// The configured engines plus the thread that ticks their epochs. Dropping
+/// it stops the thread.
+///
+/// Two engines, one ticker: `engine` runs core modules (ABI v2) from the
+/// pooling allocator; `components` runs the Python runtime component, whose
+/// dozens of core instances and several memories would not fit the pool's
+/// one-memory slots, so it allocates on demand (copy-on-write images all the
+/// same). Both meter fuel and epochs identically, and one tick counter
+/// measures both's deadlines.
 pub struct WasmEngine {
     engine: Engine,
+    components: Engine,
     settings: EngineSettings,
     /// Ticks so far, incremented with the engine's epoch: what per-event
     /// deadlines are measured in (reading it costs no clock read).
@@ -105,31 +113,22 @@ impl WasmEngine {
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
             .pagemap_scan(Enabled::Auto);
 
-        let mut config = Config::new();
+        let mut config = base_config(&settings);
         config
-            .cranelift_opt_level(OptLevel::Speed)
-            .consume_fuel(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(settings.stack_bytes)
-            .async_stack_size(settings.stack_bytes + HOST_STACK_HEADROOM)
-            .cranelift_nan_canonicalization(true)
-            .relaxed_simd_deterministic(true)
             .wasm_multi_memory(false)
-            .wasm_memory64(false)
-            .parallel_compilation(true)
+            .wasm_component_model(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        // For profiling guests: with `PALISADE_PERF_MAP=1`, compiled code is
-        // listed in /tmp/perf-<pid>.map, so `perf report` names guest
-        // functions instead of showing raw addresses.
-        if std::env::var_os("PALISADE_PERF_MAP").is_some_and(|v| v == "1") {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
         let engine = Engine::new(&config)?;
+        let mut config = base_config(&settings);
+        config
+            .wasm_component_model(true)
+            .allocation_strategy(InstanceAllocationStrategy::OnDemand);
+        let components = Engine::new(&config)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticks = Arc::new(AtomicU64::new(0));
         let ticker = {
-            let engine = engine.weak();
+            let engines = [engine.weak(), components.weak()];
             let stop = stop.clone();
             let ticks = ticks.clone();
             std::thread::Builder::new()
@@ -137,18 +136,18 @@ impl WasmEngine {
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
-                        match engine.upgrade() {
-                            Some(engine) => {
-                                ticks.fetch_add(1, Ordering::Relaxed);
-                                engine.increment_epoch();
-                            }
-                            None => break,
-                        }
+                        let [Some(a), Some(b)] = engines.each_ref().map(|e| e.upgrade()) else {
+                            break;
+                        };
+                        ticks.fetch_add(1, Ordering::Relaxed);
+                        a.increment_epoch();
+                        b.increment_epoch();
                     }
                 })?
         };
         Ok(WasmEngine {
             engine,
+            components,
             settings,
             ticks,
             stop,
@@ -160,6 +159,11 @@ impl WasmEngine {
         &self.engine
     }
 
+    /// The engine of components (the Python runtime).
+    pub fn components(&self) -> &Engine {
+        &self.components
+    }
+
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
     }
@@ -168,6 +172,29 @@ impl WasmEngine {
     pub fn ticks(&self) -> Arc<AtomicU64> {
         self.ticks.clone()
     }
+}
+
+/// What both engines share: Cranelift, fuel, epochs, the stack bound,
+/// deterministic floats, no threads or 64-bit memories.
+fn base_config(settings: &EngineSettings) -> Config {
+    let mut config = Config::new();
+    config
+        .cranelift_opt_level(OptLevel::Speed)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(settings.stack_bytes)
+        .async_stack_size(settings.stack_bytes + HOST_STACK_HEADROOM)
+        .cranelift_nan_canonicalization(true)
+        .relaxed_simd_deterministic(true)
+        .wasm_memory64(false)
+        .parallel_compilation(true);
+    // For profiling guests: with `PALISADE_PERF_MAP=1`, compiled code is
+    // listed in /tmp/perf-<pid>.map, so `perf report` names guest functions
+    // instead of showing raw addresses.
+    if std::env::var_os("PALISADE_PERF_MAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    config
 }
 
 impl Drop for WasmEngine {

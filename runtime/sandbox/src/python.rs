@@ -1,0 +1,369 @@
+//! Python strategies: the host side of the WIT world
+//! `palisade:strategy/python-strategy` (`host-api/wit/palisade.wit`).
+//!
+//! One generic runtime component (CPython for WASI with the Python SDK,
+//! built by `scripts/build-python-runtime.sh`) is compiled once per process
+//! or loaded precompiled ([`PythonRuntime`]); a strategy is its source, handed
+//! to a fresh instance of that component for every run (`run`) and once at
+//! load time (`describe`, which checks it and returns its manifest).
+//!
+//! The `host` interface's functions are ABI v2's imports one for one and
+//! adapt the same [`palisade_run::session::Session`], fuel windows and
+//! deadlines as the core module host (`host.rs`); only how values cross
+//! differs. WASI is linked so that Python's own failures stay ordinary
+//! exceptions, but grants nothing: no preopened directory, environment,
+//! arguments or sockets; stdout and stderr are bounded pipes whose contents
+//! end in the run's logs; both clocks read the timestamp last handed over;
+//! randomness is the run's seed.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_host_api::manifest::MAX_NAME_LEN;
+use palisade_host_api::{log_level, Fill};
+use palisade_run::session::{MAX_METRIC_NAME, ORDER_RECORD_BYTES};
+use palisade_run::{Cause, Failure};
+use wasmtime::component::{ComponentType, Lift, Linker, ResourceTable};
+use wasmtime::{AsContextMut, StoreContextMut};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::host::{self, HasRun, RunState, MAX_FAIL_MESSAGE};
+
+/// The instance of the `host` interface the runtime component imports.
+pub const HOST_INTERFACE: &str = "palisade:strategy/host@2.0.0";
+/// The component's exports.
+pub const DESCRIBE: &str = "describe";
+pub const RUN: &str = "run";
+
+/// Core instances, memories and tables one component store may hold (the
+/// runtime component has a few dozen core instances; the limits keep a
+/// tampered one from creating thousands).
+pub(crate) const MAX_CORE_INSTANCES: usize = 128;
+pub(crate) const MAX_MEMORIES: usize = 16;
+pub(crate) const MAX_TABLES: usize = 64;
+
+/// One bar as it crosses: (ts, symbol, open, high, low, close, volume).
+type BarTuple = (i64, i32, f64, f64, f64, f64, f64);
+/// One fill as it crosses: (order id, ts, symbol, qty, price, commission).
+type FillTuple = (i64, i64, i32, f64, f64, f64);
+
+/// The WIT world's `error` variant: why the runtime could not describe or run
+/// a strategy.
+#[derive(ComponentType, Lift, Clone, Debug, PartialEq, Eq)]
+#[component(variant)]
+pub enum PyError {
+    #[component(name = "syntax")]
+    Syntax(String),
+    #[component(name = "forbidden-import")]
+    ForbiddenImport(String),
+    #[component(name = "manifest")]
+    Manifest(String),
+    #[component(name = "exception")]
+    Exception(String),
+    #[component(name = "out-of-memory")]
+    OutOfMemory(String),
+    #[component(name = "recursion")]
+    Recursion(String),
+}
+
+impl PyError {
+    /// The classified failure: `describe` is a check before running
+    /// (`at_load`), where syntax and declarations make the strategy invalid;
+    /// while running they are the guest's error. A MemoryError is
+    /// `memory_limit` when the limiter denied a growth (the usual cause), a
+    /// RecursionError `stack_overflow`.
+    pub fn into_failure(self, st: &RunState, at_load: bool) -> Failure {
+        match self {
+            PyError::Syntax(m) if at_load => Failure::new(Cause::InvalidModule, format!("syntax error: {m}")),
+            PyError::Syntax(m) => Failure::new(Cause::GuestError, format!("SyntaxError: {m}")),
+            PyError::ForbiddenImport(module) => Failure::new(
+                Cause::ForbiddenImport,
+                format!("import of module {module} is not allowed (see the allowlist in docs/python.md)"),
+            ),
+            PyError::Manifest(m) if at_load => Failure::new(Cause::InvalidModule, format!("manifest: {m}")),
+            PyError::Manifest(m) => Failure::new(Cause::GuestError, m),
+            PyError::Exception(m) => Failure::new(Cause::GuestError, m),
+            PyError::OutOfMemory(m) => match &st.limiter.denied {
+                Some(denied) => Failure::new(Cause::MemoryLimit, format!("{denied}; Python then raised {m}")),
+                None => Failure::new(Cause::GuestError, m),
+            },
+            PyError::Recursion(m) => Failure::new(
+                Cause::StackOverflow,
+                format!("{m} (Python's recursion limit, below the policy's stack_bytes)"),
+            ),
+        }
+    }
+}
+
+/// The store data of a component run: the run's state, its WASI context
+/// (which grants nothing) and the timestamp the clocks read.
+pub struct PyState {
+    pub(crate) run: RunState,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    now: Arc<AtomicI64>,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+impl HasRun for PyState {
+    #[inline]
+    fn run(&self) -> &RunState {
+        &self.run
+    }
+    #[inline]
+    fn run_mut(&mut self) -> &mut RunState {
+        &mut self.run
+    }
+}
+
+impl WasiView for PyState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl PyState {
+    /// A run's state with a WASI context that grants nothing: no files,
+    /// environment, arguments or network; clocks at the bar's time; random
+    /// bytes from `seed`; stdout and stderr kept up to `log_bytes` each.
+    pub fn new(mut run: RunState, seed: u64, log_bytes: u64) -> PyState {
+        run.limiter.instances = MAX_CORE_INSTANCES;
+        run.limiter.memories = MAX_MEMORIES;
+        run.limiter.tables = run.limiter.tables.max(MAX_TABLES);
+        let now = Arc::new(AtomicI64::new(0));
+        let cap = usize::try_from(log_bytes).unwrap_or(usize::MAX).min(1 << 20);
+        let stdout = MemoryOutputPipe::new(cap);
+        let stderr = MemoryOutputPipe::new(cap);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .wall_clock(BarClock(now.clone()))
+            .monotonic_clock(BarClock(now.clone()))
+            .secure_random(SeededRng(seed ^ 0x5EC0_4E00_0000_0001))
+            .insecure_random(SeededRng(seed ^ 0x1A5E_C04E_0000_0002))
+            .insecure_random_seed(u128::from(seed))
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
+        PyState {
+            run,
+            wasi,
+            table: ResourceTable::new(),
+            now,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Ends the run's state: what the component wrote to stdout and stderr
+    /// (rather than through `print`, which the runtime sends to `log`) is
+    /// added to its logs, line by line, within the policy's log limits.
+    pub fn into_run(self) -> RunState {
+        let PyState {
+            mut run, stdout, stderr, ..
+        } = self;
+        for (pipe, level) in [(stdout, log_level::INFO), (stderr, log_level::WARN)] {
+            let bytes = pipe.contents();
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                match run.session.log_fits(line.len() as u64) {
+                    Ok(true) => run.session.keep_log(level, line.to_owned()),
+                    _ => break,
+                }
+            }
+        }
+        run
+    }
+}
+
+/// Both WASI clocks: the timestamp last handed over (0 before the first).
+struct BarClock(Arc<AtomicI64>);
+
+impl BarClock {
+    fn seconds(&self) -> u64 {
+        self.0.load(Ordering::Relaxed).max(0) as u64
+    }
+}
+
+impl HostWallClock for BarClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_secs(self.seconds())
+    }
+}
+
+impl HostMonotonicClock for BarClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        self.seconds().saturating_mul(1_000_000_000)
+    }
+}
+
+/// WASI's random bytes: splitmix64 over the run's seed.
+struct SeededRng(u64);
+
+impl rand_core::TryRng for SeededRng {
+    type Error = Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        self.try_next_u64().map(|v| (v >> 32) as u32)
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Ok(z ^ (z >> 31))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        for chunk in dst.chunks_mut(8) {
+            let v = self.try_next_u64()?.to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+/// Cuts `s` to at most `max` bytes, at a character boundary.
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// Adds WASI (granting nothing, see [`PyState::new`]) and the `host`
+/// interface to `linker`.
+pub fn define(linker: &mut Linker<PyState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    let mut h = linker.instance(HOST_INTERFACE)?;
+    h.func_wrap("symbol-count", |store: StoreContextMut<'_, PyState>, (): ()| {
+        Ok((i32::try_from(store.data().run.session.symbol_count()).unwrap_or(i32::MAX),))
+    })?;
+    h.func_wrap("next", next)?;
+    h.func_wrap(
+        "order",
+        |mut store: StoreContextMut<'_, PyState>, (symbol, qty, kind, price): (i32, f64, i32, f64)| {
+            host::charge(&mut store, "order", ORDER_RECORD_BYTES)?;
+            let st = &mut store.data_mut().run;
+            let r = st.session.order(symbol, qty, kind, price);
+            Ok((st.check(r)?,))
+        },
+    )?;
+    h.func_wrap("cancel", |mut store: StoreContextMut<'_, PyState>, (id,): (i64,)| {
+        host::charge(&mut store, "cancel", ORDER_RECORD_BYTES)?;
+        Ok((store.data_mut().run.session.cancel(id),))
+    })?;
+    h.func_wrap("position", |store: StoreContextMut<'_, PyState>, (symbol,): (i32,)| {
+        Ok((store.data().run.session.position(symbol),))
+    })?;
+    h.func_wrap("cash", |store: StoreContextMut<'_, PyState>, (): ()| {
+        Ok((store.data().run.session.cash(),))
+    })?;
+    h.func_wrap("equity", |store: StoreContextMut<'_, PyState>, (): ()| {
+        Ok((store.data().run.session.equity(),))
+    })?;
+    h.func_wrap("param", |mut store: StoreContextMut<'_, PyState>, (name,): (String,)| {
+        host::charge(&mut store, "param", name.len() as u64)?;
+        let st = &mut store.data_mut().run;
+        if name.len() > MAX_NAME_LEN {
+            let f = st.session.undeclared(&format!("<{} bytes>", name.len()));
+            return Err(st.fault(f));
+        }
+        let r = st.session.param(&name);
+        Ok((st.check(r)?,))
+    })?;
+    h.func_wrap(
+        "symbol-name",
+        |mut store: StoreContextMut<'_, PyState>, (symbol,): (i32,)| {
+            let len = store.data().run.session.symbol_name_len(symbol);
+            host::charge(&mut store, "symbol-name", len as u64)?;
+            Ok((store.data().run.session.symbol_name(symbol).map(str::to_owned),))
+        },
+    )?;
+    h.func_wrap(
+        "log",
+        |mut store: StoreContextMut<'_, PyState>, (level, message): (i32, String)| {
+            // The line has been read already (lifted by wasmtime): its bytes
+            // are paid for whether it is kept or not.
+            host::charge(&mut store, "log", message.len() as u64)?;
+            let st = &mut store.data_mut().run;
+            let fits = st.session.log_fits(message.len() as u64);
+            if st.check(fits)? {
+                st.session.keep_log(level, message);
+            }
+            Ok(())
+        },
+    )?;
+    h.func_wrap(
+        "fail",
+        |mut store: StoreContextMut<'_, PyState>, (kind, message): (i32, String)| -> wasmtime::Result<()> {
+            host::charge(&mut store, "fail", message.len().min(MAX_FAIL_MESSAGE) as u64)?;
+            let message = truncate(message, MAX_FAIL_MESSAGE);
+            let st = &mut store.data_mut().run;
+            st.guest_failure = Some((kind, message.clone()));
+            Err(wasmtime::Error::msg(format!("guest failed: {message}")))
+        },
+    )?;
+    h.func_wrap("random", |mut store: StoreContextMut<'_, PyState>, (): ()| {
+        Ok((store.data_mut().run.session.random(),))
+    })?;
+    h.func_wrap(
+        "metric",
+        |mut store: StoreContextMut<'_, PyState>, (name, value): (String, f64)| {
+            host::charge(&mut store, "metric", name.len().min(MAX_METRIC_NAME) as u64)?;
+            let name = truncate(name, MAX_METRIC_NAME);
+            let st = &mut store.data_mut().run;
+            let r = st.session.metric(name, value);
+            st.check(r)
+        },
+    )?;
+    Ok(())
+}
+
+/// `next`: hands over the next timestamp's bars and the fills at its opens,
+/// and grants its fuel and deadline window (as `next_bars` does for core
+/// modules). Each fill costs what `poll_fill` costs a core module.
+#[allow(clippy::type_complexity)]
+fn next(
+    mut store: StoreContextMut<'_, PyState>,
+    (): (),
+) -> wasmtime::Result<((Vec<BarTuple>, Vec<FillTuple>),)> {
+    let data = store.data_mut();
+    let st = &mut data.run;
+    let deadline = host::deadline_tick(&st.ticks, st.limits.deadline_per_event);
+    let cap = i32::try_from(st.session.symbol_count()).unwrap_or(i32::MAX);
+    let r = st.session.next_bars(cap);
+    let events = st.check(r)?;
+    let bars: Vec<BarTuple> = st.session.data.bars()[events]
+        .iter()
+        .map(|b| (b.ts, b.symbol, b.open, b.high, b.low, b.close, b.volume))
+        .collect();
+    let mut fills = Vec::new();
+    while let Some(f) = st.session.poll_fill() {
+        fills.push((f.order_id, f.ts, f.symbol, f.qty, f.price, f.commission));
+    }
+    if let Some(b) = bars.first() {
+        data.now.store(b.0, Ordering::Relaxed);
+    }
+    host::refuel(&mut store.as_context_mut(), bars.len().max(1) as u64)?;
+    store.data_mut().run.event_deadline_tick = deadline;
+    for _ in &fills {
+        host::charge(&mut store, "next", Fill::SIZE as u64)?;
+    }
+    Ok(((bars, fills),))
+}

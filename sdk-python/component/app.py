@@ -1,0 +1,100 @@
+"""The Python runtime component's entry points: the glue between the WIT
+world `palisade:strategy/python-strategy` (host-api/wit/palisade.wit) and the
+SDK's loader and event loop (`palisade._runtime`).
+
+componentize-py imports this module when it builds the component and
+snapshots the interpreter's heap afterwards, so everything imported here
+exists at run time and nothing else does: the strategy module allowlist is
+imported below, once, at build time.
+"""
+
+import sys
+
+import wit_world
+from componentize_py_types import Err
+from wit_world.imports import host
+
+from palisade import _runtime
+
+for _name in sorted(_runtime.ALLOWED_MODULES):
+    __import__(_name)
+
+_ERRORS = {
+    "syntax": wit_world.Error_Syntax,
+    "forbidden-import": wit_world.Error_ForbiddenImport,
+    "manifest": wit_world.Error_Manifest,
+    "exception": wit_world.Error_Exception,
+    "out-of-memory": wit_world.Error_OutOfMemory,
+    "recursion": wit_world.Error_Recursion,
+}
+
+# A line longer than this is logged in pieces (the host bounds what it keeps).
+_MAX_PENDING = 4096
+
+
+class _HostLines:
+    """`sys.stdout`/`sys.stderr` during a run: each line a host log line."""
+
+    def __init__(self, level):
+        self.level = level
+        self.pending = ""
+
+    def write(self, text):
+        text = str(text)
+        pending = self.pending + text
+        lines = pending.split("\n")
+        self.pending = lines.pop()
+        for line in lines:
+            host.log(self.level, line)
+        while len(self.pending) > _MAX_PENDING:
+            host.log(self.level, self.pending[:_MAX_PENDING])
+            self.pending = self.pending[_MAX_PENDING:]
+        return len(text)
+
+    def flush(self):
+        if self.pending:
+            host.log(self.level, self.pending)
+            self.pending = ""
+
+    def isatty(self):
+        return False
+
+
+def _error(failure):
+    return Err(_ERRORS.get(failure.kind, wit_world.Error_Exception)(failure.message))
+
+
+def _escaped(exc):
+    """An exception that escaped the SDK itself (not the strategy's code)."""
+    if isinstance(exc, MemoryError):
+        return Err(wit_world.Error_OutOfMemory(f"MemoryError: {exc}"))
+    if isinstance(exc, RecursionError):
+        return Err(wit_world.Error_Recursion(f"RecursionError: {exc}"))
+    return Err(wit_world.Error_Exception(f"{type(exc).__name__}: {exc}"))
+
+
+class WitWorld(wit_world.WitWorld):
+    def describe(self, filename: str, source: str) -> str:
+        try:
+            return _runtime.describe(filename, source)
+        except _runtime.RuntimeFailure as failure:
+            raise _error(failure) from None
+        except Err:
+            raise
+        except BaseException as exc:
+            raise _escaped(exc) from None
+
+    def run(self, filename: str, source: str) -> None:
+        out, err = _HostLines(2), _HostLines(1)
+        sys.stdout, sys.stderr = out, err
+        try:
+            _runtime.run(filename, source, host)
+        except _runtime.RuntimeFailure as failure:
+            raise _error(failure) from None
+        except Err:
+            raise
+        except BaseException as exc:
+            raise _escaped(exc) from None
+        finally:
+            out.flush()
+            err.flush()
