@@ -249,6 +249,8 @@ class SmaPair:
         "_slow_invalid",
         "_scale",
         "_scale_f",
+        "_ring_invalid",
+        "_full_valid",
     )
 
     def __init__(self, fast, slow, scale=DEFAULT_SCALE):
@@ -264,26 +266,36 @@ class SmaPair:
 
     def push(self, x):
         """Adds ``x`` to both averages."""
-        # _quantize, inlined: this is the hot path of crossover strategies.
+        # The hot path of crossover strategies: both windows full, no invalid
+        # value in them, a valid input. Everything else goes to _push.
         y = x * self._scale_f
-        if -_MAX_QUANTIZED_F <= y <= _MAX_QUANTIZED_F:
+        if -_MAX_QUANTIZED_F <= y <= _MAX_QUANTIZED_F and self._full_valid:
             q = int(y)
             f = y - q
             if f >= 0.5:
                 q += 1
             elif f <= -0.5:
                 q -= 1
-        else:
-            q = None
+            ring = self._ring
+            i = self._next
+            # A full window of w values drops the value pushed w values ago
+            # (a negative index wraps around the ring).
+            self._fast_sum += q - ring[i - self._fast_len]
+            self._slow_sum += q - ring[i - self._slow_len]
+            ring[i] = q
+            i += 1
+            self._next = 0 if i == self._len else i
+            return
+        self._push(_quantize(x, self._scale_f))
+
+    def _push(self, q):
         ring = self._ring
         n = self._len
         i = self._next
         seen = self._seen
-        # A full window of w values drops the value pushed w values ago.
         w = self._fast_len
         if seen >= w:
-            at = i - w
-            old = ring[at]  # a negative index wraps around the ring
+            old = ring[i - w]
             if old is None:
                 self._fast_invalid -= 1
             else:
@@ -298,14 +310,18 @@ class SmaPair:
         if q is None:
             self._fast_invalid += 1
             self._slow_invalid += 1
+            self._ring_invalid += 1
         else:
             self._fast_sum += q
             self._slow_sum += q
+        if seen == n and ring[i] is None:
+            self._ring_invalid -= 1
         ring[i] = q
         i += 1
         self._next = 0 if i == n else i
         if seen < n:
             self._seen = seen + 1
+        self._full_valid = self._seen == n and self._ring_invalid == 0
 
     def compare(self):
         """The fast average compared with the slow one, exactly: ``-1``,
@@ -348,6 +364,8 @@ class SmaPair:
         self._slow_sum = 0
         self._fast_invalid = 0
         self._slow_invalid = 0
+        self._ring_invalid = 0  # invalid values anywhere in the ring
+        self._full_valid = False  # ring full and free of invalid values
 
 
 class Ema:
