@@ -210,8 +210,11 @@ fn series() -> Vec<(&'static str, Vec<f64>)> {
     ]
 }
 
+/// One bar as the indicators take it: `(high, low, close)`.
+type Hlc = (f64, f64, f64);
+
 /// Bars `(high, low, close)` around a series of closes.
-fn bars_of(closes: &[f64], seed: u64) -> Vec<(f64, f64, f64)> {
+fn bars_of(closes: &[f64], seed: u64) -> Vec<Hlc> {
     let mut rng = Rng(seed);
     closes
         .iter()
@@ -223,7 +226,7 @@ fn bars_of(closes: &[f64], seed: u64) -> Vec<(f64, f64, f64)> {
         .collect()
 }
 
-fn bar_series(closes: &[(&'static str, Vec<f64>)]) -> Vec<(&'static str, Vec<(f64, f64, f64)>)> {
+fn bar_series(closes: &[(&'static str, Vec<f64>)]) -> Vec<(&'static str, Vec<Hlc>)> {
     let get = |name: &str| &closes.iter().find(|(n, _)| *n == name).unwrap().1;
     let mut special = bars_of(get("walk"), 7)[..40].to_vec();
     special[3].0 = f64::NAN;
@@ -299,7 +302,7 @@ fn build() -> Fixture {
     let bars = bar_series(&closes);
     let mut fx = Fixture::default();
     let floats = |xs: &[f64]| list(xs, |&x| num(x));
-    let bar_list = |xs: &[(f64, f64, f64)]| list(xs, |b| format!("[{},{},{}]", num(b.0), num(b.1), num(b.2)));
+    let bar_list = |xs: &[Hlc]| list(xs, |b| format!("[{},{},{}]", num(b.0), num(b.1), num(b.2)));
     let scales = [1u64, 100, 10_000, DEFAULT_SCALE, 1 << 53];
     for (name, xs) in &closes {
         fx.series.push((name.to_string(), floats(xs)));
