@@ -2,10 +2,11 @@
 # Runs every test of the project: formatting, the crate layers, clippy and
 # the API docs with warnings denied, the host workspace's tests
 # (unit and end-to-end, against real guest modules), the guest strategies'
-# native unit tests, the operator kit in deploy/ (against a real Prometheus),
-# a short run of the load generator (`palisade load`) against a real server,
-# and the cross-check of the backtest engine against backtesting.py. Installs
-# what it needs (wasm toolchain, Python peer, Prometheus), idempotently.
+# native unit tests, the Python SDK's tests (pytest), the operator kit in
+# deploy/ (against a real Prometheus), a short run of the load generator
+# (`palisade load`) against a real server, and the cross-check of the
+# backtest engine against backtesting.py. Installs what it needs (wasm
+# toolchain, Python peer, Prometheus), idempotently.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -56,6 +57,8 @@ scripts/ratio-gate.sh
 
 say "running the guest strategies' native unit tests"
 (cd guest-examples && cargo test -j2 --quiet)
+
+scripts/test-python-sdk.sh
 
 say "cross-checking the backtest engine against backtesting.py"
 python3 tests/crosscheck/crosscheck.py --palisade "${CARGO_TARGET_DIR:-target}/debug/palisade" \

@@ -1,0 +1,56 @@
+"""sma-cross in Python: the Rust example `guest-examples/sma-cross` rule for
+rule, with the same parameters, manifest and trades.
+
+Per symbol, on every bar at which both averages of closes are defined now
+and on the previous bar: the fast SMA *crosses above* the slow one when
+fast > slow now and fast <= slow before; it *crosses below* when fast < slow
+now and fast >= slow before. On a cross above while flat, buy `size` at
+market; on a cross below while long, close the position at market. The SMAs
+are exact (SmaPair compares integer sums), so a tie is a tie whatever the
+rounding.
+
+Run it: palisade backtest sdk-python/examples/sma_cross.py --data bars.csv
+"""
+
+from palisade import Float, Int, InvalidParams, Strategy
+from palisade.indicators import SmaPair
+
+
+class SmaCross(Strategy):
+    """long-only SMA crossover: buy when the fast SMA of closes crosses above the slow one, close when it crosses below"""
+
+    name = "sma-cross"
+    version = "0.1.0"
+    warmup = "slow"
+
+    fast = Int(10, min=1, max=1000, description="fast SMA length in bars")
+    slow = Int(30, min=2, max=5000, description="slow SMA length in bars")
+    size = Float(1, min=0.000001, max=1000000000, description="units bought on each entry")
+
+    def init(self):
+        if self.fast >= self.slow:
+            raise InvalidParams(f"fast ({self.fast}) must be less than slow ({self.slow})")
+        # Per symbol: the two averages, and how fast compared with slow on
+        # the previous bar (-1, 0, 1, or None while not both defined).
+        self.pairs = [SmaPair(self.fast, self.slow)]
+        self.prev = [None]
+
+    def next(self, bar):
+        s = bar.symbol
+        pairs = self.pairs
+        while len(pairs) <= s:
+            pairs.append(SmaPair(self.fast, self.slow))
+            self.prev.append(None)
+        pair = pairs[s]
+        pair.push(bar.close)
+        now = pair.compare()
+        before = self.prev[s]
+        self.prev[s] = now
+        if before is None or now is None:
+            return
+        if now > 0 and before <= 0:
+            if self.position(s) == 0.0:
+                self.buy(self.size, s)
+        elif now < 0 and before >= 0:
+            if self.position(s) > 0.0:
+                self.close(s)

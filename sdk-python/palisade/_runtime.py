@@ -1,0 +1,487 @@
+"""Loads a strategy's source and runs it: what the sandboxed Python runtime
+component calls (its ``describe`` and ``run`` exports), also usable natively.
+
+- ``describe(filename, source)`` checks the source (syntax, imports against
+  ``ALLOWED_MODULES``, exactly one ``Strategy`` subclass, its declarations)
+  and returns its manifest, the JSON object of ABI v2's ``palisade.manifest``
+  section (``host-api/src/lib.rs``, module ``manifest``). It calls no host
+  function.
+- ``run(filename, source, host)`` loads the source the same way, then drives
+  the strategy over ``host``, an object with the WIT ``host`` interface's
+  functions (``host-api/wit/palisade.wit``): ``init``, then per timestamp
+  the fills (``on_fill``) and the bars (``on_timestamp``, by default ``next``
+  per bar), and ``finish`` once after ``host.next()`` hands over no bars.
+- ``execute(cls, host)`` is that loop for a class already loaded (native
+  tests: ``palisade.testing.run_strategy``).
+
+Failures are ``RuntimeFailure(kind, message)``, ``kind`` being a case of the
+WIT world's ``error`` variant: ``syntax``, ``forbidden-import``, ``manifest``,
+``exception``, ``out-of-memory``, ``recursion``. ``InvalidParams`` and
+``StrategyError`` raised by the strategy are not failures of the runtime:
+they become ``host.fail(kind, message)``, as in the Rust SDK.
+
+What it deliberately does not do: it is not the sandbox. The allowlist keeps
+strategies to modules that compute (no files, processes, network, clock
+beyond the bar's time, or introspection modules); the isolation itself is the
+WebAssembly sandbox around the interpreter, which grants no capability.
+"""
+
+import ast
+import builtins
+import json
+import math
+
+from .strategy import NAME_RE, Bar, Fill, Int, Strategy, StrategyError, declared_params
+
+__all__ = ["ALLOWED_MODULES", "RuntimeFailure", "describe", "execute", "manifest", "run"]
+
+#: Top-level modules a strategy may import (with their submodules). Modules
+#: that compute and nothing else: numbers, containers, algorithms, text,
+#: dates, the seeded-by-the-run ``random`` (prefer ``self.random()``: the
+#: host's stream, identical on every host), ``time`` (in the sandbox its
+#: clocks are fixed to the bar's time) and the SDK. Deliberately absent:
+#: anything touching the outside world (``os``, ``io``, ``pathlib``,
+#: ``shutil``, ``socket``, ``subprocess``, ``urllib``, ``http``,
+#: ``threading``, ``signal``) or the interpreter itself (``sys``,
+#: ``importlib``, ``builtins``, ``ctypes``, ``gc``, ``inspect``, ``types``,
+#: ``code``, ``pickle``, ``marshal``).
+ALLOWED_MODULES = frozenset(
+    {
+        "abc",
+        "array",
+        "bisect",
+        "cmath",
+        "collections",
+        "copy",
+        "dataclasses",
+        "datetime",
+        "decimal",
+        "enum",
+        "fractions",
+        "functools",
+        "heapq",
+        "itertools",
+        "json",
+        "math",
+        "numbers",
+        "operator",
+        "palisade",
+        "random",
+        "re",
+        "statistics",
+        "string",
+        "time",
+        "typing",
+    }
+)
+
+#: Most parameters a strategy may declare, longest manifest (ABI v2).
+MAX_PARAMS = 64
+MAX_MANIFEST_BYTES = 64 * 1024
+
+#: The name strategy modules run under (``cls.__module__``).
+MODULE_NAME = "strategy"
+
+_real_import = builtins.__import__
+
+
+class RuntimeFailure(Exception):
+    """Why the runtime could not describe or run a strategy. ``kind`` is a
+    case of the WIT ``error`` variant, ``message`` its text."""
+
+    def __init__(self, kind, message):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+class _ForbiddenImport(BaseException):
+    """Raised by the import guard. A BaseException so that strategy code's
+    ``except Exception`` does not swallow it (the loader also remembers the
+    attempt, so even a bare ``except`` cannot hide it)."""
+
+    def __init__(self, module):
+        super().__init__(f"import of {module!r} is not allowed in a strategy")
+        self.module = module
+
+
+# ---------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------
+
+
+def _static_imports(tree):
+    """Every module the source imports (including relative imports, imports
+    inside functions and ``__import__("name")`` with a literal name), as
+    (line, column, name, top-level name) in source order."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.append((node.lineno, node.col_offset, alias.name, alias.name.partition(".")[0]))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                name = "." * node.level + (node.module or "")
+                found.append((node.lineno, node.col_offset, name, name))
+            else:
+                found.append((node.lineno, node.col_offset, node.module, node.module.partition(".")[0]))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "__import__"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            name = node.args[0].value
+            found.append((node.lineno, node.col_offset, name, name.partition(".")[0]))
+    found.sort(key=lambda f: (f[0], f[1]))
+    return found
+
+
+class _Loader:
+    """Compiles and executes one strategy source under the import guard."""
+
+    def __init__(self, filename, source):
+        self.filename = filename
+        self.source = source
+        self.forbidden = None
+
+    def guarded_import(self, name, globals=None, locals=None, fromlist=(), level=0):
+        if level:
+            self._forbid("." * level + (name or ""))
+        if name.partition(".")[0] not in ALLOWED_MODULES:
+            self._forbid(name)
+        return _real_import(name, globals, locals, fromlist, level)
+
+    def _forbid(self, name):
+        if self.forbidden is None:
+            self.forbidden = name
+        raise _ForbiddenImport(name)
+
+    def check_forbidden(self):
+        if self.forbidden is not None:
+            raise RuntimeFailure("forbidden-import", self.forbidden)
+
+    def load(self):
+        """Returns the strategy class defined by the source."""
+        filename = self.filename
+        try:
+            tree = compile(self.source, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+            code = compile(tree, filename, "exec", dont_inherit=True)
+        except SyntaxError as e:
+            line = e.lineno if e.lineno is not None else 0
+            raise RuntimeFailure("syntax", f"{filename}, line {line}: {e.msg}") from None
+        except ValueError as e:  # e.g. a null byte in the source
+            raise RuntimeFailure("syntax", f"{filename}, line 0: {e}") from None
+        for _line, _col, name, top in _static_imports(tree):
+            if top not in ALLOWED_MODULES:
+                raise RuntimeFailure("forbidden-import", name)
+        namespace = self.namespace()
+        self.guard(exec, code, namespace)
+        return find_strategy(namespace, filename)
+
+    def namespace(self):
+        guarded_builtins = dict(builtins.__dict__)
+        guarded_builtins["__import__"] = self.guarded_import
+        return {"__name__": MODULE_NAME, "__file__": self.filename, "__builtins__": guarded_builtins}
+
+    def guard(self, fn, *args):
+        """Calls strategy code, turning what escapes it into a
+        ``RuntimeFailure`` (a forbidden import wins over anything else)."""
+        try:
+            fn(*args)
+        except _ForbiddenImport:
+            pass
+        except BaseException as e:
+            self.check_forbidden()
+            if _is_strategy_exception(e):
+                raise _failure_from(e, self.filename) from None
+            raise
+        self.check_forbidden()
+
+
+def _is_strategy_exception(e):
+    """Exceptions the strategy's code raised (as opposed to a host signalling
+    the end of the run by raising, as test hosts do in ``fail``)."""
+    return isinstance(e, (Exception, SystemExit, KeyboardInterrupt, GeneratorExit)) or type(e).__module__ == MODULE_NAME
+
+
+def _failure_from(exc, filename):
+    if isinstance(exc, MemoryError):
+        kind = "out-of-memory"
+    elif isinstance(exc, RecursionError):
+        kind = "recursion"
+    else:
+        kind = "exception"
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    head = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    where = filename if line is None else f"{filename}, line {line}"
+    return RuntimeFailure(kind, f"{head} ({where})")
+
+
+def find_strategy(namespace, filename):
+    """The one ``Strategy`` subclass the module defines (a class that other
+    strategy classes of the module derive from counts as their base, not as
+    a second strategy)."""
+    found = [
+        v
+        for v in namespace.values()
+        if isinstance(v, type) and issubclass(v, Strategy) and v is not Strategy and v.__module__ == MODULE_NAME
+    ]
+    leaves = [c for c in found if not any(o is not c and issubclass(o, c) for o in found)]
+    if not leaves:
+        raise RuntimeFailure(
+            "manifest", f"{filename} defines no strategy: define one class deriving from palisade.Strategy"
+        )
+    if len(leaves) > 1:
+        names = ", ".join(c.__name__ for c in leaves)
+        raise RuntimeFailure(
+            "manifest", f"{filename} defines {len(leaves)} strategies ({names}): define exactly one Strategy subclass"
+        )
+    return leaves[0]
+
+
+# ---------------------------------------------------------------------------
+# Manifest
+# ---------------------------------------------------------------------------
+
+
+def _kebab(name):
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isupper() and i > 0:
+            prev = name[i - 1]
+            nxt = name[i + 1] if i + 1 < len(name) else ""
+            if prev.islower() or prev.isdigit() or (prev.isupper() and nxt.islower()):
+                out.append("-")
+        out.append(ch.lower())
+    return "".join(out).replace("_", "-")
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _param_entry(name, spec):
+    def bad(what):
+        return RuntimeFailure("manifest", f"parameter {name}: {what}")
+
+    if NAME_RE.fullmatch(name) is None:
+        raise RuntimeFailure("manifest", f"parameter name {name!r} must be 1 to 64 characters of a-z, 0-9, _ and -")
+    if hasattr(Strategy, name):
+        raise bad(f"the name hides Strategy.{name}; choose another name")
+    entry = {"name": name, "type": spec.type}
+    if spec.type == "bool":
+        if not isinstance(spec.default, bool):
+            raise bad("default of a Bool must be True or False")
+        entry["default"] = spec.default
+    else:
+        values = {"default": spec.default, "min": spec.min, "max": spec.max}
+        for key, v in values.items():
+            if v is None and key != "default":
+                continue
+            if not _is_number(v):
+                raise bad(f"{key} must be a number, not {v!r}")
+            if not math.isfinite(v):
+                raise bad(f"{key} must be finite, not {v!r}")
+            if spec.type == "int":
+                if v != int(v):
+                    raise bad(f"{key} of an Int must be a whole number, not {v!r}")
+                entry[key] = int(v)
+            else:
+                entry[key] = float(v)
+        lo, hi, d = entry.get("min"), entry.get("max"), entry["default"]
+        if lo is not None and hi is not None and lo > hi:
+            raise bad(f"min {lo} is greater than max {hi}")
+        if (lo is not None and d < lo) or (hi is not None and d > hi):
+            raise bad(f"default {d} is outside [min, max] = [{lo}, {hi}]")
+    if spec.description is not None:
+        if not isinstance(spec.description, str):
+            raise bad("description must be a string")
+        entry["description"] = spec.description
+    return entry
+
+
+def manifest(cls):
+    """The manifest of a strategy class, as a dict in ABI v2's schema (the
+    ``palisade.manifest`` JSON object). Raises ``RuntimeFailure("manifest",
+    ...)`` on a bad declaration."""
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise RuntimeFailure("manifest", f"{cls!r} is not a Strategy subclass")
+    name = cls.name if cls.name is not None else _kebab(cls.__name__)
+    if not isinstance(name, str) or NAME_RE.fullmatch(name) is None:
+        raise RuntimeFailure("manifest", f"strategy name {name!r} must be 1 to 64 characters of a-z, 0-9, _ and -")
+    if not isinstance(cls.version, str):
+        raise RuntimeFailure("manifest", f"version must be a string, not {cls.version!r}")
+    out = {"abi": 2, "name": name, "version": cls.version}
+    description = cls.description
+    if description is None and cls.__doc__:
+        lines = cls.__doc__.strip().splitlines()
+        description = lines[0].strip() if lines else None
+    if description is not None:
+        if not isinstance(description, str):
+            raise RuntimeFailure("manifest", "description must be a string")
+        out["description"] = description
+    params = declared_params(cls)
+    if len(params) > MAX_PARAMS:
+        raise RuntimeFailure("manifest", f"{len(params)} parameters are declared, at most {MAX_PARAMS} are allowed")
+    entries = [_param_entry(n, spec) for n, spec in params.items()]
+    warmup = cls.warmup
+    if warmup is not None:
+        if isinstance(warmup, str):
+            if not isinstance(params.get(warmup), Int):
+                raise RuntimeFailure("manifest", f"warmup names {warmup}, which is not a declared Int parameter")
+        elif not _is_number(warmup) or not isinstance(warmup, int) or warmup < 0:
+            raise RuntimeFailure(
+                "manifest", f"warmup must be a bar count (an int >= 0) or an Int parameter's name, not {warmup!r}"
+            )
+        out["warmup"] = warmup
+    keep = cls.keep_bars
+    if not (keep is None or isinstance(keep, bool) or (isinstance(keep, int) and keep >= 0)):
+        raise RuntimeFailure("manifest", f"keep_bars must be None, True, False or an int >= 0, not {keep!r}")
+    out["params"] = entries
+    if len(manifest_json(out).encode()) > MAX_MANIFEST_BYTES:
+        raise RuntimeFailure("manifest", f"the manifest is longer than {MAX_MANIFEST_BYTES} bytes")
+    return out
+
+
+def manifest_json(m):
+    """A manifest dict as the compact JSON the host reads."""
+    return json.dumps(m, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+# ---------------------------------------------------------------------------
+# describe / run
+# ---------------------------------------------------------------------------
+
+
+def _load(filename, source):
+    loader = _Loader(filename, source)
+    cls = loader.load()
+    return loader, cls, manifest(cls)
+
+
+def describe(filename, source):
+    """Checks a strategy source and returns its manifest JSON."""
+    _loader, _cls, m = _load(filename, source)
+    return manifest_json(m)
+
+
+def run(filename, source, host):
+    """Loads a strategy source and runs it over ``host`` to the end."""
+    loader, cls, _m = _load(filename, source)
+    loader.guard(execute, cls, host)
+
+
+def _overrides(cls, method):
+    return getattr(cls, method) is not getattr(Strategy, method)
+
+
+def _uses_history(cls):
+    """Whether any method of the class (or of its bases below ``Strategy``)
+    mentions the attributes ``data`` or ``history``."""
+    names = {"data", "history"}
+
+    def code_uses(code):
+        if names.intersection(code.co_names):
+            return True
+        return any(code_uses(c) for c in code.co_consts if hasattr(c, "co_names"))
+
+    for klass in cls.__mro__:
+        if klass is Strategy or klass is object:
+            continue
+        for value in vars(klass).values():
+            if isinstance(value, (staticmethod, classmethod)):
+                value = value.__func__
+            elif isinstance(value, property):
+                value = value.fget
+            code = getattr(value, "__code__", None)
+            if code is not None and code_uses(code):
+                return True
+    return False
+
+
+def _history_containers(cls, n_symbols):
+    keep = cls.keep_bars
+    if keep is None:
+        keep = True if _uses_history(cls) else 0
+    if keep is False or keep == 0:
+        return None
+    if keep is True:
+        return [[] for _ in range(n_symbols)]
+    from collections import deque
+
+    return [deque(maxlen=keep) for _ in range(n_symbols)]
+
+
+def execute(cls, host):
+    """Runs a loaded strategy class over ``host``: set-up, every timestamp,
+    finish. ``InvalidParams`` and ``StrategyError`` become ``host.fail``;
+    other exceptions propagate as raised."""
+    strategy = object.__new__(cls)
+    try:
+        _execute(strategy, cls, host)
+    except StrategyError as e:
+        host.fail(e.kind, str(e) or type(e).__name__)
+
+
+def _execute(strategy, cls, host):
+    params = declared_params(cls)
+    d = strategy.__dict__
+    d["_host"] = host
+    d["_params"] = params
+    for name, spec in params.items():
+        d[name] = spec.convert(host.param(name))
+    n_symbols = max(int(host.symbol_count()), 1)
+    histories = _history_containers(cls, n_symbols)
+    if histories is not None:
+        d["_histories"] = histories
+        d["_history_views"] = [None] * n_symbols
+    strategy.__init__()
+    strategy.init()
+
+    host_next = host.next
+    new = tuple.__new__
+    on_fill = strategy.on_fill if _overrides(cls, "on_fill") else None
+    per_timestamp = _overrides(cls, "on_timestamp")
+    if histories is None and not per_timestamp:
+        # The hot loop of most strategies: one call per bar, no history.
+        on_bar = strategy.next
+        while True:
+            bars, fills = host_next()
+            if not bars:
+                break
+            if fills and on_fill is not None:
+                for f in fills:
+                    on_fill(new(Fill, f))
+            for b in bars:
+                on_bar(new(Bar, b))
+    else:
+        on_timestamp = strategy.on_timestamp
+        appends = None if histories is None else [h.append for h in histories]
+        while True:
+            bars, fills = host_next()
+            if not bars:
+                break
+            if fills and on_fill is not None:
+                for f in fills:
+                    on_fill(new(Fill, f))
+            batch = [new(Bar, b) for b in bars]
+            if appends is not None:
+                # Every bar of this timestamp is recorded before any is
+                # handled: all are known at its close, none is later.
+                for bar in batch:
+                    appends[bar[1]](bar)
+            on_timestamp(batch)
+    strategy.finish()
+
