@@ -16,6 +16,7 @@ use std::time::Instant;
 
 mod bench;
 mod load;
+mod python;
 mod serve;
 mod study;
 
@@ -23,7 +24,7 @@ use clap::{Args, Parser, Subcommand};
 use palisade_backtest::{BacktestConfig, Dataset};
 use palisade_document::{Subject, Timing};
 use palisade_run::{params, Failure, Policy, RunConfig, RunOutput};
-use palisade_sandbox::{CompiledModule, EngineSettings, ModuleInfo, Sandbox};
+use palisade_sandbox::{CompiledModule, EngineSettings, Language, ModuleInfo, Sandbox};
 use serde_json::{json, Value};
 
 /// mimalloc instead of the system allocator: a service job allocates and
@@ -71,11 +72,12 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ModuleArgs {
-    /// The strategy module (.wasm).
+    /// The strategy: a wasm module, or Python source (a `.py` file).
     module: PathBuf,
-    /// Policy name (default, strict) or path to a policy file.
-    #[arg(long, default_value = "default")]
-    policy: String,
+    /// Policy name (default, strict, python) or path to a policy file
+    /// [default: python for a .py strategy, default otherwise].
+    #[arg(long)]
+    policy: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -84,7 +86,7 @@ struct ModuleArgs {
 /// Flags shared by every command that runs a strategy on data.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The strategy module (.wasm).
+    /// The strategy: a wasm module, or Python source (a `.py` file).
     pub module: PathBuf,
     /// CSV bars (`timestamp,open,high,low,close,volume`); repeat for several
     /// symbols. The symbol is the file name without extension, or write
@@ -94,9 +96,10 @@ pub struct RunArgs {
     /// A parameter value, `name=value`; repeatable. Others take their defaults.
     #[arg(long = "param", short = 'p')]
     pub params: Vec<String>,
-    /// Policy name (default, strict) or path to a policy file.
-    #[arg(long, default_value = "default")]
-    pub policy: String,
+    /// Policy name (default, strict, python) or path to a policy file
+    /// [default: python for a .py strategy, default otherwise].
+    #[arg(long)]
+    pub policy: Option<String>,
     /// Starting cash.
     #[arg(long, default_value_t = palisade_backtest::DEFAULT_INITIAL_CASH)]
     pub cash: f64,
@@ -182,8 +185,12 @@ fn read_module(path: &Path) -> Result<Vec<u8>, InputError> {
     std::fs::read(path).map_err(|e| InputError(format!("{}: cannot read: {e}", path.display())))
 }
 
-fn load_policy(name: &str) -> Result<Policy, InputError> {
-    Ok(Policy::load(name, None)?)
+/// The policy `--policy` names, or the default for the strategy at `module`.
+fn load_policy(name: Option<&str>, module: &Path) -> Result<Policy, InputError> {
+    Ok(Policy::load(
+        name.unwrap_or(python::default_policy(module)),
+        None,
+    )?)
 }
 
 /// A sandbox able to run jobs of `policy`.
@@ -201,9 +208,9 @@ fn failure_json(f: &Failure) -> Value {
 
 fn validate(args: &ModuleArgs) -> Result<ExitCode, InputError> {
     let bytes = read_module(&args.module)?;
-    let policy = load_policy(&args.policy)?;
+    let policy = load_policy(args.policy.as_deref(), &args.module)?;
     let sandbox = sandbox_for(&policy, 1)?;
-    let verdict = load_module(&sandbox, &bytes, &policy)?.map(|s| s.info);
+    let verdict = load_module(&sandbox, &args.module, &bytes, &policy)?.map(|s| s.info);
     if args.json {
         let out = match &verdict {
             Ok(info) => json!({ "verdict": "ok", "policy": policy.name, "module": info_json(info) }),
@@ -214,15 +221,20 @@ fn validate(args: &ModuleArgs) -> Result<ExitCode, InputError> {
         match &verdict {
             Ok(info) => {
                 let m = &info.manifest;
+                let what = match info.language {
+                    Language::Wasm => format!("ABI v{}", m.abi),
+                    Language::Python => "Python".to_owned(),
+                };
                 println!(
-                    "ok: {} {} is a valid ABI v{} strategy under policy {}",
+                    "ok: {} {} is a valid {what} strategy under policy {}",
                     safe(&m.name),
                     safe(&m.version),
-                    m.abi,
                     policy.name
                 );
-                println!("  imports: {}", safe(&info.imports.join(", ")));
-                println!("  exports: {}", safe(&info.exports.join(", ")));
+                if info.language == Language::Wasm {
+                    println!("  imports: {}", safe(&info.imports.join(", ")));
+                    println!("  exports: {}", safe(&info.exports.join(", ")));
+                }
                 println!(
                     "  parameters: {}",
                     m.params
@@ -248,8 +260,16 @@ fn info_json(info: &ModuleInfo) -> Value {
 
 fn inspect(args: &ModuleArgs) -> Result<ExitCode, InputError> {
     let bytes = read_module(&args.module)?;
-    let policy = load_policy(&args.policy)?;
-    let info = match palisade_sandbox::validate::validate(&bytes, &policy) {
+    let policy = load_policy(args.policy.as_deref(), &args.module)?;
+    let checked = if python::is_python(&args.module) {
+        // A Python strategy's manifest comes from running its declarations
+        // in the sandbox.
+        let sandbox = sandbox_for(&policy, 1)?;
+        python::load(&sandbox, &args.module, &bytes, &policy)?.map(|s| s.info)
+    } else {
+        palisade_sandbox::validate::validate(&bytes, &policy)
+    };
+    let info = match checked {
         Ok(info) => info,
         Err(f) => {
             if args.json {
@@ -268,14 +288,20 @@ fn inspect(args: &ModuleArgs) -> Result<ExitCode, InputError> {
         return Ok(ExitCode::SUCCESS);
     }
     let m = &info.manifest;
-    println!("{} {} (ABI v{})", safe(&m.name), safe(&m.version), m.abi);
+    match info.language {
+        Language::Wasm => println!("{} {} (ABI v{})", safe(&m.name), safe(&m.version), m.abi),
+        Language::Python => println!("{} {} (Python)", safe(&m.name), safe(&m.version)),
+    }
     if let Some(d) = &m.description {
         println!("  {}", safe(d));
     }
-    println!(
-        "size: {} bytes, {} functions, memory {} pages at start",
-        info.size_bytes, info.functions, info.memory_min_pages
-    );
+    match info.language {
+        Language::Wasm => println!(
+            "size: {} bytes, {} functions, memory {} pages at start",
+            info.size_bytes, info.functions, info.memory_min_pages
+        ),
+        Language::Python => println!("size: {} bytes of source", info.size_bytes),
+    }
     if let Some(w) = &m.warmup {
         println!("warm-up: {}", serde_json::to_string(w).unwrap_or_default());
     }
@@ -294,20 +320,28 @@ fn inspect(args: &ModuleArgs) -> Result<ExitCode, InputError> {
             safe(p.description.as_deref().unwrap_or(""))
         );
     }
-    println!("imports: {}", safe(&info.imports.join(", ")));
-    println!("exports: {}", safe(&info.exports.join(", ")));
+    if info.language == Language::Wasm {
+        println!("imports: {}", safe(&info.imports.join(", ")));
+        println!("exports: {}", safe(&info.exports.join(", ")));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Validates `bytes` and compiles them in a child process of this binary,
-/// bounded by the policy's `compile_ms` and `compile_memory_bytes`. The
-/// inner `Err` is the module's fault; the outer one, the host's.
+/// Validates `bytes` (read from `path`) and compiles them in a child process
+/// of this binary, bounded by the policy's `compile_ms` and
+/// `compile_memory_bytes`; a Python strategy (`.py`) is checked by the Python
+/// runtime instead. The inner `Err` is the module's fault; the outer one,
+/// the host's.
 pub fn load_module(
     sandbox: &Sandbox,
+    path: &Path,
     bytes: &[u8],
     policy: &Policy,
 ) -> Result<Result<CompiledModule, Failure>, InputError> {
     use palisade_sandbox::compiler::{this_executable, CompileError, CompileLimits};
+    if python::is_python(path) {
+        return python::load(sandbox, path, bytes, policy);
+    }
     let info = match sandbox.check(bytes, policy) {
         Ok(info) => info,
         Err(f) => return Ok(Err(f)),
@@ -359,7 +393,7 @@ pub struct Prepared {
 /// Loads policy, module and data for a run command.
 pub fn prepare(args: &RunArgs, instances: u32) -> Result<Prepared, InputError> {
     let started = Instant::now();
-    let policy = load_policy(&args.policy)?;
+    let policy = load_policy(args.policy.as_deref(), &args.module)?;
     let overrides = args
         .params
         .iter()
@@ -377,7 +411,7 @@ pub fn prepare(args: &RunArgs, instances: u32) -> Result<Prepared, InputError> {
     let bytes = read_module(&args.module)?;
     let data = Arc::new(load_data(&args.data)?);
     let sandbox = sandbox_for(&policy, instances)?;
-    let strategy = load_module(&sandbox, &bytes, &policy)?;
+    let strategy = load_module(&sandbox, &args.module, &bytes, &policy)?;
     Ok(Prepared {
         policy,
         sandbox,

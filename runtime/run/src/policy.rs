@@ -70,6 +70,16 @@ pub const DEFAULT_COMPILE_MS: u64 = 10_000;
 pub const DEFAULT_COMPILE_MEMORY_BYTES: u64 = GIB;
 /// Default for [`Policy::max_variants`].
 pub const DEFAULT_MAX_VARIANTS: u64 = 100_000;
+/// Default for [`Policy::python_memory_bytes`]: 256 MiB (the interpreter
+/// starts at about 12 MiB).
+pub const DEFAULT_PYTHON_MEMORY_BYTES: u64 = 256 * MIB;
+/// Default for [`Policy::python_stack_bytes`]: 1 MiB, well above what
+/// Python's own recursion limit (1,000 frames) needs, so runaway recursion
+/// is a RecursionError first.
+pub const DEFAULT_PYTHON_STACK_BYTES: u64 = MIB;
+/// Default for [`Policy::python_fuel_scale`]: a line of Python costs about as
+/// many wasm operators as tens of lines of Rust.
+pub const DEFAULT_PYTHON_FUEL_SCALE: u64 = 10;
 /// Default for [`Policy::allow_wasi`]: WASI is not offered.
 pub const DEFAULT_ALLOW_WASI: bool = false;
 
@@ -81,6 +91,7 @@ pub const DEFAULT_POLICY_NAME: &str = "default";
 const BUILTIN: &[(&str, &str)] = &[
     ("default", include_str!("../../../policies/default.toml")),
     ("strict", include_str!("../../../policies/strict.toml")),
+    ("python", include_str!("../../../policies/python.toml")),
 ];
 
 /// Limits for one guest, read from a policy file.
@@ -153,6 +164,21 @@ pub struct Policy {
     pub compile_memory_bytes: u64,
     /// Most variants one optimization study may run.
     pub max_variants: u64,
+    /// Python strategies: most linear memory of the Python runtime (the
+    /// interpreter, its heap and the strategy's objects, all its memories
+    /// together), in bytes; a multiple of [`WASM_PAGE_BYTES`]. It replaces
+    /// `memory_bytes` for them. Past it, Python raises MemoryError; if that
+    /// escapes the strategy, the run ends as `memory_limit`.
+    pub python_memory_bytes: u64,
+    /// Python strategies: most wasm stack the Python runtime may use, in
+    /// bytes; replaces `stack_bytes` for them. Passing it is
+    /// `stack_overflow` (runaway Python recursion is stopped first by
+    /// Python's recursion limit, also `stack_overflow`).
+    pub python_stack_bytes: u64,
+    /// Python strategies: their `fuel_per_event` and `fuel_per_run` are this
+    /// many times the policy's (the interpreter spends many wasm operators
+    /// per line of Python).
+    pub python_fuel_scale: u64,
     /// Reserved: WASI is not offered in this version, so `true` is rejected.
     pub allow_wasi: bool,
 }
@@ -179,6 +205,9 @@ impl Default for Policy {
             compile_ms: DEFAULT_COMPILE_MS,
             compile_memory_bytes: DEFAULT_COMPILE_MEMORY_BYTES,
             max_variants: DEFAULT_MAX_VARIANTS,
+            python_memory_bytes: DEFAULT_PYTHON_MEMORY_BYTES,
+            python_stack_bytes: DEFAULT_PYTHON_STACK_BYTES,
+            python_fuel_scale: DEFAULT_PYTHON_FUEL_SCALE,
             allow_wasi: DEFAULT_ALLOW_WASI,
         }
     }
@@ -357,7 +386,7 @@ impl Policy {
 
     /// Names of the built-in policies, in a stable order.
     pub fn builtin_names() -> &'static [&'static str] {
-        &["default", "strict"]
+        &["default", "strict", "python"]
     }
 
     /// Checks every value against its allowed range and the per-event limits
@@ -367,7 +396,7 @@ impl Policy {
             multiple_of: WASM_PAGE_BYTES,
             ..Bounds::new(64 * KIB, 4 * GIB)
         };
-        let checks: [(&'static str, u64, Bounds); 17] = [
+        let checks: [(&'static str, u64, Bounds); 20] = [
             ("compile_ms", self.compile_ms, Bounds::new(10, 600_000)),
             (
                 "compile_memory_bytes",
@@ -421,6 +450,20 @@ impl Policy {
                 Bounds::new(0, 10_000),
             ),
             ("max_variants", self.max_variants, Bounds::new(1, 10_000_000)),
+            (
+                "python_memory_bytes",
+                self.python_memory_bytes,
+                Bounds {
+                    multiple_of: WASM_PAGE_BYTES,
+                    ..Bounds::new(16 * MIB, 4 * GIB)
+                },
+            ),
+            (
+                "python_stack_bytes",
+                self.python_stack_bytes,
+                Bounds::new(64 * KIB, 8 * MIB),
+            ),
+            ("python_fuel_scale", self.python_fuel_scale, Bounds::new(1, 1_000)),
         ];
         for (key, value, bounds) in checks {
             if !bounds.allows(value) {
@@ -484,6 +527,26 @@ impl Policy {
     /// [`Policy::deadline_per_run_ms`] as a duration.
     pub fn deadline_per_run(&self) -> Duration {
         Duration::from_millis(self.deadline_per_run_ms)
+    }
+
+    /// The limits a Python strategy runs under: `memory_bytes` and
+    /// `stack_bytes` are the `python_*` ones, and both fuel budgets are
+    /// scaled by `python_fuel_scale` (saturating at their largest allowed
+    /// values).
+    pub fn for_python(&self) -> Policy {
+        Policy {
+            memory_bytes: self.python_memory_bytes,
+            stack_bytes: self.python_stack_bytes,
+            fuel_per_event: self
+                .fuel_per_event
+                .saturating_mul(self.python_fuel_scale)
+                .min(1_000_000_000_000),
+            fuel_per_run: self
+                .fuel_per_run
+                .saturating_mul(self.python_fuel_scale)
+                .min(1_000_000_000_000_000),
+            ..self.clone()
+        }
     }
 
     /// [`Policy::memory_bytes`] in wasm pages.

@@ -290,6 +290,7 @@ fn child(args: &[String]) -> Result<(), String> {
         max_table_elements: n(2)? as u32,
         max_tables: n(3)? as u32,
         max_instances: n(4)? as u32,
+        ..EngineSettings::default()
     };
     let mut module = Vec::new();
     std::io::stdin()

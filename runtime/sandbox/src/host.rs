@@ -45,7 +45,7 @@ pub const FUEL_BYTES: u64 = 8;
 #[derive(Debug)]
 pub struct Limiter {
     memory_bytes: usize,
-    table_elements: usize,
+    pub(crate) table_elements: usize,
     pub(crate) tables: usize,
     /// Core instances and memories a store may hold: 1 and 1 for a core
     /// module, more for a component.

@@ -137,6 +137,12 @@ impl Sandbox {
     /// [`ModuleInfo`] it returns is what [`Sandbox::compile`] and
     /// [`Sandbox::load_precompiled`] take, so nothing is linked unchecked.
     pub fn check(&self, bytes: &[u8], policy: &Policy) -> Result<ModuleInfo, Failure> {
+        self.check_policy(policy)?;
+        validate::validate(bytes, policy)
+    }
+
+    /// Refuses a policy that asks for more than this engine was started with.
+    fn check_policy(&self, policy: &Policy) -> Result<(), Failure> {
         let settings = self.engine.settings();
         let over = [
             ("stack_bytes", policy.stack_bytes, settings.stack_bytes as u64),
@@ -151,6 +157,11 @@ impl Sandbox {
                 u64::from(policy.max_tables),
                 u64::from(settings.max_tables),
             ),
+            (
+                "python_stack_bytes",
+                policy.python_stack_bytes,
+                settings.python_stack_bytes as u64,
+            ),
         ]
         .into_iter()
         .find(|(_, asked, bound)| asked > bound);
@@ -163,7 +174,7 @@ impl Sandbox {
                 ),
             ));
         }
-        validate::validate(bytes, policy)
+        Ok(())
     }
 
     /// The second half of [`Sandbox::load`]: compiles the module `info`
@@ -284,7 +295,10 @@ impl Sandbox {
         let c = unsafe { Component::deserialize_file(self.engine.components(), path) }.map_err(|e| {
             Failure::new(
                 Cause::InvalidModule,
-                format!("the precompiled Python runtime {} does not load: {e:#}", path.display()),
+                format!(
+                    "the precompiled Python runtime {} does not load: {e:#}",
+                    path.display()
+                ),
             )
         })?;
         self.link_python_runtime(&c)
@@ -321,7 +335,10 @@ impl Sandbox {
     pub fn python_artifact_key(&self) -> String {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.components().precompile_compatibility_hash().hash(&mut h);
+        self.engine
+            .components()
+            .precompile_compatibility_hash()
+            .hash(&mut h);
         format!("{:016x}", h.finish())
     }
 
@@ -347,6 +364,7 @@ impl Sandbox {
         source: &str,
         policy: &Policy,
     ) -> Result<CompiledModule, Failure> {
+        self.check_policy(policy)?;
         if source.len() as u64 > policy.module_bytes {
             return Err(Failure::new(
                 Cause::InvalidModule,
@@ -388,7 +406,8 @@ impl Sandbox {
         cancel: Option<Arc<AtomicBool>>,
         progress: Option<ProgressFn>,
     ) -> Store<PyState> {
-        let run = RunState::new(session, policy, self.engine.ticks(), cancel, progress);
+        let policy = policy.for_python();
+        let run = RunState::new(session, &policy, self.engine.ticks(), cancel, progress);
         let state = PyState::new(run, seed, policy.log_bytes);
         let mut store = Store::new(self.engine.components(), state);
         store.limiter(|st| &mut st.run.limiter);
@@ -420,7 +439,9 @@ impl Sandbox {
         let result = if at_load {
             let f = instance
                 .get_typed_func::<(&str, &str), (Result<String, PyError>,)>(&mut *store, export)
-                .map_err(|e| Failure::new(Cause::InvalidModule, format!("python runtime: {export}: {e:#}")))?;
+                .map_err(|e| {
+                    Failure::new(Cause::InvalidModule, format!("python runtime: {export}: {e:#}"))
+                })?;
             match f.call_async(&mut *store, args).await {
                 Ok((r,)) => r,
                 Err(e) => return Err(fail(store, &e)),
@@ -428,7 +449,9 @@ impl Sandbox {
         } else {
             let f = instance
                 .get_typed_func::<(&str, &str), (Result<(), PyError>,)>(&mut *store, export)
-                .map_err(|e| Failure::new(Cause::InvalidModule, format!("python runtime: {export}: {e:#}")))?;
+                .map_err(|e| {
+                    Failure::new(Cause::InvalidModule, format!("python runtime: {export}: {e:#}"))
+                })?;
             match f.call_async(&mut *store, args).await {
                 Ok((r,)) => r.map(|()| String::new()),
                 Err(e) => return Err(fail(store, &e)),
@@ -455,7 +478,13 @@ impl Sandbox {
                 (outcome, fuel, store.into_data())
             }
             Code::Python(py) => {
-                let mut store = self.py_store(session, policy, run.seed, run.cancel.clone(), run.progress.clone());
+                let mut store = self.py_store(
+                    session,
+                    policy,
+                    run.seed,
+                    run.cancel.clone(),
+                    run.progress.clone(),
+                );
                 let outcome = match self.py_call(&mut store, py, python::RUN).await {
                     Ok(_) if store.data().run.session.phase != Phase::Finished => Err(Failure::new(
                         Cause::GuestError,
@@ -529,7 +558,8 @@ impl Sandbox {
             }
             Code::Python(py) => {
                 let mut store = self.py_store(session, policy, 0, None, None);
-                host::refuel(&mut store.as_context_mut(), 1).map_err(|e| classify(&store.data().run, &e, false))?;
+                host::refuel(&mut store.as_context_mut(), 1)
+                    .map_err(|e| classify(&store.data().run, &e, false))?;
                 match py.runtime.pre.instantiate_async(&mut store).await {
                     Ok(_) => Ok(()),
                     Err(e) => Err(classify(&store.data().run, &e, false)),

@@ -44,6 +44,11 @@ pub const RUN: &str = "run";
 pub(crate) const MAX_CORE_INSTANCES: usize = 128;
 pub(crate) const MAX_MEMORIES: usize = 16;
 pub(crate) const MAX_TABLES: usize = 64;
+/// Elements a table of the runtime component may have. Its tables are the
+/// interpreter's, sized when the runtime was built (Python code cannot grow
+/// them), so the policy's `table_elements`, which bounds what a strategy's
+/// own module declares, does not apply.
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 1 << 16;
 
 /// One bar as it crosses: (ts, symbol, open, high, low, close, volume).
 type BarTuple = (i64, i32, f64, f64, f64, f64, f64);
@@ -137,6 +142,7 @@ impl PyState {
         run.limiter.instances = MAX_CORE_INSTANCES;
         run.limiter.memories = MAX_MEMORIES;
         run.limiter.tables = run.limiter.tables.max(MAX_TABLES);
+        run.limiter.table_elements = MAX_TABLE_ELEMENTS;
         let now = Arc::new(AtomicI64::new(0));
         let cap = usize::try_from(log_bytes).unwrap_or(usize::MAX).min(1 << 20);
         let stdout = MemoryOutputPipe::new(cap);
@@ -168,7 +174,10 @@ impl PyState {
     /// added to its logs, line by line, within the policy's log limits.
     pub fn into_run(self) -> RunState {
         let PyState {
-            mut run, stdout, stderr, ..
+            mut run,
+            stdout,
+            stderr,
+            ..
         } = self;
         for (pipe, level) in [(stdout, log_level::INFO), (stderr, log_level::WARN)] {
             let bytes = pipe.contents();
@@ -264,29 +273,38 @@ pub fn define(linker: &mut Linker<PyState>) -> wasmtime::Result<()> {
             Ok((st.check(r)?,))
         },
     )?;
-    h.func_wrap("cancel", |mut store: StoreContextMut<'_, PyState>, (id,): (i64,)| {
-        host::charge(&mut store, "cancel", ORDER_RECORD_BYTES)?;
-        Ok((store.data_mut().run.session.cancel(id),))
-    })?;
-    h.func_wrap("position", |store: StoreContextMut<'_, PyState>, (symbol,): (i32,)| {
-        Ok((store.data().run.session.position(symbol),))
-    })?;
+    h.func_wrap(
+        "cancel",
+        |mut store: StoreContextMut<'_, PyState>, (id,): (i64,)| {
+            host::charge(&mut store, "cancel", ORDER_RECORD_BYTES)?;
+            Ok((store.data_mut().run.session.cancel(id),))
+        },
+    )?;
+    h.func_wrap(
+        "position",
+        |store: StoreContextMut<'_, PyState>, (symbol,): (i32,)| {
+            Ok((store.data().run.session.position(symbol),))
+        },
+    )?;
     h.func_wrap("cash", |store: StoreContextMut<'_, PyState>, (): ()| {
         Ok((store.data().run.session.cash(),))
     })?;
     h.func_wrap("equity", |store: StoreContextMut<'_, PyState>, (): ()| {
         Ok((store.data().run.session.equity(),))
     })?;
-    h.func_wrap("param", |mut store: StoreContextMut<'_, PyState>, (name,): (String,)| {
-        host::charge(&mut store, "param", name.len() as u64)?;
-        let st = &mut store.data_mut().run;
-        if name.len() > MAX_NAME_LEN {
-            let f = st.session.undeclared(&format!("<{} bytes>", name.len()));
-            return Err(st.fault(f));
-        }
-        let r = st.session.param(&name);
-        Ok((st.check(r)?,))
-    })?;
+    h.func_wrap(
+        "param",
+        |mut store: StoreContextMut<'_, PyState>, (name,): (String,)| {
+            host::charge(&mut store, "param", name.len() as u64)?;
+            let st = &mut store.data_mut().run;
+            if name.len() > MAX_NAME_LEN {
+                let f = st.session.undeclared(&format!("<{} bytes>", name.len()));
+                return Err(st.fault(f));
+            }
+            let r = st.session.param(&name);
+            Ok((st.check(r)?,))
+        },
+    )?;
     h.func_wrap(
         "symbol-name",
         |mut store: StoreContextMut<'_, PyState>, (symbol,): (i32,)| {

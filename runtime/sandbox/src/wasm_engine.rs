@@ -44,6 +44,9 @@ pub struct EngineSettings {
     pub max_tables: u32,
     /// Instances that may be alive at once (pool slots).
     pub max_instances: u32,
+    /// Deepest wasm stack the Python runtime may use (the component
+    /// engine's `max_wasm_stack`).
+    pub python_stack_bytes: usize,
 }
 
 impl Default for EngineSettings {
@@ -54,6 +57,7 @@ impl Default for EngineSettings {
             max_table_elements: palisade_run::policy::DEFAULT_TABLE_ELEMENTS,
             max_tables: palisade_run::policy::DEFAULT_MAX_TABLES,
             max_instances: 1000,
+            python_stack_bytes: palisade_run::policy::DEFAULT_PYTHON_STACK_BYTES as usize,
         }
     }
 }
@@ -66,6 +70,7 @@ impl EngineSettings {
             max_memory_bytes: policy.memory_bytes,
             max_table_elements: policy.table_elements,
             max_tables: policy.max_tables.max(1),
+            python_stack_bytes: policy.python_stack_bytes as usize,
             ..EngineSettings::default()
         }
     }
@@ -113,13 +118,13 @@ impl WasmEngine {
             .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
             .pagemap_scan(Enabled::Auto);
 
-        let mut config = base_config(&settings);
+        let mut config = base_config(settings.stack_bytes);
         config
             .wasm_multi_memory(false)
             .wasm_component_model(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
-        let mut config = base_config(&settings);
+        let mut config = base_config(settings.python_stack_bytes);
         config
             .wasm_component_model(true)
             .allocation_strategy(InstanceAllocationStrategy::OnDemand);
@@ -174,16 +179,16 @@ impl WasmEngine {
     }
 }
 
-/// What both engines share: Cranelift, fuel, epochs, the stack bound,
+/// What both engines share: Cranelift, fuel, epochs, a stack bound,
 /// deterministic floats, no threads or 64-bit memories.
-fn base_config(settings: &EngineSettings) -> Config {
+fn base_config(stack_bytes: usize) -> Config {
     let mut config = Config::new();
     config
         .cranelift_opt_level(OptLevel::Speed)
         .consume_fuel(true)
         .epoch_interruption(true)
-        .max_wasm_stack(settings.stack_bytes)
-        .async_stack_size(settings.stack_bytes + HOST_STACK_HEADROOM)
+        .max_wasm_stack(stack_bytes)
+        .async_stack_size(stack_bytes + HOST_STACK_HEADROOM)
         .cranelift_nan_canonicalization(true)
         .relaxed_simd_deterministic(true)
         .wasm_memory64(false)

@@ -111,16 +111,19 @@ pub enum RegistryError {
     Internal(String),
 }
 
-/// What a sandbox's engine is built for: the policy knobs fixed at engine
-/// start (stack size, table slots). Policies that agree on them share one
-/// sandbox and its compiled modules.
-type EngineKey = (u64, u32, u32);
+/// What a sandbox's engines are built for: the policy knobs fixed at engine
+/// start (stack size, table slots, the Python runtime's stack size).
+/// Policies that agree on them share one sandbox and its compiled modules
+/// (the Python stack size does not change a wasm module's compiled code, so
+/// [`compiled_key`] leaves it out).
+type EngineKey = (u64, u32, u32, u64);
 
 fn engine_key(policy: &Policy) -> EngineKey {
     (
         policy.stack_bytes,
         policy.table_elements,
         policy.max_tables.max(1),
+        policy.python_stack_bytes,
     )
 }
 
@@ -376,6 +379,7 @@ impl Registry {
             max_table_elements: key.1,
             max_tables: key.2,
             max_instances: self.max_instances,
+            python_stack_bytes: key.3 as usize,
         })
         .map_err(|f| RegistryError::Internal(format!("cannot start a sandbox: {}", f.message)))?;
         let sandbox = Arc::new(sandbox);
