@@ -31,7 +31,11 @@ fn main() {
         "guest-examples",
         "sdk/src",
         "host-api/src",
+        "host-api/wit",
+        "sdk-python/palisade",
+        "sdk-python/component",
         "scripts/build-guests.sh",
+        "scripts/build-python-runtime.sh",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
@@ -77,7 +81,40 @@ fn main() {
             "scripts/build-guests.sh failed: build the guests by hand to see why"
         );
     }
-    let mut out = String::new();
+    // The Python runtime component: the script rebuilds it only when an
+    // input changed.
+    let mut cmd = Command::new("bash");
+    cmd.arg(root.join("scripts/build-python-runtime.sh")).env_clear();
+    for k in [
+        "PATH",
+        "HOME",
+        "USER",
+        "LANG",
+        "TMPDIR",
+        "PYENV_ROOT",
+        "PYENV_VERSION",
+    ] {
+        if let Ok(v) = std::env::var(k) {
+            cmd.env(k, v);
+        }
+    }
+    let built = cmd.output().expect("run scripts/build-python-runtime.sh");
+    assert!(
+        built.status.success(),
+        "scripts/build-python-runtime.sh failed: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let python_runtime = root.join("sdk-python/out/palisade-python.wasm");
+    assert!(
+        python_runtime.exists(),
+        "{} was not built",
+        python_runtime.display()
+    );
+
+    let mut out = format!(
+        "/// The Python runtime component (`scripts/build-python-runtime.sh`).\npub const PYTHON_RUNTIME: &str = {:?};\n",
+        python_runtime.display().to_string()
+    );
     let mut all = String::from("pub const ALL: &[(&str, &str)] = &[\n");
     for m in &members {
         let path = guests.join("out").join(format!("{m}.wasm"));

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use palisade_run::{Cause, Failure, Policy};
-use palisade_sandbox::{CompiledModule, PythonRuntime, Sandbox};
+use palisade_sandbox::{CompiledModule, PythonRuntime, RuntimeCache, Sandbox};
 
 use crate::InputError;
 
@@ -83,86 +83,19 @@ pub fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/palisade"))
 }
 
-/// The cache file of `component` compiled by `sandbox`: named after the
-/// component's path, size and modification time (a rebuilt component gets a
-/// new name without hashing 18 MB on every run) and the engine's artifact
-/// key.
-fn cache_file(dir: &Path, component: &Path, sandbox: &Sandbox) -> Result<PathBuf, InputError> {
-    use std::hash::{Hash, Hasher};
-    let meta = std::fs::metadata(component)
-        .map_err(|e| InputError(format!("{}: cannot read: {e}", component.display())))?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    std::fs::canonicalize(component)
-        .unwrap_or_else(|_| component.to_path_buf())
-        .hash(&mut h);
-    meta.len().hash(&mut h);
-    meta.modified().ok().hash(&mut h);
-    Ok(dir.join(format!(
-        "python-runtime-{:016x}-{}.cwasm",
-        h.finish(),
-        sandbox.python_artifact_key()
-    )))
-}
-
 /// The Python runtime, compiled by `sandbox`'s engine: from the cache when it
-/// is there, else compiled (seconds, once) and written to the cache
-/// atomically, replacing older compilations.
+/// is there, else compiled (seconds, once) and kept in the cache.
 pub fn runtime(sandbox: &Sandbox) -> Result<Arc<PythonRuntime>, InputError> {
     let component = find_runtime()?;
-    let cached = match cache_dir() {
-        Some(dir) => Some((cache_file(&dir, &component, sandbox)?, dir)),
-        None => None,
-    };
-    if let Some((file, _)) = &cached {
-        if file.is_file() {
-            // SAFETY: the file is what `serialize_python_runtime` of this
-            // build wrote (its name carries the engine's artifact key), put
-            // in place by an atomic rename in the user's own cache.
-            match unsafe { sandbox.load_python_runtime(file) } {
-                Ok(rt) => return Ok(Arc::new(rt)),
-                Err(f) => eprintln!("note: recompiling the Python runtime: {}", f.message),
-            }
-        }
-    }
-    eprintln!(
-        "compiling the Python runtime {} (once; the compiled code is kept in the cache)",
-        component.display()
-    );
-    let bytes = std::fs::read(&component)
-        .map_err(|e| InputError(format!("{}: cannot read: {e}", component.display())))?;
-    let rt = sandbox
-        .compile_python_runtime(&bytes)
-        .map_err(|f| InputError(f.message))?;
-    if let Some((file, dir)) = cached {
-        if let Err(e) = store(sandbox, &rt, &file, &dir) {
-            eprintln!(
-                "note: cannot keep the compiled Python runtime in {}: {e}",
-                dir.display()
-            );
-        }
-    }
-    Ok(Arc::new(rt))
-}
-
-/// Writes the compiled runtime to `file` through a temporary file and a
-/// rename, then removes other compilations of the runtime in `dir`.
-fn store(sandbox: &Sandbox, rt: &PythonRuntime, file: &Path, dir: &Path) -> Result<(), String> {
-    let bytes = sandbox.serialize_python_runtime(rt).map_err(|f| f.message)?;
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let tmp = dir.join(format!(".python-runtime-{}.tmp", std::process::id()));
-    std::fs::write(&tmp, &bytes).map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, file).map_err(|e| e.to_string())?;
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if path != file && name.starts_with("python-runtime-") && name.ends_with(".cwasm") {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-    }
-    Ok(())
+    let dir = cache_dir();
+    let cached = sandbox.cached_python_runtime(&component, dir.as_deref(), |event| match event {
+        RuntimeCache::Compiling => eprintln!(
+            "compiling the Python runtime {} (once; the compiled code is kept in the cache)",
+            component.display()
+        ),
+        RuntimeCache::Note(note) => eprintln!("note: {note}"),
+    });
+    cached.map(Arc::new).map_err(|f| InputError(f.message))
 }
 
 /// Loads a Python strategy: its source must be UTF-8; the runtime checks it

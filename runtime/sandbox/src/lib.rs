@@ -2,16 +2,21 @@
 //! strategies under a policy's hard limits, and classifies every way a run
 //! can end. It is the only crate that knows wasmtime.
 //!
-//! One [`Sandbox`] per process, built for the largest limits it will grant: one wasmtime engine,
-//! one epoch ticker thread, one linker with the ABI v2 imports. A module is
-//! validated and compiled once ([`Sandbox::load`]) into a [`CompiledModule`] that
-//! can be instantiated in microseconds for each run. Each run gets a new
-//! `Store` with its own limits; a run ends with `ok` or a classified
-//! [`Failure`], never with a panic of the host and never affecting another run.
+//! One [`Sandbox`] per process, built for the largest limits it will grant:
+//! one wasmtime engine for core modules and one for components, one epoch
+//! ticker thread, one linker with the ABI v2 imports and one with the Python
+//! runtime's (`python.rs`). A module is validated and compiled once
+//! ([`Sandbox::load`]) into a [`CompiledModule`] that can be instantiated in
+//! microseconds for each run; a Python strategy is its source, checked by the
+//! runtime component ([`Sandbox::load_python`]), which is compiled once per
+//! process or loaded from its cached compilation. Each run gets a new `Store`
+//! with its own limits; a run ends with `ok` or a classified [`Failure`],
+//! never with a panic of the host and never affecting another run.
 //!
 //! What it does not do: schedule runs (callers drive the returned futures on
-//! whatever executor they like), read files, know the terminal or HTTP. The
-//! semantics of the ABI (timestamps, orders, logs, output limits) live in
+//! whatever executor they like), read files other than the Python runtime
+//! component and its compilation in the cache directory it is given, know
+//! the terminal or HTTP. The semantics of the ABI (timestamps, orders, logs, output limits) live in
 //! `palisade-run`'s session; this crate adapts guest memory, fuel and
 //! deadlines to it.
 
@@ -77,6 +82,16 @@ struct PythonStrategy {
     runtime: Arc<PythonRuntime>,
     filename: Arc<str>,
     source: Arc<str>,
+}
+
+/// What [`Sandbox::cached_python_runtime`] tells its caller.
+#[derive(Clone, Debug)]
+pub enum RuntimeCache {
+    /// No usable compilation was cached: compiling now (seconds).
+    Compiling,
+    /// Something worth telling (a cached file that did not load, a cache
+    /// that cannot be written); the runtime is still given.
+    Note(String),
 }
 
 /// The Python runtime component, compiled and linked once per process (or
@@ -340,6 +355,99 @@ impl Sandbox {
             .precompile_compatibility_hash()
             .hash(&mut h);
         format!("{:016x}", h.finish())
+    }
+
+    /// The Python runtime component at `component`, compiled by this
+    /// sandbox: loaded from `cache_dir` when a compilation of this very file
+    /// (path, size, modification time) by this kind of engine is there,
+    /// else compiled (seconds) and written there atomically, replacing older
+    /// compilations. `events` hears what happens (to tell a user why the
+    /// first run is slow). Without a cache directory it always compiles.
+    pub fn cached_python_runtime(
+        &self,
+        component: &std::path::Path,
+        cache_dir: Option<&std::path::Path>,
+        events: impl Fn(RuntimeCache),
+    ) -> Result<PythonRuntime, Failure> {
+        let io = |what: &str, e: std::io::Error| {
+            Failure::new(
+                Cause::InvalidModule,
+                format!("{what} {}: {e}", component.display()),
+            )
+        };
+        let meta = std::fs::metadata(component).map_err(|e| io("cannot read the Python runtime", e))?;
+        let file = cache_dir.map(|dir| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::fs::canonicalize(component)
+                .unwrap_or_else(|_| component.to_path_buf())
+                .hash(&mut h);
+            meta.len().hash(&mut h);
+            meta.modified().ok().hash(&mut h);
+            dir.join(format!(
+                "python-runtime-{:016x}-{}.cwasm",
+                h.finish(),
+                self.python_artifact_key()
+            ))
+        });
+        if let Some(file) = file.as_deref().filter(|f| f.is_file()) {
+            // SAFETY: the file is what `serialize_python_runtime` of this
+            // build wrote (its name carries the engine's artifact key), put
+            // in place by an atomic rename in a cache directory the caller
+            // owns.
+            match unsafe { self.load_python_runtime(file) } {
+                Ok(rt) => return Ok(rt),
+                Err(f) => events(RuntimeCache::Note(format!("recompiling: {}", f.message))),
+            }
+        }
+        events(RuntimeCache::Compiling);
+        let bytes = std::fs::read(component).map_err(|e| io("cannot read the Python runtime", e))?;
+        let rt = self.compile_python_runtime(&bytes)?;
+        if let (Some(file), Some(dir)) = (file, cache_dir) {
+            if let Err(e) = self.keep_python_runtime(&rt, &file, dir) {
+                events(RuntimeCache::Note(format!(
+                    "cannot keep the compiled Python runtime in {}: {e}",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(rt)
+    }
+
+    /// Writes the compiled runtime to `file` through a temporary file and a
+    /// rename, then removes other compilations of the runtime in `dir`.
+    fn keep_python_runtime(
+        &self,
+        rt: &PythonRuntime,
+        file: &std::path::Path,
+        dir: &std::path::Path,
+    ) -> Result<(), String> {
+        let bytes = self.serialize_python_runtime(rt).map_err(|f| f.message)?;
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let tmp = dir.join(format!(
+            ".python-runtime-{}-{:?}.tmp",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&tmp, &bytes).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, file).map_err(|e| e.to_string())?;
+        let key = self.python_artifact_key();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                // Older compilations by this kind of engine (other engines'
+                // are other processes' to keep).
+                if path != file
+                    && name.starts_with("python-runtime-")
+                    && name.ends_with(&format!("-{key}.cwasm"))
+                {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn link_python_runtime(&self, component: &Component) -> Result<PythonRuntime, Failure> {

@@ -2,8 +2,10 @@
 //! dev-only crate. Generated bars ([`bars`]), the prebuilt guest modules
 //! ([`guests`], built by this crate's build script when stale), sandbox-level
 //! fixtures ([`fixtures`]: policies, a sandbox, running a module, hand-written
-//! WAT guests), and a real `palisade serve` process with a blocking HTTP
-//! client ([`http`]).
+//! WAT guests), Python strategies in the sandbox ([`python`]: the runtime
+//! component, built by the build script, compiled once and cached under the
+//! target directory), and a real `palisade serve` process with a blocking
+//! HTTP client ([`http`]).
 //!
 //! What it must not do: be a dependency of anything but tests and benches
 //! (`publish = false`, only ever under `[dev-dependencies]`), or depend on
@@ -15,3 +17,4 @@ pub mod bars;
 pub mod fixtures;
 pub mod guests;
 pub mod http;
+pub mod python;
