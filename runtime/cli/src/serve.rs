@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// Directory of `<name>.toml` policies (default: the built-in ones).
     #[arg(long)]
     policies_dir: Option<PathBuf>,
+    /// The Python runtime component (default: found as `palisade backtest`
+    /// finds it; without one, Python strategies are refused).
+    #[arg(long)]
+    python_runtime: Option<PathBuf>,
     /// Total depth of the job queues (default 200).
     #[arg(long)]
     queue_depth: Option<i64>,
@@ -68,6 +72,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.policies_dir {
             o.push(("policies_dir".into(), path(v)));
+        }
+        if let Some(v) = &self.python_runtime {
+            o.push(("python_runtime".into(), path(v)));
         }
         for (key, v) in [
             ("queue_depth", self.queue_depth),
@@ -125,6 +132,9 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, InputError> {
     let mut config = Config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
     // Modules are compiled by this binary in a bounded child process.
     config.compiler = palisade_sandbox::compiler::this_executable();
+    if config.python_runtime.is_none() {
+        config.python_runtime = crate::python::find_runtime().ok();
+    }
     let tokens = match &config.tokens_file {
         Some(path) => Tokens::from_file(path)?,
         None => Tokens::default(),

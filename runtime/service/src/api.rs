@@ -561,12 +561,13 @@ fn with_location(mut response: Response, location: &str) -> Response {
 }
 
 /// `POST /v1/strategies`: the module as the raw body, or as the first file
-/// field of a `multipart/form-data` body.
+/// field of a `multipart/form-data` body. A body that is UTF-8 text, not a
+/// wasm module, is a Python strategy's source.
 #[utoipa::path(
     post,
     path = "/v1/strategies",
-    summary = "Upload a module (raw body or multipart); validated and compiled once. 201 when new, 200 when the tenant already has it",
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "the module (or a multipart/form-data body whose first file field is the module)"),
+    summary = "Upload a strategy: a wasm module, or Python source (raw body or multipart); validated and compiled once. 201 when new, 200 when the tenant already has it",
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "the module, or a Python strategy's source as UTF-8 text (any content type, e.g. text/x-python), or a multipart/form-data body whose first file field is either"),
     responses(
         (status = 201, description = "uploaded", body = StrategyView),
         (status = 200, description = "the tenant already has it", body = StrategyView),

@@ -143,6 +143,10 @@ pub struct Config {
     /// Connections open at once from one client IP address; more from it
     /// are closed as they arrive.
     pub max_connections_per_client: usize,
+    /// The Python runtime component (`palisade-python.wasm`, built by
+    /// `scripts/build-python-runtime.sh`); without it Python strategies are
+    /// refused. `palisade serve` finds it as the CLI does when unset.
+    pub python_runtime: Option<PathBuf>,
     /// The `palisade` binary, which compiles modules in a child process
     /// bounded by the policy (`compile_ms`, `compile_memory_bytes`); set by
     /// `palisade serve`, not a configuration key. `None` compiles in the
@@ -177,6 +181,7 @@ impl Default for Config {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             result_cache: DEFAULT_RESULT_CACHE,
             result_cache_bytes: DEFAULT_RESULT_CACHE_BYTES,
+            python_runtime: None,
             compiler: None,
             strategy_labels: DEFAULT_STRATEGY_LABELS,
             header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
@@ -278,6 +283,7 @@ impl Config {
         let table = toml::Table::try_from(Config {
             tokens_file: Some(PathBuf::new()),
             policies_dir: Some(PathBuf::new()),
+            python_runtime: Some(PathBuf::new()),
             ..Config::default()
         })
         .expect("the config serializes to a table");

@@ -13,6 +13,12 @@
 //!   directory (`compiled/`), so that after a restart, or once the bounded
 //!   in-memory cache forgot a module, it is loaded in about a millisecond
 //!   instead of being compiled again.
+//! - **Python strategies**: a module that is UTF-8 text, not wasm, is a
+//!   Python strategy's source. The Python runtime component is compiled once
+//!   per sandbox (or loaded from `runtimes/` in the data directory, where its
+//!   compiled code is kept); a strategy is checked by the runtime's
+//!   `describe` under each policy it runs with, and then costs no
+//!   compilation at all.
 //! - **Datasets**: parsed once per dataset id (or list of ids, merged), in a
 //!   bounded cache.
 //! - **Policies**: by name, in this order: replaced over the API (stored in
@@ -31,9 +37,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use palisade_backtest::{DataError, Dataset};
-use palisade_run::{Failure, Policy, PolicyError};
+use palisade_run::{Cause, Failure, Policy, PolicyError};
 use palisade_sandbox::compiler::{CompileError, CompileLimits};
-use palisade_sandbox::{CompiledModule, EngineSettings, ModuleInfo, Sandbox};
+use palisade_sandbox::{CompiledModule, EngineSettings, ModuleInfo, PythonRuntime, Sandbox};
 
 use crate::metrics::Metrics;
 use crate::storage::{sha256_hex, Blob, Storage, StorageError};
@@ -203,6 +209,13 @@ pub struct Registry {
     /// Compilations running at once: half the cores, so uploads cannot take
     /// all of them.
     compile_slots: Slots,
+    /// The Python runtime component's path, when the server has one.
+    python_runtime: Option<PathBuf>,
+    /// Its SHA-256, read once (names its compiled code in `runtimes/`).
+    python_sha: std::sync::OnceLock<Result<String, String>>,
+    /// The runtime compiled for each sandbox; the lock is held while one is
+    /// compiled, so it is compiled once.
+    python_runtimes: Mutex<HashMap<EngineKey, Arc<PythonRuntime>>>,
     /// By `"{sha}/{engine key}"`.
     compiled: Mutex<Lru<Arc<Compiled>>>,
     /// `"{sha}/{policy hash}"` of the modules validated against a policy.
@@ -231,6 +244,7 @@ impl Registry {
         max_instances: u32,
         policies_dir: Option<PathBuf>,
         compiler: Option<PathBuf>,
+        python_runtime: Option<PathBuf>,
     ) -> Registry {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Registry {
@@ -240,6 +254,9 @@ impl Registry {
             policies_dir,
             compiler,
             compile_slots: Slots::new((cores / 2).max(1)),
+            python_runtime,
+            python_sha: std::sync::OnceLock::new(),
+            python_runtimes: Mutex::new(HashMap::new()),
             sandboxes: Mutex::new(HashMap::new()),
             compiled: Mutex::new(Lru::new(COMPILED_CACHE)),
             validated: Mutex::new(Lru::new(VALIDATED_CACHE)),
@@ -422,6 +439,31 @@ impl Registry {
             Some(c) => c.sandbox.clone(),
             None => self.sandbox(&policy.policy)?,
         };
+        if let Some(source) = python_source(bytes) {
+            // Checked by the runtime under this policy; nothing to compile.
+            let started = Instant::now();
+            let runtime = self.python_runtime(&sandbox, engine)?;
+            let strategy = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|e| RegistryError::Internal(format!("cannot start a runtime: {e}")))?
+                .block_on(sandbox.load_python(&runtime, PYTHON_FILENAME, source, &policy.policy))
+                .map_err(RegistryError::Module)?;
+            self.metrics.step("validate", started.elapsed());
+            let c = Arc::new(Compiled {
+                sha: sha.to_owned(),
+                strategy: Arc::new(strategy),
+                sandbox,
+            });
+            let c = match cached {
+                Some(c) => c,
+                None => {
+                    lock(&self.compiled).insert(key, c.clone());
+                    c
+                }
+            };
+            lock(&self.validated).insert(validated_key(sha, policy), ());
+            return Ok(c);
+        }
         // Validated once, here: loading and compiling take the result.
         let started = Instant::now();
         let info = sandbox
@@ -472,6 +514,80 @@ impl Registry {
         };
         lock(&self.validated).insert(validated_key(sha, policy), ());
         Ok(compiled)
+    }
+
+    /// The Python runtime compiled for `sandbox` (engine `engine`): kept in
+    /// memory, else loaded from `runtimes/`, else compiled (seconds, once)
+    /// and kept there. Blocking.
+    fn python_runtime(
+        &self,
+        sandbox: &Sandbox,
+        engine: EngineKey,
+    ) -> Result<Arc<PythonRuntime>, RegistryError> {
+        let refused = |m: String| RegistryError::Module(Failure::new(Cause::InvalidModule, m));
+        let Some(path) = &self.python_runtime else {
+            return Err(refused(
+                "this is Python source, and this server has no Python runtime (start it with --python-runtime)".into(),
+            ));
+        };
+        let mut runtimes = lock(&self.python_runtimes);
+        if let Some(rt) = runtimes.get(&engine) {
+            return Ok(rt.clone());
+        }
+        let sha = self
+            .python_sha
+            .get_or_init(|| {
+                std::fs::read(path)
+                    .map(|b| sha256_hex(&b))
+                    .map_err(|e| format!("cannot read the Python runtime {}: {e}", path.display()))
+            })
+            .clone()
+            .map_err(RegistryError::Internal)?;
+        let key = sandbox.python_artifact_key();
+        let loaded = self.store.get_runtime(&sha, &key).and_then(|artifact| {
+            let started = Instant::now();
+            // SAFETY: `runtimes/` holds only what `put_runtime` wrote below,
+            // for this component and artifact key, and `get_runtime`
+            // checked it against the SHA-256 stored with it.
+            match unsafe { sandbox.load_python_runtime_bytes(&artifact) } {
+                Ok(rt) => {
+                    self.metrics.step("load", started.elapsed());
+                    Some(rt)
+                }
+                Err(f) => {
+                    tracing::warn!(error = %f.message, "the kept Python runtime was not used; compiling");
+                    None
+                }
+            }
+        });
+        let rt = match loaded {
+            Some(rt) => rt,
+            None => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    RegistryError::Internal(format!("cannot read the Python runtime {}: {e}", path.display()))
+                })?;
+                let started = Instant::now();
+                tracing::info!(runtime = %path.display(), "compiling the Python runtime (once)");
+                let rt = {
+                    let _slot = self.compile_slots.take();
+                    sandbox
+                        .compile_python_runtime(&bytes)
+                        .map_err(|f| RegistryError::Internal(f.message))?
+                };
+                self.metrics.step("compile", started.elapsed());
+                let kept = sandbox
+                    .serialize_python_runtime(&rt)
+                    .map_err(|f| f.message)
+                    .and_then(|a| self.store.put_runtime(&sha, &key, &a).map_err(|e| e.to_string()));
+                if let Err(e) = kept {
+                    tracing::warn!(error = %e, "cannot keep the compiled Python runtime");
+                }
+                rt
+            }
+        };
+        let rt = Arc::new(rt);
+        runtimes.insert(engine, rt.clone());
+        Ok(rt)
     }
 
     /// Module `sha` (checked, `info`) loaded from its precompiled file,
@@ -559,6 +675,18 @@ impl Registry {
     pub fn remember_dataset(&self, id: &str, data: Arc<Dataset>) {
         lock(&self.datasets).insert(id.to_owned(), data);
     }
+}
+
+/// What a Python strategy's source is called in its tracebacks.
+const PYTHON_FILENAME: &str = "strategy.py";
+
+/// The source of a Python strategy, if `bytes` is one: UTF-8 text that is
+/// not a wasm module (anything else is treated as wasm and validated so).
+pub fn python_source(bytes: &[u8]) -> Option<&str> {
+    if bytes.starts_with(b"\0asm") {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()
 }
 
 /// Policy names: `[a-z0-9_-]{1,64}`, as files in a policies directory.

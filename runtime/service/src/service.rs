@@ -256,6 +256,7 @@ impl Service {
             config.max_instances,
             config.policies_dir.clone(),
             config.compiler.clone(),
+            config.python_runtime.clone(),
         ));
         registry.load_replaced_policies().await?;
         let commit_metrics = metrics.clone();

@@ -363,6 +363,9 @@ impl Blob {
 
 /// Where compiled modules are kept, as `<module sha>.<artifact key>.cwasm`.
 const COMPILED_DIR: &str = "compiled";
+/// The Python runtime's compiled code, by the runtime component's SHA-256 and
+/// the engine's artifact key (not swept: no row refers to it).
+const RUNTIME_DIR: &str = "runtimes";
 
 fn compiled_file(sha: &str, key: &str) -> String {
     format!("{COMPILED_DIR}/{sha}.{key}.cwasm")
@@ -475,7 +478,7 @@ impl Storage {
             .map_err(io(format!("cannot create data directory {}", data_dir.display())))?;
         let dir = Dir::open_ambient_dir(data_dir, ambient_authority())
             .map_err(io(format!("cannot open data directory {}", data_dir.display())))?;
-        for sub in ["modules", "datasets", COMPILED_DIR, "tmp"] {
+        for sub in ["modules", "datasets", COMPILED_DIR, RUNTIME_DIR, "tmp"] {
             dir.create_dir_all(sub)
                 .map_err(io(format!("cannot create {sub}/ in the data directory")))?;
         }
@@ -598,18 +601,53 @@ impl Storage {
         )
     }
 
+    /// Keeps the Python runtime's compiled code (component `sha`, engine
+    /// artifact `key`) like [`Storage::put_compiled`], and removes the
+    /// compilations of any other runtime component (an upgraded server's
+    /// old runtime).
+    pub fn put_runtime(&self, sha: &str, key: &str, artifact: &[u8]) -> Result<(), StorageError> {
+        debug_assert!(is_sha256_hex(sha));
+        let digest = Sha256::digest(artifact);
+        self.write_file(
+            &format!("{RUNTIME_DIR}/{sha}.{key}.cwasm"),
+            &format!("runtime.{sha}.{key}"),
+            &[&digest, artifact],
+        )?;
+        if let Ok(entries) = self.dir.read_dir(RUNTIME_DIR) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if !name.starts_with(sha) {
+                    let _ = self.dir.remove_file(format!("{RUNTIME_DIR}/{name}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The Python runtime's compiled code [`Storage::put_runtime`] stored,
+    /// checked against its hash; `None` when there is none or it is damaged
+    /// (then removed).
+    pub fn get_runtime(&self, sha: &str, key: &str) -> Option<Vec<u8>> {
+        self.read_checked(&format!("{RUNTIME_DIR}/{sha}.{key}.cwasm"), sha, key)
+    }
+
     /// The compiled code [`Storage::put_compiled`] stored, checked against its
     /// hash; `None` when there is none or it is damaged (then removed).
     pub fn get_compiled(&self, sha: &str, key: &str) -> Option<Vec<u8>> {
+        self.read_checked(&compiled_file(sha, key), sha, key)
+    }
+
+    /// A file of compiled code, hash first, checked; removed when damaged.
+    fn read_checked(&self, name: &str, sha: &str, key: &str) -> Option<Vec<u8>> {
         if !is_sha256_hex(sha) || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        let name = compiled_file(sha, key);
-        let bytes = self.dir.read(&name).ok()?;
+        let bytes = self.dir.read(name).ok()?;
         let intact = bytes.len() > 32 && Sha256::digest(&bytes[32..]).as_slice() == &bytes[..32];
         if !intact {
             tracing::warn!(file = %name, "a damaged precompiled module was removed");
-            let _ = self.dir.remove_file(&name);
+            let _ = self.dir.remove_file(name);
             return None;
         }
         Some(bytes[32..].to_vec())

@@ -18,18 +18,23 @@ use crate::storage::{DatasetRecord, PolicyAudit, StrategyRecord};
 /// found.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StrategyView {
-    /// The strategy id: the module's SHA-256.
+    /// The strategy id: the module's (or the Python source's) SHA-256.
     #[schema(pattern = "^[0-9a-f]{64}$")]
     pub id: String,
     #[schema(pattern = "^[0-9a-f]{64}$")]
     pub sha256: String,
     pub name: String,
     pub version: String,
-    /// Module size in bytes.
+    /// `wasm` (a module of ABI v2) or `python` (source run by the Python
+    /// runtime; imports, exports, functions and memory then describe nothing).
+    #[schema(value_type = String, pattern = "^(wasm|python)$")]
+    pub language: Value,
+    /// Module (or source) size in bytes.
     pub size: i64,
     /// RFC 3339.
     pub created: String,
-    /// The module's `palisade.manifest` section.
+    /// The module's `palisade.manifest` section (for Python, what the
+    /// runtime's `describe` gave: the same schema).
     #[schema(value_type = Object)]
     pub manifest: Value,
     /// The declared parameters (the manifest's `params`).
@@ -60,6 +65,11 @@ impl StrategyView {
             size: r.size,
             created: rfc3339(r.created),
             parameters: field(&manifest, "params"),
+            // Strategies stored before Python existed are wasm.
+            language: info
+                .get("language")
+                .cloned()
+                .unwrap_or_else(|| Value::from("wasm")),
             imports: field(&info, "imports"),
             exports: field(&info, "exports"),
             functions: field(&info, "functions"),
