@@ -16,6 +16,9 @@ Sections:
             system's scenario and a backtest mix
   uploads   server memory under large uploads (scripts/upload-memory.py)
   soak      the service soak under faults (runtime/cli/tests/soak.rs)
+  python    Python strategies: sma-cross in Python vs backtesting.py in one
+            run, a fresh process's overhead, memory per instance, a
+            1,000-variant study, service jobs
 
 Environment: RUNS (process: runs per figure, default 5), SOAK_SECONDS
 (soak: default 600), CARGO_TARGET_DIR.
@@ -39,6 +42,7 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 RELEASE = TARGET / "release" / "palisade"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 MODULE = "guest-examples/out/sma_cross.wasm"
+PY_MODULE = "sdk-python/examples/sma_cross.py"
 
 
 def run(args: list[str], env: dict | None = None) -> str:
@@ -57,7 +61,8 @@ def text_block(text: str) -> str:
 def bench_data(bars: int, seed: int) -> Path:
     data = TARGET / "bench-data"
     data.mkdir(parents=True, exist_ok=True)
-    name = {1_000_000: "walk-1m.csv", 100_000: "walk-100k.csv"}[bars]
+    name = {1_000_000: "walk-1m.csv", 100_000: "walk-100k.csv", 10_000: "walk-10k.csv",
+            1_000: "walk-1k.csv", 2: "walk-2.csv"}[bars]
     path = data / name
     if not path.exists() or path.stat().st_size == 0:
         run([sys.executable, "scripts/gen_walk.py", str(bars), str(seed), str(path)])
@@ -202,7 +207,95 @@ def soak() -> tuple[str, str, str]:
     return "The service soak under faults", f"PALISADE_SOAK_SECONDS={seconds} cargo test --release -p palisade --test soak -- --ignored --nocapture", text
 
 
-SECTIONS = {f.__name__: f for f in (process, ratios, costs, criterion, service, load, uploads, soak)}
+def python() -> tuple[str, str, str]:
+    import resource
+    import tempfile
+    sys.path.insert(0, str(ROOT / "tests" / "crosscheck"))
+    import bt_peer
+
+    runs = int(os.environ.get("RUNS", "5"))
+    walk100k, walk10k, walk1k, walk2 = (bench_data(n, s) for n, s in
+                                        ((100_000, 8), (10_000, 9), (1_000, 10), (2, 11)))
+
+    def spread(xs, unit=""):
+        return f"{statistics.median(xs):.3f}{unit} ({min(xs):.3f}-{max(xs):.3f})"
+
+    def palisade(*args):
+        t = time.perf_counter()
+        out = run([str(RELEASE), *args])
+        return time.perf_counter() - t, out
+
+    # The runtime compiled once, as after any first run.
+    palisade("backtest", PY_MODULE, "--data", str(walk2))
+
+    # Python sma-cross vs backtesting.py on the same 100,000 bars, alternating.
+    df = bt_peer.load_csv(str(walk100k))
+    peer_s, ours_s, wall_s, rss = [], [], [], []
+    for _ in range(runs):
+        t = time.perf_counter()
+        peer = bt_peer.run_backtest(df, 10, 30)
+        peer_s.append(time.perf_counter() - t)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        wall, out = palisade("backtest", PY_MODULE, "--data", str(walk100k), "-p", "fast=10", "-p", "slow=30", "--json")
+        rss.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss or before)
+        doc = json.loads(out)
+        ours_s.append(doc["timing"]["run_seconds"])
+        wall_s.append(wall)
+    if len(doc["trades"]) != len(peer.trades):
+        sys.exit(f"bench: the two runs differ: palisade {len(doc['trades'])} trades, backtesting.py {len(peer.trades)}")
+    bars = doc["data"]["bars"]
+    ratio = statistics.median([p / o for p, o in zip(peer_s, ours_s)])
+    fuel_per_bar = doc["usage"]["fuel"] / bars
+    peak_mib = doc["usage"]["memory_peak_bytes"] / 2**20
+
+    # A fresh process's overhead: a run of 2 bars, whole process.
+    tiny = [palisade("backtest", PY_MODULE, "--data", str(walk2), "--json") for _ in range(runs)]
+    tiny_wall = [w for w, _ in tiny]
+    tiny_load = [json.loads(o)["timing"]["load_seconds"] for _, o in tiny]
+    tiny_run = [json.loads(o)["timing"]["run_seconds"] for _, o in tiny]
+
+    # 1,000 variants (20 x 50) of the Python sma-cross over 10,000 bars.
+    grid = ["--grid", "fast=2:21:1", "--grid", "slow=30:520:10"]
+    study = [palisade("optimize", PY_MODULE, "--data", str(walk10k), *grid, "--threads", "2",
+                      "--json", "--no-timing")[0] for _ in range(max(1, runs // 2))]
+
+    # The service: backtests of 1,000 bars, one in flight, end to end.
+    with tempfile.TemporaryDirectory() as d:
+        server = subprocess.Popen([str(RELEASE), "serve", "--listen", "127.0.0.1:0", "--data-dir", f"{d}/data"],
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            url = server.stdout.readline().strip().removeprefix("palisade listening on ")
+            common = [str(RELEASE), "load", "--url", url, "--module", PY_MODULE, "--data", f"W={walk1k}", "--json"]
+            run(common + ["--jobs", "20", "--concurrency", "1"])  # uploads, compiles the runtime once
+            service = json.loads(run(common + ["--jobs", "200", "--concurrency", "1"]))
+        finally:
+            server.kill()
+            server.wait()
+    lat = service.get("latency_ms", {})
+
+    rows = [
+        "| figure | median (min-max) |",
+        "|---|---|",
+        f"| Python sma-cross, 100,000 bars, run_seconds | {spread(ours_s, ' s')} = {bars / statistics.median(ours_s) / 1e3:.0f} k bars/s |",
+        f"| backtesting.py, same strategy and bars, Backtest.run | {spread(peer_s, ' s')} = {bars / statistics.median(peer_s) / 1e3:.0f} k bars/s |",
+        f"| **ratio backtesting.py / Python in palisade (one run, alternating)** | **{ratio:.2f}** |",
+        f"| Python sma-cross, 100,000 bars, whole process | {spread(wall_s, ' s')} |",
+        f"| fuel per bar (exact) | {fuel_per_bar:,.0f} |",
+        f"| linear memory of the instance, peak (exact) | {peak_mib:.1f} MiB |",
+        f"| the CLI process's max RSS (100,000 bars) | {statistics.median(rss) / 1024:.0f} MiB |",
+        f"| fresh process, 2 bars, whole process (overhead before the first bar) | {spread([w * 1e3 for w in tiny_wall], ' ms')} |",
+        f"| ... of which load_seconds (runtime mapped, source checked) | {spread([x * 1e3 for x in tiny_load], ' ms')} |",
+        f"| ... of which run_seconds (instantiate, load the source, 2 bars) | {spread([x * 1e3 for x in tiny_run], ' ms')} |",
+        f"| optimize 1,000 variants x 10,000 bars, 2 threads, whole process | {spread(study, ' s')} |",
+        f"| service: backtest job of 1,000 bars end to end, 1 in flight, p50 / p95 | {lat.get('p50', float('nan')):.1f} / {lat.get('p95', float('nan')):.1f} ms |",
+    ]
+    text = (f"`{PY_MODULE}` (fast 10, slow 30) on generated one-minute bars, release build, the Python "
+            f"runtime already compiled and cached (as after the first run); {runs} runs per figure. "
+            "backtesting.py 0.6.6 runs natively in the same process as the harness.\n\n" + "\n".join(rows) + "\n")
+    return "Python strategies", "scripts/bench.sh python", text
+
+
+SECTIONS = {f.__name__: f for f in (process, ratios, costs, criterion, service, load, uploads, soak, python)}
 
 
 def stamp() -> str:

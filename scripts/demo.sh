@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The demo: builds the example strategies for wasm32, builds palisade, then
-# validates, backtests and optimizes sma-cross on the bundled sample data and
-# shows the sandbox stopping a misbehaving strategy. Installs what it needs
-# (the wasm toolchain), idempotently.
+# The demo: builds the example strategies for wasm32 and the Python runtime,
+# builds palisade, then validates, backtests and optimizes sma-cross on the
+# bundled sample data, runs the same strategy written in Python in the same
+# sandbox, and shows the sandbox stopping a misbehaving strategy. Installs
+# what it needs (the wasm toolchain, componentize-py), idempotently.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -10,6 +11,9 @@ say() { printf '\n==> %s\n' "$*" >&2; }
 
 say "building the example strategies (guest-examples/out/*.wasm)"
 scripts/build-guests.sh
+
+say "building the Python runtime component (sdk-python/out/palisade-python.wasm)"
+scripts/build-python-runtime.sh >/dev/null
 
 say "building palisade (release; the first build compiles wasmtime and takes several minutes)"
 cargo build -j2 --release -p palisade --bin palisade
@@ -27,6 +31,9 @@ if $palisade optimize --help >/dev/null 2>&1; then
     $palisade optimize guest-examples/out/sma_cross.wasm --data "$data" -p size=100 \
         --grid fast=5:40:5 --grid slow=20:120:10 --objective sharpe --top 5
 fi
+
+say "the same strategy in Python (sdk-python/examples/sma_cross.py), in the same sandbox; the first run compiles the Python runtime once"
+$palisade backtest sdk-python/examples/sma_cross.py --data "$data" -p fast=10 -p slow=30 -p size=100
 
 say "a strategy stuck in an infinite loop is stopped, and nothing else is affected"
 $palisade backtest guest-examples/out/adversary.wasm --data "$data" -p mode=1 -p at=100 || true

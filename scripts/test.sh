@@ -21,6 +21,9 @@ python3 scripts/check-imports.py
 say "building the guest strategies for wasm32"
 scripts/build-guests.sh
 
+say "building the Python runtime component (componentize-py)"
+scripts/build-python-runtime.sh >/dev/null
+
 say "installing the Python peers for the cross-checks (backtesting.py, backtrader)"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/crosscheck/requirements.txt
 
@@ -63,6 +66,10 @@ scripts/test-python-sdk.sh
 say "cross-checking the backtest engine against backtesting.py"
 python3 tests/crosscheck/crosscheck.py --palisade "${CARGO_TARGET_DIR:-target}/debug/palisade" \
     --module guest-examples/out/sma_cross.wasm
+
+say "cross-checking the Python sma-cross against backtesting.py, trade for trade"
+python3 tests/crosscheck/crosscheck.py --palisade "${CARGO_TARGET_DIR:-target}/debug/palisade" \
+    --module sdk-python/examples/sma_cross.py
 
 say "cross-checking a two-symbol strategy against backtrader, trade for trade"
 python3 tests/crosscheck/pairs_check.py --palisade "${CARGO_TARGET_DIR:-target}/debug/palisade" \

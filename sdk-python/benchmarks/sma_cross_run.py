@@ -24,8 +24,8 @@ from palisade import _runtime  # noqa: E402
 
 class FakeHost:
     def __init__(self, bars):
-        steps = [([b], []) for b in bars]
-        steps.append(([], []))
+        steps = [_runtime.pack_next([b]) for b in bars]
+        steps.append(_runtime.pack_next([]))
         self.next = iter(steps).__next__
         self.pos = 0.0
         self.ids = 0

@@ -11,6 +11,8 @@ component calls (its ``describe`` and ``run`` exports), also usable natively.
   functions (``host-api/wit/palisade.wit``): ``init``, then per timestamp
   the fills (``on_fill``) and the bars (``on_timestamp``, by default ``next``
   per bar), and ``finish`` once after ``host.next()`` hands over no bars.
+  ``host.next()`` returns the timestamp packed as bytes (``pack_next``
+  writes that form, for hosts written in Python such as ``MockHost``).
 - ``execute(cls, host)`` is that loop for a class already loaded (native
   tests: ``palisade.testing.run_strategy``).
 
@@ -30,10 +32,29 @@ import ast
 import builtins
 import json
 import math
+import struct
 
 from .strategy import NAME_RE, Bar, Fill, Int, Strategy, StrategyError, declared_params
 
-__all__ = ["ALLOWED_MODULES", "RuntimeFailure", "describe", "execute", "manifest", "run"]
+__all__ = ["ALLOWED_MODULES", "RuntimeFailure", "describe", "execute", "manifest", "pack_next", "run"]
+
+#: ``host.next()``'s packing (the WIT file): a header of two u32, the bar and
+#: fill counts; the bars in ABI v2's 56-byte ``Bar`` layout (ts, symbol,
+#: reserved, open, high, low, close, volume); the fills in its 48-byte
+#: ``Fill`` layout (order id, ts, symbol, reserved, qty, price, commission).
+_HEADER = struct.Struct("<II")
+_BAR = struct.Struct("<qi4xddddd")
+_FILL = struct.Struct("<qqi4xddd")
+
+
+def pack_next(bars, fills=()):
+    """One timestamp as ``host.next()`` returns it: ``bars`` as tuples
+    ``(ts, symbol, open, high, low, close, volume)``, ``fills`` as tuples
+    ``(order_id, ts, symbol, qty, price, commission)``."""
+    parts = [_HEADER.pack(len(bars), len(fills))]
+    parts += [_BAR.pack(*b) for b in bars]
+    parts += [_FILL.pack(*f) for f in fills]
+    return b"".join(parts)
 
 #: Top-level modules a strategy may import (with their submodules). Modules
 #: that compute and nothing else: numbers, containers, algorithms, text,
@@ -452,31 +473,39 @@ def _execute(strategy, cls, host):
 
     host_next = host.next
     new = tuple.__new__
+    header, bar_at, fill_at = _HEADER.unpack_from, _BAR.unpack_from, _FILL.unpack_from
     on_fill = strategy.on_fill if _overrides(cls, "on_fill") else None
     per_timestamp = _overrides(cls, "on_timestamp")
     if histories is None and not per_timestamp:
         # The hot loop of most strategies: one call per bar, no history.
         on_bar = strategy.next
         while True:
-            bars, fills = host_next()
-            if not bars:
+            data = host_next()
+            nb, nf = header(data)
+            if not nb:
                 break
-            if fills and on_fill is not None:
-                for f in fills:
-                    on_fill(new(Fill, f))
-            for b in bars:
-                on_bar(new(Bar, b))
+            if nf and on_fill is not None:
+                base = 8 + 56 * nb
+                for k in range(nf):
+                    on_fill(new(Fill, fill_at(data, base + 48 * k)))
+            if nb == 1:
+                on_bar(new(Bar, bar_at(data, 8)))
+            else:
+                for off in range(8, 8 + 56 * nb, 56):
+                    on_bar(new(Bar, bar_at(data, off)))
     else:
         on_timestamp = strategy.on_timestamp
         appends = None if histories is None else [h.append for h in histories]
         while True:
-            bars, fills = host_next()
-            if not bars:
+            data = host_next()
+            nb, nf = header(data)
+            if not nb:
                 break
-            if fills and on_fill is not None:
-                for f in fills:
-                    on_fill(new(Fill, f))
-            batch = [new(Bar, b) for b in bars]
+            if nf and on_fill is not None:
+                base = 8 + 56 * nb
+                for k in range(nf):
+                    on_fill(new(Fill, fill_at(data, base + 48 * k)))
+            batch = [new(Bar, bar_at(data, off)) for off in range(8, 8 + 56 * nb, 56)]
             if appends is not None:
                 # Every bar of this timestamp is recorded before any is
                 # handled: all are known at its close, none is later.

@@ -192,7 +192,7 @@ class MockHost:
         start = self.delivered
         if start >= len(self.bars):
             self.ended = True
-            return ([], [])
+            return _runtime.pack_next([])
         ts = self.bars[start][0]
         end = start
         while end < len(self.bars) and self.bars[end][0] == ts:
@@ -201,7 +201,7 @@ class MockHost:
         for i in range(start, end):
             self._fill_at_open(i)
         self.delivered = end
-        return (self.bars[start:end], self._new_fills)
+        return _runtime.pack_next(self.bars[start:end], self._new_fills)
 
     def order(self, symbol, qty, kind, price):
         current = self._current()

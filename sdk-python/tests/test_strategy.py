@@ -134,7 +134,9 @@ def test_bar_formats():
 
 def test_next_after_the_end_is_a_protocol_error():
     host = MockHost([1.0])
-    assert host.next()[0] and host.next() == ([], [])
+    first = host.next()
+    assert first[:8] == b"\x01\x00\x00\x00\x00\x00\x00\x00" and len(first) == 8 + 56
+    assert host.next() == b"\x00" * 8
     with pytest.raises(AssertionError, match="after it handed over no bars"):
         host.next()
 

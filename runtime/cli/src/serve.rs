@@ -40,9 +40,9 @@ pub struct ServeArgs {
     #[arg(long)]
     policies_dir: Option<PathBuf>,
     /// The Python runtime component (default: found as `palisade backtest`
-    /// finds it; without one, Python strategies are refused).
+    /// finds it; an empty path refuses Python strategies).
     #[arg(long)]
-    python_runtime: Option<PathBuf>,
+    python_runtime: Option<String>,
     /// Total depth of the job queues (default 200).
     #[arg(long)]
     queue_depth: Option<i64>,
@@ -74,7 +74,7 @@ impl ServeArgs {
             o.push(("policies_dir".into(), path(v)));
         }
         if let Some(v) = &self.python_runtime {
-            o.push(("python_runtime".into(), path(v)));
+            o.push(("python_runtime".into(), toml::Value::String(v.clone())));
         }
         for (key, v) in [
             ("queue_depth", self.queue_depth),
@@ -132,9 +132,19 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, InputError> {
     let mut config = Config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
     // Modules are compiled by this binary in a bounded child process.
     config.compiler = palisade_sandbox::compiler::this_executable();
-    if config.python_runtime.is_none() {
-        config.python_runtime = crate::python::find_runtime().ok();
-    }
+    // The Python runtime: found as the CLI finds it when not configured; an
+    // empty path turns Python strategies off; a configured path must exist.
+    config.python_runtime = match config.python_runtime.take() {
+        None => crate::python::find_runtime().ok(),
+        Some(p) if p.as_os_str().is_empty() => None,
+        Some(p) if p.is_file() => Some(p),
+        Some(p) => {
+            return Err(InputError(format!(
+                "python_runtime {} is not a file (build it with scripts/build-python-runtime.sh, or give an empty path to refuse Python strategies)",
+                p.display()
+            )))
+        }
+    };
     let tokens = match &config.tokens_file {
         Some(path) => Tokens::from_file(path)?,
         None => Tokens::default(),

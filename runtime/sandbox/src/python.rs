@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_host_api::manifest::MAX_NAME_LEN;
-use palisade_host_api::{log_level, Fill};
+use palisade_host_api::{log_level, Bar, Fill};
 use palisade_run::session::{MAX_METRIC_NAME, ORDER_RECORD_BYTES};
 use palisade_run::{Cause, Failure};
 use wasmtime::component::{ComponentType, Lift, Linker, ResourceTable};
@@ -50,10 +50,8 @@ pub(crate) const MAX_TABLES: usize = 64;
 /// own module declares, does not apply.
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 1 << 16;
 
-/// One bar as it crosses: (ts, symbol, open, high, low, close, volume).
-type BarTuple = (i64, i32, f64, f64, f64, f64, f64);
-/// One fill as it crosses: (order id, ts, symbol, qty, price, commission).
-type FillTuple = (i64, i64, i32, f64, f64, f64);
+/// Bytes of `next`'s header: the bar and fill counts, two u32.
+const NEXT_HEADER: usize = 8;
 
 /// The WIT world's `error` variant: why the runtime could not describe or run
 /// a strategy.
@@ -354,34 +352,37 @@ pub fn define(linker: &mut Linker<PyState>) -> wasmtime::Result<()> {
 }
 
 /// `next`: hands over the next timestamp's bars and the fills at its opens,
-/// and grants its fuel and deadline window (as `next_bars` does for core
-/// modules). Each fill costs what `poll_fill` costs a core module.
-#[allow(clippy::type_complexity)]
-fn next(
-    mut store: StoreContextMut<'_, PyState>,
-    (): (),
-) -> wasmtime::Result<((Vec<BarTuple>, Vec<FillTuple>),)> {
+/// packed (see the WIT file), and grants its fuel and deadline window (as
+/// `next_bars` does for core modules). Each fill costs what `poll_fill` costs
+/// a core module.
+fn next(mut store: StoreContextMut<'_, PyState>, (): ()) -> wasmtime::Result<(Vec<u8>,)> {
     let data = store.data_mut();
     let st = &mut data.run;
     let deadline = host::deadline_tick(&st.ticks, st.limits.deadline_per_event);
     let cap = i32::try_from(st.session.symbol_count()).unwrap_or(i32::MAX);
     let r = st.session.next_bars(cap);
     let events = st.check(r)?;
-    let bars: Vec<BarTuple> = st.session.data.bars()[events]
-        .iter()
-        .map(|b| (b.ts, b.symbol, b.open, b.high, b.low, b.close, b.volume))
-        .collect();
-    let mut fills = Vec::new();
-    while let Some(f) = st.session.poll_fill() {
-        fills.push((f.order_id, f.ts, f.symbol, f.qty, f.price, f.commission));
+    let bars = &st.session.data.bars()[events];
+    let mut out = Vec::with_capacity(NEXT_HEADER + bars.len() * Bar::SIZE);
+    out.extend_from_slice(&(bars.len() as u32).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    for b in bars {
+        out.extend_from_slice(&b.to_le_bytes());
     }
     if let Some(b) = bars.first() {
-        data.now.store(b.0, Ordering::Relaxed);
+        data.now.store(b.ts, Ordering::Relaxed);
     }
-    host::refuel(&mut store.as_context_mut(), bars.len().max(1) as u64)?;
+    let n = bars.len();
+    let mut fills = 0u32;
+    while let Some(f) = st.session.poll_fill() {
+        out.extend_from_slice(&f.to_le_bytes());
+        fills += 1;
+    }
+    out[4..8].copy_from_slice(&fills.to_le_bytes());
+    host::refuel(&mut store.as_context_mut(), n.max(1) as u64)?;
     store.data_mut().run.event_deadline_tick = deadline;
-    for _ in &fills {
+    for _ in 0..fills {
         host::charge(&mut store, "next", Fill::SIZE as u64)?;
     }
-    Ok(((bars, fills),))
+    Ok((out,))
 }
