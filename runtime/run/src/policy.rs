@@ -684,7 +684,7 @@ mod tests {
             .keys()
             .cloned()
             .collect();
-        assert_eq!(keys.len(), 19);
+        assert_eq!(keys.len(), 22);
         for (name, text) in BUILTIN {
             let table: toml::Table = toml::from_str(text).unwrap();
             for key in &keys {
@@ -847,12 +847,12 @@ mod tests {
             (
                 "lenient",
                 None,
-                &["unknown policy `lenient` in built-in policies (available: default, strict)"],
+                &["unknown policy `lenient` in built-in policies (available: default, strict, python)"],
             ),
             (
                 "lenient",
                 Some(&dir),
-                &["unknown policy `lenient`", "(available: default, strict)"],
+                &["unknown policy `lenient`", "(available: default, python, strict)"],
             ),
             (missing_file, None, &["cannot read policy file", "nope.toml"]),
             ("Strict", None, &["`Strict` is neither", "[a-z0-9_-]+"]),
