@@ -16,6 +16,11 @@
 #   report). The whole process's wall time (CSV loading, validation and
 #   compilation, process start) is shown beside it, for information: it
 #   doubles when the machine is busy, which would make a gate on it flap.
+# - backtesting.py over Python in palisade: the same, with the strategy
+#   written in Python (sdk-python/examples/sma_cross.py) and run in the
+#   sandbox by the Python runtime (compiled once beforehand, as after any
+#   first run); its run_seconds include instantiating the runtime and
+#   loading the source.
 #
 #   scripts/ratio-gate.sh          # check (scripts/test.sh runs it)
 # Changing a band is a reviewed commit to ratios.json saying why.
@@ -25,8 +30,9 @@ cd "$root"
 say() { printf '\n==> %s\n' "$*" >&2; }
 target=${CARGO_TARGET_DIR:-target}
 
-say "building the release binary and the ratio bench"
+say "building the release binary, the Python runtime and the ratio bench"
 cargo build --release -j2 -p palisade --bin palisade >&2
+scripts/build-python-runtime.sh >/dev/null
 say "wasm vs native (cargo bench -p palisade-benches --bench ratio)"
 wasm_json=$(cargo bench -j2 -q -p palisade-benches --bench ratio 2>/dev/null | grep '^{')
 echo "$wasm_json" >&2
@@ -45,22 +51,37 @@ palisade, csv_path, wasm_json, baseline_path = sys.argv[1:5]
 FAST, SLOW, ROUNDS = 10, 30, 7
 df = bt_peer.load_csv(csv_path)
 peer_s, ours_s, wall_s, ratios = [], [], [], []
+py_s, py_ratios = [], []
+PY = "sdk-python/examples/sma_cross.py"
+
+
+def backtest(module):
+    t = time.perf_counter()
+    out = subprocess.run([palisade, "backtest", module, "--data", csv_path, "-p", f"fast={FAST}",
+                          "-p", f"slow={SLOW}", "--json"], capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if out.returncode != 0:
+        sys.exit(f"palisade backtest {module} failed: {out.stderr}")
+    return json.loads(out.stdout), wall
+
+
+backtest(PY)  # the Python runtime compiled once, as after any first run
 for _ in range(ROUNDS):
     t = time.perf_counter()
     peer = bt_peer.run_backtest(df, FAST, SLOW)
     peer_s.append(time.perf_counter() - t)
-    t = time.perf_counter()
-    out = subprocess.run([palisade, "backtest", "guest-examples/out/sma_cross.wasm", "--data", csv_path,
-                          "-p", f"fast={FAST}", "-p", f"slow={SLOW}", "--json"], capture_output=True, text=True)
-    wall_s.append(time.perf_counter() - t)
-    if out.returncode != 0:
-        sys.exit(f"palisade backtest failed: {out.stderr}")
-    doc = json.loads(out.stdout)
+    doc, wall = backtest("guest-examples/out/sma_cross.wasm")
+    wall_s.append(wall)
     ours_s.append(doc["timing"]["run_seconds"])
     ratios.append(peer_s[-1] / ours_s[-1])
-trades = len(doc["trades"])
-if trades != len(peer.trades):
-    sys.exit(f"the two runs differ: palisade {trades} trades, backtesting.py {len(peer.trades)}")
+    py_doc, _ = backtest(PY)
+    py_s.append(py_doc["timing"]["run_seconds"])
+    py_ratios.append(peer_s[-1] / py_s[-1])
+for name, d in (("palisade", doc), ("palisade (Python)", py_doc)):
+    if len(d["trades"]) != len(peer.trades):
+        sys.exit(f"the two runs differ: {name} {len(d['trades'])} trades, backtesting.py {len(peer.trades)}")
+if py_doc["trades"] != doc["trades"]:
+    sys.exit("the Python and the wasm sma-cross differ in their trades")
 
 wasm = json.loads(wasm_json)
 measured = {
@@ -68,6 +89,8 @@ measured = {
                          f"wasm {wasm['wasm_ms']:.1f} ms / native {wasm['native_ms']:.1f} ms, {wasm['bars']:,} bars, median of {wasm['rounds']} rounds"),
     "backtesting_py_over_palisade": (statistics.median(ratios),
                                      f"backtesting.py {statistics.median(peer_s) * 1e3:.0f} ms / palisade {statistics.median(ours_s) * 1e3:.1f} ms ({statistics.median(wall_s) * 1e3:.0f} ms whole process), {len(df):,} bars, median of {ROUNDS} rounds"),
+    "backtesting_py_over_python": (statistics.median(py_ratios),
+                                   f"backtesting.py {statistics.median(peer_s) * 1e3:.0f} ms / Python sma-cross in palisade {statistics.median(py_s) * 1e3:.0f} ms, {len(df):,} bars, median of {ROUNDS} rounds"),
 }
 try:
     bands = json.load(open(baseline_path))["ratios"]

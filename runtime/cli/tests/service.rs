@@ -772,7 +772,7 @@ fn tenants_are_isolated_and_tokens_are_checked() {
         .iter()
         .map(|p| p["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["default", "small", "strict"]);
+    assert_eq!(names, ["default", "python", "small", "strict"]);
 }
 
 #[test]
