@@ -410,3 +410,46 @@ def test_history_is_recorded_only_when_the_code_uses_it():
             return (lambda: self.data)()
 
     assert not _runtime._uses_history(Plain) and _runtime._uses_history(Uses)
+
+
+def test_pack_next_is_the_wit_layout_and_the_loop_reads_it_back():
+    import struct
+
+    from palisade import Strategy
+    from palisade._runtime import execute, pack_next
+
+    bar = (1_700_000_000, 3, 1.5, 2.0, 1.0, 1.75, 1e6)
+    fill = (7, 1_700_000_000, 3, -2.5, 1.5, 0.25)
+    data = pack_next([bar, bar], [fill])
+    # Header (B, F), B bars of 56 bytes, F fills of 48: ABI v2's records.
+    assert len(data) == 8 + 2 * 56 + 48
+    assert struct.unpack_from("<II", data) == (2, 1)
+    assert struct.unpack_from("<qiiddddd", data, 8) == (bar[0], bar[1], 0, *bar[2:])
+    assert struct.unpack_from("<qqiiddd", data, 8 + 2 * 56) == (fill[0], fill[1], fill[2], 0, *fill[3:])
+    assert pack_next([]) == b"\0" * 8
+
+    seen = []
+
+    class Recorder(Strategy):
+        def on_fill(self, f):
+            seen.append(("fill", tuple(f)))
+
+        def next(self, b):
+            seen.append(("bar", tuple(b)))
+
+    class Packed:
+        def __init__(self):
+            self.steps = iter([pack_next([bar, bar[:1] + (4,) + bar[2:]], [fill, fill]), pack_next([])])
+
+        def next(self):
+            return next(self.steps)
+
+        def symbol_count(self):
+            return 5
+
+        def param(self, name):
+            raise AssertionError(name)
+
+    execute(Recorder, Packed())
+    other = bar[:1] + (4,) + bar[2:]
+    assert seen == [("fill", fill), ("fill", fill), ("bar", bar), ("bar", other)]
