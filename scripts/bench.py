@@ -208,7 +208,6 @@ def soak() -> tuple[str, str, str]:
 
 
 def python() -> tuple[str, str, str]:
-    import resource
     import tempfile
     sys.path.insert(0, str(ROOT / "tests" / "crosscheck"))
     import bt_peer
@@ -225,6 +224,14 @@ def python() -> tuple[str, str, str]:
         out = run([str(RELEASE), *args])
         return time.perf_counter() - t, out
 
+    def max_rss_mib(*args):
+        """The peak resident memory of one `palisade` process."""
+        child = subprocess.Popen([str(RELEASE), *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(child.pid, 0)
+        if status != 0:
+            sys.exit(f"bench: palisade {' '.join(args)} failed")
+        return usage.ru_maxrss / 1024
+
     # The runtime compiled once, as after any first run.
     palisade("backtest", PY_MODULE, "--data", str(walk2))
 
@@ -235,15 +242,15 @@ def python() -> tuple[str, str, str]:
         t = time.perf_counter()
         peer = bt_peer.run_backtest(df, 10, 30)
         peer_s.append(time.perf_counter() - t)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         wall, out = palisade("backtest", PY_MODULE, "--data", str(walk100k), "-p", "fast=10", "-p", "slow=30", "--json")
-        rss.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss or before)
         doc = json.loads(out)
         ours_s.append(doc["timing"]["run_seconds"])
         wall_s.append(wall)
     if len(doc["trades"]) != len(peer.trades):
         sys.exit(f"bench: the two runs differ: palisade {len(doc['trades'])} trades, backtesting.py {len(peer.trades)}")
     bars = doc["data"]["bars"]
+    rss = [max_rss_mib("backtest", PY_MODULE, "--data", str(walk100k)) for _ in range(3)]
+    rss_wasm = [max_rss_mib("backtest", MODULE, "--data", str(walk100k)) for _ in range(3)]
     ratio = statistics.median([p / o for p, o in zip(peer_s, ours_s)])
     fuel_per_bar = doc["usage"]["fuel"] / bars
     peak_mib = doc["usage"]["memory_peak_bytes"] / 2**20
@@ -282,7 +289,7 @@ def python() -> tuple[str, str, str]:
         f"| Python sma-cross, 100,000 bars, whole process | {spread(wall_s, ' s')} |",
         f"| fuel per bar (exact) | {fuel_per_bar:,.0f} |",
         f"| linear memory of the instance, peak (exact) | {peak_mib:.1f} MiB |",
-        f"| the CLI process's max RSS (100,000 bars) | {statistics.median(rss) / 1024:.0f} MiB |",
+        f"| the CLI process's peak RSS, 100,000 bars: Python / the wasm sma-cross | {statistics.median(rss):.0f} / {statistics.median(rss_wasm):.0f} MiB |",
         f"| fresh process, 2 bars, whole process (overhead before the first bar) | {spread([w * 1e3 for w in tiny_wall], ' ms')} |",
         f"| ... of which load_seconds (runtime mapped, source checked) | {spread([x * 1e3 for x in tiny_load], ' ms')} |",
         f"| ... of which run_seconds (instantiate, load the source, 2 bars) | {spread([x * 1e3 for x in tiny_run], ' ms')} |",

@@ -3,7 +3,7 @@
 //!
 //! One generic runtime component (CPython for WASI with the Python SDK,
 //! built by `scripts/build-python-runtime.sh`) is compiled once per process
-//! or loaded precompiled ([`PythonRuntime`]); a strategy is its source, handed
+//! or loaded precompiled ([`crate::PythonRuntime`]); a strategy is its source, handed
 //! to a fresh instance of that component for every run (`run`) and once at
 //! load time (`describe`, which checks it and returns its manifest).
 //!
