@@ -447,3 +447,27 @@ fn tempfile_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
     dir
 }
+
+/// Waiting on the clock returns at once (the bar's time does not pass), so
+/// `time.sleep` cannot hold a run past its deadlines; clocks read the bar's
+/// time.
+#[test]
+fn sleeping_returns_at_once_and_clocks_read_the_bar() {
+    let src = b"import time\nfrom palisade import Strategy\ntime.sleep(3600)\nclass S(Strategy):\n    def next(self, bar):\n        time.sleep(3600)\n        self.log(f'{time.time()} {time.monotonic()} {bar.ts}')\n";
+    let path = source_file("sleepy.py", src);
+    let started = std::time::Instant::now();
+    let data = source_file("bars100.csv", &sample_csv("spy-like-daily.csv", 100));
+    let out = palisade(&["backtest", &path, "--data", &data, "--json", "--policy", "strict"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "slept");
+    let v = json_of(&out);
+    let logs = v["logs"].as_array().unwrap();
+    assert_eq!(logs.len(), 100, "{v}");
+    for line in logs {
+        let parts: Vec<&str> = line["message"].as_str().unwrap().split(' ').collect();
+        let ts = parts[2].parse::<f64>().unwrap();
+        assert_eq!(parts[0].parse::<f64>().unwrap(), ts, "{line}");
+        assert_eq!(parts[1].parse::<f64>().unwrap(), ts, "{line}");
+        assert_eq!(line["ts"].as_f64(), Some(ts));
+    }
+}

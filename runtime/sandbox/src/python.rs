@@ -13,8 +13,9 @@
 //! differs. WASI is linked so that Python's own failures stay ordinary
 //! exceptions, but grants nothing: no preopened directory, environment,
 //! arguments or sockets; stdout and stderr are bounded pipes whose contents
-//! end in the run's logs; both clocks read the timestamp last handed over;
-//! randomness is the run's seed.
+//! end in the run's logs; both clocks read the timestamp last handed over,
+//! and waiting on them returns at once; randomness is the run's seed, at
+//! most 64 KiB a call.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -44,6 +45,9 @@ pub const RUN: &str = "run";
 pub(crate) const MAX_CORE_INSTANCES: usize = 128;
 pub(crate) const MAX_MEMORIES: usize = 16;
 pub(crate) const MAX_TABLES: usize = 64;
+/// Most random bytes one WASI call may ask for (the host makes them): more is
+/// an error the strategy sees as an exception.
+const MAX_RANDOM_BYTES: u64 = 64 << 10;
 /// Elements a table of the runtime component may have. Its tables are the
 /// interpreter's, sized when the runtime was built (Python code cannot grow
 /// them), so the policy's `table_elements`, which bounds what a strategy's
@@ -153,6 +157,7 @@ impl PyState {
             .secure_random(SeededRng(seed ^ 0x5EC0_4E00_0000_0001))
             .insecure_random(SeededRng(seed ^ 0x1A5E_C04E_0000_0002))
             .insecure_random_seed(u128::from(seed))
+            .max_random_size(MAX_RANDOM_BYTES)
             .allow_ip_name_lookup(false)
             .allow_tcp(false)
             .allow_udp(false)
@@ -253,10 +258,51 @@ fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
+/// The WASI monotonic clock whose `subscribe-*` functions are replaced.
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// A pollable that is ready at once: what waiting on a clock gives a
+/// strategy. Time is the bar's and does not pass while the strategy waits,
+/// so `time.sleep` returns at once instead of holding the run (a wait in a
+/// host call would also escape the epoch deadlines, which are checked in
+/// guest code).
+struct Ready;
+
+impl wasmtime_wasi::p2::Pollable for Ready {
+    fn ready<'a, 'b>(&'a mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// A [`Ready`] pollable in the store's table.
+fn ready_pollable(
+    store: &mut StoreContextMut<'_, PyState>,
+) -> wasmtime::Result<(wasmtime::component::Resource<wasmtime_wasi::p2::DynPollable>,)> {
+    let table = &mut store.data_mut().table;
+    let ready = table.push(Ready)?;
+    Ok((wasmtime_wasi::p2::subscribe(table, ready)?,))
+}
+
 /// Adds WASI (granting nothing, see [`PyState::new`]) and the `host`
 /// interface to `linker`.
 pub fn define(linker: &mut Linker<PyState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    // Waiting on the clock returns at once (see [`Ready`]).
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut store: StoreContextMut<'_, PyState>, (_,): (u64,)| ready_pollable(&mut store),
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut store: StoreContextMut<'_, PyState>, (_,): (u64,)| ready_pollable(&mut store),
+    )?;
+    linker.allow_shadowing(false);
     let mut h = linker.instance(HOST_INTERFACE)?;
     h.func_wrap("symbol-count", |store: StoreContextMut<'_, PyState>, (): ()| {
         Ok((i32::try_from(store.data().run.session.symbol_count()).unwrap_or(i32::MAX),))

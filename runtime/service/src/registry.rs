@@ -444,6 +444,7 @@ impl Registry {
             let started = Instant::now();
             let runtime = self.python_runtime(&sandbox, engine)?;
             let strategy = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
                 .build()
                 .map_err(|e| RegistryError::Internal(format!("cannot start a runtime: {e}")))?
                 .block_on(sandbox.load_python(&runtime, PYTHON_FILENAME, source, &policy.policy))
