@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use palisade_backtest::Dataset;
 use palisade_run::{params, Failure, Policy, RunConfig, RunOutput};
-use palisade_sandbox::{EngineSettings, Sandbox};
+use palisade_sandbox::{CompiledModule, EngineSettings, Sandbox};
 
 /// The default policy with `edit` applied (and checked).
 pub fn policy(edit: impl FnOnce(&mut Policy)) -> Policy {
@@ -45,6 +45,18 @@ pub fn run_in(
     data: Arc<Dataset>,
 ) -> Result<RunOutput, Failure> {
     let strategy = sandbox.load(module, policy)?;
+    Ok(backtest_loaded(sandbox, &strategy, policy, overrides, data))
+}
+
+/// Backtests a loaded strategy (a module or a Python source) with
+/// `overrides` of its parameters and seed 0.
+pub fn backtest_loaded(
+    sandbox: &Sandbox,
+    strategy: &CompiledModule,
+    policy: &Policy,
+    overrides: &[(&str, &str)],
+    data: Arc<Dataset>,
+) -> RunOutput {
     let overrides: Vec<(String, String)> = overrides
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -54,7 +66,7 @@ pub fn run_in(
         params: values,
         ..RunConfig::default()
     };
-    Ok(block_on(sandbox.backtest(&strategy, data, policy, &run)))
+    block_on(sandbox.backtest(strategy, data, policy, &run))
 }
 
 /// [`run_in`] with a fresh sandbox for `policy`.

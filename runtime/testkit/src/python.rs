@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use palisade_backtest::Dataset;
-use palisade_run::{params, Failure, Policy, RunConfig, RunOutput};
+use palisade_run::{Failure, Policy, RunOutput};
 use palisade_sandbox::{CompiledModule, PythonRuntime, Sandbox};
 
 use crate::fixtures::block_on;
@@ -48,16 +48,9 @@ pub fn run_in(
     data: Arc<Dataset>,
 ) -> Result<RunOutput, Failure> {
     let strategy = load(sandbox, source, policy)?;
-    let overrides: Vec<(String, String)> = overrides
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let values = params::resolve(&strategy.info.manifest, &overrides).expect("test parameters are valid");
-    let run = RunConfig {
-        params: values,
-        ..RunConfig::default()
-    };
-    Ok(block_on(sandbox.backtest(&strategy, data, policy, &run)))
+    Ok(crate::fixtures::backtest_loaded(
+        sandbox, &strategy, policy, overrides, data,
+    ))
 }
 
 /// The source of a Python example (`sma_cross`, `bollinger_revert`,
