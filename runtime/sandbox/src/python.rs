@@ -30,7 +30,7 @@ use wasmtime::{AsContextMut, StoreContextMut};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::host::{self, HasRun, RunState, MAX_FAIL_MESSAGE};
+use crate::host::{self, HasRun, Knobs, RunState, MAX_FAIL_MESSAGE};
 
 /// The instance of the `host` interface the runtime component imports.
 pub const HOST_INTERFACE: &str = "palisade:strategy/host@2.0.0";
@@ -97,7 +97,7 @@ impl PyError {
             },
             PyError::Recursion(m) => Failure::new(
                 Cause::StackOverflow,
-                format!("{m} (Python's recursion limit, below the policy's stack_bytes)"),
+                format!("{m} (Python's recursion limit, below the policy's python_stack_bytes)"),
             ),
         }
     }
@@ -143,6 +143,8 @@ impl PyState {
         run.limiter.memories = MAX_MEMORIES;
         run.limiter.tables = run.limiter.tables.max(MAX_TABLES);
         run.limiter.table_elements = MAX_TABLE_ELEMENTS;
+        run.limiter.memory_knob = Knobs::PYTHON.memory;
+        run.limits.knobs = Knobs::PYTHON;
         let now = Arc::new(AtomicI64::new(0));
         let cap = usize::try_from(log_bytes).unwrap_or(usize::MAX).min(1 << 20);
         let stdout = MemoryOutputPipe::new(cap);
