@@ -601,7 +601,12 @@ impl Sandbox {
                     r => r.map(drop),
                 };
                 let fuel = host::fuel_used(&store.as_context_mut());
-                (outcome, fuel, store.into_data().into_run())
+                let (st, overflow) = store.into_data().into_run();
+                let outcome = match (outcome, overflow) {
+                    (Ok(()), Some(f)) => Err(f),
+                    (outcome, _) => outcome,
+                };
+                (outcome, fuel, st)
             }
         };
         let run_seconds = started.elapsed().as_secs_f64();

@@ -173,8 +173,10 @@ impl PyState {
 
     /// Ends the run's state: what the component wrote to stdout and stderr
     /// (rather than through `print`, which the runtime sends to `log`) is
-    /// added to its logs, line by line, within the policy's log limits.
-    pub fn into_run(self) -> RunState {
+    /// added to its logs, line by line, within the policy's log limits as
+    /// any log line is: a line that does not fit is dropped and counted, or,
+    /// under `log_overflow = "fail"`, is the run's failure (returned).
+    pub fn into_run(self) -> (RunState, Option<Failure>) {
         let PyState {
             mut run,
             stdout,
@@ -184,13 +186,14 @@ impl PyState {
         for (pipe, level) in [(stdout, log_level::INFO), (stderr, log_level::WARN)] {
             let bytes = pipe.contents();
             for line in String::from_utf8_lossy(&bytes).lines() {
-                match run.session.log_fits(line.len() as u64) {
+                match run.session.log_fits_kept(line.len() as u64) {
                     Ok(true) => run.session.keep_log(level, line.to_owned()),
-                    _ => break,
+                    Ok(false) => {}
+                    Err(f) => return (run, Some(f)),
                 }
             }
         }
-        run
+        (run, None)
     }
 }
 
