@@ -322,7 +322,7 @@ fn fuel_per_run_is_scaled_for_python() {
         with(need - 1).unwrap().outcome,
         Cause::FuelExhausted,
         &[&format!(
-            "used all {} fuel of the run (fuel_per_run",
+            "used all {} fuel of the run (fuel_per_run * python_fuel_scale)",
             (need - 1) * 10
         )],
     );
