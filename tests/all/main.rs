@@ -6,5 +6,6 @@
 mod determinism;
 mod limits;
 mod lookahead;
+mod python;
 mod support;
 mod validation;

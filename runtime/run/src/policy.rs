@@ -725,6 +725,8 @@ mod tests {
             ("max_variants", 1, 10_000_000, ""),
             ("compile_ms", 10, 600_000, ""),
             ("compile_memory_bytes", 128 * 1_048_576, 16 * 1_073_741_824, ""),
+            ("python_stack_bytes", 65_536, 8_388_608, ""),
+            ("python_fuel_scale", 1, 1_000, ""),
         ];
         for &(key, min, max, extra) in table {
             let origin = format!("{key}.toml");
@@ -742,6 +744,55 @@ mod tests {
             let above = range.replace("{}", &(max + 1).to_string());
             check(&text(max + 1), &origin, Err(&[&origin, &above]));
         }
+    }
+
+    #[test]
+    fn python_memory_is_bounded_in_whole_pages() {
+        // Both bounds are whole pages; one page either side of each is out.
+        let key = "python_memory_bytes";
+        let range = "(allowed 16777216..=4294967296, a multiple of 65536)";
+        for (value, ok) in [
+            (16 * MIB, true),
+            (16 * MIB - WASM_PAGE_BYTES, false),
+            (4 * GIB, true),
+            (4 * GIB + WASM_PAGE_BYTES, false),
+            (16 * MIB + 1, false),
+            (17 * MIB, true),
+        ] {
+            let text = format!("{key} = {value}");
+            let message = format!("p.toml: {key} = {value} is out of range {range}");
+            let fragments = [message.as_str()];
+            check(&text, "p.toml", if ok { Ok(()) } else { Err(&fragments) });
+        }
+        // Zero and below are refused too.
+        check(
+            &format!("{key} = 0"),
+            "p.toml",
+            Err(&[&format!("{key} = 0 is out of range")]),
+        );
+        check(&format!("{key} = -1"), "p.toml", Err(&["p.toml", key]));
+    }
+
+    #[test]
+    fn for_python_swaps_in_the_python_knobs() {
+        let p = Policy::builtin("python").unwrap();
+        let py = p.for_python();
+        assert_eq!(py.memory_bytes, p.python_memory_bytes);
+        assert_eq!(py.stack_bytes, p.python_stack_bytes);
+        assert_eq!(py.fuel_per_event, p.fuel_per_event * p.python_fuel_scale);
+        assert_eq!(py.fuel_per_run, p.fuel_per_run * p.python_fuel_scale);
+        // Scaled budgets saturate at the largest values a policy may hold.
+        let big = Policy {
+            fuel_per_event: 1_000_000_000_000,
+            fuel_per_run: 1_000_000_000_000_000,
+            python_fuel_scale: 1_000,
+            ..Policy::default()
+        };
+        big.validate("big").unwrap();
+        let py = big.for_python();
+        assert_eq!(py.fuel_per_event, 1_000_000_000_000);
+        assert_eq!(py.fuel_per_run, 1_000_000_000_000_000);
+        py.validate("big, for python").unwrap();
     }
 
     #[test]

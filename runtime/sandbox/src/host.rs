@@ -57,6 +57,9 @@ pub struct Limiter {
     pub denied: Option<String>,
     /// Largest linear memory the guest reached (all memories together).
     pub peak_memory: usize,
+    /// The policy key a denied growth names (`memory_bytes`, or
+    /// `python_memory_bytes` for the Python runtime).
+    pub(crate) memory_knob: &'static str,
 }
 
 impl ResourceLimiter for Limiter {
@@ -70,13 +73,13 @@ impl ResourceLimiter for Limiter {
         if total > self.memory_bytes {
             self.denied = Some(if self.memories == 1 {
                 format!(
-                    "growing memory from {current} to {desired} bytes was denied: the policy allows {} bytes (memory_bytes)",
-                    self.memory_bytes
+                    "growing memory from {current} to {desired} bytes was denied: the policy allows {} bytes ({})",
+                    self.memory_bytes, self.memory_knob
                 )
             } else {
                 format!(
-                    "growing a memory from {current} to {desired} bytes was denied: that makes {total} bytes of linear memory in all, and the policy allows {} (memory_bytes)",
-                    self.memory_bytes
+                    "growing a memory from {current} to {desired} bytes was denied: that makes {total} bytes of linear memory in all, and the policy allows {} ({})",
+                    self.memory_bytes, self.memory_knob
                 )
             });
             return Ok(false);
@@ -122,6 +125,8 @@ pub struct RunLimits {
     pub fuel_per_run: u64,
     pub deadline_per_event: Duration,
     pub deadline_per_run: Duration,
+    /// The policy keys that set these limits, for messages.
+    pub knobs: Knobs,
 }
 
 impl RunLimits {
@@ -131,8 +136,37 @@ impl RunLimits {
             fuel_per_run: p.fuel_per_run,
             deadline_per_event: p.deadline_per_event(),
             deadline_per_run: p.deadline_per_run(),
+            knobs: Knobs::WASM,
         }
     }
+}
+
+/// The policy keys a failure names: a Python run is bounded by the
+/// `python_*` knobs (see `Policy::for_python`), and a message naming
+/// `memory_bytes` or `stack_bytes` would send its reader to the wrong key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Knobs {
+    pub memory: &'static str,
+    pub stack: &'static str,
+    pub fuel_per_event: &'static str,
+    pub fuel_per_run: &'static str,
+}
+
+impl Knobs {
+    /// A core module's limits.
+    pub const WASM: Knobs = Knobs {
+        memory: "memory_bytes",
+        stack: "stack_bytes",
+        fuel_per_event: "fuel_per_event",
+        fuel_per_run: "fuel_per_run",
+    };
+    /// The Python runtime's limits.
+    pub const PYTHON: Knobs = Knobs {
+        memory: "python_memory_bytes",
+        stack: "python_stack_bytes",
+        fuel_per_event: "fuel_per_event * python_fuel_scale",
+        fuel_per_run: "fuel_per_run * python_fuel_scale",
+    };
 }
 
 /// Everything the host keeps for one run (the wasmtime store's data).
@@ -182,6 +216,7 @@ impl RunState {
                 total_memory: 0,
                 denied: None,
                 peak_memory: 0,
+                memory_knob: Knobs::WASM.memory,
             },
             memory: None,
             fault: None,
@@ -311,14 +346,15 @@ pub(crate) fn charge<T: HasRun>(
     let st = store.data_mut().run_mut();
     let message = if st.fuel_bound_by_run {
         format!(
-            "used all {} fuel of the run (fuel_per_run), the last of it in host call {IMPORT_MODULE}.{call}",
-            st.limits.fuel_per_run
+            "used all {} fuel of the run ({}), the last of it in host call {IMPORT_MODULE}.{call}",
+            st.limits.fuel_per_run, st.limits.knobs.fuel_per_run
         )
     } else {
         format!(
-            "{} used more than {} fuel per event (fuel_per_event), the last of it in host call {IMPORT_MODULE}.{call}",
+            "{} used more than {} fuel per event ({}), the last of it in host call {IMPORT_MODULE}.{call}",
             st.session.event_name(),
-            st.limits.fuel_per_event
+            st.limits.fuel_per_event,
+            st.limits.knobs.fuel_per_event
         )
     };
     Err(st.fault(Failure::new(Cause::FuelExhausted, message)))

@@ -601,7 +601,12 @@ impl Sandbox {
                     r => r.map(drop),
                 };
                 let fuel = host::fuel_used(&store.as_context_mut());
-                (outcome, fuel, store.into_data().into_run())
+                let (st, overflow) = store.into_data().into_run();
+                let outcome = match (outcome, overflow) {
+                    (Ok(()), Some(f)) => Err(f),
+                    (outcome, _) => outcome,
+                };
+                (outcome, fuel, st)
             }
         };
         let run_seconds = started.elapsed().as_secs_f64();
@@ -754,19 +759,26 @@ fn classify(st: &RunState, err: &wasmtime::Error, fuel_bound_by_run: bool) -> Fa
         Some(Trap::OutOfFuel) => {
             let l = &st.limits;
             let message = if fuel_bound_by_run {
-                format!("used all {} fuel of the run (fuel_per_run)", l.fuel_per_run)
+                format!(
+                    "used all {} fuel of the run ({})",
+                    l.fuel_per_run, l.knobs.fuel_per_run
+                )
             } else {
                 format!(
-                    "{} used more than {} fuel per event (fuel_per_event)",
+                    "{} used more than {} fuel per event ({})",
                     st.session.event_name(),
-                    l.fuel_per_event
+                    l.fuel_per_event,
+                    l.knobs.fuel_per_event
                 )
             };
             Failure::new(Cause::FuelExhausted, message)
         }
         Some(Trap::StackOverflow) => Failure::new(
             Cause::StackOverflow,
-            "the guest's call stack went past the policy's stack size (stack_bytes)",
+            format!(
+                "the guest's call stack went past the policy's stack size ({})",
+                st.limits.knobs.stack
+            ),
         ),
         Some(Trap::Interrupt) => Failure::new(Cause::Deadline, "the guest was interrupted at a deadline"),
         // After a denied growth, the traps an allocation failure leads to

@@ -31,7 +31,7 @@ use wasmtime::{AsContextMut, StoreContextMut};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::host::{self, HasRun, RunState, MAX_FAIL_MESSAGE};
+use crate::host::{self, HasRun, Knobs, RunState, MAX_FAIL_MESSAGE};
 
 /// The instance of the `host` interface the runtime component imports.
 pub const HOST_INTERFACE: &str = "palisade:strategy/host@2.0.0";
@@ -99,7 +99,7 @@ impl PyError {
             },
             PyError::Recursion(m) => Failure::new(
                 Cause::StackOverflow,
-                format!("{m} (Python's recursion limit, below the policy's stack_bytes)"),
+                format!("{m} (Python's recursion limit, below the policy's python_stack_bytes)"),
             ),
         }
     }
@@ -145,6 +145,8 @@ impl PyState {
         run.limiter.memories = MAX_MEMORIES;
         run.limiter.tables = run.limiter.tables.max(MAX_TABLES);
         run.limiter.table_elements = MAX_TABLE_ELEMENTS;
+        run.limiter.memory_knob = Knobs::PYTHON.memory;
+        run.limits.knobs = Knobs::PYTHON;
         let now = Arc::new(AtomicI64::new(0));
         let cap = usize::try_from(log_bytes).unwrap_or(usize::MAX).min(1 << 20);
         let stdout = MemoryOutputPipe::new(cap);
@@ -174,8 +176,10 @@ impl PyState {
 
     /// Ends the run's state: what the component wrote to stdout and stderr
     /// (rather than through `print`, which the runtime sends to `log`) is
-    /// added to its logs, line by line, within the policy's log limits.
-    pub fn into_run(self) -> RunState {
+    /// added to its logs, line by line, within the policy's log limits as
+    /// any log line is: a line that does not fit is dropped and counted, or,
+    /// under `log_overflow = "fail"`, is the run's failure (returned).
+    pub fn into_run(self) -> (RunState, Option<Failure>) {
         let PyState {
             mut run,
             stdout,
@@ -185,13 +189,14 @@ impl PyState {
         for (pipe, level) in [(stdout, log_level::INFO), (stderr, log_level::WARN)] {
             let bytes = pipe.contents();
             for line in String::from_utf8_lossy(&bytes).lines() {
-                match run.session.log_fits(line.len() as u64) {
+                match run.session.log_fits_kept(line.len() as u64) {
                     Ok(true) => run.session.keep_log(level, line.to_owned()),
-                    _ => break,
+                    Ok(false) => {}
+                    Err(f) => return (run, Some(f)),
                 }
             }
         }
-        run
+        (run, None)
     }
 }
 
