@@ -1195,13 +1195,14 @@ class ReadAhead(Strategy):
             self.close()
             self.holding = False
             return
-        bars, _fills = self.binding.next()
-        if not bars:
+        data = self.binding.next()
+        if not int.from_bytes(data[:4], "little"):
             return
         self.peeks += 1
         self.metric("peeks", self.peeks)
-        ahead = bars[0]
-        if ahead[5] > ahead[2]:
+        # The first bar's open, high, low, close and volume (the WIT packing).
+        ahead = memoryview(data)[24:64].cast("d")
+        if ahead[3] > ahead[0]:
             self.buy()
         else:
             self.sell()
