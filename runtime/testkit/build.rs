@@ -62,11 +62,7 @@ fn main() {
     }
     // Every module build-guests.sh writes: one per Rust crate, and the
     // AssemblyScript one.
-    let outputs: Vec<String> = members
-        .iter()
-        .cloned()
-        .chain([AS_MODULE.to_owned()])
-        .collect();
+    let outputs: Vec<String> = members.iter().cloned().chain([AS_MODULE.to_owned()]).collect();
     let stale = outputs.iter().any(|m| {
         let wasm = guests.join("out").join(format!("{m}.wasm"));
         wasm.metadata()

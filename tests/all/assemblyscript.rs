@@ -146,9 +146,7 @@ fn refuses_fast_not_below_slow_as_the_rust_one() {
     let failure = out.outcome.unwrap_err();
     assert_eq!(failure.cause, Cause::InvalidParams, "{failure}");
     assert!(
-        failure
-            .message
-            .contains("fast (5) must be less than slow (5)"),
+        failure.message.contains("fast (5) must be less than slow (5)"),
         "{failure}"
     );
 }
