@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the guest strategies in guest-examples/ for wasm32-unknown-unknown and
 # copies them to guest-examples/out/<crate_name>.wasm (the stable path the
-# README, the tests and the benches use).
+# README, the tests and the benches use), then the AssemblyScript ones
+# (scripts/build-assemblyscript.sh: npm's assemblyscript, a few seconds, and
+# nothing when its inputs are unchanged).
 #
 # Toolchain: the normal path is rustup's wasm32 target. Where rustup cannot
 # download it (these machines have no internet but the package registries), it
@@ -65,4 +67,5 @@ mkdir -p "$out"
 for wasm in "$guests"/target/wasm32-unknown-unknown/release/*.wasm; do
     cp "$wasm" "$out/"
 done
+"$root/scripts/build-assemblyscript.sh"
 say "guest modules in ${out#"$root"/}: $(cd "$out" && ls ./*.wasm | sed 's|^\./||' | tr '\n' ' ')"

@@ -1,7 +1,10 @@
 //! Builds the guest strategies (through `scripts/build-guests.sh`) when a
 //! module is missing or older than the sources it is built from, and writes
 //! `guests.rs` into `OUT_DIR`: one constant per module with its path, and
-//! `ALL`, the list of every guest, so a guest added without tests is noticed.
+//! `ALL`, the list of every Rust guest crate, so a guest added without tests
+//! is noticed. The AssemblyScript sma-cross (`guest-examples/assemblyscript/`,
+//! no Cargo.toml, so not in `ALL`) is built by the same script and gets its
+//! own constant, `SMA_CROSS_AS`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,7 +15,10 @@ fn newest(dir: &Path, newest_seen: &mut SystemTime) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.file_name().is_some_and(|n| n == "target" || n == "out") {
+        if path
+            .file_name()
+            .is_some_and(|n| n == "target" || n == "out" || n == "node_modules")
+        {
             continue;
         }
         if path.is_dir() {
@@ -22,6 +28,9 @@ fn newest(dir: &Path, newest_seen: &mut SystemTime) {
         }
     }
 }
+
+/// The AssemblyScript module `scripts/build-assemblyscript.sh` writes.
+const AS_MODULE: &str = "sma_cross_as";
 
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../..");
@@ -35,6 +44,8 @@ fn main() {
         "sdk-python/palisade",
         "sdk-python/component",
         "scripts/build-guests.sh",
+        "scripts/build-assemblyscript.sh",
+        "scripts/wasm-add-section.py",
         "scripts/build-python-runtime.sh",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
@@ -49,7 +60,10 @@ fn main() {
     for dir in [guests.clone(), root.join("sdk"), root.join("host-api")] {
         newest(&dir, &mut sources);
     }
-    let stale = members.iter().any(|m| {
+    // Every module build-guests.sh writes: one per Rust crate, and the
+    // AssemblyScript one.
+    let outputs: Vec<String> = members.iter().cloned().chain([AS_MODULE.to_owned()]).collect();
+    let stale = outputs.iter().any(|m| {
         let wasm = guests.join("out").join(format!("{m}.wasm"));
         wasm.metadata()
             .and_then(|m| m.modified())
@@ -128,6 +142,13 @@ fn main() {
     }
     all.push_str("];\n");
     out.push_str(&all);
+    let as_path = guests.join("out").join(format!("{AS_MODULE}.wasm"));
+    assert!(as_path.exists(), "{} was not built", as_path.display());
+    out.push_str(&format!(
+        "/// The AssemblyScript sma-cross (`scripts/build-assemblyscript.sh`); not in `ALL`, which lists the Rust guest crates.\npub const {}: &str = {:?};\n",
+        AS_MODULE.to_uppercase(),
+        as_path.display().to_string()
+    ));
     fs::write(
         PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("guests.rs"),
         out,

@@ -3,6 +3,7 @@
 //! Run with `cargo test -p palisade-tests`; the helpers come from
 //! `palisade-testkit`.
 
+mod assemblyscript;
 mod determinism;
 mod limits;
 mod lookahead;
