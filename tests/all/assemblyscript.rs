@@ -19,6 +19,9 @@ use palisade_testkit::bars;
 
 use crate::support::{guests, policy, read, result_json, run_in, sandbox};
 
+/// A case: what it is, the parameters given, the data.
+type Case = (&'static str, Vec<(&'static str, &'static str)>, Arc<Dataset>);
+
 fn as_module() -> Vec<u8> {
     read(guests::SMA_CROSS_AS)
 }
@@ -85,7 +88,7 @@ fn validates_as_an_abi_v2_module() {
 #[test]
 fn trades_as_the_rust_sma_cross() {
     let p = policy(|_| {});
-    let cases: Vec<(&str, Vec<(&str, &str)>, Arc<Dataset>)> = vec![
+    let cases: Vec<Case> = vec![
         ("minute walk, defaults", vec![], bars::minute_dataset(4000, 7)),
         (
             "regime walk, fast 5, slow 20, size 2.5",
