@@ -488,15 +488,9 @@ impl Sandbox {
             filename: Arc::from(filename),
             source: Arc::from(source),
         };
-        let data = Arc::clone(&self.probe_data);
-        let session = Session::new(
-            Backtest::new(data, BacktestConfig::default()),
-            OutputLimits::from_policy(policy),
-            Vec::new(),
-            0,
-        );
+        let session = self.probe_session(policy);
         let mut store = self.py_store(session, policy, 0, None, None);
-        let manifest = self.py_call(&mut store, &strategy, python::DESCRIBE).await?;
+        let manifest: String = self.py_call(&mut store, &strategy, python::DESCRIBE).await?;
         let manifest = validate::parse_manifest(manifest.as_bytes())?;
         let info = ModuleInfo::python(manifest, source.len());
         Ok(CompiledModule {
@@ -524,48 +518,61 @@ impl Sandbox {
         store
     }
 
-    /// Instantiates the runtime in `store` (within one event's fuel) and
-    /// calls `export` (`describe` or `run`) with the strategy's source;
-    /// `describe`'s manifest is returned.
-    async fn py_call(
+    /// A session over no bars, for stores that run none (a probe, or
+    /// `describe`).
+    fn probe_session(&self, policy: &Policy) -> Session {
+        Session::new(
+            Backtest::new(Arc::clone(&self.probe_data), BacktestConfig::default()),
+            OutputLimits::from_policy(policy),
+            Vec::new(),
+            0,
+        )
+    }
+
+    /// Grants the fuel of one event and instantiates the Python runtime in
+    /// `store` (as [`Sandbox::instantiate`] does a core module).
+    async fn py_instantiate(
         &self,
         store: &mut Store<PyState>,
-        strategy: &PythonStrategy,
-        export: &str,
-    ) -> Result<String, Failure> {
-        let at_load = export == python::DESCRIBE;
+        runtime: &PythonRuntime,
+    ) -> Result<wasmtime::component::Instance, Failure> {
         let fail = |store: &Store<PyState>, e: &wasmtime::Error| {
             let st = &store.data().run;
             classify(st, e, st.fuel_bound_by_run)
         };
         host::refuel(&mut store.as_context_mut(), 1).map_err(|e| fail(store, &e))?;
-        let instance = match strategy.runtime.pre.instantiate_async(&mut *store).await {
-            Ok(i) => i,
-            Err(e) => return Err(fail(store, &e)),
-        };
-        let args = (&*strategy.filename, &*strategy.source);
-        let result = if at_load {
-            let f = instance
-                .get_typed_func::<(&str, &str), (Result<String, PyError>,)>(&mut *store, export)
-                .map_err(|e| {
-                    Failure::new(Cause::InvalidModule, format!("python runtime: {export}: {e:#}"))
-                })?;
-            match f.call_async(&mut *store, args).await {
-                Ok((r,)) => r,
-                Err(e) => return Err(fail(store, &e)),
+        match runtime.pre.instantiate_async(&mut *store).await {
+            Ok(i) => Ok(i),
+            Err(e) => Err(fail(store, &e)),
+        }
+    }
+
+    /// Instantiates the runtime in `store` and calls `export` (`describe`,
+    /// which gives the manifest, or `run`, which gives nothing) with the
+    /// strategy's source.
+    async fn py_call<R>(
+        &self,
+        store: &mut Store<PyState>,
+        strategy: &PythonStrategy,
+        export: &str,
+    ) -> Result<R, Failure>
+    where
+        R: wasmtime::component::ComponentType + wasmtime::component::Lift + Send + Sync + 'static,
+    {
+        let instance = self.py_instantiate(store, &strategy.runtime).await?;
+        let f = instance
+            .get_typed_func::<(&str, &str), (Result<R, PyError>,)>(&mut *store, export)
+            .map_err(|e| Failure::new(Cause::InvalidModule, format!("python runtime: {export}: {e:#}")))?;
+        match f
+            .call_async(&mut *store, (&*strategy.filename, &*strategy.source))
+            .await
+        {
+            Ok((r,)) => r.map_err(|e| e.into_failure(&store.data().run, export == python::DESCRIBE)),
+            Err(e) => {
+                let st = &store.data().run;
+                Err(classify(st, &e, st.fuel_bound_by_run))
             }
-        } else {
-            let f = instance
-                .get_typed_func::<(&str, &str), (Result<(), PyError>,)>(&mut *store, export)
-                .map_err(|e| {
-                    Failure::new(Cause::InvalidModule, format!("python runtime: {export}: {e:#}"))
-                })?;
-            match f.call_async(&mut *store, args).await {
-                Ok((r,)) => r.map(|()| String::new()),
-                Err(e) => return Err(fail(store, &e)),
-            }
-        };
-        result.map_err(|e| e.into_failure(&store.data().run, at_load))
+        }
     }
 
     /// Runs a backtest of `strategy` over `data`, under `policy`.
@@ -593,12 +600,12 @@ impl Sandbox {
                     run.cancel.clone(),
                     run.progress.clone(),
                 );
-                let outcome = match self.py_call(&mut store, py, python::RUN).await {
-                    Ok(_) if store.data().run.session.phase != Phase::Finished => Err(Failure::new(
+                let outcome = match self.py_call::<()>(&mut store, py, python::RUN).await {
+                    Ok(()) if store.data().run.session.phase != Phase::Finished => Err(Failure::new(
                         Cause::GuestError,
                         "the Python runtime returned before consuming all bars",
                     )),
-                    r => r.map(drop),
+                    r => r,
                 };
                 let fuel = host::fuel_used(&store.as_context_mut());
                 let (st, overflow) = store.into_data().into_run();
@@ -657,13 +664,7 @@ impl Sandbox {
         strategy: &CompiledModule,
         policy: &Policy,
     ) -> Result<(), Failure> {
-        let data = Arc::clone(&self.probe_data);
-        let session = Session::new(
-            Backtest::new(data, BacktestConfig::default()),
-            OutputLimits::from_policy(policy),
-            Vec::new(),
-            0,
-        );
+        let session = self.probe_session(policy);
         match &strategy.code {
             Code::Core(pre) => {
                 let mut store = self.store(session, policy, None, None);
@@ -671,12 +672,7 @@ impl Sandbox {
             }
             Code::Python(py) => {
                 let mut store = self.py_store(session, policy, 0, None, None);
-                host::refuel(&mut store.as_context_mut(), 1)
-                    .map_err(|e| classify(&store.data().run, &e, false))?;
-                match py.runtime.pre.instantiate_async(&mut store).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(classify(&store.data().run, &e, false)),
-                }
+                self.py_instantiate(&mut store, &py.runtime).await.map(drop)
             }
         }
     }

@@ -25,15 +25,6 @@ pub enum Language {
     Python,
 }
 
-impl Language {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Language::Wasm => "wasm",
-            Language::Python => "python",
-        }
-    }
-}
-
 /// What validation learned about a module.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModuleInfo {
@@ -56,8 +47,13 @@ impl ModuleInfo {
     /// What is known of a Python strategy once the runtime described it: its
     /// manifest and size (the rest describes the runtime, not the strategy).
     pub fn python(manifest: Manifest, size_bytes: usize) -> ModuleInfo {
+        ModuleInfo::blank(Language::Python, manifest, size_bytes)
+    }
+
+    /// Nothing known yet but the language, manifest and size.
+    fn blank(language: Language, manifest: Manifest, size_bytes: usize) -> ModuleInfo {
         ModuleInfo {
-            language: Language::Python,
+            language,
             manifest,
             size_bytes,
             imports: Vec::new(),
@@ -159,24 +155,15 @@ pub fn validate(bytes: &[u8], policy: &Policy) -> Result<ModuleInfo, Failure> {
     }
 
     let mut types: Vec<FuncType> = Vec::new();
-    let mut info = ModuleInfo {
-        language: Language::Wasm,
-        manifest: Manifest {
-            abi: 0,
-            name: String::new(),
-            version: String::new(),
-            description: None,
-            warmup: None,
-            params: Vec::new(),
-        },
-        size_bytes: bytes.len(),
-        imports: Vec::new(),
-        exports: Vec::new(),
-        functions: 0,
-        memory_min_pages: 0,
-        memory_max_pages: None,
-        tables: 0,
+    let manifest = Manifest {
+        abi: 0,
+        name: String::new(),
+        version: String::new(),
+        description: None,
+        warmup: None,
+        params: Vec::new(),
     };
+    let mut info = ModuleInfo::blank(Language::Wasm, manifest, bytes.len());
     let mut func_types: Vec<u32> = Vec::new();
     let mut memories = 0u32;
     let mut manifest: Option<&[u8]> = None;
