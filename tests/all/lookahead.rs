@@ -69,11 +69,18 @@ fn the_memory_scan_finds_a_planted_future_bar() {
     );
 }
 
-/// Win rate and mean PnL of the closed trades, with the bounds of a coin:
-/// 4.5 standard errors around zero edge.
+/// A run that ended ok and whose closed trades show no edge (see
+/// [`assert_trades_show_no_edge`]).
 #[track_caller]
 fn assert_no_edge(out: &RunOutput, what: &str) {
     assert_eq!(out.outcome, Ok(()), "{what}");
+    assert_trades_show_no_edge(out, what);
+}
+
+/// Win rate and mean PnL of the closed trades, with the bounds of a coin:
+/// 4.5 standard errors around zero edge.
+#[track_caller]
+pub(crate) fn assert_trades_show_no_edge(out: &RunOutput, what: &str) {
     let pnl: Vec<f64> = out.report.trades.iter().map(|t| t.pnl).collect();
     let n = pnl.len() as f64;
     assert!(n >= 300.0, "{what}: only {n} trades");

@@ -1151,26 +1151,6 @@ fn introspection_finds_no_later_bar() {
     );
 }
 
-/// As in `lookahead.rs`: no edge in the closed trades, within the bounds
-/// of a coin (4.5 standard errors around zero).
-#[track_caller]
-fn assert_no_edge(out: &RunOutput, what: &str) {
-    let pnl: Vec<f64> = out.report.trades.iter().map(|t| t.pnl).collect();
-    let n = pnl.len() as f64;
-    assert!(n >= 300.0, "{what}: only {n} trades");
-    let wins = pnl.iter().filter(|p| **p > 0.0).count() as f64;
-    let win_rate = wins / n;
-    let bound = 4.5 * (0.25 / n).sqrt();
-    assert!(
-        (win_rate - 0.5).abs() < bound,
-        "{what}: win rate {win_rate:.3} over {n} trades is an edge (bound 0.5 ± {bound:.3})"
-    );
-    let mean = pnl.iter().sum::<f64>() / n;
-    let var = pnl.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    let t = mean / (var / n).sqrt();
-    assert!(t.abs() < 4.5, "{what}: mean trade PnL {mean:.5} has t = {t:.2}");
-}
-
 #[test]
 fn calling_the_host_binding_directly_earns_nothing() {
     // The binding found through sys.modules, as any hostile strategy could:
@@ -1225,7 +1205,10 @@ class ReadAhead(Strategy):
         }
         assert_eq!(messages(&out)[..1], ["binding wit_world.imports.host"]);
         assert!(out.metrics["peeks"] > 1_000.0, "{:?}", out.metrics);
-        assert_no_edge(&out, &format!("read-ahead through the binding, seed {seed}"));
+        crate::lookahead::assert_trades_show_no_edge(
+            &out,
+            &format!("read-ahead through the binding, seed {seed}"),
+        );
     }
 }
 

@@ -238,38 +238,26 @@ fn a_missing_runtime_is_named_with_how_to_build_it() {
 
 #[test]
 fn studies_run_python_strategies() {
-    let py = example("sma_cross");
-    let out = palisade(&[
-        "optimize",
-        &py,
-        "--data",
-        &sample_path(),
-        "--grid",
-        "fast=5:15:5",
-        "--grid",
-        "slow=30:50:10",
-        "--json",
-        "--no-timing",
-        "--threads",
-        "2",
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let ours = json_of(&out);
-    let out = palisade(&[
-        "optimize",
-        &guest_path("sma_cross"),
-        "--data",
-        &sample_path(),
-        "--grid",
-        "fast=5:15:5",
-        "--grid",
-        "slow=30:50:10",
-        "--json",
-        "--no-timing",
-        "--threads",
-        "2",
-    ]);
-    let theirs = json_of(&out);
+    let optimize = |module: &str| -> Value {
+        let out = palisade(&[
+            "optimize",
+            module,
+            "--data",
+            &sample_path(),
+            "--grid",
+            "fast=5:15:5",
+            "--grid",
+            "slow=30:50:10",
+            "--json",
+            "--no-timing",
+            "--threads",
+            "2",
+        ]);
+        assert!(out.status.success(), "{module}: {}", text(&out));
+        json_of(&out)
+    };
+    let ours = optimize(&example("sma_cross"));
+    let theirs = optimize(&guest_path("sma_cross"));
     let ranked = |v: &Value| -> Vec<(Value, Value)> {
         v["variants"]
             .as_array()
