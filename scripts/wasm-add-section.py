@@ -42,11 +42,12 @@ def read_leb128(data, i):
             return value, i
 
 
-def custom_section_names(module):
-    """The names of the module's custom sections, checking section framing."""
+def custom_sections(module):
+    """The module's custom sections as (name, payload) pairs, in order,
+    checking section framing."""
     if module[:4] != b"\0asm" or len(module) < 8:
         raise ValueError("not a WebAssembly module")
-    names = []
+    sections = []
     i = 8
     while i < len(module):
         section_id = module[i]
@@ -56,9 +57,9 @@ def custom_section_names(module):
             raise ValueError("section %d at byte %d runs past the end" % (section_id, i))
         if section_id == 0:
             length, at = read_leb128(module, start)
-            names.append(module[at : at + length].decode("utf-8"))
+            sections.append((module[at : at + length].decode("utf-8"), module[at + length : end]))
         i = end
-    return names
+    return sections
 
 
 def main(argv):
@@ -77,7 +78,7 @@ def main(argv):
             sys.exit("%s: not JSON: %s" % (payload_file, e))
         payload = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     try:
-        names = custom_section_names(module)
+        names = [n for n, _ in custom_sections(module)]
     except ValueError as e:
         sys.exit("%s: %s" % (src, e))
     if name in names:

@@ -73,28 +73,27 @@ def _escaped(exc):
     return Err(wit_world.Error_Exception(f"{type(exc).__name__}: {exc}"))
 
 
+def _guarded(call, *args):
+    """`call(*args)`, with every failure as the WIT `error` variant."""
+    try:
+        return call(*args)
+    except _runtime.RuntimeFailure as failure:
+        raise _error(failure) from None
+    except Err:
+        raise
+    except BaseException as exc:
+        raise _escaped(exc) from None
+
+
 class WitWorld(wit_world.WitWorld):
     def describe(self, filename: str, source: str) -> str:
-        try:
-            return _runtime.describe(filename, source)
-        except _runtime.RuntimeFailure as failure:
-            raise _error(failure) from None
-        except Err:
-            raise
-        except BaseException as exc:
-            raise _escaped(exc) from None
+        return _guarded(_runtime.describe, filename, source)
 
     def run(self, filename: str, source: str) -> None:
         out, err = _HostLines(2), _HostLines(1)
         sys.stdout, sys.stderr = out, err
         try:
-            _runtime.run(filename, source, host)
-        except _runtime.RuntimeFailure as failure:
-            raise _error(failure) from None
-        except Err:
-            raise
-        except BaseException as exc:
-            raise _escaped(exc) from None
+            _guarded(_runtime.run, filename, source, host)
         finally:
             out.flush()
             err.flush()

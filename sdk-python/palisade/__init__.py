@@ -9,21 +9,9 @@ host for tests (``palisade.testing``), and the loader and event loop the
 sandboxed runtime calls (``palisade._runtime``).
 """
 
-from . import indicators
+from . import indicators, strategy
 from .strategy import Bar, Bool, Fill, Float, History, Int, InvalidParams, OrderError, Strategy, StrategyError
 
 __version__ = "0.2.0"
 
-__all__ = [
-    "Bar",
-    "Bool",
-    "Fill",
-    "Float",
-    "History",
-    "Int",
-    "InvalidParams",
-    "OrderError",
-    "Strategy",
-    "StrategyError",
-    "indicators",
-]
+__all__ = [*strategy.__all__, "indicators"]

@@ -476,6 +476,13 @@ def _execute(strategy, cls, host):
     header, bar_at, fill_at = _HEADER.unpack_from, _BAR.unpack_from, _FILL.unpack_from
     on_fill = strategy.on_fill if _overrides(cls, "on_fill") else None
     per_timestamp = _overrides(cls, "on_timestamp")
+
+    def deliver_fills(data, nb, nf):
+        # The fills follow the timestamp's nb bars (rare: off the hot path).
+        base = 8 + 56 * nb
+        for k in range(nf):
+            on_fill(new(Fill, fill_at(data, base + 48 * k)))
+
     if histories is None and not per_timestamp:
         # The hot loop of most strategies: one call per bar, no history.
         on_bar = strategy.next
@@ -485,9 +492,7 @@ def _execute(strategy, cls, host):
             if not nb:
                 break
             if nf and on_fill is not None:
-                base = 8 + 56 * nb
-                for k in range(nf):
-                    on_fill(new(Fill, fill_at(data, base + 48 * k)))
+                deliver_fills(data, nb, nf)
             if nb == 1:
                 on_bar(new(Bar, bar_at(data, 8)))
             else:
@@ -502,9 +507,7 @@ def _execute(strategy, cls, host):
             if not nb:
                 break
             if nf and on_fill is not None:
-                base = 8 + 56 * nb
-                for k in range(nf):
-                    on_fill(new(Fill, fill_at(data, base + 48 * k)))
+                deliver_fills(data, nb, nf)
             batch = [new(Bar, bar_at(data, off)) for off in range(8, 8 + 56 * nb, 56)]
             if appends is not None:
                 # Every bar of this timestamp is recorded before any is

@@ -4,6 +4,7 @@ modules' `palisade.manifest` sections when `guest-examples/out/` exists) and
 the rules' trades, checked against independent references on generated
 data."""
 
+import importlib.util
 import json
 import pathlib
 import random
@@ -37,31 +38,19 @@ def rust_manifest(crate):
     return {"abi": 2, **head, "params": params}
 
 
+def _wasm_sections():
+    """scripts/wasm-add-section.py, whose section reader the tests share."""
+    spec = importlib.util.spec_from_file_location("wasm_add_section", REPO / "scripts" / "wasm-add-section.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.custom_sections
+
+
 def wasm_manifest(path):
     """The `palisade.manifest` custom section of a wasm module."""
-    data = path.read_bytes()
-    assert data[:8] == b"\0asm\x01\0\0\0"
-
-    def leb(at):
-        value = shift = 0
-        while True:
-            byte = data[at]
-            at += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value, at
-
-    at = 8
-    while at < len(data):
-        section, at = data[at], at + 1
-        size, at = leb(at)
-        end = at + size
-        if section == 0:
-            name_len, body = leb(at)
-            if data[body : body + name_len] == b"palisade.manifest":
-                return json.loads(data[body + name_len : end])
-        at = end
+    for name, payload in _wasm_sections()(path.read_bytes()):
+        if name == "palisade.manifest":
+            return json.loads(payload)
     raise AssertionError(f"{path} has no palisade.manifest section")
 
 
