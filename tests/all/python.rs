@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use palisade_backtest::Dataset;
-use palisade_run::{params, Cause, Failure, Policy, RunConfig, RunOutput};
+use palisade_run::{params, Cause, Failure, Policy, ProgressFn, RunConfig, RunOutput};
 use palisade_sandbox::Sandbox;
 use palisade_testkit::bars::{canary, minute_dataset, multi_walk, regime_dataset};
 use palisade_testkit::python as py;
@@ -1327,13 +1327,22 @@ fn cancellation_stops_a_python_infinite_loop() {
     let sb = sandbox(&p);
     let strategy = py::load(&sb, &endless("next"), &p).unwrap();
     let cancel = Arc::new(AtomicBool::new(false));
+    // The run reports progress at every epoch tick while the guest runs:
+    // the first report past the first bar's hand-over says the loop in
+    // `next` is spinning, and it is cancelled then.
+    let (running, spinning) = std::sync::mpsc::channel::<()>();
     let run = RunConfig {
         cancel: Some(cancel.clone()),
+        progress: Some(ProgressFn(Arc::new(move |done| {
+            if done > 0.0 {
+                let _ = running.send(());
+            }
+        }))),
         ..RunConfig::default()
     };
     let flag = cancel.clone();
     let canceller = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
+        spinning.recv().expect("the run reports progress");
         flag.store(true, Ordering::Relaxed);
         Instant::now()
     });
