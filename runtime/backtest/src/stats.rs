@@ -75,11 +75,16 @@ pub struct StatsInput<'a> {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Stats {
+    /// Null in JSON when it is not finite (an initial cash so small that
+    /// `e_T / c` overflows, for one).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     pub total_return: f64,
     pub cagr: Option<f64>,
     pub volatility: Option<f64>,
     pub sharpe: Option<f64>,
     pub sortino: Option<f64>,
+    /// Null in JSON when not finite, as `total_return`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     pub max_drawdown: f64,
     pub calmar: Option<f64>,
     pub win_rate: Option<f64>,
