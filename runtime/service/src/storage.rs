@@ -38,11 +38,74 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
+
+/// Which database holds the records: the embedded SQLite file, or a shared
+/// Postgres (distributed mode, `--store postgres://…`).
+#[derive(Clone)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Evaluates `$body` with `$pool` bound to the store's pool, whichever
+/// database it is: one text, type-checked against each.
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Writes one entry of the policy audit trail in a transaction.
+macro_rules! insert_audit {
+    ($store:expr, $tx:expr, $a:expr) => {{
+        let a: &PolicyAudit = $a;
+        sqlx::query(
+            $store.sql(
+                "INSERT INTO policy_audit (name, hash, previous_hash, tenant, at) VALUES (?, ?, ?, ?, ?)",
+            ),
+        )
+        .bind(&a.name)
+        .bind(&a.hash)
+        .bind(a.previous_hash.as_deref())
+        .bind(&a.tenant)
+        .bind(a.at)
+        .execute($tx)
+        .await?;
+    }};
+}
+
+/// SQL written with SQLite's placeholders (`?`, `?N`) in Postgres's (`$N`).
+/// No statement of this module has a `?` inside a string literal.
+pub fn postgres_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut next = 1;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '?' {
+            out.push(c);
+            continue;
+        }
+        out.push('$');
+        if chars.peek().is_some_and(char::is_ascii_digit) {
+            while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                out.push(d);
+            }
+        } else {
+            out += &next.to_string();
+            next += 1;
+        }
+    }
+    out
+}
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "palisade.db";
@@ -104,6 +167,13 @@ pub enum StorageError {
     SchemaTooNew { found: i64, known: i64 },
     #[error("database schema: {0}")]
     Migrate(String),
+    /// A shared store or queue that cannot be reached (distributed mode).
+    #[error("cannot reach {what} at {address}: {detail}")]
+    Unreachable {
+        what: &'static str,
+        address: String,
+        detail: String,
+    },
 }
 
 impl StorageError {
@@ -389,6 +459,9 @@ pub struct Recovery {
 /// left by a crash by the next start's sweep of `tmp/`).
 pub struct Spool {
     dir: Arc<Dir>,
+    /// A shared store's database and runtime: [`Spool::keep`] stores the
+    /// bytes there too.
+    shared: Option<(PgPool, tokio::runtime::Handle)>,
     tmp: String,
     file: Option<std::fs::File>,
     hasher: Sha256,
@@ -426,9 +499,17 @@ impl Spool {
     }
 
     /// Syncs the file and renames it into the store as `kind`'s blob of
-    /// `sha` (left as it is when that blob exists already).
+    /// `sha` (left as it is when that blob exists already). A shared store
+    /// commits the bytes to its database first (blocking: call from a
+    /// blocking thread).
     pub fn keep(mut self, kind: Blob, sha: &str) -> Result<(), StorageError> {
         debug_assert!(is_sha256_hex(sha));
+        if let Some((pool, handle)) = &self.shared {
+            let mut bytes = Vec::with_capacity(self.size as usize);
+            std::io::Read::read_to_end(&mut self.reader()?, &mut bytes)
+                .map_err(io("cannot read the spooled upload"))?;
+            handle.block_on(put_shared_blob(pool, sha, &bytes))?;
+        }
         let name = kind.file(sha);
         if self.dir.exists(&name) {
             return Ok(());
@@ -456,12 +537,48 @@ impl Drop for Spool {
 /// The reason recorded on a job failed by [`Storage::recover`].
 pub const INTERRUPTED: &str = "interrupted by a restart";
 
+/// Opens (creating if needed) a data directory and its subdirectories.
+fn open_data_dir(data_dir: &Path) -> Result<Dir, StorageError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(io(format!("cannot create data directory {}", data_dir.display())))?;
+    let dir = Dir::open_ambient_dir(data_dir, ambient_authority())
+        .map_err(io(format!("cannot open data directory {}", data_dir.display())))?;
+    for sub in ["modules", "datasets", COMPILED_DIR, RUNTIME_DIR, "tmp"] {
+        dir.create_dir_all(sub)
+            .map_err(io(format!("cannot create {sub}/ in the data directory")))?;
+    }
+    Ok(dir)
+}
+
+/// A URL without its password, to name an address in messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some((auth, host)) => (Some(auth), host),
+        None => (None, rest),
+    };
+    match auth {
+        Some(auth) => {
+            let user = auth.split(':').next().unwrap_or_default();
+            let hidden = if auth.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}")
+        }
+        None => format!("{scheme}://{host}"),
+    }
+}
+
 /// The database and the data directory.
 #[derive(Clone)]
 pub struct Storage {
-    pool: SqlitePool,
+    db: Db,
     dir: Arc<Dir>,
     tmp_counter: Arc<AtomicU64>,
+    /// Distributed mode: module and dataset bytes are kept in the shared
+    /// database (table `blobs`), and `dir` caches them. Blocking readers
+    /// and writers of bytes reach the database through this runtime.
+    shared: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -474,14 +591,7 @@ impl Storage {
     /// Opens (creating if needed) the data directory and its database, and
     /// brings the schema up to date.
     pub async fn open(data_dir: &Path) -> Result<Storage, StorageError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(io(format!("cannot create data directory {}", data_dir.display())))?;
-        let dir = Dir::open_ambient_dir(data_dir, ambient_authority())
-            .map_err(io(format!("cannot open data directory {}", data_dir.display())))?;
-        for sub in ["modules", "datasets", COMPILED_DIR, RUNTIME_DIR, "tmp"] {
-            dir.create_dir_all(sub)
-                .map_err(io(format!("cannot create {sub}/ in the data directory")))?;
-        }
+        let dir = open_data_dir(data_dir)?;
         let options = SqliteConnectOptions::new()
             .filename(data_dir.join(DATABASE_FILE))
             .create_if_missing(true)
@@ -503,22 +613,96 @@ impl Storage {
             .await?;
         migrate(&pool).await?;
         Ok(Storage {
-            pool,
+            db: Db::Sqlite(pool),
             dir: Arc::new(dir),
             tmp_counter: Arc::new(AtomicU64::new(0)),
+            shared: None,
+        })
+    }
+
+    /// Opens a shared Postgres store (distributed mode) at `url`, with
+    /// `cache_dir` as this node's cache of module and dataset bytes and of
+    /// compiled code, and brings its schema up to date. Gives up after
+    /// `connect_timeout` with an error naming the address.
+    pub async fn open_postgres(
+        url: &str,
+        cache_dir: &Path,
+        connect_timeout: Duration,
+    ) -> Result<Storage, StorageError> {
+        let dir = open_data_dir(cache_dir)?;
+        let options: PgConnectOptions = url.parse().map_err(|e| StorageError::Unreachable {
+            what: "Postgres",
+            address: redact_url(url),
+            detail: format!("not a Postgres URL: {e}"),
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .acquire_timeout(connect_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| StorageError::Unreachable {
+                what: "Postgres",
+                address: redact_url(url),
+                detail: e.to_string(),
+            })?;
+        MIGRATOR_POSTGRES.run(&pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::VersionMissing(found) => StorageError::SchemaTooNew {
+                found,
+                known: MIGRATOR_POSTGRES.iter().map(|m| m.version).max().unwrap_or(0),
+            },
+            other => StorageError::Migrate(other.to_string()),
+        })?;
+        Ok(Storage {
+            db: Db::Postgres(pool),
+            dir: Arc::new(dir),
+            tmp_counter: Arc::new(AtomicU64::new(0)),
+            shared: Some(tokio::runtime::Handle::current()),
+        })
+    }
+
+    /// True for a shared (Postgres) store: several processes write it.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// The Postgres pool of a shared store (for the distributed queue's
+    /// records); `None` for the embedded store.
+    pub fn postgres(&self) -> Option<&PgPool> {
+        match &self.db {
+            Db::Postgres(pool) => Some(pool),
+            Db::Sqlite(_) => None,
+        }
+    }
+
+    #[cfg(test)]
+    fn sqlite(&self) -> &SqlitePool {
+        match &self.db {
+            Db::Sqlite(pool) => pool,
+            Db::Postgres(_) => panic!("an embedded store"),
+        }
+    }
+
+    /// `sql`, written with SQLite's placeholders, for this store's database.
+    fn sql(&self, sql: &'static str) -> sqlx::AssertSqlSafe<std::borrow::Cow<'static, str>> {
+        sqlx::AssertSqlSafe(match self.db {
+            Db::Sqlite(_) => std::borrow::Cow::Borrowed(sql),
+            Db::Postgres(_) => std::borrow::Cow::Owned(postgres_placeholders(sql)),
         })
     }
 
     /// Closes the database: waits for connections to be returned and
     /// checkpoints the WAL.
     pub async fn close(&self) {
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
-            .await
-        {
-            tracing::warn!(error = %e, "WAL checkpoint at close failed");
+        match &self.db {
+            Db::Sqlite(pool) => {
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await {
+                    tracing::warn!(error = %e, "WAL checkpoint at close failed");
+                }
+                pool.close().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
         }
-        self.pool.close().await;
     }
 
     // ---- content-addressed files ----
@@ -533,6 +717,7 @@ impl Storage {
             .map_err(io("cannot spool the upload to tmp/"))?;
         Ok(Spool {
             dir: self.dir.clone(),
+            shared: self.postgres().cloned().zip(self.shared.clone()),
             tmp,
             file: Some(file.into_std()),
             hasher: Sha256::new(),
@@ -577,7 +762,23 @@ impl Storage {
             });
         }
         let name = kind.file(sha);
-        let bytes = self.dir.read(&name).map_err(io(format!("cannot read {name}")))?;
+        let bytes = match (self.dir.read(&name), &self.db, &self.shared) {
+            (Ok(bytes), ..) => bytes,
+            (Err(e), Db::Postgres(pool), Some(handle)) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Not cached here yet: fetched once, checked, cached.
+                let bytes = handle.block_on(get_shared_blob(pool, sha))?;
+                if sha256_hex(&bytes) == sha {
+                    self.write_file(&name, "fetched", &[&bytes])?;
+                }
+                bytes
+            }
+            (Err(e), ..) => {
+                return Err(StorageError::Io {
+                    what: format!("cannot read {name}"),
+                    source: e,
+                })
+            }
+        };
         if sha256_hex(&bytes) != sha {
             return Err(StorageError::Corrupt {
                 what: name,
@@ -656,20 +857,21 @@ impl Storage {
     /// Removes files no row refers to, and leftovers in `tmp/`. Run at
     /// start-up, before requests are served, so no upload can race it.
     async fn sweep(&self) -> Result<usize, StorageError> {
-        let mut keep: HashSet<String> = HashSet::new();
-        for row in sqlx::query("SELECT sha256 FROM strategies UNION SELECT sha256 FROM datasets")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            keep.insert(row.try_get("sha256")?);
+        if self.is_shared() {
+            // A cache of what the shared store holds: nothing to sweep but
+            // this process's leftovers.
+            self.sweep_tmp()?;
+            return Ok(0);
         }
+        let mut keep: HashSet<String> = HashSet::new();
+        let shas: Vec<String> = on_db!(&self.db, pool => sqlx::query_scalar(self.sql("SELECT sha256 FROM strategies UNION SELECT sha256 FROM datasets"))
+            .fetch_all(pool).await)?;
+        keep.extend(shas);
         // Jobs not yet finished still need their module and data.
-        for row in sqlx::query("SELECT strategy, dataset FROM jobs WHERE state IN ('queued', 'running')")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            keep.insert(row.try_get("strategy")?);
-            let datasets: String = row.try_get("dataset")?;
+        let live: Vec<(String, String)> = on_db!(&self.db, pool => sqlx::query_as(self.sql("SELECT strategy, dataset FROM jobs WHERE state IN ('queued', 'running')"))
+            .fetch_all(pool).await)?;
+        for (strategy, datasets) in live {
+            keep.insert(strategy);
             for id in datasets.split(',').filter(|d| !d.is_empty()) {
                 if let Some((_, sha)) = self.dataset_file(id).await? {
                     keep.insert(sha);
@@ -696,14 +898,34 @@ impl Storage {
                 }
             }
         }
+        self.sweep_tmp()?;
+        Ok(removed)
+    }
+
+    /// Removes what is in `tmp/`: uploads and files a crash left
+    /// half-written. Several processes may share a shared store's cache
+    /// directory: there only files untouched for an hour go.
+    fn sweep_tmp(&self) -> Result<(), StorageError> {
         for entry in self.dir.read_dir("tmp").map_err(io("cannot list tmp/"))? {
             let entry = entry.map_err(io("cannot list tmp/"))?;
-            let path = format!("tmp/{}", entry.file_name().to_string_lossy());
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let recent = || {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.into_std().elapsed().ok())
+                    .is_none_or(|age| age < Duration::from_secs(3600))
+            };
+            if self.is_shared() && recent() {
+                continue;
+            }
+            let path = format!("tmp/{name}");
             self.dir
                 .remove_file(&path)
                 .map_err(io(format!("cannot remove {path}")))?;
         }
-        Ok(removed)
+        Ok(())
     }
 
     // ---- strategies ----
@@ -711,10 +933,8 @@ impl Storage {
     /// Inserts a strategy for its tenant; returns false when that tenant
     /// already has this module (nothing is changed).
     pub async fn insert_strategy(&self, s: &StrategyRecord) -> Result<bool, StorageError> {
-        let done = sqlx::query(
-            "INSERT INTO strategies (tenant, sha256, name, version, manifest, info, size, created) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, sha256) DO NOTHING",
-        )
+        let done = on_db!(&self.db, pool => sqlx::query(self.sql("INSERT INTO strategies (tenant, sha256, name, version, manifest, info, size, created) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, sha256) DO NOTHING"))
         .bind(&s.tenant)
         .bind(&s.sha256)
         .bind(&s.name)
@@ -723,9 +943,8 @@ impl Storage {
         .bind(&s.info)
         .bind(s.size)
         .bind(s.created)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(done == 1)
     }
 
     pub async fn get_strategy(
@@ -734,164 +953,153 @@ impl Storage {
         sha: &str,
     ) -> Result<Option<StrategyRecord>, StorageError> {
         Ok(
-            sqlx::query_as::<_, StrategyRecord>("SELECT * FROM strategies WHERE tenant = ? AND sha256 = ?")
+            on_db!(&self.db, pool => sqlx::query_as::<_, StrategyRecord>(self.sql("SELECT * FROM strategies WHERE tenant = ? AND sha256 = ?"))
                 .bind(tenant)
                 .bind(sha)
-                .fetch_optional(&self.pool)
-                .await?,
+                .fetch_optional(pool).await)?,
         )
     }
 
     pub async fn list_strategies(&self, tenant: &str) -> Result<Vec<StrategyRecord>, StorageError> {
-        Ok(sqlx::query_as::<_, StrategyRecord>(
-            "SELECT * FROM strategies WHERE tenant = ? ORDER BY created, sha256",
-        )
+        Ok(
+            on_db!(&self.db, pool => sqlx::query_as::<_, StrategyRecord>(self.sql("SELECT * FROM strategies WHERE tenant = ? ORDER BY created, sha256"))
         .bind(tenant)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool).await)?,
+        )
     }
 
     /// Deletes a tenant's strategy; false when it had none. The file stays
     /// until the next start-up sweep if another tenant or a job uses it.
     pub async fn delete_strategy(&self, tenant: &str, sha: &str) -> Result<bool, StorageError> {
-        let done = sqlx::query("DELETE FROM strategies WHERE tenant = ? AND sha256 = ?")
+        let done = on_db!(&self.db, pool => sqlx::query(self.sql("DELETE FROM strategies WHERE tenant = ? AND sha256 = ?"))
             .bind(tenant)
             .bind(sha)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+            .execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(done == 1)
     }
 
     // ---- datasets ----
 
     pub async fn insert_dataset(&self, d: &DatasetRecord) -> Result<bool, StorageError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO dataset_files (id, sha256, name) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&d.id)
-        .bind(&d.sha256)
-        .bind(&d.name)
-        .execute(&mut *tx)
-        .await?;
-        let done = sqlx::query(
-            "INSERT INTO datasets (tenant, id, name, bars, first_ts, last_ts, sha256, size, created) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, id) DO NOTHING",
-        )
-        .bind(&d.tenant)
-        .bind(&d.id)
-        .bind(&d.name)
-        .bind(d.bars)
-        .bind(d.first_ts)
-        .bind(d.last_ts)
-        .bind(&d.sha256)
-        .bind(d.size)
-        .bind(d.created)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        on_db!(&self.db, pool => {
+        let mut tx = pool.begin().await?;
+                sqlx::query(self.sql("INSERT INTO dataset_files (id, sha256, name) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING"))
+                .bind(&d.id)
+                .bind(&d.sha256)
+                .bind(&d.name)
+                .execute(&mut *tx)
+                .await?;
+                let done = sqlx::query(self.sql("INSERT INTO datasets (tenant, id, name, bars, first_ts, last_ts, sha256, size, created) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, id) DO NOTHING"))
+                .bind(&d.tenant)
+                .bind(&d.id)
+                .bind(&d.name)
+                .bind(d.bars)
+                .bind(d.first_ts)
+                .bind(d.last_ts)
+                .bind(&d.sha256)
+                .bind(d.size)
+                .bind(d.created)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+                })
     }
 
     pub async fn get_dataset(&self, tenant: &str, id: &str) -> Result<Option<DatasetRecord>, StorageError> {
         Ok(
-            sqlx::query_as::<_, DatasetRecord>("SELECT * FROM datasets WHERE tenant = ? AND id = ?")
+            on_db!(&self.db, pool => sqlx::query_as::<_, DatasetRecord>(self.sql("SELECT * FROM datasets WHERE tenant = ? AND id = ?"))
                 .bind(tenant)
                 .bind(id)
-                .fetch_optional(&self.pool)
-                .await?,
+                .fetch_optional(pool).await)?,
         )
     }
 
     /// The symbol and file of a dataset id, whoever uploaded it (so a
     /// re-queued job still finds a dataset deleted since): `(name, sha256)`.
     pub async fn dataset_file(&self, id: &str) -> Result<Option<(String, String)>, StorageError> {
-        sqlx::query("SELECT name, sha256 FROM dataset_files WHERE id = ?")
+        Ok(
+            on_db!(&self.db, pool => sqlx::query_as(self.sql("SELECT name, sha256 FROM dataset_files WHERE id = ?"))
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| Ok((r.try_get("name")?, r.try_get("sha256")?)))
-            .transpose()
+            .fetch_optional(pool).await)?,
+        )
     }
 
     pub async fn list_datasets(&self, tenant: &str) -> Result<Vec<DatasetRecord>, StorageError> {
         Ok(
-            sqlx::query_as::<_, DatasetRecord>(
-                "SELECT * FROM datasets WHERE tenant = ? ORDER BY created, id",
-            )
+            on_db!(&self.db, pool => sqlx::query_as::<_, DatasetRecord>(self.sql("SELECT * FROM datasets WHERE tenant = ? ORDER BY created, id"))
             .bind(tenant)
-            .fetch_all(&self.pool)
-            .await?,
+            .fetch_all(pool).await)?,
         )
     }
 
     pub async fn delete_dataset(&self, tenant: &str, id: &str) -> Result<bool, StorageError> {
-        let done = sqlx::query("DELETE FROM datasets WHERE tenant = ? AND id = ?")
+        let done = on_db!(&self.db, pool => sqlx::query(self.sql("DELETE FROM datasets WHERE tenant = ? AND id = ?"))
             .bind(tenant)
             .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+            .execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(done == 1)
     }
 
     // ---- jobs ----
 
     /// The next `seq` to give a job.
     pub async fn next_seq(&self) -> Result<i64, StorageError> {
-        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM jobs")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get("next")?)
+        if let Db::Postgres(pool) = &self.db {
+            // Several API nodes take numbers at once: from one sequence.
+            return Ok(sqlx::query_scalar("SELECT nextval('jobs_seq')")
+                .fetch_one(pool)
+                .await?);
+        }
+        Ok(
+            on_db!(&self.db, pool => sqlx::query_scalar(self.sql("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM jobs"))
+            .fetch_one(pool).await)?,
+        )
     }
 
     pub async fn get_job(&self, tenant: &str, id: &str) -> Result<Option<JobRecord>, StorageError> {
         Ok(
-            sqlx::query_as::<_, JobRecord>("SELECT * FROM jobs WHERE tenant = ? AND id = ?")
+            on_db!(&self.db, pool => sqlx::query_as::<_, JobRecord>(self.sql("SELECT * FROM jobs WHERE tenant = ? AND id = ?"))
                 .bind(tenant)
                 .bind(id)
-                .fetch_optional(&self.pool)
-                .await?,
+                .fetch_optional(pool).await)?,
         )
     }
 
     /// A tenant's jobs, newest first.
     pub async fn list_jobs(&self, tenant: &str, f: &JobFilter) -> Result<Vec<JobRecord>, StorageError> {
-        Ok(sqlx::query_as::<_, JobRecord>(
-            "SELECT * FROM jobs WHERE tenant = ?1 \
+        Ok(
+            on_db!(&self.db, pool => sqlx::query_as::<_, JobRecord>(self.sql("SELECT * FROM jobs WHERE tenant = ?1 \
              AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR kind = ?3) \
              AND (?4 IS NULL OR strategy = ?4) AND (?5 IS NULL OR seq < ?5) \
-             ORDER BY seq DESC LIMIT ?6",
-        )
+             ORDER BY seq DESC LIMIT ?6"))
         .bind(tenant)
         .bind(f.state.map(JobState::as_str))
         .bind(f.kind.as_deref())
         .bind(f.strategy.as_deref())
         .bind(f.before)
         .bind(f.limit)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool).await)?,
+        )
     }
 
     /// Jobs waiting to run, in submission order (start-up).
     pub async fn queued_jobs(&self) -> Result<Vec<JobRecord>, StorageError> {
         Ok(
-            sqlx::query_as::<_, JobRecord>("SELECT * FROM jobs WHERE state = 'queued' ORDER BY seq")
-                .fetch_all(&self.pool)
-                .await?,
+            on_db!(&self.db, pool => sqlx::query_as::<_, JobRecord>(self.sql("SELECT * FROM jobs WHERE state = 'queued' ORDER BY seq"))
+                .fetch_all(pool).await)?,
         )
     }
 
     /// The stored result of a tenant's job.
     pub async fn get_result(&self, tenant: &str, id: &str) -> Result<Option<String>, StorageError> {
-        Ok(sqlx::query(
-            "SELECT r.json FROM results r JOIN jobs j ON j.id = r.job_id WHERE j.tenant = ? AND j.id = ?",
-        )
+        Ok(
+            on_db!(&self.db, pool => sqlx::query_scalar(self.sql("SELECT r.json FROM results r JOIN jobs j ON j.id = r.job_id WHERE j.tenant = ? AND j.id = ?"))
         .bind(tenant)
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| r.try_get("json"))
-        .transpose()?)
+        .fetch_optional(pool).await)?,
+        )
     }
 
     /// Start-up recovery: jobs left `running` by a crash go back to
@@ -899,35 +1107,35 @@ impl Storage {
     /// `max_attempts` times; then unreferenced files are swept.
     pub async fn recover(&self, max_attempts: u32) -> Result<Recovery, StorageError> {
         let mut out = Recovery::default();
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query("SELECT id, attempts FROM jobs WHERE state = 'running' ORDER BY seq")
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            let attempts: i64 = row.try_get("attempts")?;
-            if attempts >= i64::from(max_attempts) {
-                JobState::Running.transition(JobState::Failed)?;
-                sqlx::query(
-                    "UPDATE jobs SET state = 'failed', error_cause = 'interrupted', error_message = ?, finished = ? \
-                     WHERE id = ?",
-                )
-                .bind(format!("{INTERRUPTED} ({attempts} attempts)"))
-                .bind(now_ms())
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-                out.failed.push(id);
-            } else {
-                JobState::Running.transition(JobState::Queued)?;
-                sqlx::query("UPDATE jobs SET state = 'queued', progress = 0, started = NULL WHERE id = ?")
-                    .bind(&id)
-                    .execute(&mut *tx)
+        on_db!(&self.db, pool => {
+        let mut tx = pool.begin().await?;
+                let rows = sqlx::query(self.sql("SELECT id, attempts FROM jobs WHERE state = 'running' ORDER BY seq"))
+                    .fetch_all(&mut *tx)
                     .await?;
-                out.requeued.push(id);
-            }
-        }
-        tx.commit().await?;
+                for row in rows {
+                    let id: String = row.try_get("id")?;
+                    let attempts: i64 = row.try_get("attempts")?;
+                    if attempts >= i64::from(max_attempts) {
+                        JobState::Running.transition(JobState::Failed)?;
+                        sqlx::query(self.sql("UPDATE jobs SET state = 'failed', error_cause = 'interrupted', error_message = ?, finished = ? \
+                             WHERE id = ?"))
+                        .bind(format!("{INTERRUPTED} ({attempts} attempts)"))
+                        .bind(now_ms())
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                        out.failed.push(id);
+                    } else {
+                        JobState::Running.transition(JobState::Queued)?;
+                        sqlx::query(self.sql("UPDATE jobs SET state = 'queued', progress = 0, started = NULL WHERE id = ?"))
+                            .bind(&id)
+                            .execute(&mut *tx)
+                            .await?;
+                        out.requeued.push(id);
+                    }
+                }
+                tx.commit().await?;
+        });
         out.swept_files = self.sweep().await?;
         Ok(out)
     }
@@ -936,22 +1144,20 @@ impl Storage {
 
     /// Records a policy text by its hash (idempotent).
     pub async fn put_policy_version(&self, hash: &str, toml: &str) -> Result<(), StorageError> {
-        sqlx::query("INSERT INTO policy_versions (hash, toml) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING")
+        on_db!(&self.db, pool => sqlx::query(self.sql("INSERT INTO policy_versions (hash, toml) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING"))
             .bind(hash)
             .bind(toml)
-            .execute(&self.pool)
-            .await?;
+            .execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     /// A policy text by hash.
     pub async fn policy_version(&self, hash: &str) -> Result<Option<String>, StorageError> {
-        Ok(sqlx::query("SELECT toml FROM policy_versions WHERE hash = ?")
+        Ok(
+            on_db!(&self.db, pool => sqlx::query_scalar(self.sql("SELECT toml FROM policy_versions WHERE hash = ?"))
             .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| r.try_get("toml"))
-            .transpose()?)
+            .fetch_optional(pool).await)?,
+        )
     }
 
     /// Replaces policy `name` with `toml` (hash `hash`) and audits it, in
@@ -964,38 +1170,38 @@ impl Storage {
         tenant: &str,
     ) -> Result<PolicyAudit, StorageError> {
         let at = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let previous: Option<String> = sqlx::query("SELECT hash FROM policies WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get("hash"))
-            .transpose()?;
-        sqlx::query("INSERT INTO policy_versions (hash, toml) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING")
-            .bind(hash)
-            .bind(toml)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO policies (name, hash, updated, updated_by) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, updated = excluded.updated, updated_by = excluded.updated_by",
-        )
-        .bind(name)
-        .bind(hash)
-        .bind(at)
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?;
-        let audit = PolicyAudit {
-            name: name.to_owned(),
-            hash: hash.to_owned(),
-            previous_hash: previous,
-            tenant: tenant.to_owned(),
-            at,
-        };
-        insert_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
-        Ok(audit)
+        on_db!(&self.db, pool => {
+        let mut tx = pool.begin().await?;
+                let previous: Option<String> = sqlx::query(self.sql("SELECT hash FROM policies WHERE name = ?"))
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.try_get("hash"))
+                    .transpose()?;
+                sqlx::query(self.sql("INSERT INTO policy_versions (hash, toml) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING"))
+                    .bind(hash)
+                    .bind(toml)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(self.sql("INSERT INTO policies (name, hash, updated, updated_by) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, updated = excluded.updated, updated_by = excluded.updated_by"))
+                .bind(name)
+                .bind(hash)
+                .bind(at)
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await?;
+                let audit = PolicyAudit {
+                    name: name.to_owned(),
+                    hash: hash.to_owned(),
+                    previous_hash: previous,
+                    tenant: tenant.to_owned(),
+                    at,
+                };
+                insert_audit!(self, &mut *tx, &audit);
+                tx.commit().await?;
+                Ok(audit)
+                })
     }
 
     /// Removes the replacement of policy `name` and audits it (the entry's
@@ -1009,26 +1215,28 @@ impl Storage {
         tenant: &str,
     ) -> Result<Option<PolicyAudit>, StorageError> {
         let at = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let previous: Option<String> = sqlx::query("DELETE FROM policies WHERE name = ? RETURNING hash")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get("hash"))
-            .transpose()?;
-        let Some(previous) = previous else {
-            return Ok(None);
-        };
-        let audit = PolicyAudit {
-            name: name.to_owned(),
-            hash: now_hash.to_owned(),
-            previous_hash: Some(previous),
-            tenant: tenant.to_owned(),
-            at,
-        };
-        insert_audit(&mut tx, &audit).await?;
-        tx.commit().await?;
-        Ok(Some(audit))
+        on_db!(&self.db, pool => {
+        let mut tx = pool.begin().await?;
+                let previous: Option<String> = sqlx::query(self.sql("DELETE FROM policies WHERE name = ? RETURNING hash"))
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.try_get("hash"))
+                    .transpose()?;
+                let Some(previous) = previous else {
+                    return Ok(None);
+                };
+                let audit = PolicyAudit {
+                    name: name.to_owned(),
+                    hash: now_hash.to_owned(),
+                    previous_hash: Some(previous),
+                    tenant: tenant.to_owned(),
+                    at,
+                };
+                insert_audit!(self, &mut *tx, &audit);
+                tx.commit().await?;
+                Ok(Some(audit))
+                })
     }
 
     /// A tenant's idempotency key, if it was stored with a job.
@@ -1037,34 +1245,28 @@ impl Storage {
         tenant: &str,
         key: &str,
     ) -> Result<Option<IdempotencyKey>, StorageError> {
-        Ok(sqlx::query_as::<_, IdempotencyKey>(
-            "SELECT tenant, key, job_id, request_sha256, created FROM idempotency_keys WHERE tenant = ? AND key = ?",
-        )
+        Ok(
+            on_db!(&self.db, pool => sqlx::query_as::<_, IdempotencyKey>(self.sql("SELECT tenant, key, job_id, request_sha256, created FROM idempotency_keys WHERE tenant = ? AND key = ?"))
         .bind(tenant)
         .bind(key)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(pool).await)?,
+        )
     }
 
     /// Every replaced policy: `(name, toml)`.
     pub async fn replaced_policies(&self) -> Result<Vec<(String, String)>, StorageError> {
-        sqlx::query(
-            "SELECT p.name, v.toml FROM policies p JOIN policy_versions v ON v.hash = p.hash ORDER BY p.name",
+        Ok(
+            on_db!(&self.db, pool => sqlx::query_as(self.sql("SELECT p.name, v.toml FROM policies p JOIN policy_versions v ON v.hash = p.hash ORDER BY p.name"))
+        .fetch_all(pool).await)?,
         )
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("name")?, r.try_get("toml")?)))
-        .collect()
     }
 
     /// The audit trail of a policy, oldest first.
     pub async fn policy_audit(&self, name: &str) -> Result<Vec<PolicyAudit>, StorageError> {
         Ok(
-            sqlx::query_as::<_, PolicyAudit>("SELECT * FROM policy_audit WHERE name = ? ORDER BY id")
+            on_db!(&self.db, pool => sqlx::query_as::<_, PolicyAudit>(self.sql("SELECT * FROM policy_audit WHERE name = ? ORDER BY id"))
                 .bind(name)
-                .fetch_all(&self.pool)
-                .await?,
+                .fetch_all(pool).await)?,
         )
     }
 
@@ -1072,9 +1274,9 @@ impl Storage {
     /// each batch: its writes, how long it took, whether it was committed.
     pub fn writer(&self, on_commit: impl Fn(usize, Duration, bool) + Send + Sync + 'static) -> Writer {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let pool = self.pool.clone();
+        let db = self.db.clone();
         let writable = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        tokio::spawn(write_loop(pool, rx, Box::new(on_commit), writable.clone()));
+        tokio::spawn(write_loop(db, rx, Box::new(on_commit), writable.clone()));
         Writer { tx, writable }
     }
 }
@@ -1084,22 +1286,38 @@ impl Storage {
 /// records them in `_sqlx_migrations`.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Brings the schema up to this build's last migration. A database that has
-/// applied a migration this build does not know was written by a newer
-/// build: it is refused, unchanged.
-/// Writes one entry of the policy audit trail in `tx`.
-async fn insert_audit(tx: &mut sqlx::SqliteConnection, a: &PolicyAudit) -> Result<(), StorageError> {
-    sqlx::query("INSERT INTO policy_audit (name, hash, previous_hash, tenant, at) VALUES (?, ?, ?, ?, ?)")
-        .bind(&a.name)
-        .bind(&a.hash)
-        .bind(a.previous_hash.as_deref())
-        .bind(&a.tenant)
-        .bind(a.at)
-        .execute(tx)
+/// The same schema for a shared Postgres store
+/// (`runtime/service/migrations-postgres/`), with Postgres's types, the
+/// `blobs` table of module and dataset bytes, and the sequence of `seq`.
+static MIGRATOR_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-postgres");
+
+/// Stores content-addressed bytes in a shared store (idempotent).
+async fn put_shared_blob(pool: &PgPool, sha: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    sqlx::query("INSERT INTO blobs (sha256, bytes) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING")
+        .bind(sha)
+        .bind(bytes)
+        .execute(pool)
         .await?;
     Ok(())
 }
 
+/// Content-addressed bytes from a shared store.
+async fn get_shared_blob(pool: &PgPool, sha: &str) -> Result<Vec<u8>, StorageError> {
+    sqlx::query("SELECT bytes FROM blobs WHERE sha256 = $1")
+        .bind(sha)
+        .fetch_optional(pool)
+        .await?
+        .map(|r| r.try_get::<Vec<u8>, _>("bytes"))
+        .transpose()?
+        .ok_or_else(|| StorageError::Corrupt {
+            what: format!("blob {sha}"),
+            detail: "no such bytes in the shared store".into(),
+        })
+}
+
+/// Brings the schema up to this build's last migration. A database that has
+/// applied a migration this build does not know was written by a newer
+/// build: it is refused, unchanged.
 pub async fn migrate(pool: &SqlitePool) -> Result<(), StorageError> {
     MIGRATOR.run(pool).await.map_err(|e| match e {
         sqlx::migrate::MigrateError::VersionMissing(found) => StorageError::SchemaTooNew {
@@ -1230,7 +1448,7 @@ impl Writer {
 }
 
 async fn write_loop(
-    pool: SqlitePool,
+    db: Db,
     mut rx: mpsc::Receiver<Msg>,
     on_commit: Box<dyn Fn(usize, Duration, bool) + Send + Sync>,
     writable: Arc<std::sync::atomic::AtomicBool>,
@@ -1251,9 +1469,12 @@ async fn write_loop(
             continue;
         }
         let started = Instant::now();
-        let result = match pool.acquire().await {
-            Ok(mut conn) => apply(&mut conn, &batch).await,
-            Err(e) => Err(e),
+        let result = match &db {
+            Db::Sqlite(pool) => match pool.acquire().await {
+                Ok(mut conn) => apply(&mut conn, &batch).await,
+                Err(e) => Err(e),
+            },
+            Db::Postgres(pool) => apply_postgres(pool, &batch).await,
         };
         on_commit(batch.len(), started.elapsed(), result.is_ok());
         writable.store(result.is_ok(), std::sync::atomic::Ordering::Release);
@@ -1288,10 +1509,25 @@ fn values_sql(head: &str, rows: usize, columns: usize, tail: &str) -> String {
     format!("{head} VALUES {}{tail}", vec![row; rows].join(", "))
 }
 
-/// Applies a batch in one transaction of a few multi-row statements, sent
-/// to SQLite as one query: the last record of each job wins (writes of one
-/// job come in order), and the batch is all there or not at all.
-async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]) -> Result<(), sqlx::Error> {
+/// A batch of writes as the rows they make: the last record of each job
+/// (writes of one job come in order), results, progress, keys.
+struct Rows<'a> {
+    jobs: Vec<&'a JobRecord>,
+    results: Vec<(&'a str, &'a str)>,
+    progress: Vec<(&'a str, f64)>,
+    keys: Vec<&'a IdempotencyKey>,
+    probe: bool,
+}
+
+/// The guard of the job upsert: a row in a terminal state is never
+/// changed again, nor a row by an older attempt than its own.
+const JOB_UPSERT: &str =
+    " ON CONFLICT (id) DO UPDATE SET state = excluded.state, progress = excluded.progress, \
+     error_cause = excluded.error_cause, error_message = excluded.error_message, \
+     started = excluded.started, finished = excluded.finished, attempts = excluded.attempts \
+     WHERE jobs.state IN ('queued', 'running') AND jobs.attempts <= excluded.attempts";
+
+fn rows(batch: &[(Write, Option<Ack>)]) -> Rows<'_> {
     let mut order: Vec<&str> = Vec::new();
     let mut latest: std::collections::HashMap<&str, &JobRecord> = std::collections::HashMap::new();
     let mut results: Vec<(&str, &str)> = Vec::new();
@@ -1316,6 +1552,51 @@ async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]
         }
     }
     let jobs: Vec<&JobRecord> = order.iter().map(|id| latest[id]).collect();
+    Rows {
+        jobs,
+        results,
+        progress,
+        keys,
+        probe,
+    }
+}
+
+/// Binds a job record's columns, in [`JOB_COLUMNS`]' order.
+macro_rules! bind_job {
+    ($q:expr, $j:expr) => {{
+        let j: &JobRecord = $j;
+        $q.bind(&j.id)
+            .bind(j.seq)
+            .bind(&j.tenant)
+            .bind(&j.kind)
+            .bind(&j.strategy)
+            .bind(&j.dataset)
+            .bind(&j.spec)
+            .bind(&j.priority)
+            .bind(&j.policy)
+            .bind(&j.policy_hash)
+            .bind(j.state.as_str())
+            .bind(j.progress)
+            .bind(j.error_cause.as_deref())
+            .bind(j.error_message.as_deref())
+            .bind(j.created)
+            .bind(j.started)
+            .bind(j.finished)
+            .bind(j.attempts)
+    }};
+}
+
+/// Applies a batch in one transaction of a few multi-row statements, sent
+/// to SQLite as one query: the last record of each job wins, and the batch
+/// is all there or not at all.
+async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]) -> Result<(), sqlx::Error> {
+    let Rows {
+        jobs,
+        results,
+        progress,
+        keys,
+        probe,
+    } = rows(batch);
 
     // One transaction, sent as one multi-statement query: a single round
     // trip to SQLite's thread and a single commit per batch. Positional
@@ -1336,10 +1617,7 @@ async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]
             &format!("INSERT INTO jobs ({JOB_COLUMNS})"),
             chunk.len(),
             18,
-            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, progress = excluded.progress, \
-             error_cause = excluded.error_cause, error_message = excluded.error_message, \
-             started = excluded.started, finished = excluded.finished, attempts = excluded.attempts \
-             WHERE jobs.state IN ('queued', 'running');\n",
+            &format!("{JOB_UPSERT};\n"),
         );
     }
     for _ in &progress {
@@ -1367,25 +1645,7 @@ async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]
         q = q.bind(*id).bind(*json);
     }
     for j in &jobs {
-        q = q
-            .bind(&j.id)
-            .bind(j.seq)
-            .bind(&j.tenant)
-            .bind(&j.kind)
-            .bind(&j.strategy)
-            .bind(&j.dataset)
-            .bind(&j.spec)
-            .bind(&j.priority)
-            .bind(&j.policy)
-            .bind(&j.policy_hash)
-            .bind(j.state.as_str())
-            .bind(j.progress)
-            .bind(j.error_cause.as_deref())
-            .bind(j.error_message.as_deref())
-            .bind(j.created)
-            .bind(j.started)
-            .bind(j.finished)
-            .bind(j.attempts);
+        q = bind_job!(q, j);
     }
     for (id, p) in &progress {
         q = q.bind(*p).bind(*id);
@@ -1405,6 +1665,83 @@ async fn apply(conn: &mut sqlx::SqliteConnection, batch: &[(Write, Option<Ack>)]
         return Err(e);
     }
     Ok(())
+}
+
+/// Applies a batch to Postgres in one transaction of a few multi-row
+/// statements (Postgres takes one statement per prepared query): the same
+/// rows, guards and order as [`apply`].
+async fn apply_postgres(pool: &PgPool, batch: &[(Write, Option<Ack>)]) -> Result<(), sqlx::Error> {
+    let Rows {
+        jobs,
+        results,
+        progress,
+        keys,
+        probe,
+    } = rows(batch);
+    let mut tx = pool.begin().await?;
+    for chunk in results.chunks(ROWS_PER_STATEMENT) {
+        let sql = values_sql(
+            "INSERT INTO results (job_id, json)",
+            chunk.len(),
+            2,
+            " ON CONFLICT (job_id) DO UPDATE SET json = excluded.json",
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(postgres_placeholders(&sql)));
+        for (id, json) in chunk {
+            q = q.bind(*id).bind(*json);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
+        let sql = values_sql(
+            &format!("INSERT INTO jobs ({JOB_COLUMNS})"),
+            chunk.len(),
+            18,
+            JOB_UPSERT,
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(postgres_placeholders(&sql)));
+        for j in chunk {
+            q = bind_job!(q, j);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    for (id, p) in &progress {
+        sqlx::query("UPDATE jobs SET progress = $1 WHERE id = $2 AND state = 'running'")
+            .bind(*p)
+            .bind(*id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let sql = values_sql(
+            "INSERT INTO idempotency_keys (tenant, key, job_id, request_sha256, created)",
+            chunk.len(),
+            5,
+            " ON CONFLICT (tenant, key) DO NOTHING",
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(postgres_placeholders(&sql)));
+        for k in chunk {
+            q = q
+                .bind(&k.tenant)
+                .bind(&k.key)
+                .bind(&k.job_id)
+                .bind(&k.request_sha256)
+                .bind(k.created);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    if probe {
+        sqlx::query(
+            "INSERT INTO results (job_id, json) VALUES (' probe', repeat('x', 16384)) \
+             ON CONFLICT (job_id) DO UPDATE SET json = excluded.json",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM results WHERE job_id = ' probe'")
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
 }
 
 #[cfg(test)]
@@ -1474,7 +1811,7 @@ mod tests {
         }
         let store = Storage::open(dir.path()).await.expect("an earlier schema opens");
         let kept: (String,) = sqlx::query_as("SELECT toml FROM policy_versions WHERE hash = 'h'")
-            .fetch_one(&store.pool)
+            .fetch_one(store.sqlite())
             .await
             .unwrap();
         assert_eq!(kept.0, "x = 1", "opening keeps what was stored");
@@ -1485,10 +1822,10 @@ mod tests {
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
              VALUES (999, 'from the future', 1, x'00', 0)",
         )
-        .execute(&store.pool)
+        .execute(store.sqlite())
         .await
         .unwrap();
-        store.pool.close().await;
+        store.sqlite().close().await;
         match Storage::open(dir.path()).await {
             Err(e @ StorageError::SchemaTooNew { found: 999, known: 2 }) => {
                 assert_eq!(
