@@ -59,6 +59,9 @@ enum Command {
     MonteCarlo(study::MonteCarloArgs),
     /// Run the HTTP service: uploads, jobs, policies, metrics.
     Serve(serve::ServeArgs),
+    /// Run jobs from the distributed mode's queue (Redis) and store
+    /// (Postgres): start any number, on any machines.
+    Worker(serve::ServeArgs),
     /// Print the service's OpenAPI 3.1 document (JSON), e.g. to generate a
     /// client; the server serves the same at /v1/openapi.json.
     Openapi,
@@ -161,6 +164,7 @@ fn main() -> ExitCode {
         Command::WalkForward(a) => study::walk_forward(&a),
         Command::MonteCarlo(a) => study::monte_carlo(&a),
         Command::Serve(a) => serve::serve(a),
+        Command::Worker(a) => serve::worker(a),
         Command::Openapi => openapi(),
         Command::Bench(a) => bench::bench(&a),
         Command::Load(a) => load::load(&a),

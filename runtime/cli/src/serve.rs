@@ -17,6 +17,7 @@ use tracing_subscriber::EnvFilter;
 use crate::InputError;
 use palisade_service::auth::Tokens;
 use palisade_service::config::{Config, Overrides};
+use palisade_service::distributed::Role;
 use palisade_service::{listen_address, serve as run_server, Service};
 
 /// Flags of `palisade serve`; each overrides `PALISADE_<KEY>` and the config
@@ -52,6 +53,24 @@ pub struct ServeArgs {
     /// Worker threads of the wasm executor (default: one per core).
     #[arg(long)]
     executor_threads: Option<i64>,
+    /// Distributed mode: the shared store, `postgres://user@host:port/db`
+    /// (with --queue; default: the embedded SQLite database in --data-dir).
+    #[arg(long)]
+    store: Option<String>,
+    /// Distributed mode: the job queue, `redis://host:port` (a single
+    /// Redis or any node of a Redis Cluster; with --store).
+    #[arg(long)]
+    queue: Option<String>,
+    /// A worker's name in GET /v1/workers (default: the host name).
+    #[arg(long)]
+    worker_name: Option<String>,
+    /// A worker's heartbeat interval, milliseconds (default 10000).
+    #[arg(long)]
+    heartbeat_interval_ms: Option<i64>,
+    /// A worker silent this long is dead and its jobs are reclaimed,
+    /// milliseconds (default 30000).
+    #[arg(long)]
+    heartbeat_ttl_ms: Option<i64>,
     /// Log filter, e.g. `info` or `palisade_service=debug` (default info).
     #[arg(long)]
     log: Option<String>,
@@ -77,9 +96,20 @@ impl ServeArgs {
             o.push(("python_runtime".into(), toml::Value::String(v.clone())));
         }
         for (key, v) in [
+            ("store", &self.store),
+            ("queue", &self.queue),
+            ("worker_name", &self.worker_name),
+        ] {
+            if let Some(v) = v {
+                o.push((key.into(), toml::Value::String(v.clone())));
+            }
+        }
+        for (key, v) in [
             ("queue_depth", self.queue_depth),
             ("max_running", self.max_running),
             ("executor_threads", self.executor_threads),
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("heartbeat_ttl_ms", self.heartbeat_ttl_ms),
         ] {
             if let Some(v) = v {
                 o.push((key.into(), toml::Value::Integer(v)));
@@ -108,6 +138,20 @@ impl std::io::Write for LogWriter {
 }
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode, InputError> {
+    run(args, Role::Api)
+}
+
+/// `palisade worker`: runs jobs from the distributed mode's queue until
+/// SIGTERM (then finishes or hands back its jobs); serves `/healthz`,
+/// `/readyz` and `/metrics` on `--listen` (default a free loopback port).
+pub fn worker(mut args: ServeArgs) -> Result<ExitCode, InputError> {
+    if args.listen.is_none() {
+        args.listen = Some("127.0.0.1:0".into());
+    }
+    run(args, Role::Worker)
+}
+
+fn run(args: ServeArgs, role: Role) -> Result<ExitCode, InputError> {
     let filter = args
         .log
         .clone()
@@ -175,10 +219,23 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, InputError> {
             .await
             .map_err(|e| InputError(format!("cannot listen on {addr}: {e}")))?;
         let bound: SocketAddr = listener.local_addr()?;
-        let service = Service::start(config, tokens, executor.handle().clone())
+        if role == Role::Worker && !config.is_distributed() {
+            return Err(InputError(
+                "palisade worker needs --store postgres://… and --queue redis://… (or store and queue in the config)"
+                    .into(),
+            ));
+        }
+        let role = match role {
+            Role::Api if !config.is_distributed() => Role::Embedded,
+            role => role,
+        };
+        let service = Service::start_as(config, tokens, executor.handle().clone(), role)
             .await
             .map_err(|e| InputError(format!("cannot start: {e}")))?;
-        println!("palisade listening on http://{bound}");
+        match role {
+            Role::Worker => println!("palisade worker {} on http://{bound}", service.worker_info().id),
+            _ => println!("palisade listening on http://{bound}"),
+        }
         tracing::info!(%bound, data_dir = %service.config.data_dir.display(), "listening");
         run_server(service, listener, shutdown_signal()).await?;
         Ok::<(), InputError>(())

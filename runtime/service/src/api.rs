@@ -72,6 +72,18 @@ impl FromRequestParts<Arc<Service>> for Auth {
     }
 }
 
+/// The router of a worker (`palisade worker`): its probes and metrics.
+pub fn worker_router(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(service.clone(), observe))
+        .with_state(service)
+}
+
 /// The router of the whole API over `service`.
 pub fn router(service: Arc<Service>) -> Router {
     let c = &service.config;
@@ -110,6 +122,7 @@ pub fn router(service: Arc<Service>) -> Router {
                 .layer(DefaultBodyLimit::max(json_limit)),
         )
         .route("/status", get(status))
+        .route("/workers", get(list_workers))
         .route("/openapi.json", get(openapi_document));
     Router::new()
         .route("/healthz", get(healthz))
@@ -459,7 +472,7 @@ async fn openapi_document() -> Response {
         description = "Sandboxed WebAssembly trading strategies: uploads, jobs, policies. Errors are application/problem+json."
     ),
     paths(
-        healthz, readyz, metrics, openapi_document, status,
+        healthz, readyz, metrics, openapi_document, status, list_workers,
         upload_strategy, list_strategies, show_strategy, delete_strategy,
         upload_dataset, list_datasets, show_dataset, delete_dataset,
         submit_job, list_jobs, show_job, cancel_job, job_result,
@@ -537,6 +550,41 @@ pub fn openapi_json() -> &'static utoipa::openapi::OpenApi {
 )]
 async fn status(State(service): State<Arc<Service>>, Auth(who): Auth) -> Response {
     json_response(StatusCode::OK, &service.status(&who))
+}
+
+/// The workers of the distributed mode, as their heartbeats say.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct WorkerList {
+    /// `embedded` (this process runs its own jobs; no workers) or
+    /// `distributed`.
+    pub mode: &'static str,
+    /// Workers that beat in the last ten minutes; those whose heartbeat
+    /// expired are `down`.
+    pub workers: Vec<crate::queue::WorkerInfo>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/workers",
+    summary = "The workers of the distributed mode and their heartbeats (operators only)",
+    responses(
+        (status = 200, description = "every worker seen in the last ten minutes", body = WorkerList),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "not an operator", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "the queue (Redis) cannot be reached (Retry-After)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_workers(State(service): State<Arc<Service>>, Auth(who): Auth) -> Result<Response, ApiError> {
+    if !who.operator {
+        return Err(ApiError::Forbidden("only operators may list workers".into()));
+    }
+    let workers = service.workers().await?;
+    let mode = if service.config.is_distributed() {
+        "distributed"
+    } else {
+        "embedded"
+    };
+    Ok(json_response(StatusCode::OK, &WorkerList { mode, workers }))
 }
 
 // ---- strategies ----

@@ -70,6 +70,13 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 64;
 /// Default policy of jobs that name none.
 pub const DEFAULT_POLICY: &str = "default";
+/// Default interval of a worker's heartbeats (distributed mode).
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 10_000;
+/// Default life of a worker's heartbeat: a worker silent this long is dead,
+/// and its jobs are reclaimed.
+pub const DEFAULT_HEARTBEAT_TTL_MS: u64 = 30_000;
+/// Default time to reach Postgres or Redis at start before giving up.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 
 /// Everything `palisade serve` can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,6 +160,23 @@ pub struct Config {
     /// server's process, unbounded.
     #[serde(skip)]
     pub compiler: Option<PathBuf>,
+    /// Distributed mode: the shared store, `postgres://user@host:port/db`.
+    /// Without it the embedded SQLite database in `data_dir` (then
+    /// `data_dir` is this node's cache of module and dataset bytes and
+    /// compiled code). Needs `queue`.
+    pub store: Option<String>,
+    /// Distributed mode: the job queue, `redis://host:port` (a single Redis,
+    /// or any node of a Redis Cluster, found out at start). Needs `store`.
+    pub queue: Option<String>,
+    /// A worker writes its heartbeat this often (milliseconds).
+    pub heartbeat_interval_ms: u64,
+    /// A worker whose heartbeat is this old is dead and its jobs are
+    /// reclaimed (milliseconds; more than `heartbeat_interval_ms`).
+    pub heartbeat_ttl_ms: u64,
+    /// Time to reach the store and the queue at start (milliseconds).
+    pub connect_timeout_ms: u64,
+    /// A worker's name in `GET /v1/workers` (default: host name and pid).
+    pub worker_name: Option<String>,
 }
 
 impl Default for Config {
@@ -188,6 +212,12 @@ impl Default for Config {
             body_timeout_ms: DEFAULT_BODY_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            store: None,
+            queue: None,
+            heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
+            heartbeat_ttl_ms: DEFAULT_HEARTBEAT_TTL_MS,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            worker_name: None,
         }
     }
 }
@@ -284,6 +314,9 @@ impl Config {
             tokens_file: Some(PathBuf::new()),
             policies_dir: Some(PathBuf::new()),
             python_runtime: Some(PathBuf::new()),
+            store: Some(String::new()),
+            queue: Some(String::new()),
+            worker_name: Some(String::new()),
             ..Config::default()
         })
         .expect("the config serializes to a table");
@@ -425,6 +458,67 @@ impl Config {
                 });
             }
         }
+        for (key, value, allowed) in [
+            (
+                "heartbeat_interval_ms",
+                self.heartbeat_interval_ms,
+                "100..=600000 milliseconds",
+            ),
+            (
+                "heartbeat_ttl_ms",
+                self.heartbeat_ttl_ms,
+                "200..=3600000 milliseconds",
+            ),
+            (
+                "connect_timeout_ms",
+                self.connect_timeout_ms,
+                "100..=600000 milliseconds",
+            ),
+        ] {
+            let (min, max) = match key {
+                "heartbeat_ttl_ms" => (200, 3_600_000),
+                _ => (100, 600_000),
+            };
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::OutOfRange {
+                    key,
+                    value: value.to_string(),
+                    allowed,
+                });
+            }
+        }
+        if self.heartbeat_ttl_ms <= self.heartbeat_interval_ms {
+            return Err(ConfigError::OutOfRange {
+                key: "heartbeat_ttl_ms",
+                value: self.heartbeat_ttl_ms.to_string(),
+                allowed: "more than heartbeat_interval_ms (a live worker must beat before it expires)",
+            });
+        }
+        match (&self.store, &self.queue) {
+            (None, None) => {}
+            (Some(store), Some(queue)) => {
+                if !(store.starts_with("postgres://") || store.starts_with("postgresql://")) {
+                    return Err(ConfigError::OutOfRange {
+                        key: "store",
+                        value: crate::storage::redact_url(store),
+                        allowed: "a Postgres URL, postgres://user@host:port/database",
+                    });
+                }
+                if !(queue.starts_with("redis://") || queue.starts_with("rediss://")) {
+                    return Err(ConfigError::OutOfRange {
+                        key: "queue",
+                        value: crate::storage::redact_url(queue),
+                        allowed: "a Redis URL, redis://host:port",
+                    });
+                }
+            }
+            (Some(_), None) | (None, Some(_)) => return Err(ConfigError::OutOfRange {
+                key: if self.store.is_some() { "queue" } else { "store" },
+                value: "unset".into(),
+                allowed:
+                    "set together with the other: distributed mode needs store (Postgres) and queue (Redis)",
+            }),
+        }
         if !(self.submit_rate.is_finite() && self.submit_rate > 0.0 && self.submit_rate <= 1e7) {
             return Err(ConfigError::OutOfRange {
                 key: "submit_rate",
@@ -442,6 +536,23 @@ impl Config {
         } else {
             self.executor_threads
         }
+    }
+
+    /// True in distributed mode (`store` and `queue` set).
+    pub fn is_distributed(&self) -> bool {
+        self.store.is_some() && self.queue.is_some()
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    pub fn heartbeat_ttl(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ttl_ms)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
     }
 
     pub fn aging(&self) -> Duration {

@@ -361,6 +361,9 @@ pub struct Job {
     pub enqueued: Instant,
     /// The submission's idempotency key, written with the job's row.
     pub idempotency: Option<Arc<IdempotencyKey>>,
+    /// A worker's job: the queue entry it came from, done once the job's
+    /// end is committed.
+    pub delivery: Option<crate::queue::Delivery>,
 }
 
 /// A job's status as the API shows it.

@@ -33,10 +33,12 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod distributed;
 pub mod execute;
 pub mod jobs;
 pub mod metrics;
 pub mod problem;
+pub mod queue;
 pub mod registry;
 pub mod scheduler;
 pub mod server;

@@ -17,7 +17,7 @@
 //! | `palisade_executor_heartbeat_timestamp_seconds` | | Unix time of the executor's last heartbeat (a task on the executor runtime beats every second) |
 //! | `palisade_ready` | | 1 when `/readyz` would answer 200 without probing: recovery done, not shutting down, last write batch committed |
 //! | `palisade_store_write_errors_total` | | write batches that failed (none of their writes is acknowledged) |
-//! | `palisade_step_duration_seconds` | `step` | `validate`, `compile`, `load` (a precompiled module from `compiled/`), `instantiate` (probe at upload), `run`, `store` (one write batch) |
+//! | `palisade_step_duration_seconds` | `step` | `validate`, `compile`, `load` (a precompiled module from `compiled/`), `instantiate` (probe at upload), `run`, `store` (one write batch), `heartbeat` (a worker's heartbeat with its reaping and reconciling) |
 //! | `palisade_strategy_fuel_consumed_total` | `strategy` | fuel burnt by a strategy's runs |
 //! | `palisade_strategy_cpu_seconds_total` | `strategy` | executor time spent in a strategy's jobs (measured around each poll of the job) |
 //! | `palisade_strategy_memory_peak_bytes` | `strategy` | largest linear memory any run of the strategy reached |
@@ -26,6 +26,12 @@
 //! | `palisade_watchdog_kills_total` | | jobs the watchdog cancelled for lack of progress |
 //! | `palisade_http_request_duration_seconds` | `method`, `route`, `status` | requests served |
 //! | `palisade_connections_refused_total` | | connections closed on arrival: over `max_connections` or `max_connections_per_client` |
+//! | `palisade_queue_up` | | distributed mode: 1 while the last call to Redis succeeded |
+//! | `palisade_workers` | `status` | API node: workers listed by their heartbeats, per status (`idle`, `busy`, `draining`, `down`), read every few seconds |
+//! | `palisade_worker_heartbeat_age_seconds` | `worker` | API node: age of each listed worker's last heartbeat |
+//! | `palisade_worker_heartbeats_total` | | worker: heartbeats written |
+//! | `palisade_reclaimed_jobs_total` | | worker: jobs it took back from dead workers (re-queued, or failed after `max_attempts`) |
+//! | `palisade_requeued_lost_jobs_total` | | worker: queued jobs whose Redis entry was lost, given a new one |
 //! | `process_*` | | the process's CPU seconds, resident memory, open files (Linux) |
 //!
 //! **Cardinality.** `strategy` is the manifest name; only the first
@@ -66,7 +72,18 @@ pub const OTHER: &str = "other";
 const MAX_LABEL_CHARS: usize = 64;
 
 /// Every value of the `step` label of `palisade_step_duration_seconds`.
-pub const STEPS: &[&str] = &["validate", "compile", "load", "instantiate", "run", "store"];
+/// Statuses of workers in `palisade_workers`.
+pub const WORKER_STATUSES: &[&str] = &["idle", "busy", "draining", "down"];
+
+pub const STEPS: &[&str] = &[
+    "validate",
+    "compile",
+    "load",
+    "instantiate",
+    "run",
+    "store",
+    "heartbeat",
+];
 
 /// The causes that mean a strategy reached a limit of its policy; their
 /// trap series exist from a strategy's first job, so an alert sees the first.
@@ -110,6 +127,12 @@ pub struct Metrics {
     pub watchdog_kills: IntCounter,
     pub http_seconds: HistogramVec,
     pub connections_refused: IntCounter,
+    pub queue_up: IntGauge,
+    pub workers: IntGaugeVec,
+    pub worker_heartbeat_age: GaugeVec,
+    pub worker_heartbeats: IntCounter,
+    pub reclaimed: IntCounter,
+    pub requeued_lost: IntCounter,
     labels: Mutex<HashSet<String>>,
     label_cap: usize,
 }
@@ -186,6 +209,36 @@ impl Metrics {
         let store_write_errors = must(IntCounter::new(
             "palisade_store_write_errors_total",
             "Write batches that failed",
+        ));
+        let queue_up = must(IntGauge::new(
+            "palisade_queue_up",
+            "Distributed mode: 1 while the last call to Redis succeeded",
+        ));
+        let workers = must(IntGaugeVec::new(
+            Opts::new(
+                "palisade_workers",
+                "Workers listed by their heartbeats, per status",
+            ),
+            &["status"],
+        ));
+        let worker_heartbeat_age = must(GaugeVec::new(
+            Opts::new(
+                "palisade_worker_heartbeat_age_seconds",
+                "Age of each listed worker's last heartbeat",
+            ),
+            &["worker"],
+        ));
+        let worker_heartbeats = must(IntCounter::new(
+            "palisade_worker_heartbeats_total",
+            "Heartbeats this worker wrote",
+        ));
+        let reclaimed = must(IntCounter::new(
+            "palisade_reclaimed_jobs_total",
+            "Jobs taken back from dead workers",
+        ));
+        let requeued_lost = must(IntCounter::new(
+            "palisade_requeued_lost_jobs_total",
+            "Queued jobs whose Redis entry was lost, given a new one",
         ));
         let step_seconds = must(HistogramVec::new(
             HistogramOpts::new(
@@ -266,6 +319,12 @@ impl Metrics {
             Box::new(executor_heartbeat.clone()),
             Box::new(ready.clone()),
             Box::new(store_write_errors.clone()),
+            Box::new(queue_up.clone()),
+            Box::new(workers.clone()),
+            Box::new(worker_heartbeat_age.clone()),
+            Box::new(worker_heartbeats.clone()),
+            Box::new(reclaimed.clone()),
+            Box::new(requeued_lost.clone()),
         ] {
             must(registry.register(c));
         }
@@ -279,6 +338,9 @@ impl Metrics {
         }
         for step in STEPS {
             step_seconds.with_label_values(&[step]);
+        }
+        for status in WORKER_STATUSES {
+            workers.with_label_values(&[status]).set(0);
         }
         Metrics {
             registry,
@@ -304,6 +366,12 @@ impl Metrics {
             watchdog_kills,
             http_seconds,
             connections_refused,
+            queue_up,
+            workers,
+            worker_heartbeat_age,
+            worker_heartbeats,
+            reclaimed,
+            requeued_lost,
             labels: Mutex::new(HashSet::new()),
             label_cap,
         }

@@ -39,7 +39,12 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = api::router(service.clone());
+    // A worker serves its probes and metrics only.
+    let app = if service.role == crate::distributed::Role::Worker {
+        api::worker_router(service.clone())
+    } else {
+        api::router(service.clone())
+    };
     let config = &service.config;
     let limits = Arc::new(ConnectionLimits::new(
         config.max_connections,
@@ -89,7 +94,12 @@ pub async fn serve(
     });
     shutdown.await;
     // Stop admitting and drain jobs while the API still answers status reads.
-    service.shutdown(service.config.shutdown_grace()).await;
+    if service.role == crate::distributed::Role::Worker {
+        // Finish or hand back its jobs, and leave the list of workers.
+        service.drain(service.config.shutdown_grace()).await;
+    } else {
+        service.shutdown(service.config.shutdown_grace()).await;
+    }
     let _ = stop_tx.send(());
     match tokio::time::timeout(CLOSE_WAIT * 2, accept).await {
         Ok(Ok(())) => Ok(()),

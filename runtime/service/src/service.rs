@@ -19,9 +19,11 @@ use palisade_study::{Grid, MonteCarloOptions, Objective, OptimizeOptions, Search
 
 use crate::auth::{Principal, Tokens};
 use crate::config::Config;
+use crate::distributed::{Role, WorkerState};
 use crate::execute::End;
 use crate::jobs::{Job, JobRequest, JobTable, Kind, Plan, Source};
 use crate::metrics::Metrics;
+use crate::queue::Queue;
 use crate::registry::{Compiled, PolicyEntry, Registry, RegistryError};
 use crate::scheduler::{Cancel, Control, Limits, Refused, Reservation, Scheduler, StopReason};
 use crate::storage::{
@@ -175,6 +177,8 @@ impl From<RegistryError> for ServiceError {
 pub enum StartError {
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("cannot reach the queue: {0}")]
+    Queue(#[from] crate::queue::QueueError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
 }
@@ -184,11 +188,19 @@ pub struct Service {
     pub config: Config,
     pub tokens: Tokens,
     pub metrics: Arc<Metrics>,
-    store: Storage,
-    writer: Writer,
-    registry: Arc<Registry>,
-    scheduler: Scheduler,
-    table: JobTable,
+    pub(crate) store: Storage,
+    pub(crate) writer: Writer,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) table: JobTable,
+    /// Distributed mode: the Redis queue.
+    pub(crate) queue: Option<Queue>,
+    /// What this process is (embedded, API node, worker).
+    pub role: Role,
+    /// A worker's own state.
+    pub(crate) worker: Option<WorkerState>,
+    /// Distributed mode: whether the last call to Redis succeeded.
+    pub(crate) queue_up: AtomicBool,
     executor: tokio::runtime::Handle,
     parallelism: usize,
     next_seq: AtomicI64,
@@ -201,7 +213,7 @@ pub struct Service {
     /// `(tenant, key)` of submissions with an idempotency key in flight.
     keys_in_flight: Mutex<HashSet<(String, String)>>,
     /// True from the start of a shutdown: wakes `?wait` submissions.
-    shutting_down: watch::Sender<bool>,
+    pub(crate) shutting_down: watch::Sender<bool>,
     started: Instant,
 }
 
@@ -231,7 +243,39 @@ impl Service {
         tokens: Tokens,
         executor: tokio::runtime::Handle,
     ) -> Result<Arc<Service>, StartError> {
-        let store = Storage::open(&config.data_dir).await?;
+        let role = if config.is_distributed() {
+            Role::Api
+        } else {
+            Role::Embedded
+        };
+        Service::start_as(config, tokens, executor, role).await
+    }
+
+    /// [`Service::start`] as `role`: an API node or a worker connect to
+    /// the shared store and the queue (each failure names which and where);
+    /// they recover nothing at start (workers reap dead workers' jobs as
+    /// they run) and an API node runs no job.
+    pub async fn start_as(
+        config: Config,
+        tokens: Tokens,
+        executor: tokio::runtime::Handle,
+        role: Role,
+    ) -> Result<Arc<Service>, StartError> {
+        let (store, queue) = match (role, &config.store, &config.queue) {
+            (Role::Embedded, ..) => (Storage::open(&config.data_dir).await?, None),
+            (_, Some(store), Some(queue)) => {
+                let store = Storage::open_postgres(store, &config.data_dir, config.connect_timeout()).await?;
+                let queue = Queue::connect(queue, config.connect_timeout()).await?;
+                (store, Some(queue))
+            }
+            _ => {
+                return Err(StartError::Storage(StorageError::Unreachable {
+                    what: "the shared store and queue",
+                    address: "(unset)".into(),
+                    detail: "an API node or a worker needs store (postgres://…) and queue (redis://…)".into(),
+                }))
+            }
+        };
         let recovery = store.recover(config.max_attempts).await?;
         if !recovery.requeued.is_empty() || !recovery.failed.is_empty() || recovery.swept_files > 0 {
             tracing::warn!(
@@ -266,7 +310,21 @@ impl Service {
                 commit_metrics.store_write_errors.inc();
             }
         });
-        let next_seq = store.next_seq().await?;
+        let next_seq = if store.is_shared() {
+            0
+        } else {
+            store.next_seq().await?
+        };
+        let worker = (role == Role::Worker).then(|| {
+            // The wasmtime build and settings this worker compiles for: its
+            // compiled code is its own, never loaded from another build.
+            let build = registry
+                .policy(&config.default_policy)
+                .and_then(|p| registry.sandbox(&p.policy))
+                .map(|s| s.artifact_key())
+                .unwrap_or_default();
+            WorkerState::new(config.worker_name.as_deref(), config.max_running, build)
+        });
         let (active, _) = watch::channel(0);
         let service = Arc::new(Service {
             scheduler: Scheduler::new(Limits::from_config(&config), metrics.clone()),
@@ -287,9 +345,15 @@ impl Service {
             keys_in_flight: Mutex::new(HashSet::new()),
             shutting_down: watch::Sender::new(false),
             started: Instant::now(),
+            worker,
+            queue,
+            role,
+            queue_up: AtomicBool::new(true),
         });
-        for record in service.store.queued_jobs().await? {
-            service.restore(record).await;
+        if role == Role::Embedded {
+            for record in service.store.queued_jobs().await? {
+                service.restore(record).await;
+            }
         }
         let watchdog = Arc::downgrade(&service);
         tokio::spawn(async move {
@@ -322,6 +386,12 @@ impl Service {
                 s.metrics.executor_heartbeat.set(now.as_secs_f64());
             }
         });
+        if role == Role::Worker {
+            service.start_worker().await?;
+        }
+        if role == Role::Api {
+            service.watch_workers();
+        }
         service.ready.store(true, Ordering::Release);
         service.pump();
         Ok(service)
@@ -337,6 +407,11 @@ impl Service {
         self.metrics.render()
     }
 
+    /// True from the start of a shutdown.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
     /// True once recovery is done and until shutdown begins.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.stopping.load(Ordering::Acquire)
@@ -350,7 +425,22 @@ impl Service {
         if !self.is_ready() {
             return Err("not ready: starting or shutting down".into());
         }
-        if self.writer.is_writable() {
+        if let Some(queue) = &self.queue {
+            if let Err(e) = tokio::time::timeout(PROBE_WAIT, queue.ping())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::queue::QueueError {
+                        address: queue.address().to_owned(),
+                        source: redis::RedisError::from((redis::ErrorKind::Io, "no answer in time")),
+                    })
+                })
+            {
+                self.queue_up.store(false, Ordering::Release);
+                return Err(format!("not ready: {e}"));
+            }
+            self.queue_up.store(true, Ordering::Release);
+        }
+        if self.writer.is_writable() && !self.store.is_shared() {
             return Ok(());
         }
         match tokio::time::timeout(PROBE_WAIT, self.writer.probe()).await {
@@ -425,6 +515,8 @@ impl Service {
                     tracing::error!(error = %e, "cannot re-queue at shutdown");
                 }
                 self.table.set(queued);
+                self.worker_job_handed_back(job.delivery.clone(), &job.id, job.priority)
+                    .await;
                 tracing::info!("stopped by the shutdown; queued again");
             }
             End::Finished { state, error } => {
@@ -454,13 +546,18 @@ impl Service {
                     let service = self.clone();
                     let (ended, result, key) = (ended.clone(), result.clone(), job.idempotency.clone());
                     let span = tracing::Span::current();
+                    let delivery = job.delivery.clone();
                     move |committed: Result<(), Arc<str>>| match committed {
-                        Ok(()) => service.table.finish(ended, result),
+                        Ok(()) => {
+                            let state = ended.state;
+                            service.table.finish(ended, result);
+                            service.worker_job_ended(delivery, state);
+                        }
                         Err(e) => {
                             span.in_scope(|| {
                                 tracing::warn!(error = %e, "cannot record the end of the job yet; retrying")
                             });
-                            let retry = service.clone().record_end(ended, result, key);
+                            let retry = service.clone().record_end(ended, result, key, delivery);
                             tokio::spawn(retry.instrument(span));
                         }
                     }
@@ -502,6 +599,7 @@ impl Service {
         ended: JobRecord,
         result: Option<Arc<str>>,
         key: Option<Arc<IdempotencyKey>>,
+        delivery: Option<crate::queue::Delivery>,
     ) {
         let mut pause = Duration::from_millis(200);
         loop {
@@ -519,7 +617,9 @@ impl Service {
             match self.writer.commit(write).await {
                 Ok(()) => {
                     tracing::info!("the end of the job is recorded");
+                    let state = ended.state;
                     self.table.finish(ended, result);
+                    self.worker_job_ended(delivery, state);
                     return;
                 }
                 Err(StorageError::WriterGone) => return,
@@ -571,6 +671,11 @@ impl Service {
             self.scheduler.release(reservation);
             return Err(e.into());
         }
+        if self.role == Role::Api {
+            self.scheduler.release(reservation);
+            self.enqueue_remote(&job).await;
+            return Ok(record);
+        }
         self.table.insert(record.clone(), true);
         self.queue(reservation, job);
         Ok(record)
@@ -593,6 +698,27 @@ impl Service {
         wait: Duration,
         key: Option<&KeyClaim>,
     ) -> Result<Waited, ServiceError> {
+        if self.role == Role::Api {
+            // Durable and queued at once; then read from the store until it
+            // ends or the wait is over.
+            let record = self.submit(who, request, key).await?;
+            let wait = wait.min(MAX_RESULT_WAIT);
+            self.wait_in_store(&who.tenant, &record.id, wait).await?;
+            let record = self.job(&who.tenant, &record.id).await?;
+            let result = if record.state.is_terminal() {
+                self.store
+                    .get_result(&who.tenant, &record.id)
+                    .await?
+                    .map(Arc::from)
+            } else {
+                None
+            };
+            return Ok(Waited {
+                cut: self.is_stopped() && !record.state.is_terminal(),
+                record,
+                result,
+            });
+        }
         let (mut job, reservation, record) = self.admit(who, request).await?;
         job.idempotency = key.map(|k| k.for_job(&record.id));
         let idempotency = job.idempotency.clone();
@@ -799,7 +925,11 @@ impl Service {
             .unwrap_or_else(|| self.config.default_policy.clone());
         let policy = self.registry.policy(&policy_name)?;
         self.registry.persist_version(&policy).await?;
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let seq = if self.store.is_shared() {
+            self.store.next_seq().await?
+        } else {
+            self.next_seq.fetch_add(1, Ordering::Relaxed)
+        };
         let id = new_job_id()?;
         self.build(tenant, request, dataset_ids, policy, (id, seq), Source::Api, 0)
             .await
@@ -846,7 +976,7 @@ impl Service {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn build(
+    pub(crate) async fn build(
         self: &Arc<Self>,
         tenant: &str,
         request: JobRequest,
@@ -887,6 +1017,7 @@ impl Service {
             attempts,
             enqueued: Instant::now(),
             idempotency: None,
+            delivery: None,
         })
     }
 
@@ -967,6 +1098,9 @@ impl Service {
 
     /// A job's result, waiting up to `wait` for it to finish.
     pub async fn result(&self, tenant: &str, id: &str, wait: Duration) -> Result<ResultRead, ServiceError> {
+        if self.role == Role::Api && !wait.is_zero() {
+            self.wait_in_store(tenant, id, wait.min(MAX_RESULT_WAIT)).await?;
+        }
         if let Some(mut rx) = self.table.subscribe(tenant, id) {
             if !wait.is_zero() {
                 let _ =
@@ -998,6 +1132,9 @@ impl Service {
     /// was queued, still `running` when it was running (it stops within a
     /// few epoch ticks). A job that already ended is a conflict.
     pub async fn cancel(&self, tenant: &str, id: &str) -> Result<JobRecord, ServiceError> {
+        if self.role == Role::Api {
+            return self.cancel_remote(tenant, id).await;
+        }
         match self.scheduler.cancel(tenant, id) {
             Cancel::Dequeued(job) => {
                 let record = self.job(tenant, id).await?;

@@ -208,8 +208,21 @@ impl StorageError {
     /// a condition of the host that may pass, not a fault of the request.
     pub fn is_write_failure(&self) -> bool {
         match self {
-            StorageError::Write(_) | StorageError::WriterGone => true,
+            StorageError::Write(_) | StorageError::WriterGone | StorageError::Unreachable { .. } => true,
             StorageError::Io { .. } | StorageError::Db(sqlx::Error::Io(_)) => true,
+            // A shared store that cannot be reached or is restarting.
+            StorageError::Db(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::Tls(_),
+            ) => true,
+            StorageError::Db(sqlx::Error::Database(d))
+                if d.code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
+            {
+                true
+            }
             // SQLITE_FULL, SQLITE_IOERR (and its extended codes), SQLITE_CANTOPEN.
             StorageError::Db(sqlx::Error::Database(d)) => {
                 let code = d.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
@@ -1107,6 +1120,12 @@ impl Storage {
     /// `max_attempts` times; then unreferenced files are swept.
     pub async fn recover(&self, max_attempts: u32) -> Result<Recovery, StorageError> {
         let mut out = Recovery::default();
+        if self.is_shared() {
+            // Other processes run the jobs found running: workers reap
+            // those of dead workers (see `crate::distributed`).
+            out.swept_files = self.sweep().await?;
+            return Ok(out);
+        }
         on_db!(&self.db, pool => {
         let mut tx = pool.begin().await?;
                 let rows = sqlx::query(self.sql("SELECT id, attempts FROM jobs WHERE state = 'running' ORDER BY seq"))
@@ -1679,29 +1698,43 @@ async fn apply_postgres(pool: &PgPool, batch: &[(Write, Option<Ack>)]) -> Result
         probe,
     } = rows(batch);
     let mut tx = pool.begin().await?;
-    for chunk in results.chunks(ROWS_PER_STATEMENT) {
-        let sql = values_sql(
-            "INSERT INTO results (job_id, json)",
-            chunk.len(),
-            2,
-            " ON CONFLICT (job_id) DO UPDATE SET json = excluded.json",
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(postgres_placeholders(&sql)));
-        for (id, json) in chunk {
-            q = q.bind(*id).bind(*json);
-        }
-        q.execute(&mut *tx).await?;
-    }
+    // Jobs first: the rows written (not refused by the guard) say which
+    // results may be stored, so a stale attempt's result never lands, and a
+    // result once stored is never replaced: at most one per job.
+    let mut written: HashSet<String> = HashSet::new();
     for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
         let sql = values_sql(
             &format!("INSERT INTO jobs ({JOB_COLUMNS})"),
             chunk.len(),
             18,
-            JOB_UPSERT,
+            &format!("{JOB_UPSERT} RETURNING id"),
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(postgres_placeholders(&sql)));
+        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(postgres_placeholders(&sql)));
         for j in chunk {
             q = bind_job!(q, j);
+        }
+        written.extend(q.fetch_all(&mut *tx).await?);
+    }
+    let results: Vec<(&str, &str)> = results
+        .into_iter()
+        .filter(|(id, _)| {
+            let ok = written.contains(*id);
+            if !ok {
+                tracing::warn!(job = %id, "the end of a stale attempt was not committed");
+            }
+            ok
+        })
+        .collect();
+    for chunk in results.chunks(ROWS_PER_STATEMENT) {
+        let sql = values_sql(
+            "INSERT INTO results (job_id, json)",
+            chunk.len(),
+            2,
+            " ON CONFLICT (job_id) DO NOTHING",
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(postgres_placeholders(&sql)));
+        for (id, json) in chunk {
+            q = q.bind(*id).bind(*json);
         }
         q.execute(&mut *tx).await?;
     }

@@ -1,0 +1,712 @@
+//! Distributed mode (`--store postgres://… --queue redis://…`): what API
+//! nodes and workers do beyond the embedded service.
+//!
+//! - Postgres holds every record; a job's row says who runs it (`worker`)
+//!   and how many times it was started (`attempts`). A worker takes a job
+//!   by moving its row from `queued` to `running` in one conditional
+//!   statement ([`claim`]), so whatever Redis delivers, one worker at a
+//!   time runs a job. A job's end is written by the batching writer with
+//!   the guard of every job write (a terminal row never changes, an older
+//!   attempt never overwrites a newer one) and its result only with the
+//!   row that was written: a result is committed at most once per job.
+//! - Redis ([`crate::queue`]) only says which jobs to look at.
+//! - Every worker beats every `heartbeat_interval_ms` with a TTL of
+//!   `heartbeat_ttl_ms`, and in the same loop reaps and reconciles:
+//!   - [`Service::reap`]: a job `running` on a worker whose heartbeat has
+//!     expired goes back to `queued` (or `failed`/`interrupted` after
+//!     `max_attempts` starts) and gets a new entry; the dead worker's
+//!     consumer is dropped with the entries it held. A job is reclaimed
+//!     within TTL + one interval of its worker's death.
+//!   - [`Service::reconcile`]: a job `queued` for longer than the TTL
+//!     with no entry in Redis (lost with a failed-over master, or an API
+//!     node killed between its commit and its enqueue) gets one.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgPool;
+
+use crate::jobs::{JobRequest, Priority, Source};
+use crate::queue::{Delivery, Queue, WorkerInfo};
+use crate::service::Service;
+use crate::storage::{now_ms, JobRecord, JobState, StorageError, INTERRUPTED};
+
+/// An idle worker looks for work this often.
+const POLL: Duration = Duration::from_millis(50);
+/// A worker that cannot reach Redis or Postgres tries again after this.
+const BACKOFF: Duration = Duration::from_secs(1);
+/// Running jobs' cancellation flags are read this often.
+const CANCEL_POLL: Duration = Duration::from_millis(250);
+/// Jobs re-queued or given an entry per pass, at most.
+const PASS_LIMIT: i64 = 1_000;
+/// An API node reads the workers' heartbeats into its metrics this often.
+const WORKERS_READ: Duration = Duration::from_secs(2);
+
+/// What a process of the distributed mode is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `palisade serve` without `--store`/`--queue`: runs its own jobs.
+    Embedded,
+    /// `palisade serve --store … --queue …`: takes requests, runs nothing.
+    Api,
+    /// `palisade worker`: runs jobs from the queue, serves nothing.
+    Worker,
+}
+
+/// A worker's own state, reported in its heartbeats.
+#[derive(Debug)]
+pub struct WorkerState {
+    pub id: String,
+    pub name: String,
+    pub capacity: usize,
+    pub started_ms: i64,
+    pub started: Instant,
+    pub done: AtomicU64,
+    pub failed: AtomicU64,
+    /// Set by a drain (SIGTERM): no new jobs are taken.
+    pub draining: AtomicBool,
+    pub build: String,
+}
+
+impl WorkerState {
+    pub fn new(name: Option<&str>, capacity: usize, build: String) -> WorkerState {
+        let host = hostname();
+        let mut random = [0u8; 4];
+        let _ = getrandom::fill(&mut random);
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        WorkerState {
+            id: format!("{host}-{}-{suffix}", std::process::id()),
+            name: name.map_or_else(|| host.clone(), str::to_owned),
+            capacity,
+            started_ms: now_ms(),
+            started: Instant::now(),
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            build,
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into())
+}
+
+/// What a worker found when it tried to take a job.
+#[derive(Debug)]
+pub enum Claimed {
+    /// The row is now `running` on this worker, with its attempts counted.
+    Run(Box<JobRecord>),
+    /// Started `max_attempts` times already: failed as interrupted.
+    Failed,
+    /// Not queued (cancelled, ended, or taken): nothing to do.
+    Gone,
+}
+
+/// Takes `job` for `worker` if it is queued: `running`, one more attempt.
+/// A job that has already been started `max_attempts` times is failed
+/// instead.
+pub async fn claim(
+    pool: &PgPool,
+    job: &str,
+    worker: &str,
+    max_attempts: u32,
+) -> Result<Claimed, StorageError> {
+    let now = now_ms();
+    let failed = sqlx::query(
+        "UPDATE jobs SET state = 'failed', error_cause = 'interrupted', \
+         error_message = $2 || ' (' || attempts || ' attempts)', finished = $3, worker = NULL \
+         WHERE id = $1 AND state = 'queued' AND attempts >= $4",
+    )
+    .bind(job)
+    .bind(INTERRUPTED)
+    .bind(now)
+    .bind(i64::from(max_attempts))
+    .execute(pool)
+    .await?;
+    if failed.rows_affected() == 1 {
+        return Ok(Claimed::Failed);
+    }
+    let row: Option<JobRecord> = sqlx::query_as(
+        "UPDATE jobs SET state = 'running', attempts = attempts + 1, started = $2, progress = 0, worker = $3 \
+         WHERE id = $1 AND state = 'queued' RETURNING *",
+    )
+    .bind(job)
+    .bind(now)
+    .bind(worker)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map_or(Claimed::Gone, |r| Claimed::Run(Box::new(r))))
+}
+
+/// Puts a job that was running on a dead worker back in the queue, or fails
+/// it after `max_attempts` starts; `None` when the row changed meanwhile
+/// (its worker ended it, or another reaper got there first).
+async fn requeue_abandoned(
+    pool: &PgPool,
+    job: &str,
+    worker: &str,
+    attempts: i64,
+    max_attempts: u32,
+) -> Result<Option<JobState>, StorageError> {
+    let state: Option<String> = sqlx::query_scalar(
+        "UPDATE jobs SET \
+           state = CASE WHEN attempts >= $4 THEN 'failed' ELSE 'queued' END, \
+           error_cause = CASE WHEN attempts >= $4 THEN 'interrupted' ELSE NULL END, \
+           error_message = CASE WHEN attempts >= $4 THEN $5 || ' (' || attempts || ' attempts)' ELSE NULL END, \
+           finished = CASE WHEN attempts >= $4 THEN $6 ELSE NULL END, \
+           started = CASE WHEN attempts >= $4 THEN started ELSE NULL END, \
+           progress = CASE WHEN attempts >= $4 THEN progress ELSE 0 END, \
+           worker = NULL \
+         WHERE id = $1 AND state = 'running' AND worker = $2 AND attempts = $3 RETURNING state",
+    )
+    .bind(job)
+    .bind(worker)
+    .bind(attempts)
+    .bind(i64::from(max_attempts))
+    .bind("interrupted: its worker stopped beating")
+    .bind(now_ms())
+    .fetch_optional(pool)
+    .await?;
+    Ok(state.and_then(|s| s.parse().ok()))
+}
+
+/// Cancels a job if it is still queued; the row as it is after.
+pub async fn cancel_queued(
+    pool: &PgPool,
+    tenant: &str,
+    job: &str,
+) -> Result<Option<JobRecord>, StorageError> {
+    Ok(sqlx::query_as(
+        "UPDATE jobs SET state = 'cancelled', finished = $3, error_cause = 'cancelled', \
+         error_message = 'cancelled by the client before it ran' \
+         WHERE tenant = $1 AND id = $2 AND state = 'queued' RETURNING *",
+    )
+    .bind(tenant)
+    .bind(job)
+    .bind(now_ms())
+    .fetch_optional(pool)
+    .await?)
+}
+
+impl Service {
+    fn pg(&self) -> &PgPool {
+        self.store
+            .postgres()
+            .expect("distributed mode runs on a shared store")
+    }
+
+    fn redis(&self) -> &Queue {
+        self.queue.as_ref().expect("distributed mode has a queue")
+    }
+
+    fn worker_state(&self) -> &WorkerState {
+        self.worker.as_ref().expect("a worker has its state")
+    }
+
+    /// A worker's heartbeat as it stands.
+    pub fn worker_info(&self) -> WorkerInfo {
+        let w = self.worker_state();
+        let current: Vec<String> = self.scheduler.controls().iter().map(|c| c.id.clone()).collect();
+        let status = if w.draining.load(Ordering::Acquire) {
+            "draining"
+        } else if current.is_empty() {
+            "idle"
+        } else {
+            "busy"
+        };
+        WorkerInfo {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            status: status.into(),
+            current_jobs: current,
+            jobs_done: w.done.load(Ordering::Relaxed),
+            jobs_failed: w.failed.load(Ordering::Relaxed),
+            started: crate::jobs::rfc3339(w.started_ms),
+            uptime_seconds: w.started.elapsed().as_secs(),
+            capacity: w.capacity as u64,
+            build: w.build.clone(),
+            last_beat_ms: now_ms(),
+        }
+    }
+
+    /// Starts a worker's loops: heartbeats (with reaping and reconciling),
+    /// taking jobs, and reading cancellation requests. Beats once first,
+    /// so that nobody reaps the jobs it is about to take.
+    pub(crate) async fn start_worker(self: &Arc<Self>) -> Result<(), crate::queue::QueueError> {
+        self.redis()
+            .beat(&self.worker_info(), self.config.heartbeat_ttl())
+            .await?;
+        let s = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let interval = match s.upgrade() {
+                Some(s) => s.config.heartbeat_interval(),
+                None => return,
+            };
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(s) = s.upgrade() else { break };
+                if s.is_stopped() {
+                    break;
+                }
+                s.beat_and_reap().await;
+            }
+        });
+        let s = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CANCEL_POLL);
+            loop {
+                tick.tick().await;
+                let Some(s) = s.upgrade() else { break };
+                if s.is_stopped() {
+                    break;
+                }
+                s.read_cancellations().await;
+            }
+        });
+        let taker = self.clone();
+        tokio::spawn(async move { taker.take_loop().await });
+        Ok(())
+    }
+
+    async fn beat_and_reap(&self) {
+        let started = Instant::now();
+        match self
+            .redis()
+            .beat(&self.worker_info(), self.config.heartbeat_ttl())
+            .await
+        {
+            Ok(()) => {
+                self.metrics.worker_heartbeats.inc();
+                self.set_queue_up(true);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the heartbeat");
+                self.set_queue_up(false);
+                return;
+            }
+        }
+        if let Err(e) = self.reap().await {
+            tracing::warn!(error = %e, "cannot reap dead workers' jobs");
+        }
+        if let Err(e) = self.reconcile().await {
+            tracing::warn!(error = %e, "cannot reconcile the queue with the store");
+        }
+        self.metrics.step("heartbeat", started.elapsed());
+    }
+
+    /// Re-queues the jobs of workers whose heartbeat has expired.
+    pub async fn reap(&self) -> Result<usize, String> {
+        let queue = self.redis();
+        let live = queue.live_workers(now_ms()).await.map_err(|e| e.to_string())?;
+        let running: Vec<(String, String, i64, String)> = sqlx::query_as(
+            "SELECT id, worker, attempts, priority FROM jobs WHERE state = 'running' AND worker IS NOT NULL \
+             ORDER BY seq LIMIT $1",
+        )
+        .bind(PASS_LIMIT)
+        .fetch_all(self.pg())
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut reclaimed = 0;
+        let mut dead = std::collections::HashSet::new();
+        for (id, worker, attempts, priority) in running {
+            if live.contains(&worker) {
+                continue;
+            }
+            dead.insert(worker.clone());
+            let state = requeue_abandoned(self.pg(), &id, &worker, attempts, self.config.max_attempts)
+                .await
+                .map_err(|e| e.to_string())?;
+            match state {
+                Some(JobState::Queued) => {
+                    let priority = Priority::parse(&priority).unwrap_or_default();
+                    if let Err(e) = queue.enqueue(&id, priority).await {
+                        // The reconciler adds the entry later.
+                        tracing::warn!(job = %id, error = %e, "reclaimed, but cannot enqueue it yet");
+                    }
+                    tracing::warn!(job = %id, dead_worker = %worker, attempts, "reclaimed from a dead worker");
+                    self.metrics.reclaimed.inc();
+                    reclaimed += 1;
+                }
+                Some(state) => {
+                    tracing::warn!(job = %id, dead_worker = %worker, attempts, state = state.as_str(),
+                        "its worker died once too often: failed");
+                    self.metrics.reclaimed.inc();
+                    reclaimed += 1;
+                }
+                None => {}
+            }
+        }
+        // Consumers of dead workers hold entries nobody will acknowledge.
+        let me = &self.worker_state().id;
+        if let Ok(consumers) = queue.consumers().await {
+            for (name, _) in consumers {
+                if &name != me && !live.contains(&name) {
+                    dead.insert(name);
+                }
+            }
+        }
+        for worker in dead {
+            if let Err(e) = queue.forget_consumer(&worker).await {
+                tracing::debug!(error = %e, "cannot drop a dead worker's consumer");
+            }
+        }
+        Ok(reclaimed)
+    }
+
+    /// Gives an entry to queued jobs that have none (Redis lost it).
+    pub async fn reconcile(&self) -> Result<usize, String> {
+        let before = now_ms() - self.config.heartbeat_ttl_ms as i64;
+        let queued: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, priority FROM jobs WHERE state = 'queued' AND created < $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(before)
+        .bind(PASS_LIMIT)
+        .fetch_all(self.pg())
+        .await
+        .map_err(|e| e.to_string())?;
+        if queued.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = queued.iter().map(|(id, _)| id.clone()).collect();
+        let present = self.redis().enqueued(&ids).await.map_err(|e| e.to_string())?;
+        let mut added = 0;
+        for ((id, priority), present) in queued.into_iter().zip(present) {
+            if present {
+                continue;
+            }
+            let priority = Priority::parse(&priority).unwrap_or_default();
+            self.redis()
+                .enqueue(&id, priority)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::warn!(job = %id, "queued without an entry in Redis: enqueued again");
+            self.metrics.requeued_lost.inc();
+            added += 1;
+        }
+        Ok(added)
+    }
+
+    async fn read_cancellations(&self) {
+        let controls = self.scheduler.controls();
+        if controls.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = controls.iter().map(|c| c.id.clone()).collect();
+        match self.redis().cancel_requested(&ids).await {
+            Ok(flags) => {
+                for (c, asked) in controls.iter().zip(flags) {
+                    if asked && c.stop(crate::scheduler::StopReason::Cancelled) {
+                        tracing::info!(job = %c.id, "cancelled by the client");
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read cancellation requests"),
+        }
+    }
+
+    /// Takes jobs from the queue while there is room, until a drain or a
+    /// shutdown.
+    async fn take_loop(self: Arc<Self>) {
+        let capacity = self.worker_state().capacity;
+        let mut retry: Option<Delivery> = None;
+        loop {
+            if self.is_stopped() || self.worker_state().draining.load(Ordering::Acquire) {
+                break;
+            }
+            if self.scheduler.running() + self.scheduler.snapshot().queued.values().sum::<usize>() >= capacity
+            {
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            let delivery = match retry.take() {
+                Some(d) => d,
+                None => match self.redis().next(&self.worker_state().id).await {
+                    Ok(Some(d)) => {
+                        self.set_queue_up(true);
+                        d
+                    }
+                    Ok(None) => {
+                        self.set_queue_up(true);
+                        tokio::time::sleep(POLL).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the queue");
+                        self.set_queue_up(false);
+                        tokio::time::sleep(BACKOFF).await;
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = self.take(&delivery).await {
+                // Postgres cannot be reached: the entry stays ours until it
+                // can (or, should this worker die, its jobs are reaped).
+                tracing::warn!(job = %delivery.job, error = %e, "cannot take the job yet");
+                retry = Some(delivery);
+                tokio::time::sleep(BACKOFF).await;
+            }
+        }
+    }
+
+    /// Claims a delivered job in Postgres and queues it here.
+    async fn take(self: &Arc<Self>, d: &Delivery) -> Result<(), StorageError> {
+        let worker = self.worker_state().id.clone();
+        match claim(self.pg(), &d.job, &worker, self.config.max_attempts).await? {
+            Claimed::Gone => {
+                let _ = self.redis().done(d).await;
+            }
+            Claimed::Failed => {
+                tracing::warn!(job = %d.job, "started too many times: failed as interrupted");
+                let _ = self.redis().done(d).await;
+            }
+            Claimed::Run(record) => self.run_claimed(*record, d.clone()).await,
+        }
+        Ok(())
+    }
+
+    /// Prepares a claimed job and hands it to the local scheduler; one that
+    /// cannot be prepared any more is failed.
+    async fn run_claimed(self: &Arc<Self>, record: JobRecord, delivery: Delivery) {
+        let prepared = async {
+            let request: JobRequest = serde_json::from_str(&record.spec)
+                .map_err(|e| crate::ServiceError::Internal(format!("stored job spec: {e}")))?;
+            let policy = self
+                .registry
+                .policy_by_hash(&record.policy, &record.policy_hash)
+                .await?;
+            let ids = request.dataset.ids();
+            let source = if record.attempts > 1 {
+                Source::Restart
+            } else {
+                Source::Api
+            };
+            self.build(
+                &record.tenant,
+                request,
+                ids,
+                policy,
+                (record.id.clone(), record.seq),
+                source,
+                // `run_job` counts this start itself.
+                record.attempts - 1,
+            )
+            .await
+        }
+        .await;
+        match prepared {
+            Ok(mut job) => {
+                job.delivery = Some(delivery);
+                // Not "durable": the claim wrote the start.
+                self.table.insert(record, false);
+                self.scheduler.restore(job);
+                self.pump();
+            }
+            Err(e) => {
+                let message = format!("cannot run on worker {}: {e}", self.worker_state().id);
+                tracing::warn!(job = %record.id, %message, "failed");
+                let failed = JobRecord {
+                    state: JobState::Failed,
+                    finished: Some(now_ms()),
+                    error_cause: Some("invalid_job".into()),
+                    error_message: Some(message),
+                    ..record
+                };
+                if let Err(e) = self.writer.commit(crate::storage::Write::job(failed)).await {
+                    tracing::error!(error = %e, "cannot record the failure");
+                    return;
+                }
+                let _ = self.redis().done(&delivery).await;
+            }
+        }
+    }
+
+    /// After a worker's job end is committed: the entry is done and the
+    /// counts move.
+    pub(crate) fn worker_job_ended(self: &Arc<Self>, delivery: Option<Delivery>, state: JobState) {
+        let Some(w) = self.worker.as_ref() else { return };
+        w.done.fetch_add(1, Ordering::Relaxed);
+        if matches!(state, JobState::Failed | JobState::TimedOut) {
+            w.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(d) = delivery {
+            let s = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = s.redis().done(&d).await {
+                    tracing::debug!(error = %e, "cannot acknowledge the entry (it is dropped with the consumer)");
+                }
+            });
+        }
+    }
+
+    /// A worker's job handed back (a drain stopped it): queued again with a
+    /// new entry, the old one done.
+    pub(crate) async fn worker_job_handed_back(
+        &self,
+        delivery: Option<Delivery>,
+        id: &str,
+        priority: Priority,
+    ) {
+        if self.queue.is_none() {
+            return;
+        }
+        if let Err(e) = self.redis().enqueue(id, priority).await {
+            tracing::warn!(job = %id, error = %e, "handed back; the reconciler will enqueue it");
+        }
+        if let Some(d) = delivery {
+            let _ = self.redis().done(&d).await;
+        }
+    }
+
+    /// Drain (SIGTERM to a worker): takes no more jobs, lets running ones
+    /// finish within `grace`, hands back the rest, and leaves the list of
+    /// workers.
+    pub async fn drain(&self, grace: Duration) {
+        if let Some(w) = self.worker.as_ref() {
+            w.draining.store(true, Ordering::Release);
+            let _ = self
+                .redis()
+                .beat(&self.worker_info(), self.config.heartbeat_ttl())
+                .await;
+        }
+        self.shutdown(grace).await;
+        if let (Some(w), Some(q)) = (self.worker.as_ref(), self.queue.as_ref()) {
+            if let Err(e) = q.leave(&w.id).await {
+                tracing::warn!(error = %e, "cannot leave the list of workers");
+            }
+        }
+    }
+
+    /// API node: waits up to `wait` for a job to end, reading Postgres.
+    pub(crate) async fn wait_in_store(
+        &self,
+        tenant: &str,
+        id: &str,
+        wait: Duration,
+    ) -> Result<(), StorageError> {
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_millis(10);
+        let mut shutdown = self.shutting_down.subscribe();
+        loop {
+            let Some(record) = self.store.get_job(tenant, id).await? else {
+                return Ok(());
+            };
+            if record.state.is_terminal() || Instant::now() >= deadline {
+                return Ok(());
+            }
+            let nap = pause.min(deadline.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                _ = tokio::time::sleep(nap) => {}
+                _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            }
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// API node: gives a committed job its queue entry. A failure is
+    /// logged, not returned: the job is durable and acknowledged, and the
+    /// reconciler enqueues it once Redis answers.
+    pub(crate) async fn enqueue_remote(&self, job: &crate::jobs::Job) {
+        self.metrics
+            .jobs
+            .with_label_values(&[job.kind.as_str(), job.source.as_str(), "queued"])
+            .inc();
+        match self.redis().enqueue(&job.id, job.priority).await {
+            Ok(()) => self.set_queue_up(true),
+            Err(e) => {
+                self.set_queue_up(false);
+                tracing::warn!(job = %job.id, error = %e, "stored; the reconciler will enqueue it");
+            }
+        }
+    }
+
+    /// API node: cancels a queued job in the store, or asks the worker
+    /// running it to stop (it ends `cancelled` within a poll or two).
+    pub(crate) async fn cancel_remote(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<JobRecord, crate::ServiceError> {
+        if let Some(cancelled) = cancel_queued(self.pg(), tenant, id).await? {
+            return Ok(cancelled);
+        }
+        let record = self.job(tenant, id).await?;
+        match record.state {
+            JobState::Running => {
+                self.redis()
+                    .request_cancel(id)
+                    .await
+                    .map_err(|e| crate::ServiceError::StoreUnavailable(format!("the queue: {e}")))?;
+                Ok(record)
+            }
+            state if state.is_terminal() => Err(crate::ServiceError::Conflict(format!(
+                "job {id} already ended {state}"
+            ))),
+            state => Err(crate::ServiceError::Conflict(format!(
+                "job {id} is {state}; try again"
+            ))),
+        }
+    }
+
+    /// Workers listed by their heartbeats (API node).
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>, crate::ServiceError> {
+        let Some(queue) = &self.queue else {
+            return Ok(Vec::new());
+        };
+        queue
+            .workers(now_ms())
+            .await
+            .map_err(|e| crate::ServiceError::StoreUnavailable(format!("the queue: {e}")))
+    }
+
+    /// API node: reads the workers' heartbeats every few seconds into the
+    /// metrics (`palisade_workers`, `palisade_worker_heartbeat_age_seconds`).
+    pub(crate) fn watch_workers(self: &Arc<Self>) {
+        let s = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WORKERS_READ);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(s) = s.upgrade() else { break };
+                if s.is_stopped() {
+                    break;
+                }
+                let now = now_ms();
+                match s.redis().workers(now).await {
+                    Ok(workers) => {
+                        s.set_queue_up(true);
+                        for status in crate::metrics::WORKER_STATUSES {
+                            let n = workers.iter().filter(|w| w.status == *status).count();
+                            s.metrics.workers.with_label_values(&[status]).set(n as i64);
+                        }
+                        s.metrics.worker_heartbeat_age.reset();
+                        for w in &workers {
+                            let age = (now - w.last_beat_ms).max(0) as f64 / 1000.0;
+                            s.metrics
+                                .worker_heartbeat_age
+                                .with_label_values(&[&w.name_label()])
+                                .set(age);
+                        }
+                    }
+                    Err(e) => {
+                        s.set_queue_up(false);
+                        tracing::warn!(error = %e, "cannot read the workers' heartbeats");
+                    }
+                }
+            }
+        });
+    }
+
+    fn set_queue_up(&self, up: bool) {
+        self.queue_up.store(up, Ordering::Release);
+        self.metrics.queue_up.set(i64::from(up));
+    }
+}
