@@ -4,8 +4,10 @@
 //! fixtures ([`fixtures`]: policies, a sandbox, running a module, hand-written
 //! WAT guests), Python strategies in the sandbox ([`python`]: the runtime
 //! component, built by the build script, compiled once and cached under the
-//! target directory), and a real `palisade serve` process with a blocking
-//! HTTP client ([`http`]).
+//! target directory), a real `palisade serve` process with a blocking
+//! HTTP client ([`http`]), and real Redis, Redis Cluster and Postgres
+//! servers on loopback ports that a test can crash and bring back
+//! ([`servers`]; `scripts/install-servers.sh` installs them).
 //!
 //! What it must not do: be a dependency of anything but tests and benches
 //! (`publish = false`, only ever under `[dev-dependencies]`), or depend on
@@ -18,3 +20,4 @@ pub mod fixtures;
 pub mod guests;
 pub mod http;
 pub mod python;
+pub mod servers;
