@@ -475,7 +475,28 @@ impl Service {
     /// Prepares a claimed job and hands it to the local scheduler; one that
     /// cannot be prepared any more is failed.
     async fn run_claimed(self: &Arc<Self>, record: JobRecord, delivery: Delivery) {
-        let prepared = async {
+        let mut pause = Duration::from_millis(200);
+        let prepared = loop {
+            match self.prepare_claimed(&record).await {
+                // The store cannot be read now (restarting, unreachable):
+                // the job stays this worker's and is prepared once it can.
+                Err(crate::ServiceError::StoreUnavailable(e)) if !self.is_stopped() => {
+                    tracing::warn!(job = %record.id, error = %e, "cannot prepare the job yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(BACKOFF * 5);
+                }
+                other => break other,
+            }
+        };
+        self.hand_over_claimed(record, delivery, prepared).await;
+    }
+
+    /// Builds a claimed job from its row, as a restart does.
+    async fn prepare_claimed(
+        self: &Arc<Self>,
+        record: &JobRecord,
+    ) -> Result<crate::jobs::Job, crate::ServiceError> {
+        async {
             let request: JobRequest = serde_json::from_str(&record.spec)
                 .map_err(|e| crate::ServiceError::Internal(format!("stored job spec: {e}")))?;
             let policy = self
@@ -500,7 +521,15 @@ impl Service {
             )
             .await
         }
-        .await;
+        .await
+    }
+
+    async fn hand_over_claimed(
+        self: &Arc<Self>,
+        record: JobRecord,
+        delivery: Delivery,
+        prepared: Result<crate::jobs::Job, crate::ServiceError>,
+    ) {
         match prepared {
             Ok(mut job) => {
                 job.delivery = Some(delivery);

@@ -167,6 +167,9 @@ fn cancel_key(job: &str) -> String {
 
 const ENQUEUED: &str = "{palisade}:enqueued";
 const WORKERS: &str = "{palisade}:workers";
+/// Every listed worker's last heartbeat, kept after it expires so a `down`
+/// worker is shown with its name and counts.
+const LAST_BEATS: &str = "{palisade}:worker-last";
 
 /// Adds the entry and records the job as enqueued, atomically (both keys
 /// are in the `{palisade}` slot).
@@ -402,6 +405,11 @@ impl Queue {
             .arg(WORKERS)
             .arg(info.last_beat_ms)
             .arg(&info.id)
+            .ignore()
+            .cmd("HSET")
+            .arg(LAST_BEATS)
+            .arg(&info.id)
+            .arg(serde_json::to_string(info).unwrap_or_default())
             .ignore();
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await.map_err(|e| self.err(e))
@@ -412,20 +420,25 @@ impl Queue {
     pub async fn leave(&self, worker: &str) -> Result<(), QueueError> {
         let _: () = self.query(redis::cmd("DEL").arg(heartbeat_key(worker))).await?;
         let _: () = self.query(redis::cmd("ZREM").arg(WORKERS).arg(worker)).await?;
+        let _: () = self.query(redis::cmd("HDEL").arg(LAST_BEATS).arg(worker)).await?;
         self.forget_consumer(worker).await
     }
 
     /// Every worker that beat in the last ten minutes, with its last
     /// heartbeat; one whose heartbeat expired is `down`.
     pub async fn workers(&self, now_ms: i64) -> Result<Vec<WorkerInfo>, QueueError> {
-        let _: () = self
+        let gone: Vec<String> = self
             .query(
-                redis::cmd("ZREMRANGEBYSCORE")
+                redis::cmd("ZRANGEBYSCORE")
                     .arg(WORKERS)
                     .arg("-inf")
                     .arg(now_ms - FORGET_DOWN_AFTER_MS),
             )
             .await?;
+        for id in gone {
+            let _: () = self.query(redis::cmd("ZREM").arg(WORKERS).arg(&id)).await?;
+            let _: () = self.query(redis::cmd("HDEL").arg(LAST_BEATS).arg(&id)).await?;
+        }
         let ids: Vec<(String, f64)> = self
             .query(redis::cmd("ZRANGE").arg(WORKERS).arg(0).arg(-1).arg("WITHSCORES"))
             .await?;
@@ -433,9 +446,21 @@ impl Queue {
         for (id, last) in ids {
             let beat: Option<String> = self.query(redis::cmd("GET").arg(heartbeat_key(&id))).await?;
             let info = beat.and_then(|b| serde_json::from_str::<WorkerInfo>(&b).ok());
-            out.push(match info {
-                Some(info) => info,
-                None => WorkerInfo {
+            let last_info = match &info {
+                Some(_) => None,
+                None => self
+                    .query::<Option<String>>(redis::cmd("HGET").arg(LAST_BEATS).arg(&id))
+                    .await?
+                    .and_then(|b| serde_json::from_str::<WorkerInfo>(&b).ok()),
+            };
+            out.push(match (info, last_info) {
+                (Some(info), _) => info,
+                (None, Some(last)) => WorkerInfo {
+                    status: "down".into(),
+                    current_jobs: Vec::new(),
+                    ..last
+                },
+                (None, None) => WorkerInfo {
                     id: id.clone(),
                     name: id,
                     status: "down".into(),

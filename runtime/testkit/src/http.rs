@@ -254,6 +254,19 @@ impl Server {
     /// `--listen 127.0.0.1:0 --data-dir DIR`) and waits for its "listening"
     /// line.
     pub fn start(bin: &str, data_dir: &Path, args: &[&str]) -> Server {
+        Server::start_command(bin, "serve", data_dir, args)
+    }
+
+    /// Starts `palisade worker` (distributed mode) like [`Server::start`]:
+    /// `base` is its probes' and metrics' address.
+    pub fn start_worker(bin: &str, data_dir: &Path, args: &[&str]) -> Server {
+        Server::start_command(bin, "worker", data_dir, args)
+    }
+
+    /// Starts `palisade <command>` with `args` (plus `--listen
+    /// 127.0.0.1:0 --data-dir DIR`) and waits for the line that says where
+    /// it listens.
+    pub fn start_command(bin: &str, command: &str, data_dir: &Path, args: &[&str]) -> Server {
         let log = data_dir.with_extension("log");
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -261,7 +274,7 @@ impl Server {
             .open(&log)
             .expect("log file");
         let mut cmd = Command::new(bin);
-        cmd.arg("serve")
+        cmd.arg(command)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
@@ -276,7 +289,13 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read stdout");
-        let Some(addr) = line.trim().strip_prefix("palisade listening on ") else {
+        let line = line.trim();
+        let addr = line.strip_prefix("palisade listening on ").or_else(|| {
+            line.strip_prefix("palisade worker ")
+                .and_then(|rest| rest.split_once(" on "))
+                .map(|(_, addr)| addr)
+        });
+        let Some(addr) = addr else {
             let _ = child.kill();
             let log_text = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("{cmd:?} did not start; stdout: {line:?}\nlog:\n{log_text}");

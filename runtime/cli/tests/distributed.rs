@@ -1,0 +1,424 @@
+//! The distributed mode against real servers started here: API nodes
+//! (`palisade serve --store postgres://… --queue redis://…`) and workers
+//! (`palisade worker`) over a Postgres made with `initdb` and a Redis (a
+//! single node, and a 6-node cluster), each on loopback ports in temporary
+//! directories (`palisade_testkit::servers`).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use palisade_testkit::servers::{free_port, redis_cli, Postgres, Redis, RedisCluster};
+use serde_json::{json, Value};
+use support::{guest, repo, Client, Server, PALISADE};
+
+/// Heartbeats quick enough for a test: a dead worker is found in about 2 s.
+const BEAT: &str = "300";
+const TTL: &str = "1500";
+
+fn temp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("palisade-distributed")
+        .tempdir()
+        .expect("temp dir")
+}
+
+fn shared(pg: &Postgres, queue: &str) -> Vec<String> {
+    vec!["--store".into(), pg.url(), "--queue".into(), queue.into()]
+}
+
+fn api(dir: &std::path::Path, name: &str, args: &[String]) -> Server {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start(PALISADE, &dir.join(name), &args)
+}
+
+fn worker(dir: &std::path::Path, name: &str, args: &[String], extra: &[&str]) -> Server {
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend([
+        "--worker-name",
+        name,
+        "--heartbeat-interval-ms",
+        BEAT,
+        "--heartbeat-ttl-ms",
+        TTL,
+        "--max-running",
+        "1",
+        "--executor-threads",
+        "1",
+    ]);
+    all.extend(extra);
+    Server::start_worker(PALISADE, &dir.join(name), &all)
+}
+
+fn workers(c: &Client) -> Vec<Value> {
+    c.get("/v1/workers").expect(200).json()["workers"]
+        .as_array()
+        .expect("workers")
+        .clone()
+}
+
+/// Polls `/v1/workers` until `done` holds (bounded).
+fn wait_workers(c: &Client, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let w = workers(c);
+        if done(&w) {
+            return w;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not happen within 30 s: {:?}", workers(c));
+}
+
+fn metric(base: &str, series: &str) -> f64 {
+    Client::new(base, None)
+        .get("/metrics")
+        .expect(200)
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} at {base}/metrics"))
+}
+
+fn sample() -> Vec<u8> {
+    std::fs::read(repo().join("data/sample/spy-like-daily.csv")).expect("sample bars")
+}
+
+/// A job of every kind, as in the embedded service's tests.
+fn every_kind() -> Vec<Value> {
+    vec![
+        json!({ "kind": "backtest", "params": { "fast": 5, "slow": 20 }, "seed": 3 }),
+        json!({ "kind": "optimize", "grid": ["fast=5:25:10", "slow=20,40,60"], "params": { "size": 50 } }),
+        json!({ "kind": "walk_forward", "grid": ["fast=5:15:5", "slow=30,60"], "windows": 3 }),
+        json!({ "kind": "monte_carlo", "params": { "fast": 10, "slow": 40 }, "runs": 200, "seed": 5 }),
+    ]
+}
+
+#[test]
+fn every_kind_of_job_runs_on_a_worker_with_the_embedded_services_document() {
+    Redis::require();
+    Postgres::require();
+    let (pg, redis) = (Postgres::start(), Redis::start());
+    let dir = temp();
+    let args = shared(&pg, &redis.url());
+    let node = api(dir.path(), "api", &args);
+    let w1 = worker(dir.path(), "w1", &args, &[]);
+    let embedded = Server::start(PALISADE, &dir.path().join("embedded"), &[]);
+    let (c, e) = (node.client(None), embedded.client(None));
+
+    let (sma, data) = (
+        c.upload_module(&guest("sma_cross")),
+        c.upload_csv("spy", &sample()),
+    );
+    assert_eq!(sma, e.upload_module(&guest("sma_cross")), "the same content id");
+    assert_eq!(data, e.upload_csv("spy", &sample()));
+    // Uploaded once through the API node: the bytes are in Postgres.
+    assert_eq!(pg.psql("SELECT count(*) FROM blobs").trim(), "2");
+
+    for mut job in every_kind() {
+        job["strategy"] = json!(sma);
+        job["dataset"] = json!(data);
+        let (remote, local) = (c.submit(&job), e.submit(&job));
+        let got = c.result(&remote).expect(200).text();
+        let want = e.result(&local).expect(200).text();
+        assert_eq!(
+            got, want,
+            "{job}: a worker's document differs from the embedded service's"
+        );
+        let status = c.get(&format!("/v1/jobs/{remote}")).expect(200).json();
+        assert_eq!(status["state"], "succeeded", "{status}");
+        assert_eq!(status["attempts"], 1, "{status}");
+    }
+    // A submission that waits gets its result in the reply.
+    let waited = c
+        .post_json(
+            "/v1/jobs?wait=30000",
+            &json!({ "strategy": sma, "dataset": data, "params": { "fast": 7, "slow": 30 } }),
+        )
+        .json();
+    assert_eq!(waited["state"], "succeeded", "{waited}");
+
+    // The worker is listed, with what an operator needs.
+    let listed = wait_workers(&c, "w1 listed idle with its counts", |w| {
+        w.len() == 1 && w[0]["status"] == "idle" && w[0]["jobs_done"] == 5
+    });
+    let w = &listed[0];
+    assert_eq!(w["name"], "w1");
+    assert_eq!(w["capacity"], 1);
+    assert_eq!(w["jobs_failed"], 0);
+    assert!(w["build"].as_str().is_some_and(|b| !b.is_empty()), "{w}");
+    assert!(w["uptime_seconds"].as_u64().is_some(), "{w}");
+    // Its own metrics, on its own port.
+    assert!(metric(&w1.base, "palisade_worker_heartbeats_total") >= 1.0);
+    assert_eq!(metric(&w1.base, "palisade_queue_up"), 1.0);
+    // Operators only.
+    let tenant_only = c.get("/v1/workers");
+    assert_eq!(tenant_only.status, 200, "an open server's caller is the operator");
+    // The embedded service has none.
+    let none = e.get("/v1/workers").expect(200).json();
+    assert_eq!(none, json!({ "mode": "embedded", "workers": [] }));
+}
+
+#[test]
+fn a_killed_workers_job_is_reclaimed_and_its_result_committed_once() {
+    Redis::require();
+    Postgres::require();
+    let (pg, redis) = (Postgres::start(), Redis::start());
+    let dir = temp();
+    let args = shared(&pg, &redis.url());
+    let node = api(dir.path(), "api", &args);
+    let mut w1 = worker(dir.path(), "w1", &args, &[]);
+    let c = node.client(None);
+    let (sma, data) = (
+        c.upload_module(&guest("sma_cross")),
+        c.upload_csv("spy", &sample()),
+    );
+    // Long enough that the kill lands mid-job.
+    let slow = json!({ "strategy": sma, "dataset": data, "kind": "optimize",
+        "grid": ["fast=2:30:1", "slow=20:200:6"] });
+    let first = c.submit(&slow);
+    let busy = wait_workers(&c, "w1 busy with the first job", |w| {
+        w.len() == 1 && w[0]["current_jobs"] == json!([first])
+    });
+    assert_eq!(busy[0]["status"], "busy");
+    // w2 joins, idle (nothing else is queued), then w1 dies mid-job.
+    let w2 = worker(dir.path(), "w2", &args, &[]);
+    wait_workers(&c, "w2 idle", |w| {
+        w.iter().any(|x| x["name"] == "w2" && x["status"] == "idle")
+    });
+    w1.kill9();
+    let killed = Instant::now();
+    let others = [c.submit(&slow), c.submit(&slow)];
+    // Back in the queue (w2 may be busy with another job) or taken again.
+    c.wait_job(&first, "reclaimed", |v| {
+        v["state"] == "queued" || v["attempts"] == 2
+    });
+    let reclaim = killed.elapsed();
+    // Its last beat was at most one interval before the kill: the job is
+    // taken again within TTL + one interval of it (plus polling slack).
+    assert!(
+        reclaim < Duration::from_millis(1500 + 300 + 1000),
+        "reclaimed after {reclaim:?}, more than TTL + one interval (+ slack)"
+    );
+    assert!(
+        reclaim > Duration::from_millis(1500 - 300),
+        "reclaimed before the TTL: {reclaim:?}"
+    );
+    for id in std::iter::once(&first).chain(&others) {
+        let r = c.result(id);
+        assert_eq!(r.status, 200, "{id}: {}", r.text());
+    }
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM results").trim(),
+        "3",
+        "one result per job"
+    );
+    assert_eq!(
+        pg.psql("SELECT string_agg(attempts::text, ',' ORDER BY seq) FROM jobs")
+            .trim(),
+        "2,1,1",
+        "the killed job ran twice, the others once"
+    );
+    let listed = wait_workers(&c, "w1 down, w2 idle", |w| {
+        w.iter().any(|x| x["name"] == "w1" && x["status"] == "down")
+            && w.iter().any(|x| x["name"] == "w2" && x["status"] == "idle")
+    });
+    assert_eq!(listed.len(), 2);
+    assert!(metric(&w2.base, "palisade_reclaimed_jobs_total") >= 1.0);
+    assert!(
+        metric(&node.base, "palisade_workers{status=\"down\"}") >= 1.0
+            || wait_metric(&node.base, "palisade_workers{status=\"down\"}", 1.0)
+    );
+}
+
+/// Polls a metric until it reaches `at_least` (bounded); true when it did.
+fn wait_metric(base: &str, series: &str, at_least: f64) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if metric(base, series) >= at_least {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn a_draining_worker_finishes_its_job_and_leaves() {
+    Redis::require();
+    Postgres::require();
+    let (pg, redis) = (Postgres::start(), Redis::start());
+    let dir = temp();
+    let args = shared(&pg, &redis.url());
+    let node = api(dir.path(), "api", &args);
+    let mut w1 = worker(dir.path(), "w1", &args, &["--log", "info"]);
+    let c = node.client(None);
+    let (sma, data) = (
+        c.upload_module(&guest("sma_cross")),
+        c.upload_csv("spy", &sample()),
+    );
+    let job = c.submit(&json!({ "strategy": sma, "dataset": data, "kind": "optimize",
+        "grid": ["fast=2:20:1", "slow=20:100:8"] }));
+    wait_workers(&c, "w1 busy", |w| w.len() == 1 && w[0]["status"] == "busy");
+    let status = w1.terminate();
+    assert!(status.success(), "a drained worker exits 0: {status:?}");
+    let r = c.get(&format!("/v1/jobs/{job}")).expect(200).json();
+    assert_eq!(r["state"], "succeeded", "finished within the grace period: {r}");
+    assert_eq!(r["attempts"], 1, "{r}");
+    // Gone from the list at once, not `down` after its TTL.
+    assert!(workers(&c).is_empty(), "{:?}", workers(&c));
+}
+
+#[test]
+fn an_unreachable_store_or_queue_at_start_is_named_with_its_address() {
+    Redis::require();
+    Postgres::require();
+    let (pg, redis) = (Postgres::start(), Redis::start());
+    let dir = temp();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(PALISADE)
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path().join("d"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("PALISADE_CONNECT_TIMEOUT_MS", "1000")
+            .output()
+            .expect("run palisade");
+        assert!(!out.status.success(), "{args:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let nowhere = free_port();
+    let bad_pg = format!("postgres://palisade:secret@127.0.0.1:{nowhere}/postgres");
+    let bad_redis = format!("redis://127.0.0.1:{nowhere}");
+    for command in ["serve", "worker"] {
+        let e = run(&[command, "--store", &bad_pg, "--queue", &redis.url()]);
+        assert!(
+            e.contains(&format!(
+                "Postgres at postgres://palisade:***@127.0.0.1:{nowhere}/postgres"
+            )),
+            "{e}"
+        );
+        assert!(!e.contains("secret"), "the password is not printed: {e}");
+        let e = run(&[command, "--store", &pg.url(), "--queue", &bad_redis]);
+        assert!(
+            e.contains(&format!("Redis at redis://127.0.0.1:{nowhere}")),
+            "{e}"
+        );
+        let e = run(&[command, "--store", &pg.url()]);
+        assert!(e.contains("queue") && e.contains("set together"), "{e}");
+        let e = run(&[command, "--store", "mysql://x", "--queue", &redis.url()]);
+        assert!(e.contains("store") && e.contains("Postgres URL"), "{e}");
+    }
+    let e = run(&["worker"]);
+    assert!(e.contains("palisade worker needs --store"), "{e}");
+    let e = run(&[
+        "serve",
+        "--store",
+        &pg.url(),
+        "--queue",
+        &redis.url(),
+        "--heartbeat-ttl-ms",
+        "300",
+        "--heartbeat-interval-ms",
+        "300",
+    ]);
+    assert!(e.contains("heartbeat_ttl_ms"), "{e}");
+}
+
+#[test]
+fn two_api_nodes_share_the_store_and_a_cluster_survives_losing_a_master() {
+    Redis::require();
+    Postgres::require();
+    let pg = Postgres::start();
+    let mut cluster = RedisCluster::start();
+    let dir = temp();
+    let seed = cluster.urls()[0].clone();
+    let args = shared(&pg, &seed);
+    let (a, b) = (api(dir.path(), "a", &args), api(dir.path(), "b", &args));
+    let _w1 = worker(dir.path(), "w1", &args, &[]);
+    let _w2 = worker(dir.path(), "w2", &args, &[]);
+    let (ca, cb) = (a.client(None), b.client(None));
+    let (sma, data) = (
+        ca.upload_module(&guest("sma_cross")),
+        ca.upload_csv("spy", &sample()),
+    );
+    let job = |fast: u32| json!({ "strategy": sma, "dataset": data, "params": { "fast": fast, "slow": 40 } });
+    // Node b sees what node a stored, and numbers jobs from the same sequence.
+    let mut ids: Vec<String> = Vec::new();
+    for fast in 2..12 {
+        ids.push(if fast % 2 == 0 {
+            ca.submit(&job(fast))
+        } else {
+            cb.submit(&job(fast))
+        });
+    }
+    for id in &ids {
+        assert_eq!(cb.result(id).status, 200);
+    }
+    // The master of the queue's slot dies; its replica takes over.
+    let slot: u16 = redis_cli(cluster.ports()[0], &["CLUSTER", "KEYSLOT", "{palisade}"])
+        .trim()
+        .parse()
+        .expect("a slot");
+    cluster.kill9_master_of_slot(slot);
+    cluster.wait_ok(Duration::from_secs(20));
+    let mut after: Vec<String> = Vec::new();
+    let started = Instant::now();
+    while after.len() < 10 && started.elapsed() < Duration::from_secs(60) {
+        let r = ca.post_json("/v1/jobs", &job(20 + after.len() as u32));
+        match r.status {
+            201 => after.push(r.json()["id"].as_str().expect("id").to_owned()),
+            503 => {
+                assert!(r.retry_after.is_some(), "a 503 says when to retry");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            s => panic!("unexpected {s}: {}", r.text()),
+        }
+    }
+    assert_eq!(after.len(), 10, "submissions resumed after the failover");
+    for id in ids.iter().chain(&after) {
+        let r = ca.result(id);
+        assert_eq!(r.status, 200, "{id}: {}", r.text());
+    }
+    let seqs = pg.psql("SELECT count(DISTINCT seq) = count(*) FROM jobs");
+    assert_eq!(seqs.trim(), "t", "no two jobs share a number");
+    assert_eq!(pg.psql("SELECT count(*) FROM results").trim(), "20");
+}
+
+#[test]
+fn a_postgres_restart_refuses_submissions_with_503_then_work_resumes() {
+    Redis::require();
+    Postgres::require();
+    let (mut pg, redis) = (Postgres::start(), Redis::start());
+    let dir = temp();
+    let args = shared(&pg, &redis.url());
+    let node = api(dir.path(), "api", &args);
+    let _w1 = worker(dir.path(), "w1", &args, &[]);
+    let c = node.client(None);
+    let (sma, data) = (
+        c.upload_module(&guest("sma_cross")),
+        c.upload_csv("spy", &sample()),
+    );
+    let job = json!({ "strategy": sma, "dataset": data, "params": { "fast": 5, "slow": 20 } });
+    let before: Vec<String> = (0..3).map(|_| c.submit(&job)).collect();
+    pg.stop_immediate();
+    let refused = c.post_json("/v1/jobs", &job);
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.retry_after.is_some());
+    assert_eq!(c.get("/readyz").status, 503);
+    pg.start_again();
+    let started = Instant::now();
+    while c.get("/readyz").status != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "ready again within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = c.submit(&job);
+    for id in before.iter().chain(std::iter::once(&after)) {
+        let r = c.result(id);
+        assert_eq!(r.status, 200, "{id}: {}", r.text());
+    }
+}
