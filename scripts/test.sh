@@ -33,6 +33,9 @@ cargo clippy -j2 --workspace --all-targets -- -D warnings
 say "building the API docs (cargo doc, warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc -j2 --workspace --no-deps --quiet
 
+say "installing Redis and Postgres for the distributed mode's tests (Debian's redis-server, postgresql)"
+scripts/install-servers.sh
+
 say "running the host workspace's tests"
 cargo test -j2 --workspace
 
