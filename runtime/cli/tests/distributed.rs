@@ -422,3 +422,154 @@ fn a_postgres_restart_refuses_submissions_with_503_then_work_resumes() {
         assert_eq!(r.status, 200, "{id}: {}", r.text());
     }
 }
+
+/// `palisade load` against an API node, in the background: its JSON
+/// summary once it ends.
+fn load(base: &str, seconds: u32, concurrency: u32) -> std::thread::JoinHandle<Value> {
+    let (base, module) = (base.to_owned(), support::guest_path("sma_cross"));
+    let data = format!("SPY={}", repo().join("data/sample/spy-like-daily.csv").display());
+    std::thread::spawn(move || {
+        let out = std::process::Command::new(PALISADE)
+            .args([
+                "load", "--url", &base, "--module", &module, "--data", &data, "--json",
+            ])
+            .args([
+                "--duration",
+                &format!("{seconds}s"),
+                "--concurrency",
+                &concurrency.to_string(),
+            ])
+            .args([
+                "--mix",
+                "backtest=6,optimize=1",
+                "--retries",
+                "60",
+                "--job-timeout",
+                "120s",
+            ])
+            .output()
+            .expect("run palisade load");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "palisade load printed no JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    })
+}
+
+/// The time from `at` (ms since the epoch) to the first job that ended
+/// after it: how long the fleet took to finish work again.
+fn recovered_after(pg: &Postgres, at: i64) -> String {
+    let first = pg.psql(&format!("SELECT min(finished) FROM jobs WHERE finished > {at}"));
+    match first.trim().parse::<i64>() {
+        Ok(ms) => format!("{:.2} s", (ms - at) as f64 / 1000.0),
+        Err(_) => "never".into(),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+#[test]
+fn faults_under_load_lose_no_acknowledged_job_and_commit_no_result_twice() {
+    Redis::require();
+    Postgres::require();
+    let mut pg = Postgres::start();
+    let mut cluster = RedisCluster::start();
+    let dir = temp();
+    let args = shared(&pg, &cluster.urls()[0]);
+    let a = api(dir.path(), "a", &args);
+    let b_port = free_port().to_string();
+    let b_listen = format!("127.0.0.1:{b_port}");
+    let mut b_args = args.clone();
+    b_args.extend(["--listen".to_string(), b_listen.clone()]);
+    let mut b = api(dir.path(), "b", &b_args);
+    let mut w1 = worker(dir.path(), "w1", &args, &[]);
+    let _w2 = worker(dir.path(), "w2", &args, &[]);
+    // Both nodes under load for the whole run; the faults come one by one.
+    let (load_a, load_b) = (load(&a.base, 24, 3), load(&b.base, 24, 2));
+    let mut faults: Vec<(&str, i64)> = Vec::new();
+    std::thread::sleep(Duration::from_secs(3));
+
+    faults.push(("kill -9 a worker (w1), start w3", now_ms()));
+    w1.kill9();
+    let _w3 = worker(dir.path(), "w3", &args, &[]);
+    std::thread::sleep(Duration::from_secs(4));
+
+    faults.push(("kill -9 an API node (b), restart it", now_ms()));
+    b.kill9();
+    std::thread::sleep(Duration::from_secs(1));
+    let _b2 = api(dir.path(), "b", &b_args);
+    std::thread::sleep(Duration::from_secs(4));
+
+    faults.push(("kill -9 the Redis master of the queue's slot", now_ms()));
+    let slot: u16 = redis_cli(cluster.ports()[0], &["CLUSTER", "KEYSLOT", "{palisade}"])
+        .trim()
+        .parse()
+        .expect("a slot");
+    cluster.kill9_master_of_slot(slot);
+    cluster.wait_ok(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(3));
+
+    faults.push(("restart Postgres (immediate stop: a crash)", now_ms()));
+    pg.stop_immediate();
+    std::thread::sleep(Duration::from_secs(1));
+    pg.start_again();
+
+    let (sa, sb) = (load_a.join().expect("load a"), load_b.join().expect("load b"));
+    let acknowledged = |s: &Value| s["jobs"].as_u64().unwrap_or(0) - s["dropped"].as_u64().unwrap_or(0);
+    let stored: u64 = pg
+        .psql("SELECT count(*) FROM jobs")
+        .trim()
+        .parse()
+        .expect("a count");
+    let ended: u64 = pg
+        .psql("SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled', 'timed_out')")
+        .trim()
+        .parse()
+        .expect("a count");
+    let results: u64 = pg
+        .psql("SELECT count(*) FROM results")
+        .trim()
+        .parse()
+        .expect("a count");
+    let succeeded: u64 = pg
+        .psql("SELECT count(*) FROM jobs WHERE state = 'succeeded'")
+        .trim()
+        .parse()
+        .expect("a count");
+    let rerun = pg.psql("SELECT count(*) FROM jobs WHERE attempts > 1");
+    eprintln!("faults under load: a {sa}\nb {sb}");
+    for (fault, at) in &faults {
+        eprintln!("| {fault} | {} |", recovered_after(&pg, *at));
+    }
+    eprintln!(
+        "acknowledged {} (a {} + b {}), stored {stored}, ended {ended}, succeeded {succeeded}, results {results}, re-run {}",
+        acknowledged(&sa) + acknowledged(&sb),
+        acknowledged(&sa),
+        acknowledged(&sb),
+        rerun.trim()
+    );
+    for s in [&sa, &sb] {
+        assert_eq!(s["errors"], 0, "{s}");
+        assert_eq!(s["dropped"], 0, "{s}");
+        assert_eq!(s["failed"], 0, "{s}");
+        assert_eq!(s["jobs"], s["succeeded"], "{s}");
+    }
+    // Every acknowledged job is stored and ended; a retried submission is
+    // one job (its Idempotency-Key), so the store holds exactly them.
+    assert_eq!(
+        stored,
+        acknowledged(&sa) + acknowledged(&sb),
+        "jobs lost or duplicated"
+    );
+    assert_eq!(ended, stored, "jobs not ended");
+    // One result per succeeded job: none lost, none committed twice.
+    assert_eq!(results, succeeded);
+}

@@ -263,9 +263,9 @@ impl Server {
         Server::start_command(bin, "worker", data_dir, args)
     }
 
-    /// Starts `palisade <command>` with `args` (plus `--listen
-    /// 127.0.0.1:0 --data-dir DIR`) and waits for the line that says where
-    /// it listens.
+    /// Starts `palisade <command>` with `args` (plus `--data-dir DIR`, and
+    /// `--listen 127.0.0.1:0` unless `args` have a `--listen`) and waits
+    /// for the line that says where it listens.
     pub fn start_command(bin: &str, command: &str, data_dir: &Path, args: &[&str]) -> Server {
         let log = data_dir.with_extension("log");
         let stderr = std::fs::OpenOptions::new()
@@ -274,10 +274,11 @@ impl Server {
             .open(&log)
             .expect("log file");
         let mut cmd = Command::new(bin);
-        cmd.arg(command)
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
+        cmd.arg(command);
+        if !args.contains(&"--listen") {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
+        cmd.arg("--data-dir")
             .arg(data_dir)
             .args(args)
             .env("PALISADE_LOG", "info")
