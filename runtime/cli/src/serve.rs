@@ -17,7 +17,7 @@ use tracing_subscriber::EnvFilter;
 use crate::InputError;
 use palisade_service::auth::Tokens;
 use palisade_service::config::{Config, Overrides};
-use palisade_service::distributed::Role;
+use palisade_service::worker::Role;
 use palisade_service::{listen_address, serve as run_server, Service};
 
 /// Flags of `palisade serve`; each overrides `PALISADE_<KEY>` and the config

@@ -363,7 +363,17 @@ pub struct Job {
     pub idempotency: Option<Arc<IdempotencyKey>>,
     /// A worker's job: the queue entry it came from, done once the job's
     /// end is committed.
-    pub delivery: Option<crate::queue::Delivery>,
+    pub delivery: Option<Delivery>,
+}
+
+/// One delivered entry of the distributed queue (`crate::queue`): the job
+/// it names and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub job: String,
+    pub priority: Priority,
+    /// The stream entry's id.
+    pub entry: String,
 }
 
 /// A job's status as the API shows it.

@@ -26,6 +26,12 @@
 //! (problem+json errors) and
 //! [`server`] (the socket).
 //!
+//! In distributed mode (`store` and `queue` set) the same [`Service`] runs
+//! as an API node or a worker ([`worker::Role`]) over a shared Postgres
+//! ([`storage`]) and a Redis queue ([`queue`]); [`distributed`] has what
+//! they do beyond the embedded service: claiming, heartbeats, reaping dead
+//! workers' jobs, reconciling entries Redis lost, draining.
+//!
 //! It does not parse flags, print to a terminal or install signal handlers
 //! (the `palisade` binary does), and it knows nothing of how a guest is
 //! sandboxed beyond `palisade-sandbox`'s API.
@@ -45,6 +51,7 @@ pub mod server;
 pub mod service;
 pub mod storage;
 pub mod views;
+pub mod worker;
 
 pub use config::Config;
 pub use server::{listen_address, serve};

@@ -33,7 +33,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use serde::{Deserialize, Serialize};
 
-use crate::jobs::Priority;
+use crate::jobs::{Delivery, Priority};
 use crate::storage::redact_url;
 
 /// The consumer group of workers on every stream.
@@ -90,15 +90,6 @@ impl ConnectionLike for Conn {
             Conn::Cluster(c) => c.get_db(),
         }
     }
-}
-
-/// One delivered stream entry: the job it names and where it came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Delivery {
-    pub job: String,
-    pub priority: Priority,
-    /// The stream entry's id.
-    pub entry: String,
 }
 
 /// What a worker says about itself in each heartbeat.

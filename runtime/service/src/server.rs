@@ -40,7 +40,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // A worker serves its probes and metrics only.
-    let app = if service.role == crate::distributed::Role::Worker {
+    let app = if service.role == crate::worker::Role::Worker {
         api::worker_router(service.clone())
     } else {
         api::router(service.clone())
@@ -94,7 +94,7 @@ pub async fn serve(
     });
     shutdown.await;
     // Stop admitting and drain jobs while the API still answers status reads.
-    if service.role == crate::distributed::Role::Worker {
+    if service.role == crate::worker::Role::Worker {
         // Finish or hand back its jobs, and leave the list of workers.
         service.drain(service.config.shutdown_grace()).await;
     } else {

@@ -19,7 +19,6 @@ use palisade_study::{Grid, MonteCarloOptions, Objective, OptimizeOptions, Search
 
 use crate::auth::{Principal, Tokens};
 use crate::config::Config;
-use crate::distributed::{Role, WorkerState};
 use crate::execute::End;
 use crate::jobs::{Job, JobRequest, JobTable, Kind, Plan, Source};
 use crate::metrics::Metrics;
@@ -31,6 +30,7 @@ use crate::storage::{
     StorageError, StrategyRecord, Write, Writer,
 };
 use crate::views::{AuditEntry, PolicyChange, PolicyList, PolicySummary, PolicyView, StatusView, Workers};
+use crate::worker::{Role, WorkerState};
 
 /// How often the watchdog looks at running jobs (and progress is published).
 pub const WATCHDOG_TICK: Duration = Duration::from_millis(100);
@@ -599,7 +599,7 @@ impl Service {
         ended: JobRecord,
         result: Option<Arc<str>>,
         key: Option<Arc<IdempotencyKey>>,
-        delivery: Option<crate::queue::Delivery>,
+        delivery: Option<crate::jobs::Delivery>,
     ) {
         let mut pause = Duration::from_millis(200);
         loop {

@@ -1,6 +1,10 @@
 //! Embedded storage: an SQLite database (through sqlx, WAL mode) for records,
 //! and content-addressed files for the bytes of modules and datasets, both in
-//! the data directory.
+//! the data directory. The same [`Storage`] runs over a shared Postgres
+//! ([`Storage::open_postgres`], distributed mode): the same statements
+//! (placeholders translated, [`postgres_placeholders`]), the schema in
+//! `migrations-postgres/`, module and dataset bytes in the table `blobs`
+//! (the data directory caches them), job numbers from a sequence.
 //!
 //! - Files are named by the SHA-256 of their content (`modules/<hex>.wasm`,
 //!   `datasets/<hex>.csv`) and opened only through a `cap_std` [`Dir`] of the
