@@ -573,3 +573,47 @@ fn faults_under_load_lose_no_acknowledged_job_and_commit_no_result_twice() {
     // One result per succeeded job: none lost, none committed twice.
     assert_eq!(results, succeeded);
 }
+
+#[test]
+fn an_entry_read_by_a_worker_that_died_before_taking_it_runs_anyway() {
+    Redis::require();
+    Postgres::require();
+    let (pg, redis) = (Postgres::start(), Redis::start());
+    let dir = temp();
+    let args = shared(&pg, &redis.url());
+    let node = api(dir.path(), "api", &args);
+    let c = node.client(None);
+    let (sma, data) = (
+        c.upload_module(&guest("sma_cross")),
+        c.upload_csv("spy", &sample()),
+    );
+    let job = c.submit(&json!({ "strategy": sma, "dataset": data, "params": { "fast": 5, "slow": 20 } }));
+    // A worker read the entry and died before claiming the job: its
+    // consumer holds the entry, and it has no heartbeat.
+    let stream = "{palisade}:jobs:normal";
+    let read = redis_cli(
+        redis.port(),
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "workers",
+            "ghost",
+            "COUNT",
+            "1",
+            "STREAMS",
+            stream,
+            ">",
+        ],
+    );
+    assert!(read.contains(&job), "{read}");
+    let _w1 = worker(dir.path(), "w1", &args, &[]);
+    let r = c.result(&job);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let status = c.get(&format!("/v1/jobs/{job}")).expect(200).json();
+    assert_eq!(status["attempts"], 1, "{status}");
+    let consumers = redis_cli(redis.port(), &["XINFO", "CONSUMERS", stream, "workers"]);
+    assert!(
+        !consumers.contains("ghost"),
+        "the dead consumer is dropped: {consumers}"
+    );
+}

@@ -34,8 +34,11 @@ use crate::service::Service;
 use crate::storage::{now_ms, JobRecord, JobState, StorageError, INTERRUPTED};
 use crate::worker::WorkerState;
 
-/// An idle worker looks for work this often.
+/// An idle worker without a blocking connection looks for work this often.
 const POLL: Duration = Duration::from_millis(50);
+/// Longest wait of one blocking read of the queue (then the worker looks at
+/// its drain flag and room again).
+const BLOCK: Duration = Duration::from_millis(1000);
 /// A worker that cannot reach Redis or Postgres tries again after this.
 const BACKOFF: Duration = Duration::from_secs(1);
 /// Running jobs' cancellation flags are read this often.
@@ -302,6 +305,23 @@ impl Service {
             }
         }
         for worker in dead {
+            // Entries it read and never acknowledged: a job still queued
+            // gets a fresh entry; any other is done.
+            for d in queue.take_over(&worker, me).await.map_err(|e| e.to_string())? {
+                let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+                    .bind(&d.job)
+                    .fetch_optional(self.pg())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                queue.done(&d).await.map_err(|e| e.to_string())?;
+                if state.as_deref() == Some("queued") {
+                    queue
+                        .enqueue(&d.job, d.priority)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    tracing::warn!(job = %d.job, dead_worker = %worker, "an entry a dead worker held: enqueued again");
+                }
+            }
             if let Err(e) = queue.forget_consumer(&worker).await {
                 tracing::debug!(error = %e, "cannot drop a dead worker's consumer");
             }
@@ -365,6 +385,10 @@ impl Service {
     async fn take_loop(self: Arc<Self>) {
         let capacity = self.worker_state().capacity;
         let mut retry: Option<Delivery> = None;
+        // Entries a blocking read brought beyond the one taken, in priority
+        // order; they are this worker's until taken (or reaped with it).
+        let mut ready: std::collections::VecDeque<Delivery> = std::collections::VecDeque::new();
+        let mut blocking: Option<Queue> = None;
         loop {
             if self.is_stopped() || self.worker_state().draining.load(Ordering::Acquire) {
                 break;
@@ -374,25 +398,40 @@ impl Service {
                 tokio::time::sleep(POLL).await;
                 continue;
             }
-            let delivery = match retry.take() {
+            let delivery = match retry.take().or_else(|| ready.pop_front()) {
                 Some(d) => d,
-                None => match self.redis().next(&self.worker_state().id).await {
-                    Ok(Some(d)) => {
-                        self.set_queue_up(true);
-                        d
+                None => {
+                    if blocking.is_none() {
+                        blocking = self.redis().dedicated().await.ok();
                     }
-                    Ok(None) => {
-                        self.set_queue_up(true);
-                        tokio::time::sleep(POLL).await;
-                        continue;
+                    let read = match &blocking {
+                        // Waits for work without polling: an entry is
+                        // taken the moment it is added.
+                        Some(q) => q.wait_next(&self.worker_state().id, BLOCK).await,
+                        None => self
+                            .redis()
+                            .next(&self.worker_state().id)
+                            .await
+                            .map(|d| d.into_iter().collect()),
+                    };
+                    match read {
+                        Ok(found) => {
+                            self.set_queue_up(true);
+                            if found.is_empty() && blocking.is_none() {
+                                tokio::time::sleep(POLL).await;
+                            }
+                            ready.extend(found);
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read the queue");
+                            self.set_queue_up(false);
+                            blocking = None;
+                            tokio::time::sleep(BACKOFF).await;
+                            continue;
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the queue");
-                        self.set_queue_up(false);
-                        tokio::time::sleep(BACKOFF).await;
-                        continue;
-                    }
-                },
+                }
             };
             if let Err(e) = self.take(&delivery).await {
                 // Postgres cannot be reached: the entry stays ours until it
@@ -400,6 +439,13 @@ impl Service {
                 tracing::warn!(job = %delivery.job, error = %e, "cannot take the job yet");
                 retry = Some(delivery);
                 tokio::time::sleep(BACKOFF).await;
+            }
+        }
+        // Entries read but not taken go back: done, and a fresh entry for
+        // each (a job no longer queued ignores it).
+        for d in retry.into_iter().chain(ready) {
+            if self.redis().done(&d).await.is_ok() {
+                let _ = self.redis().enqueue(&d.job, d.priority).await;
             }
         }
     }
@@ -569,7 +615,7 @@ impl Service {
         wait: Duration,
     ) -> Result<(), StorageError> {
         let deadline = Instant::now() + wait;
-        let mut pause = Duration::from_millis(10);
+        let mut pause = Duration::from_millis(2);
         let mut shutdown = self.shutting_down.subscribe();
         loop {
             let Some(record) = self.store.get_job(tenant, id).await? else {
@@ -583,7 +629,7 @@ impl Service {
                 _ = tokio::time::sleep(nap) => {}
                 _ = shutdown.wait_for(|s| *s) => return Ok(()),
             }
-            pause = (pause * 2).min(Duration::from_millis(200));
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 

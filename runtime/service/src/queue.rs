@@ -26,6 +26,7 @@
 //! - `{palisade}:cancel:<job id>`: a cancellation request for a running job.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -133,6 +134,9 @@ pub struct Queue {
     conn: Conn,
     address: String,
     cluster: bool,
+    /// The URL it was opened with, for [`Queue::dedicated`].
+    url: Arc<str>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Queue {
@@ -220,6 +224,8 @@ impl Queue {
             conn,
             address,
             cluster,
+            url: Arc::from(url),
+            timeout,
         };
         queue.make_groups().await?;
         Ok(queue)
@@ -324,6 +330,60 @@ impl Queue {
             }
         }
         Ok(None)
+    }
+
+    /// A second connection to the same Redis, for blocking reads
+    /// ([`Queue::wait_next`]): a blocked connection answers nothing else, so
+    /// the heartbeats keep their own.
+    pub async fn dedicated(&self) -> Result<Queue, QueueError> {
+        Queue::connect(&self.url, self.timeout).await
+    }
+
+    /// Waits up to `block` for entries for `consumer` on every stream at
+    /// once; what came, highest priority first (at most one per stream).
+    /// Use on a [`Queue::dedicated`] connection.
+    pub async fn wait_next(&self, consumer: &str, block: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS");
+        for &p in Priority::ALL {
+            cmd.arg(stream(p));
+        }
+        for _ in Priority::ALL {
+            cmd.arg(">");
+        }
+        let value: Value = match self.query(&cmd).await {
+            Ok(v) => v,
+            Err(e) if e.source.code() == Some("NOGROUP") => {
+                self.make_groups().await?;
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        if let Value::Array(streams) = &value {
+            for s in streams {
+                let Value::Array(pair) = s else { continue };
+                let (Some(name), Some(Value::Array(entries))) = (pair.first().and_then(text), pair.get(1))
+                else {
+                    continue;
+                };
+                let Some(&priority) = Priority::ALL.iter().find(|&&p| stream(p) == name) else {
+                    continue;
+                };
+                for (entry, job) in entries.iter().filter_map(entry_of) {
+                    out.push(Delivery { job, priority, entry });
+                }
+            }
+        }
+        out.sort_by_key(|d| d.priority.index());
+        Ok(out)
     }
 
     /// Acknowledges and deletes a delivered entry: its job is taken (or
@@ -502,6 +562,65 @@ impl Queue {
         Ok(())
     }
 
+    /// Takes over the entries a dead worker's consumer holds (delivered to
+    /// it, never acknowledged): they become `me`'s, to be dealt with like
+    /// any delivery. Without this, a job whose entry a worker read and died
+    /// before claiming would have no entry left once the consumer is
+    /// dropped, while still counted as enqueued.
+    pub async fn take_over(&self, dead: &str, me: &str) -> Result<Vec<Delivery>, QueueError> {
+        let mut out = Vec::new();
+        for &p in Priority::ALL {
+            let pending: Value = match self
+                .query(
+                    redis::cmd("XPENDING")
+                        .arg(stream(p))
+                        .arg(GROUP)
+                        .arg("-")
+                        .arg("+")
+                        .arg(1000)
+                        .arg(dead),
+                )
+                .await
+            {
+                Ok(v) => v,
+                Err(e) if e.source.code() == Some("NOGROUP") => continue,
+                Err(e) => return Err(e),
+            };
+            let Value::Array(rows) = pending else { continue };
+            let ids: Vec<String> = rows
+                .iter()
+                .filter_map(|r| match r {
+                    Value::Array(fields) => fields.first().and_then(text),
+                    _ => None,
+                })
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let claimed: Value = self
+                .query(
+                    redis::cmd("XCLAIM")
+                        .arg(stream(p))
+                        .arg(GROUP)
+                        .arg(me)
+                        .arg(0)
+                        .arg(&ids),
+                )
+                .await?;
+            let Value::Array(entries) = claimed else { continue };
+            for entry in &entries {
+                if let Some((entry, job)) = entry_of(entry) {
+                    out.push(Delivery {
+                        job,
+                        priority: p,
+                        entry,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The consumers of the streams' group: `(worker id, entries held)`.
     pub async fn consumers(&self) -> Result<Vec<(String, i64)>, QueueError> {
         let mut out: Vec<(String, i64)> = Vec::new();
@@ -558,18 +677,24 @@ fn first_entry(v: &Value) -> Option<(String, String)> {
     };
     for entries in streams {
         let Value::Array(entries) = entries else { continue };
-        for entry in entries {
-            let Value::Array(parts) = entry else { continue };
-            let (Some(id), Some(Value::Array(fields))) = (parts.first(), parts.get(1)) else {
-                continue;
-            };
-            let id = text(id)?;
-            let mut it = fields.iter();
-            while let (Some(k), Some(val)) = (it.next(), it.next()) {
-                if text(k).as_deref() == Some("job") {
-                    return Some((id, text(val)?));
-                }
-            }
+        if let Some(found) = entries.iter().find_map(entry_of) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// The id and job of one stream entry, `[id, [field, value, …]]`.
+fn entry_of(entry: &Value) -> Option<(String, String)> {
+    let Value::Array(parts) = entry else { return None };
+    let (Some(id), Some(Value::Array(fields))) = (parts.first(), parts.get(1)) else {
+        return None;
+    };
+    let id = text(id)?;
+    let mut it = fields.iter();
+    while let (Some(k), Some(val)) = (it.next(), it.next()) {
+        if text(k).as_deref() == Some("job") {
+            return Some((id, text(val)?));
         }
     }
     None
