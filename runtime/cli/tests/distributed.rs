@@ -23,6 +23,16 @@ fn temp() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
+/// A Postgres, a single Redis, a temporary directory and the flags that
+/// point a node at them.
+fn servers() -> (Postgres, Redis, tempfile::TempDir, Vec<String>) {
+    Redis::require();
+    Postgres::require();
+    let (pg, redis) = (Postgres::start(), Redis::start());
+    let args = shared(&pg, &redis.url());
+    (pg, redis, temp(), args)
+}
+
 fn shared(pg: &Postgres, queue: &str) -> Vec<String> {
     vec!["--store".into(), pg.url(), "--queue".into(), queue.into()]
 }
@@ -96,11 +106,7 @@ fn every_kind() -> Vec<Value> {
 
 #[test]
 fn every_kind_of_job_runs_on_a_worker_with_the_embedded_services_document() {
-    Redis::require();
-    Postgres::require();
-    let (pg, redis) = (Postgres::start(), Redis::start());
-    let dir = temp();
-    let args = shared(&pg, &redis.url());
+    let (pg, _redis, dir, args) = servers();
     let node = api(dir.path(), "api", &args);
     let w1 = worker(dir.path(), "w1", &args, &[]);
     let embedded = Server::start(PALISADE, &dir.path().join("embedded"), &[]);
@@ -161,11 +167,7 @@ fn every_kind_of_job_runs_on_a_worker_with_the_embedded_services_document() {
 
 #[test]
 fn a_killed_workers_job_is_reclaimed_and_its_result_committed_once() {
-    Redis::require();
-    Postgres::require();
-    let (pg, redis) = (Postgres::start(), Redis::start());
-    let dir = temp();
-    let args = shared(&pg, &redis.url());
+    let (pg, _redis, dir, args) = servers();
     let node = api(dir.path(), "api", &args);
     let mut w1 = worker(dir.path(), "w1", &args, &[]);
     let c = node.client(None);
@@ -245,11 +247,7 @@ fn wait_metric(base: &str, series: &str, at_least: f64) -> bool {
 
 #[test]
 fn a_draining_worker_finishes_its_job_and_leaves() {
-    Redis::require();
-    Postgres::require();
-    let (pg, redis) = (Postgres::start(), Redis::start());
-    let dir = temp();
-    let args = shared(&pg, &redis.url());
+    let (_pg, _redis, dir, args) = servers();
     let node = api(dir.path(), "api", &args);
     let mut w1 = worker(dir.path(), "w1", &args, &["--log", "info"]);
     let c = node.client(None);
@@ -388,11 +386,7 @@ fn two_api_nodes_share_the_store_and_a_cluster_survives_losing_a_master() {
 
 #[test]
 fn a_postgres_restart_refuses_submissions_with_503_then_work_resumes() {
-    Redis::require();
-    Postgres::require();
-    let (mut pg, redis) = (Postgres::start(), Redis::start());
-    let dir = temp();
-    let args = shared(&pg, &redis.url());
+    let (mut pg, _redis, dir, args) = servers();
     let node = api(dir.path(), "api", &args);
     let _w1 = worker(dir.path(), "w1", &args, &[]);
     let c = node.client(None);
@@ -576,11 +570,7 @@ fn faults_under_load_lose_no_acknowledged_job_and_commit_no_result_twice() {
 
 #[test]
 fn an_entry_read_by_a_worker_that_died_before_taking_it_runs_anyway() {
-    Redis::require();
-    Postgres::require();
-    let (pg, redis) = (Postgres::start(), Redis::start());
-    let dir = temp();
-    let args = shared(&pg, &redis.url());
+    let (_pg, redis, dir, args) = servers();
     let node = api(dir.path(), "api", &args);
     let c = node.client(None);
     let (sma, data) = (

@@ -193,35 +193,10 @@ impl Service {
         self.redis()
             .beat(&self.worker_info(), self.config.heartbeat_ttl())
             .await?;
-        let s = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let interval = match s.upgrade() {
-                Some(s) => s.config.heartbeat_interval(),
-                None => return,
-            };
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(s) = s.upgrade() else { break };
-                if s.is_stopped() {
-                    break;
-                }
-                s.beat_and_reap().await;
-            }
+        self.every(self.config.heartbeat_interval(), |s| async move {
+            s.beat_and_reap().await
         });
-        let s = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(CANCEL_POLL);
-            loop {
-                tick.tick().await;
-                let Some(s) = s.upgrade() else { break };
-                if s.is_stopped() {
-                    break;
-                }
-                s.read_cancellations().await;
-            }
-        });
+        self.every(CANCEL_POLL, |s| async move { s.read_cancellations().await });
         let taker = self.clone();
         tokio::spawn(async move { taker.take_loop().await });
         Ok(())
@@ -535,13 +510,7 @@ impl Service {
             Err(e) => {
                 let message = format!("cannot run on worker {}: {e}", self.worker_state().id);
                 tracing::warn!(job = %record.id, %message, "failed");
-                let failed = JobRecord {
-                    state: JobState::Failed,
-                    finished: Some(now_ms()),
-                    error_cause: Some("invalid_job".into()),
-                    error_message: Some(message),
-                    ..record
-                };
+                let failed = crate::service::failed(record, "invalid_job", message);
                 if let Err(e) = self.writer.commit(crate::storage::Write::job(failed)).await {
                     tracing::error!(error = %e, "cannot record the failure");
                     return;
@@ -692,9 +661,44 @@ impl Service {
     /// API node: reads the workers' heartbeats every few seconds into the
     /// metrics (`palisade_workers`, `palisade_worker_heartbeat_age_seconds`).
     pub(crate) fn watch_workers(self: &Arc<Self>) {
+        self.every(WORKERS_READ, |s| async move { s.read_workers().await });
+    }
+
+    async fn read_workers(&self) {
+        let now = now_ms();
+        match self.redis().workers(now).await {
+            Ok(workers) => {
+                self.set_queue_up(true);
+                for status in crate::metrics::WORKER_STATUSES {
+                    let n = workers.iter().filter(|w| w.status == *status).count();
+                    self.metrics.workers.with_label_values(&[status]).set(n as i64);
+                }
+                self.metrics.worker_heartbeat_age.reset();
+                for w in &workers {
+                    let age = (now - w.last_beat_ms).max(0) as f64 / 1000.0;
+                    self.metrics
+                        .worker_heartbeat_age
+                        .with_label_values(&[&w.name_label()])
+                        .set(age);
+                }
+            }
+            Err(e) => {
+                self.set_queue_up(false);
+                tracing::warn!(error = %e, "cannot read the workers' heartbeats");
+            }
+        }
+    }
+
+    /// Runs `each` every `period` while the service lives and is not
+    /// stopping (a missed tick is delayed, not caught up).
+    fn every<F, Fut>(self: &Arc<Self>, period: Duration, each: F)
+    where
+        F: Fn(Arc<Service>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let s = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(WORKERS_READ);
+            let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
@@ -702,28 +706,7 @@ impl Service {
                 if s.is_stopped() {
                     break;
                 }
-                let now = now_ms();
-                match s.redis().workers(now).await {
-                    Ok(workers) => {
-                        s.set_queue_up(true);
-                        for status in crate::metrics::WORKER_STATUSES {
-                            let n = workers.iter().filter(|w| w.status == *status).count();
-                            s.metrics.workers.with_label_values(&[status]).set(n as i64);
-                        }
-                        s.metrics.worker_heartbeat_age.reset();
-                        for w in &workers {
-                            let age = (now - w.last_beat_ms).max(0) as f64 / 1000.0;
-                            s.metrics
-                                .worker_heartbeat_age
-                                .with_label_values(&[&w.name_label()])
-                                .set(age);
-                        }
-                    }
-                    Err(e) => {
-                        s.set_queue_up(false);
-                        tracing::warn!(error = %e, "cannot read the workers' heartbeats");
-                    }
-                }
+                each(s).await;
             }
         });
     }

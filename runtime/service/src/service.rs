@@ -1057,13 +1057,7 @@ impl Service {
             Err(e) => {
                 let message = format!("cannot run after a restart: {e}");
                 tracing::warn!(job = %record.id, %message, "failed at start-up");
-                let failed = JobRecord {
-                    state: JobState::Failed,
-                    finished: Some(now_ms()),
-                    error_cause: Some("interrupted".into()),
-                    error_message: Some(message),
-                    ..record
-                };
+                let failed = failed(record, "interrupted", message);
                 if let Err(e) = self.writer.commit(Write::job(failed.clone())).await {
                     tracing::error!(error = %e, "cannot record the failure");
                 }
@@ -1514,6 +1508,17 @@ impl Service {
         self.writer.flush_and_stop().await;
         self.store.close().await;
         tracing::info!("stopped");
+    }
+}
+
+/// A job that cannot be prepared to run any more, failed with `cause`.
+pub(crate) fn failed(record: JobRecord, cause: &str, message: String) -> JobRecord {
+    JobRecord {
+        state: JobState::Failed,
+        finished: Some(now_ms()),
+        error_cause: Some(cause.into()),
+        error_message: Some(message),
+        ..record
     }
 }
 
