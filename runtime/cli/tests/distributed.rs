@@ -607,3 +607,136 @@ fn an_entry_read_by_a_worker_that_died_before_taking_it_runs_anyway() {
         "the dead consumer is dropped: {consumers}"
     );
 }
+
+/// A job long enough that a kill or a drain lands while it runs.
+fn slow_job(sma: &str, data: &str) -> Value {
+    json!({ "strategy": sma, "dataset": data, "kind": "optimize", "grid": ["fast=2:30:1", "slow=20:200:6"] })
+}
+
+#[test]
+fn a_job_whose_workers_keep_dying_ends_failed_interrupted_after_max_attempts() {
+    let (pg, _redis, dir, mut args) = servers();
+    let config = dir.path().join("attempts.toml");
+    std::fs::write(&config, "max_attempts = 2\n").expect("config file");
+    args.extend(["--config".to_string(), config.display().to_string()]);
+    let node = api(dir.path(), "api", &args);
+    let c = node.client(None);
+    let (sma, data) = (
+        c.upload_module(&guest("sma_cross")),
+        c.upload_csv("spy", &sample()),
+    );
+    let job = c.submit(&slow_job(&sma, &data));
+    for (attempt, name) in [(1, "w1"), (2, "w2")] {
+        let mut w = worker(dir.path(), name, &args, &[]);
+        c.wait_job(&job, "running", |v| {
+            v["state"] == "running" && v["attempts"] == attempt
+        });
+        w.kill9();
+    }
+    // The next worker's reaper finds it started twice: failed, not run again.
+    let _w3 = worker(dir.path(), "w3", &args, &[]);
+    let ended = c.wait_job(&job, "failed", |v| v["state"] != "running");
+    assert_eq!(ended["state"], "failed", "{ended}");
+    assert_eq!(ended["error"]["cause"], "interrupted", "{ended}");
+    assert_eq!(ended["attempts"], 2, "{ended}");
+    assert_eq!(pg.psql("SELECT count(*) FROM results").trim(), "0");
+}
+
+#[test]
+fn a_drain_past_its_grace_hands_the_job_back_and_another_worker_runs_it() {
+    let (pg, _redis, dir, args) = servers();
+    let node = api(dir.path(), "api", &args);
+    let mut w1 = worker(
+        dir.path(),
+        "w1",
+        &args,
+        &["--config", &grace_file(dir.path(), 100)],
+    );
+    let c = node.client(None);
+    let (sma, data) = (
+        c.upload_module(&guest("sma_cross")),
+        c.upload_csv("spy", &sample()),
+    );
+    let job = c.submit(&slow_job(&sma, &data));
+    c.wait_job(&job, "running on w1", |v| v["state"] == "running");
+    assert!(w1.terminate().success());
+    let back = c.get(&format!("/v1/jobs/{job}")).expect(200).json();
+    assert_eq!(back["state"], "queued", "handed back: {back}");
+    assert!(workers(&c).is_empty(), "w1 left the list");
+    let _w2 = worker(dir.path(), "w2", &args, &[]);
+    assert_eq!(c.result(&job).status, 200);
+    let done = c.get(&format!("/v1/jobs/{job}")).expect(200).json();
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert_eq!(pg.psql("SELECT count(*) FROM results").trim(), "1");
+}
+
+/// A config file with `shutdown_grace_ms`.
+fn grace_file(dir: &std::path::Path, ms: u64) -> String {
+    let path = dir.join(format!("grace-{ms}.toml"));
+    std::fs::write(&path, format!("shutdown_grace_ms = {ms}\n")).expect("config file");
+    path.display().to_string()
+}
+
+#[test]
+fn redis_lost_while_running_loses_no_acknowledged_job() {
+    let (_pg, mut redis, dir, args) = servers();
+    let node = api(dir.path(), "api", &args);
+    let _w1 = worker(dir.path(), "w1", &args, &[]);
+    let c = node.client(None);
+    let (sma, data) = (
+        c.upload_module(&guest("sma_cross")),
+        c.upload_csv("spy", &sample()),
+    );
+    let job = |fast: u32| json!({ "strategy": sma, "dataset": data, "params": { "fast": fast, "slow": 30 } });
+    assert_eq!(c.result(&c.submit(&job(5))).status, 200);
+    // Redis dies (and comes back empty: no persistence): not ready, but a
+    // submission committed to Postgres is acknowledged all the same.
+    redis.kill9();
+    let started = Instant::now();
+    while c.get("/readyz").status != 503 {
+        assert!(started.elapsed() < Duration::from_secs(10), "/readyz noticed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let during: Vec<String> = (6..9).map(|f| c.submit(&job(f))).collect();
+    redis.restart();
+    // The groups are made again, and the reconciler gives every queued job
+    // without an entry a new one.
+    for id in &during {
+        let r = c.result(id);
+        assert_eq!(r.status, 200, "{id}: {}", r.text());
+    }
+    assert_eq!(c.get("/readyz").status, 200);
+}
+
+#[test]
+fn the_shared_queue_bounds_a_tenant_across_api_nodes() {
+    let (_pg, _redis, dir, mut args) = servers();
+    let config = dir.path().join("bounds.toml");
+    std::fs::write(&config, "max_queued_per_tenant = 2\n").expect("config file");
+    args.extend(["--config".to_string(), config.display().to_string()]);
+    let (a, b) = (api(dir.path(), "a", &args), api(dir.path(), "b", &args));
+    let (ca, cb) = (a.client(None), b.client(None));
+    let (sma, data) = (
+        ca.upload_module(&guest("sma_cross")),
+        ca.upload_csv("spy", &sample()),
+    );
+    let job = json!({ "strategy": sma, "dataset": data, "params": { "fast": 5, "slow": 20 } });
+    // No worker yet: jobs wait. Two fit, on either node.
+    let first = [ca.submit(&job), cb.submit(&job)];
+    for c in [&ca, &cb] {
+        let refused = c.post_json("/v1/jobs", &job);
+        let problem = refused.problem(429, "queue-full");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("max_queued_per_tenant = 2"),
+            "{problem}"
+        );
+    }
+    let _w1 = worker(dir.path(), "w1", &args, &[]);
+    for id in &first {
+        assert_eq!(ca.result(id).status, 200);
+    }
+    assert_eq!(cb.result(&cb.submit(&job)).status, 200, "room again");
+}

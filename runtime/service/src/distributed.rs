@@ -557,6 +557,34 @@ impl Service {
         }
     }
 
+    /// At the end of a worker's shutdown: jobs still `running` on it (taken
+    /// but not started yet, or that did not stop in time) go back to the
+    /// queue now, rather than when its heartbeat expires.
+    pub(crate) async fn hand_back_unfinished(&self) {
+        let me = &self.worker_state().id;
+        let back: Result<Vec<(String, String)>, sqlx::Error> = sqlx::query_as(
+            "UPDATE jobs SET state = 'queued', started = NULL, progress = 0, worker = NULL \
+             WHERE state = 'running' AND worker = $1 RETURNING id, priority",
+        )
+        .bind(me)
+        .fetch_all(self.pg())
+        .await;
+        match back {
+            Ok(rows) => {
+                for (id, priority) in rows {
+                    let priority = Priority::parse(&priority).unwrap_or_default();
+                    tracing::info!(job = %id, "handed back at shutdown");
+                    if let Err(e) = self.redis().enqueue(&id, priority).await {
+                        tracing::warn!(job = %id, error = %e, "handed back; the reconciler will enqueue it");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand back unfinished jobs; they are reaped once this worker's heartbeat expires")
+            }
+        }
+    }
+
     /// Drain (SIGTERM to a worker): takes no more jobs, lets running ones
     /// finish within `grace`, hands back the rest, and leaves the list of
     /// workers.
@@ -617,6 +645,40 @@ impl Service {
                 tracing::warn!(job = %job.id, error = %e, "stored; the reconciler will enqueue it");
             }
         }
+    }
+
+    /// API node: whether the shared queue has room for one more of
+    /// `tenant`'s jobs (`queue_depth`, `max_queued_per_tenant`), counted
+    /// over the jobs queued in the store by every API node. Two nodes may
+    /// both admit the last place: the bound is exact to within the
+    /// submissions in flight at once.
+    pub(crate) async fn shared_room(
+        &self,
+        tenant: &str,
+    ) -> Result<Result<(), crate::scheduler::Refused>, StorageError> {
+        let (mine, all): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE tenant = $1), count(*) FROM jobs WHERE state = 'queued'",
+        )
+        .bind(tenant)
+        .fetch_one(self.pg())
+        .await?;
+        let retry_after = Duration::from_secs(1);
+        let limit = self.config.max_queued_per_tenant.min(self.config.queue_depth);
+        Ok(if all as usize >= self.config.queue_depth {
+            Err(crate::scheduler::Refused::QueueFull {
+                depth: all as usize,
+                retry_after,
+            })
+        } else if mine as usize >= limit {
+            Err(crate::scheduler::Refused::TenantQueueFull {
+                tenant: tenant.to_owned(),
+                waiting: mine as usize,
+                limit,
+                retry_after,
+            })
+        } else {
+            Ok(())
+        })
     }
 
     /// API node: cancels a queued job in the store, or asks the worker

@@ -855,6 +855,17 @@ impl Service {
         request: JobRequest,
     ) -> Result<(Job, Reservation, JobRecord), ServiceError> {
         let job = self.prepare(&who.tenant, request).await?;
+        if self.role == Role::Api {
+            // The bounds of the shared queue, counted in the store: every
+            // API node's submissions together.
+            if let Err(refused) = self.shared_room(&who.tenant).await? {
+                self.metrics
+                    .throttled
+                    .with_label_values(&[&job.label, refused.reason()])
+                    .inc();
+                return Err(refused.into());
+            }
+        }
         let reservation = match self.scheduler.reserve(&who.tenant) {
             Ok(r) => r,
             Err(refused) => {
@@ -1506,6 +1517,9 @@ impl Service {
             }
         }
         self.writer.flush_and_stop().await;
+        if self.role == Role::Worker {
+            self.hand_back_unfinished().await;
+        }
         self.store.close().await;
         tracing::info!("stopped");
     }
