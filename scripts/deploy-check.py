@@ -5,7 +5,8 @@
       Every alert of deploy/prometheus/rules.yml has the shape the live check
       relies on (`<selector> <op> <number>`) and is tested by
       deploy/prometheus/tests/ both firing and not firing; the dashboard JSON
-      is a well-formed Grafana dashboard whose every panel has a query.
+      is a well-formed Grafana dashboard whose every panel has a query and
+      whose panels do not overlap.
 
   deploy-check.py live --palisade URL --prometheus URL
       Drives a running `palisade serve` (open, on loopback) and a Prometheus
@@ -163,6 +164,12 @@ def static():
             fail(f"{DASHBOARD.name}: panel {p['title']!r} is outside the 24 columns")
         if p["type"] != "row" and not p.get("targets"):
             fail(f"{DASHBOARD.name}: panel {p['title']!r} has no query")
+    for i, p in enumerate(dash["panels"]):
+        for q in dash["panels"][:i]:
+            a, b = p["gridPos"], q["gridPos"]
+            if (a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"]
+                    and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]):
+                fail(f"{DASHBOARD.name}: panels {q['title']!r} and {p['title']!r} overlap")
     variables = {v["name"] for v in dash["templating"]["list"]}
     if variables != {"datasource", "job", "instance"}:
         fail(f"{DASHBOARD.name}: variables {sorted(variables)}")
