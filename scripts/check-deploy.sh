@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks the operator kit in deploy/: the Prometheus rules (promtool check and
-# unit tests), the dashboard JSON, the systemd unit (when systemd-analyze is
+# unit tests), the dashboard JSON, the systemd units (when systemd-analyze is
 # there), and then the whole kit live: a real `palisade serve` and a real
 # Prometheus (Debian's package) scraping it every second with rules.yml
 # loaded, on loopback ports, in a temporary directory. Every dashboard query
@@ -44,17 +44,20 @@ say "checking the alerts' shape and test coverage, and the dashboard JSON"
 python3 scripts/deploy-check.py static
 
 if command -v systemd-analyze >/dev/null 2>&1; then
-    say "checking the systemd unit (systemd-analyze verify)"
-    # verify wants the ExecStart binary to exist: point it at ours.
-    unit_dir=$(mktemp -d)
-    sed "s|/usr/local/bin/palisade|$bin|" deploy/systemd/palisade.service > "$unit_dir/palisade.service"
-    out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify "$unit_dir/palisade.service" 2>&1 || true)
-    rm -rf "$unit_dir"
-    # Every complaint about the unit names its file.
-    if printf '%s\n' "$out" | grep -F "palisade.service"; then
-        echo "systemd-analyze verify found problems in deploy/systemd/palisade.service" >&2
-        exit 1
-    fi
+    say "checking the systemd units (systemd-analyze verify)"
+    for unit in deploy/systemd/*.service; do
+        name=$(basename "$unit")
+        # verify wants the ExecStart binary to exist: point it at ours.
+        unit_dir=$(mktemp -d)
+        sed "s|/usr/local/bin/palisade|$bin|" "$unit" > "$unit_dir/$name"
+        out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify "$unit_dir/$name" 2>&1 || true)
+        rm -rf "$unit_dir"
+        # Every complaint about the unit names its file.
+        if printf '%s\n' "$out" | grep -F "$name"; then
+            echo "systemd-analyze verify found problems in $unit" >&2
+            exit 1
+        fi
+    done
 fi
 
 for g in sma_cross adversary; do
