@@ -21,9 +21,20 @@
       that ran out of fuel, PalisadeQueueOverflow) must fire, and none of the
       distributed mode's alerts (group palisade-distributed) may be pending.
 
+  deploy-check.py live-distributed --api URL --prometheus URL --worker ID=PID...
+      Drives the distributed mode: an API node (open, on loopback) and
+      workers (started with a short heartbeat TTL), and a Prometheus
+      scraping them as jobs palisade and palisade-worker. Runs a job, kills
+      the worker of a running job with SIGKILL and waits for another worker
+      to reclaim it; then every query above must parse and return data, the
+      distributed mode's included; every rule must load with health "ok";
+      PalisadeWorkerDown and PalisadeWorkerHeartbeatMissing (for the dead
+      worker) must be pending or firing (their `for` is promtool's to test),
+      and no other alert of palisade-distributed.
+
 The distributed mode's series (DISTRIBUTED_ONLY below) do not exist on an
-embedded server: the queries that name them must parse, but need not return
-data.
+embedded server: `live` asks the queries that name them to parse, not to
+return data; `live-distributed` asks them for data.
 
 Why the left-hand side: an alert expression returns data only while its
 condition holds, so "returns data" cannot be asked of it on a healthy
@@ -39,7 +50,9 @@ script installs with Prometheus if it is missing).
 
 import argparse
 import json
+import os
 import re
+import signal
 import sys
 import time
 import urllib.error
@@ -60,9 +73,10 @@ ALERT_SHAPE = re.compile(
 )
 
 # Series of the distributed mode only (docs/distributed.md): an embedded
-# `palisade serve` never has them, so the live check, which runs one, cannot
-# ask them for data. A query naming one of them must parse, but may return
-# nothing; every other query must still return data. The raw metrics here
+# `palisade serve` never has them, so `live`, which runs one, cannot ask
+# them for data. A query naming one of them must parse there, but may return
+# nothing; every other query must still return data. `live-distributed`
+# asks them all for data. The raw metrics here
 # exist only on API nodes; the recorded series leave embedded servers out
 # (rules.yml: their palisade_queue_up is 0 for ever). The other distributed
 # metrics (palisade_workers, palisade_queue_up, palisade_reclaimed_jobs_total,
@@ -79,6 +93,8 @@ DISTRIBUTED_ONLY = {
 
 # What the dashboard's variables stand for when a query is sent directly.
 VARIABLES = {"$job": "palisade", "$instance": ".*", "$__rate_interval": "1m"}
+# ... for the distributed mode: the API nodes' job and the workers'.
+DISTRIBUTED_VARIABLES = {**VARIABLES, "$job": "palisade|palisade-worker"}
 
 
 def fail(msg):
@@ -116,8 +132,8 @@ def panels():
     return dash, out
 
 
-def expand(expr):
-    for name, value in sorted(VARIABLES.items(), key=lambda kv: -len(kv[0])):
+def expand(expr, variables=VARIABLES):
+    for name, value in sorted(variables.items(), key=lambda kv: -len(kv[0])):
         expr = expr.replace(name, value)
     if "$" in expr:
         fail(f"a dashboard query uses a variable the check does not know: {expr}")
@@ -223,18 +239,22 @@ def query(prom, expr):
     return v["data"]["result"]
 
 
-def prometheus_sees(prom, expr, what, timeout=60):
+def prometheus_sees(prom, expr, what, timeout=60, context=()):
+    """Waits for `expr` to return data; on failure shows what the queries
+    of `context` return."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if query(prom, expr):
             return
         time.sleep(0.5)
+    for c in context:
+        print(f"deploy-check: {c}: {[(r['metric'], r['value'][1]) for r in query(prom, c)]}", file=sys.stderr)
     fail(f"Prometheus did not see {what} ({expr}) within {timeout} s")
 
 
-def live(pal, prom, guests, data):
-    # Work for every panel and rule to have data: a strategy that succeeds,
-    # one that runs out of fuel, and a full queue.
+def upload(pal, guests, data):
+    """Uploads the endless policy, sma_cross, adversary and a dataset; the
+    strategies' and the dataset's ids, and a function that submits a job."""
     api(pal, "PUT", "/v1/policies/endless", ENDLESS, "application/toml")
     _, sma = api(pal, "POST", "/v1/strategies", (guests / "sma_cross.wasm").read_bytes(), "application/wasm")
     _, adv = api(pal, "POST", "/v1/strategies", (guests / "adversary.wasm").read_bytes(), "application/wasm")
@@ -244,6 +264,14 @@ def live(pal, prom, guests, data):
     def submit(strategy, params, **extra):
         _, v = api(pal, "POST", "/v1/jobs", {"strategy": strategy, "dataset": ds, "params": params, **extra})
         return v["id"]
+
+    return sma, adv, ds, submit
+
+
+def live(pal, prom, guests, data):
+    # Work for every panel and rule to have data: a strategy that succeeds,
+    # one that runs out of fuel, and a full queue.
+    sma, adv, ds, submit = upload(pal, guests, data)
 
     wait_job(pal, submit(sma, {"fast": 5, "slow": 20}), {"succeeded"})
     wait_job(pal, submit(adv, {"mode": 0}), {"succeeded"})
@@ -273,13 +301,17 @@ def live(pal, prom, guests, data):
             http("DELETE", f"{pal}/v1/jobs/{job}")
 
 
-def check_queries(prom):
+def check_queries(prom, distributed=False):
+    """Every rule's and panel's query parses, and each that must returns
+    data: those of the distributed mode only when `distributed`."""
     todo, excused = [], []
+    variables = DISTRIBUTED_VARIABLES if distributed else VARIABLES
 
     def ask(what, expr, need_data=True, records=""):
-        # A series of the distributed mode only cannot have data here, nor
-        # can the expression of a recording rule that records one.
-        if need_data and distributed_names(f"{expr} {records}"):
+        # A series of the distributed mode only cannot have data on an
+        # embedded server, nor can the expression of a recording rule that
+        # records one.
+        if need_data and not distributed and distributed_names(f"{expr} {records}"):
             excused.append(what)
             need_data = False
         todo.append((what, expr, need_data))
@@ -293,7 +325,7 @@ def check_queries(prom):
             ask(f"alert {r['alert']}'s left-hand side", alert_lhs(r))
     _, queries = panels()
     for title, ref, expr in queries:
-        ask(f"panel {title!r} query {ref}", expand(expr))
+        ask(f"panel {title!r} query {ref}", expand(expr, variables))
     # Rates need two scrapes and recorded series one evaluation: retry
     # what is empty for a while.
     deadline = time.time() + 90
@@ -306,11 +338,15 @@ def check_queries(prom):
                 print(f"deploy-check: no data: {what}: {expr}", file=sys.stderr)
             fail(f"{len(empty)} of {len(todo)} queries returned no data")
         time.sleep(1)
-    print(f"deploy-check: {len(todo)} queries parse, and each that must returns data "
-          f"({len(excused)} of the distributed mode only were not asked)")
+    if distributed:
+        print(f"deploy-check: {len(todo)} queries parse, and each that must returns data")
+    else:
+        print(f"deploy-check: {len(todo)} queries parse, and each that must returns data "
+              f"({len(excused)} of the distributed mode only were not asked)")
 
 
-def check_rules_and_alerts(prom, cause):
+def check_rules_loaded(prom):
+    """Every rule of rules.yml loaded and healthy; their number."""
     _, v = api(prom, "GET", "/api/v1/rules")
     loaded = [r for g in v["data"]["groups"] for r in g["rules"]]
     if len(loaded) != len(rules()):
@@ -318,6 +354,16 @@ def check_rules_and_alerts(prom, cause):
     bad = [(r["name"], r["health"], r.get("lastError")) for r in loaded if r["health"] != "ok"]
     if bad:
         fail(f"rules not healthy: {bad}")
+    return len(loaded)
+
+
+def distributed_alerts():
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return {r["alert"] for g in groups if g["name"] == "palisade-distributed" for r in g["rules"]}
+
+
+def check_rules_and_alerts(prom, cause):
+    loaded = check_rules_loaded(prom)
     want = [("PalisadeStrategyHittingLimits", {"strategy": "adversary", "cause": cause}),
             ("PalisadeQueueOverflow", {})]
     deadline = time.time() + 60
@@ -335,13 +381,85 @@ def check_rules_and_alerts(prom, cause):
     names = sorted({a["labels"]["alertname"] for a in firing})
     # An embedded server has no workers and no Redis: none of the
     # distributed mode's alerts may even be pending for it.
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    distributed = {r["alert"] for g in groups if g["name"] == "palisade-distributed" for r in g["rules"]}
+    distributed = distributed_alerts()
     wrong = [a["labels"] for a in v["data"]["alerts"] if a["labels"]["alertname"] in distributed]
     if wrong:
         fail(f"alerts of the distributed mode set off by an embedded server: {wrong}")
-    print(f"deploy-check: {len(loaded)} rules healthy; firing as induced: {names}; "
+    print(f"deploy-check: {loaded} rules healthy; firing as induced: {names}; "
           f"none of the {len(distributed)} alerts of the distributed mode pending")
+
+
+# ---- live, the distributed mode ----
+
+def firing_or_pending(prom):
+    _, v = api(prom, "GET", "/api/v1/alerts")
+    return v["data"]["alerts"]
+
+
+def wait_alert(prom, name, labels, timeout=60):
+    """Waits for alert `name` with `labels` to be pending or firing: its
+    condition held on live data (promtool tests its `for`)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for a in firing_or_pending(prom):
+            if a["labels"]["alertname"] == name and all(a["labels"].get(k) == x for k, x in labels.items()):
+                return a
+        time.sleep(1)
+    fail(f"alert {name} {labels} neither pending nor firing within {timeout} s; "
+         f"alerts: {[a['labels'] for a in firing_or_pending(prom)]}")
+
+
+def live_distributed(api_url, prom, workers, guests, data):
+    """Drives an API node and workers (`workers`: id -> pid) scraped by
+    Prometheus: runs a job, kills the worker of a running job with SIGKILL
+    so that another reclaims it, then asks every query for data (the
+    distributed mode's included), and requires PalisadeWorkerDown and
+    PalisadeWorkerHeartbeatMissing (for the dead worker) to be pending or
+    firing and no other alert of the distributed mode to be."""
+    # Prometheus scrapes a new target within a few seconds only: let it
+    # record every worker's reclaims at 0 first, so the reclaim below is an
+    # increase.
+    prometheus_sees(prom, f'count(palisade_reclaimed_jobs_total{{job="palisade-worker"}} == 0) == {len(workers)}',
+                    "every worker's reclaimed jobs at 0")
+    sma, adv, _, submit = upload(api_url, guests, data)
+    wait_job(api_url, submit(sma, {"fast": 5, "slow": 20}), {"succeeded"})
+    job = submit(adv, {"mode": 1}, policy="endless")
+    try:
+        wait_job(api_url, job, {"running"})
+        victim = None
+        deadline = time.time() + 30
+        while victim is None:
+            _, listed = api(api_url, "GET", "/v1/workers")
+            victim = next((w["id"] for w in listed["workers"] if job in w["current_jobs"]), None)
+            if victim is None:
+                if time.time() > deadline:
+                    fail(f"no worker says it runs job {job}: {listed}")
+                time.sleep(0.2)
+        if victim not in workers:
+            fail(f"job {job} runs on {victim}, which is none of {sorted(workers)}")
+        os.kill(workers[victim], signal.SIGKILL)
+        print(f"deploy-check: killed worker {victim}, which ran job {job}")
+        # Another worker takes it back within the TTL and one interval.
+        context = ("up", "palisade_reclaimed_jobs_total", "palisade_workers", "palisade_queue_up")
+        prometheus_sees(prom, 'palisade:reclaimed_jobs:increase10m{job="palisade-worker"} > 0',
+                        "the job reclaimed by another worker", context=context)
+        prometheus_sees(prom, 'palisade:workers_down:max{job="palisade"} == 1', "the dead worker listed down",
+                        context=context)
+        wait_job(api_url, job, {"running"})
+        check_queries(prom, distributed=True)
+        wait_alert(prom, "PalisadeWorkerDown", {"job": "palisade"})
+        # Its heartbeat passes 30 s half a minute after the kill.
+        wait_alert(prom, "PalisadeWorkerHeartbeatMissing", {"worker": victim[:64]}, timeout=90)
+        expected = {"PalisadeWorkerDown", "PalisadeWorkerHeartbeatMissing"}
+        wrong = [a["labels"] for a in firing_or_pending(prom)
+                 if a["labels"]["alertname"] in distributed_alerts() - expected]
+        if wrong:
+            fail(f"alerts of the distributed mode not induced, yet pending or firing: {wrong}")
+        loaded = check_rules_loaded(prom)
+        print(f"deploy-check: {loaded} rules healthy; pending or firing as induced: {sorted(expected)}, "
+              f"and no other alert of the distributed mode")
+    finally:
+        http("DELETE", f"{api_url}/v1/jobs/{job}")
 
 
 def main():
@@ -353,11 +471,21 @@ def main():
     lv.add_argument("--prometheus", required=True)
     lv.add_argument("--guests", default=str(ROOT / "guest-examples/out"))
     lv.add_argument("--data", default=str(ROOT / "data/sample"))
+    ld = sub.add_parser("live-distributed")
+    ld.add_argument("--api", required=True)
+    ld.add_argument("--prometheus", required=True)
+    ld.add_argument("--worker", action="append", required=True, metavar="ID=PID",
+                    help="a worker's id (as it prints it) and process id")
+    ld.add_argument("--guests", default=str(ROOT / "guest-examples/out"))
+    ld.add_argument("--data", default=str(ROOT / "data/sample"))
     a = p.parse_args()
     if a.cmd == "static":
         static()
-    else:
+    elif a.cmd == "live":
         live(a.palisade.rstrip("/"), a.prometheus.rstrip("/"), Path(a.guests), Path(a.data))
+    else:
+        workers = {w.rpartition("=")[0]: int(w.rpartition("=")[2]) for w in a.worker}
+        live_distributed(a.api.rstrip("/"), a.prometheus.rstrip("/"), workers, Path(a.guests), Path(a.data))
 
 
 if __name__ == "__main__":
