@@ -143,11 +143,10 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, InputError> {
 
 /// `palisade worker`: runs jobs from the distributed mode's queue until
 /// SIGTERM (then finishes or hands back its jobs); serves `/healthz`,
-/// `/readyz` and `/metrics` on `--listen` (default a free loopback port).
-pub fn worker(mut args: ServeArgs) -> Result<ExitCode, InputError> {
-    if args.listen.is_none() {
-        args.listen = Some("127.0.0.1:0".into());
-    }
+/// `/readyz` and `/metrics` on `listen` (flag, `PALISADE_LISTEN` or the
+/// config file; default a free loopback port). None of them takes a token,
+/// so a worker listens where it is told without a tokens file.
+pub fn worker(args: ServeArgs) -> Result<ExitCode, InputError> {
     run(args, Role::Worker)
 }
 
@@ -174,6 +173,10 @@ fn run(args: ServeArgs, role: Role) -> Result<ExitCode, InputError> {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let mut config = Config::load(args.config.as_deref(), std::env::vars(), args.overrides())?;
+    if role == Role::Worker && config.listen == Config::default().listen && !listen_given(&args) {
+        // Several workers on one machine: each on a port of its own.
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    }
     // Modules are compiled by this binary in a bounded child process.
     config.compiler = palisade_sandbox::compiler::this_executable();
     // The Python runtime: found as the CLI finds it when not configured; an
@@ -205,14 +208,19 @@ fn run(args: ServeArgs, role: Role) -> Result<ExitCode, InputError> {
         .enable_all()
         .build()?;
     let result = http.block_on(async {
-        let (addr, rebound) = listen_address(config.listen, &tokens);
+        // A worker's routes (probes, metrics) take no token: it listens
+        // where it is told.
+        let (addr, rebound) = match role {
+            Role::Worker => (config.listen, false),
+            _ => listen_address(config.listen, &tokens),
+        };
         if rebound {
             tracing::warn!(
                 requested = %config.listen,
                 listening = %addr,
                 "no tokens configured: listening on loopback only (give --tokens to serve other hosts)"
             );
-        } else if tokens.is_open() {
+        } else if tokens.is_open() && role != Role::Worker {
             tracing::warn!("no tokens configured: every request is the local operator; loopback only");
         }
         let listener = tokio::net::TcpListener::bind(addr)
@@ -242,6 +250,19 @@ fn run(args: ServeArgs, role: Role) -> Result<ExitCode, InputError> {
     });
     executor.shutdown_timeout(Duration::from_secs(1));
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Whether `listen` was given anywhere but the defaults: the flag, the
+/// environment or the config file.
+fn listen_given(args: &ServeArgs) -> bool {
+    args.listen.is_some()
+        || std::env::var_os("PALISADE_LISTEN").is_some()
+        || args
+            .config
+            .as_deref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .is_some_and(|t| t.contains_key("listen"))
 }
 
 /// Niceness of the executor's threads: when wasm saturates every core, the

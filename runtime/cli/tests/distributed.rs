@@ -740,3 +740,31 @@ fn the_shared_queue_bounds_a_tenant_across_api_nodes() {
     }
     assert_eq!(cb.result(&cb.submit(&job)).status, 200, "room again");
 }
+
+#[test]
+fn a_worker_listens_where_its_environment_says_without_a_tokens_file() {
+    let (_pg, _redis, dir, args) = servers();
+    let port = free_port();
+    let mut child = std::process::Command::new(PALISADE)
+        .arg("worker")
+        .args(&args)
+        .arg("--data-dir")
+        .arg(dir.path().join("w"))
+        .env("PALISADE_LISTEN", format!("0.0.0.0:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start a worker");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("its first line");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.ends_with(&format!(" on http://0.0.0.0:{port}\n")),
+        "{line:?}"
+    );
+}
