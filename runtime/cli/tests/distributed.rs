@@ -768,3 +768,36 @@ fn a_worker_listens_where_its_environment_says_without_a_tokens_file() {
         "{line:?}"
     );
 }
+
+#[test]
+fn a_policy_replaced_or_reverted_on_one_api_node_is_in_force_on_the_others() {
+    let (_pg, _redis, dir, args) = servers();
+    let (a, b) = (api(dir.path(), "a", &args), api(dir.path(), "b", &args));
+    let (ca, cb) = (a.client(None), b.client(None));
+    let shipped = cb.get("/v1/policies/strict").expect(200).json()["hash"].clone();
+    let put = ca
+        .put(
+            "/v1/policies/strict",
+            "application/toml",
+            b"fuel_per_event = 123456\n",
+        )
+        .expect(200)
+        .json();
+    let replaced = put["hash"].clone();
+    assert_ne!(replaced, shipped);
+    let until = |what: &str, want: &Value| {
+        let started = Instant::now();
+        loop {
+            let got = cb.get("/v1/policies/strict").expect(200).json();
+            if got["hash"] == *want {
+                return got;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{what}: {got}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let seen = until("replaced on b", &replaced);
+    assert_eq!(seen["policy"]["fuel_per_event"], 123456, "{seen}");
+    ca.delete("/v1/policies/strict").expect(200);
+    until("reverted on b", &shipped);
+}

@@ -723,7 +723,15 @@ impl Service {
     /// API node: reads the workers' heartbeats every few seconds into the
     /// metrics (`palisade_workers`, `palisade_worker_heartbeat_age_seconds`).
     pub(crate) fn watch_workers(self: &Arc<Self>) {
-        self.every(WORKERS_READ, |s| async move { s.read_workers().await });
+        self.every(WORKERS_READ, |s| async move {
+            s.read_workers().await;
+            // Policies replaced or reverted through another API node.
+            match s.registry.sync_replaced_policies().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(changed = n, "policies replaced elsewhere are in force here"),
+                Err(e) => tracing::warn!(error = %e, "cannot read the replaced policies"),
+            }
+        });
     }
 
     async fn read_workers(&self) {

@@ -278,6 +278,38 @@ impl Registry {
         Ok(())
     }
 
+    /// Brings the replaced policies up to the store (a shared store, where
+    /// other API nodes replace and revert them): a replacement made
+    /// elsewhere takes effect here, one reverted elsewhere goes. Returns
+    /// how many changed.
+    pub async fn sync_replaced_policies(&self) -> Result<usize, RegistryError> {
+        let stored: HashMap<String, String> = self.store.replaced_policies().await?.into_iter().collect();
+        let mut changed = 0;
+        let mut fresh = Vec::new();
+        for (name, text) in &stored {
+            let entry = PolicyEntry::new(Policy::from_toml_str(text, &format!("{name}.toml"))?, "api");
+            let current = lock(&self.policies).get(name).map(|p| p.hash.clone());
+            if current.as_deref() != Some(entry.hash.as_str()) {
+                fresh.push((name.clone(), Arc::new(entry)));
+            }
+        }
+        let mut policies = lock(&self.policies);
+        for (name, entry) in fresh {
+            policies.insert(name, entry);
+            changed += 1;
+        }
+        let reverted: Vec<String> = policies
+            .iter()
+            .filter(|(name, p)| p.source == "api" && !stored.contains_key(*name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in reverted {
+            policies.remove(&name);
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
     // ---- policies ----
 
     /// The policy jobs naming `name` run with now.
