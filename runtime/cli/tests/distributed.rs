@@ -801,3 +801,41 @@ fn a_policy_replaced_or_reverted_on_one_api_node_is_in_force_on_the_others() {
     ca.delete("/v1/policies/strict").expect(200);
     until("reverted on b", &shipped);
 }
+
+#[test]
+fn a_tenants_running_cap_holds_across_workers() {
+    let (_pg, _redis, dir, mut args) = servers();
+    let config = dir.path().join("cap.toml");
+    std::fs::write(&config, "max_running_per_tenant = 1\n").expect("config file");
+    args.extend(["--config".to_string(), config.display().to_string()]);
+    let node = api(dir.path(), "api", &args);
+    let c = node.client(None);
+    let (sma, data) = (
+        c.upload_module(&guest("sma_cross")),
+        c.upload_csv("spy", &sample()),
+    );
+    let _w1 = worker(dir.path(), "w1", &args, &[]);
+    let _w2 = worker(dir.path(), "w2", &args, &[]);
+    let jobs: Vec<String> = (0..3).map(|_| c.submit(&slow_job(&sma, &data))).collect();
+    // Two idle workers, three jobs of one tenant: never two at once.
+    let mut most = 0;
+    let started = Instant::now();
+    loop {
+        let states: Vec<String> = jobs
+            .iter()
+            .map(|id| {
+                c.get(&format!("/v1/jobs/{id}")).expect(200).json()["state"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        most = most.max(states.iter().filter(|s| *s == "running").count());
+        if states.iter().all(|s| s == "succeeded") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{states:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(most, 1, "max_running_per_tenant = 1 across two workers");
+}

@@ -45,6 +45,9 @@ const BACKOFF: Duration = Duration::from_secs(1);
 const CANCEL_POLL: Duration = Duration::from_millis(250);
 /// Jobs re-queued or given an entry per pass, at most.
 const PASS_LIMIT: i64 = 1_000;
+/// A worker that found a job's tenant at its running cap waits this long
+/// before it reads the queue again.
+const TENANT_BUSY_PAUSE: Duration = Duration::from_millis(50);
 /// An API node reads the workers' heartbeats into its metrics this often.
 const WORKERS_READ: Duration = Duration::from_secs(2);
 
@@ -57,6 +60,9 @@ pub enum Claimed {
     Failed,
     /// Not queued (cancelled, ended, or taken): nothing to do.
     Gone,
+    /// Its tenant already has `max_running_per_tenant` jobs running: it
+    /// waits its turn at the back of the queue, behind other tenants' jobs.
+    TenantBusy,
 }
 
 /// Takes `job` for `worker` if it is queued: `running`, one more attempt.
@@ -67,6 +73,7 @@ pub async fn claim(
     job: &str,
     worker: &str,
     max_attempts: u32,
+    tenant_cap: usize,
 ) -> Result<Claimed, StorageError> {
     let now = now_ms();
     let failed = sqlx::query(
@@ -83,16 +90,32 @@ pub async fn claim(
     if failed.rows_affected() == 1 {
         return Ok(Claimed::Failed);
     }
+    // At most `tenant_cap` of one tenant's jobs run at once, on all the
+    // workers together (two claims at the same instant may both pass).
     let row: Option<JobRecord> = sqlx::query_as(
         "UPDATE jobs SET state = 'running', attempts = attempts + 1, started = $2, progress = 0, worker = $3 \
-         WHERE id = $1 AND state = 'queued' RETURNING *",
+         WHERE id = $1 AND state = 'queued' \
+         AND (SELECT count(*) FROM jobs r WHERE r.tenant = jobs.tenant AND r.state = 'running') < $4 \
+         RETURNING *",
     )
     .bind(job)
     .bind(now)
     .bind(worker)
+    .bind(tenant_cap as i64)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map_or(Claimed::Gone, |r| Claimed::Run(Box::new(r))))
+    if let Some(r) = row {
+        return Ok(Claimed::Run(Box::new(r)));
+    }
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+        .bind(job)
+        .fetch_optional(pool)
+        .await?;
+    Ok(if state.as_deref() == Some("queued") {
+        Claimed::TenantBusy
+    } else {
+        Claimed::Gone
+    })
 }
 
 /// Puts a job that was running on a dead worker back in the queue, or fails
@@ -428,13 +451,22 @@ impl Service {
     /// Claims a delivered job in Postgres and queues it here.
     async fn take(self: &Arc<Self>, d: &Delivery) -> Result<(), StorageError> {
         let worker = self.worker_state().id.clone();
-        match claim(self.pg(), &d.job, &worker, self.config.max_attempts).await? {
+        let cap = self.config.max_running_per_tenant;
+        match claim(self.pg(), &d.job, &worker, self.config.max_attempts, cap).await? {
             Claimed::Gone => {
                 let _ = self.redis().done(d).await;
             }
             Claimed::Failed => {
                 tracing::warn!(job = %d.job, "started too many times: failed as interrupted");
                 let _ = self.redis().done(d).await;
+            }
+            Claimed::TenantBusy => {
+                // A fresh entry at the back; the pause keeps a queue of
+                // nothing but this tenant's jobs from spinning.
+                if self.redis().done(d).await.is_ok() {
+                    let _ = self.redis().enqueue(&d.job, d.priority).await;
+                }
+                tokio::time::sleep(TENANT_BUSY_PAUSE).await;
             }
             Claimed::Run(record) => self.run_claimed(*record, d.clone()).await,
         }
