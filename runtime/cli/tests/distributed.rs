@@ -616,9 +616,7 @@ fn slow_job(sma: &str, data: &str) -> Value {
 #[test]
 fn a_job_whose_workers_keep_dying_ends_failed_interrupted_after_max_attempts() {
     let (pg, _redis, dir, mut args) = servers();
-    let config = dir.path().join("attempts.toml");
-    std::fs::write(&config, "max_attempts = 2\n").expect("config file");
-    args.extend(["--config".to_string(), config.display().to_string()]);
+    with_config(&mut args, dir.path(), "attempts", "max_attempts = 2\n");
     let node = api(dir.path(), "api", &args);
     let c = node.client(None);
     let (sma, data) = (
@@ -670,6 +668,13 @@ fn a_drain_past_its_grace_hands_the_job_back_and_another_worker_runs_it() {
     assert_eq!(pg.psql("SELECT count(*) FROM results").trim(), "1");
 }
 
+/// Adds `--config FILE` to `args`, FILE holding `text`.
+fn with_config(args: &mut Vec<String>, dir: &std::path::Path, name: &str, text: &str) {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("config file");
+    args.extend(["--config".to_string(), path.display().to_string()]);
+}
+
 /// A config file with `shutdown_grace_ms`.
 fn grace_file(dir: &std::path::Path, ms: u64) -> String {
     let path = dir.join(format!("grace-{ms}.toml"));
@@ -711,9 +716,7 @@ fn redis_lost_while_running_loses_no_acknowledged_job() {
 #[test]
 fn the_shared_queue_bounds_a_tenant_across_api_nodes() {
     let (_pg, _redis, dir, mut args) = servers();
-    let config = dir.path().join("bounds.toml");
-    std::fs::write(&config, "max_queued_per_tenant = 2\n").expect("config file");
-    args.extend(["--config".to_string(), config.display().to_string()]);
+    with_config(&mut args, dir.path(), "bounds", "max_queued_per_tenant = 2\n");
     let (a, b) = (api(dir.path(), "a", &args), api(dir.path(), "b", &args));
     let (ca, cb) = (a.client(None), b.client(None));
     let (sma, data) = (
@@ -805,9 +808,7 @@ fn a_policy_replaced_or_reverted_on_one_api_node_is_in_force_on_the_others() {
 #[test]
 fn a_tenants_running_cap_holds_across_workers() {
     let (_pg, _redis, dir, mut args) = servers();
-    let config = dir.path().join("cap.toml");
-    std::fs::write(&config, "max_running_per_tenant = 1\n").expect("config file");
-    args.extend(["--config".to_string(), config.display().to_string()]);
+    with_config(&mut args, dir.path(), "cap", "max_running_per_tenant = 1\n");
     let node = api(dir.path(), "api", &args);
     let c = node.client(None);
     let (sma, data) = (
