@@ -840,3 +840,74 @@ fn a_tenants_running_cap_holds_across_workers() {
     }
     assert_eq!(most, 1, "max_running_per_tenant = 1 across two workers");
 }
+
+#[test]
+fn a_tenants_submission_rate_holds_across_api_nodes() {
+    let (_pg, _redis, dir, mut args) = servers();
+    with_config(
+        &mut args,
+        dir.path(),
+        "rate",
+        "submit_rate = 0.2\nsubmit_burst = 2\n",
+    );
+    let (a, b) = (api(dir.path(), "a", &args), api(dir.path(), "b", &args));
+    let (ca, cb) = (a.client(None), b.client(None));
+    let (sma, data) = (
+        ca.upload_module(&guest("sma_cross")),
+        ca.upload_csv("spy", &sample()),
+    );
+    let job = json!({ "strategy": sma, "dataset": data, "params": { "fast": 5, "slow": 20 } });
+    // The burst, one on each node; then either node refuses.
+    ca.submit(&job);
+    cb.submit(&job);
+    for c in [&ca, &cb] {
+        let refused = c.post_json("/v1/jobs", &job);
+        let retry = refused.retry_after.clone();
+        let problem = refused.problem(429, "rate-limited");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("0.2 jobs per second"),
+            "{problem}"
+        );
+        let secs: u64 = retry.expect("Retry-After").parse().expect("seconds");
+        assert!((1..=5).contains(&secs), "a token every 5 s: Retry-After {secs}");
+    }
+}
+
+#[test]
+fn an_aged_low_priority_job_goes_before_newer_high_ones() {
+    let (_pg, _redis, dir, mut args) = servers();
+    with_config(&mut args, dir.path(), "aging", "aging_ms = 300\n");
+    let node = api(dir.path(), "api", &args);
+    let c = node.client(None);
+    let (sma, data) = (
+        c.upload_module(&guest("sma_cross")),
+        c.upload_csv("spy", &sample()),
+    );
+    let _w1 = worker(dir.path(), "w1", &args, &[]);
+    // The one worker is busy; a low job waits long enough to rise twice.
+    let busy = c.submit(&slow_job(&sma, &data));
+    c.wait_job(&busy, "running", |v| v["state"] == "running");
+    let mut low = slow_job(&sma, &data);
+    low["priority"] = json!("low");
+    let low = c.submit(&low);
+    std::thread::sleep(Duration::from_millis(2_000));
+    let mut high = slow_job(&sma, &data);
+    high["priority"] = json!("high");
+    let highs = [c.submit(&high), c.submit(&high)];
+    for id in std::iter::once(&low).chain(&highs) {
+        assert_eq!(c.result(id).status, 200);
+    }
+    let seq = |id: &str| {
+        c.get(&format!("/v1/jobs/{id}")).expect(200).json()["started"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        seq(&low) < seq(&highs[0]),
+        "the aged low job ran before the newer high ones"
+    );
+}

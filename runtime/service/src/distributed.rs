@@ -248,6 +248,11 @@ impl Service {
         if let Err(e) = self.reconcile().await {
             tracing::warn!(error = %e, "cannot reconcile the queue with the store");
         }
+        match self.redis().raise_aged(self.config.aging()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(raised = n, "aged jobs rose a priority level"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise aged jobs"),
+        }
         self.metrics.step("heartbeat", started.elapsed());
     }
 
@@ -709,8 +714,31 @@ impl Service {
                 retry_after,
             })
         } else {
-            Ok(())
+            self.shared_token(tenant).await
         })
+    }
+
+    /// A token of `tenant`'s submission rate over every API node: a bucket
+    /// in Redis. Without Redis the submission is still durable, so it is
+    /// not refused for that (the node's own bucket still holds).
+    async fn shared_token(&self, tenant: &str) -> Result<(), crate::scheduler::Refused> {
+        match self
+            .redis()
+            .take_token(tenant, self.config.submit_rate, self.config.submit_burst)
+            .await
+        {
+            Ok(None) => Ok(()),
+            Ok(Some(wait)) => Err(crate::scheduler::Refused::RateLimited {
+                tenant: tenant.to_owned(),
+                rate: self.config.submit_rate,
+                burst: self.config.submit_burst,
+                retry_after: wait,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the shared submission bucket");
+                Ok(())
+            }
+        }
     }
 
     /// API node: cancels a queued job in the store, or asks the worker

@@ -174,6 +174,35 @@ redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 ";
 
+/// Takes one token from a tenant's bucket, refilled at `ARGV[1]` per second
+/// up to `ARGV[2]`, on Redis's clock (API nodes' clocks may differ): 0, or
+/// the milliseconds until a token is there.
+const BUCKET_SCRIPT: &str = r"
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(b[1]) or burst
+local at = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
+if tokens < 1 then
+  return math.ceil((1 - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tokens - 1, 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+return 0
+";
+
+/// Moves an entry one priority up (a fresh entry at the back of the higher
+/// stream) if it is still where it was: several workers may try at once.
+const RAISE_SCRIPT: &str = r"
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
+  return 1
+end
+return 0
+";
+
 impl Queue {
     /// Connects to the Redis at `url` (a single node, or any node of a
     /// cluster), and makes the consumer group on every stream. Gives up
@@ -416,6 +445,82 @@ impl Queue {
             .query(redis::cmd("SMISMEMBER").arg(ENQUEUED).arg(jobs))
             .await?;
         Ok(flags.into_iter().map(|f| f == 1).collect())
+    }
+
+    /// Takes a submission token from `tenant`'s bucket, shared by every API
+    /// node: `None`, or how long until there is one.
+    pub async fn take_token(
+        &self,
+        tenant: &str,
+        rate: f64,
+        burst: u32,
+    ) -> Result<Option<Duration>, QueueError> {
+        let mut conn = self.conn.clone();
+        let wait: i64 = redis::Script::new(BUCKET_SCRIPT)
+            .key(format!("{{palisade}}:bucket:{tenant}"))
+            .arg(rate)
+            .arg(burst)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok((wait > 0).then(|| Duration::from_millis(wait as u64)))
+    }
+
+    /// Aging: entries not yet delivered that have waited longer than
+    /// `aging` in the normal or low stream move one priority up (to the back
+    /// of the higher stream, so they rise one level per `aging` waited, as
+    /// in the embedded scheduler). Returns how many moved.
+    pub async fn raise_aged(&self, aging: Duration) -> Result<usize, QueueError> {
+        let now_ms = {
+            let t: (String, String) = self.query(&redis::cmd("TIME")).await?;
+            t.0.parse::<i64>().unwrap_or(0) * 1000 + t.1.parse::<i64>().unwrap_or(0) / 1000
+        };
+        let before = now_ms - aging.as_millis() as i64;
+        let mut moved = 0;
+        for pair in Priority::ALL.windows(2) {
+            let (higher, lower) = (pair[0], pair[1]);
+            // Entries after the group's last delivered one were never read.
+            let groups: Value = self
+                .query(redis::cmd("XINFO").arg("GROUPS").arg(stream(lower)))
+                .await?;
+            let last = match &groups {
+                Value::Array(gs) => gs
+                    .iter()
+                    .map(map_of)
+                    .find(|g| g.iter().any(|(k, v)| k == "name" && v == GROUP))
+                    .and_then(|g| {
+                        g.into_iter()
+                            .find(|(k, _)| k == "last-delivered-id")
+                            .map(|(_, v)| v)
+                    }),
+                _ => None,
+            }
+            .unwrap_or_else(|| "0-0".into());
+            let old: Value = self
+                .query(
+                    redis::cmd("XRANGE")
+                        .arg(stream(lower))
+                        .arg(format!("({last}"))
+                        .arg(before.max(0))
+                        .arg("COUNT")
+                        .arg(500),
+                )
+                .await?;
+            let Value::Array(entries) = old else { continue };
+            for (entry, job) in entries.iter().filter_map(entry_of) {
+                let mut conn = self.conn.clone();
+                let n: i64 = redis::Script::new(RAISE_SCRIPT)
+                    .key(stream(lower))
+                    .key(stream(higher))
+                    .arg(&entry)
+                    .arg(&job)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                moved += n as usize;
+            }
+        }
+        Ok(moved)
     }
 
     /// Asks whichever worker runs `job` to stop it.
