@@ -259,11 +259,22 @@ impl Service {
     /// Re-queues the jobs of workers whose heartbeat has expired.
     pub async fn reap(&self) -> Result<usize, String> {
         let queue = self.redis();
-        let live = queue.live_workers(now_ms()).await.map_err(|e| e.to_string())?;
-        let running: Vec<(String, String, i64, String)> = sqlx::query_as(
-            "SELECT id, worker, attempts, priority FROM jobs WHERE state = 'running' AND worker IS NOT NULL \
-             ORDER BY seq LIMIT $1",
+        // The workers running jobs first, then who is alive: a worker that
+        // starts in between is seen alive, never reaped for a job it just
+        // took.
+        let holders: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT worker FROM jobs WHERE state = 'running' AND worker IS NOT NULL",
         )
+        .fetch_all(self.pg())
+        .await
+        .map_err(|e| e.to_string())?;
+        let live = queue.live_workers(now_ms()).await.map_err(|e| e.to_string())?;
+        let gone: Vec<String> = holders.into_iter().filter(|w| !live.contains(w)).collect();
+        let running: Vec<(String, String, i64, String)> = sqlx::query_as(
+            "SELECT id, worker, attempts, priority FROM jobs WHERE state = 'running' AND worker = ANY($1) \
+             ORDER BY seq LIMIT $2",
+        )
+        .bind(&gone)
         .bind(PASS_LIMIT)
         .fetch_all(self.pg())
         .await
@@ -308,28 +319,51 @@ impl Service {
             }
         }
         for worker in dead {
-            // Entries it read and never acknowledged: a job still queued
-            // gets a fresh entry; any other is done.
-            for d in queue.take_over(&worker, me).await.map_err(|e| e.to_string())? {
+            // Entries it read and never acknowledged.
+            let held = queue.take_over(&worker, me).await.map_err(|e| e.to_string())?;
+            self.requeue_entries(held).await?;
+            if let Err(e) = queue.forget_consumer(&worker).await {
+                tracing::debug!(error = %e, "cannot drop a dead worker's consumer");
+            }
+        }
+        // Entries held too long by anyone (a failed `done`, a read at a
+        // stop), this worker's own included.
+        let stale = queue
+            .take_over_stale(me, self.config.heartbeat_ttl())
+            .await
+            .map_err(|e| e.to_string())?;
+        self.requeue_entries(stale).await?;
+        Ok(reclaimed)
+    }
+
+    /// Entries taken over from a consumer: each is done, and a job still
+    /// queued gets a fresh one. All are handled even when one fails (they
+    /// are this worker's now: a later pass takes them over again).
+    async fn requeue_entries(&self, entries: Vec<Delivery>) -> Result<(), String> {
+        let mut first_error = None;
+        for d in entries {
+            let handled = async {
                 let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
                     .bind(&d.job)
                     .fetch_optional(self.pg())
                     .await
                     .map_err(|e| e.to_string())?;
-                queue.done(&d).await.map_err(|e| e.to_string())?;
+                self.redis().done(&d).await.map_err(|e| e.to_string())?;
                 if state.as_deref() == Some("queued") {
-                    queue
+                    self.redis()
                         .enqueue(&d.job, d.priority)
                         .await
                         .map_err(|e| e.to_string())?;
-                    tracing::warn!(job = %d.job, dead_worker = %worker, "an entry a dead worker held: enqueued again");
+                    tracing::warn!(job = %d.job, "an entry nobody took: enqueued again");
                 }
+                Ok::<(), String>(())
             }
-            if let Err(e) = queue.forget_consumer(&worker).await {
-                tracing::debug!(error = %e, "cannot drop a dead worker's consumer");
+            .await;
+            if let Err(e) = handled {
+                first_error.get_or_insert(e);
             }
         }
-        Ok(reclaimed)
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Gives an entry to queued jobs that have none (Redis lost it).
@@ -491,6 +525,9 @@ impl Service {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(BACKOFF * 5);
                 }
+                // Stopping while the store is away: the row stays running
+                // on this worker and is handed back or reaped.
+                Err(crate::ServiceError::StoreUnavailable(_)) => return,
                 other => break other,
             }
         };
@@ -586,11 +623,11 @@ impl Service {
         if self.queue.is_none() {
             return;
         }
-        if let Err(e) = self.redis().enqueue(id, priority).await {
-            tracing::warn!(job = %id, error = %e, "handed back; the reconciler will enqueue it");
-        }
         if let Some(d) = delivery {
             let _ = self.redis().done(&d).await;
+        }
+        if let Err(e) = self.redis().enqueue(id, priority).await {
+            tracing::warn!(job = %id, error = %e, "handed back; the reconciler will enqueue it");
         }
     }
 

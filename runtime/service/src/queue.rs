@@ -572,12 +572,14 @@ impl Queue {
     }
 
     /// A worker leaving for good (a drained stop): its heartbeat and its
-    /// place in the list go, and its consumer (it holds no entries).
+    /// place in the list go. Its consumer stays: the other workers' reapers
+    /// take over whatever entries it still holds (one read as it stopped),
+    /// then drop it.
     pub async fn leave(&self, worker: &str) -> Result<(), QueueError> {
         let _: () = self.query(redis::cmd("DEL").arg(heartbeat_key(worker))).await?;
         let _: () = self.query(redis::cmd("ZREM").arg(WORKERS).arg(worker)).await?;
         let _: () = self.query(redis::cmd("HDEL").arg(LAST_BEATS).arg(worker)).await?;
-        self.forget_consumer(worker).await
+        Ok(())
     }
 
     /// Every worker that beat in the last ten minutes, with its last
@@ -721,6 +723,47 @@ impl Queue {
                         entry,
                     });
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes over, for `me`, the entries any consumer (live ones and `me`
+    /// included) has held unacknowledged for longer than `idle`: an entry
+    /// whose `done` failed, or that a worker read as it stopped. A live
+    /// worker running the entry's job loses nothing: the job is its own by
+    /// its row, not by the entry.
+    pub async fn take_over_stale(&self, me: &str, idle: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let mut out = Vec::new();
+        for &p in Priority::ALL {
+            let reply: Value = match self
+                .query(
+                    redis::cmd("XAUTOCLAIM")
+                        .arg(stream(p))
+                        .arg(GROUP)
+                        .arg(me)
+                        .arg(idle.as_millis() as u64)
+                        .arg("0-0")
+                        .arg("COUNT")
+                        .arg(500),
+                )
+                .await
+            {
+                Ok(v) => v,
+                Err(e) if e.source.code() == Some("NOGROUP") => continue,
+                Err(e) => return Err(e),
+            };
+            // [next cursor, [[id, fields], …], [deleted ids]]
+            let Value::Array(parts) = reply else { continue };
+            let Some(Value::Array(entries)) = parts.get(1) else {
+                continue;
+            };
+            for (entry, job) in entries.iter().filter_map(entry_of) {
+                out.push(Delivery {
+                    job,
+                    priority: p,
+                    entry,
+                });
             }
         }
         Ok(out)
