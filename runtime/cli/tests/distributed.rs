@@ -878,7 +878,7 @@ fn a_tenants_submission_rate_holds_across_api_nodes() {
 
 #[test]
 fn an_aged_low_priority_job_goes_before_newer_high_ones() {
-    let (_pg, _redis, dir, mut args) = servers();
+    let (_pg, redis, dir, mut args) = servers();
     with_config(&mut args, dir.path(), "aging", "aging_ms = 300\n");
     let node = api(dir.path(), "api", &args);
     let c = node.client(None);
@@ -887,13 +887,22 @@ fn an_aged_low_priority_job_goes_before_newer_high_ones() {
         c.upload_csv("spy", &sample()),
     );
     let _w1 = worker(dir.path(), "w1", &args, &[]);
-    // The one worker is busy; a low job waits long enough to rise twice.
+    // The one worker is busy; a low job waits until it has risen twice.
     let busy = c.submit(&slow_job(&sma, &data));
     c.wait_job(&busy, "running", |v| v["state"] == "running");
     let mut low = slow_job(&sma, &data);
     low["priority"] = json!("low");
     let low = c.submit(&low);
-    std::thread::sleep(Duration::from_millis(2_000));
+    let started = Instant::now();
+    while !redis_cli(redis.port(), &["XRANGE", "{palisade}:jobs:high", "-", "+"]).contains(&low) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the low job rose to high"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let waiting = c.get(&format!("/v1/jobs/{busy}")).expect(200).json();
+    assert_eq!(waiting["state"], "running", "the worker is still busy: {waiting}");
     let mut high = slow_job(&sma, &data);
     high["priority"] = json!("high");
     let highs = [c.submit(&high), c.submit(&high)];

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgPool;
 
 use crate::jobs::Delivery;
-use crate::jobs::{JobRequest, Priority, Source};
+use crate::jobs::{Priority, Source};
 use crate::queue::{Queue, WorkerInfo};
 use crate::service::Service;
 use crate::storage::{now_ms, JobRecord, JobState, StorageError, INTERRUPTED};
@@ -539,32 +539,13 @@ impl Service {
         self: &Arc<Self>,
         record: &JobRecord,
     ) -> Result<crate::jobs::Job, crate::ServiceError> {
-        async {
-            let request: JobRequest = serde_json::from_str(&record.spec)
-                .map_err(|e| crate::ServiceError::Internal(format!("stored job spec: {e}")))?;
-            let policy = self
-                .registry
-                .policy_by_hash(&record.policy, &record.policy_hash)
-                .await?;
-            let ids = request.dataset.ids();
-            let source = if record.attempts > 1 {
-                Source::Restart
-            } else {
-                Source::Api
-            };
-            self.build(
-                &record.tenant,
-                request,
-                ids,
-                policy,
-                (record.id.clone(), record.seq),
-                source,
-                // `run_job` counts this start itself.
-                record.attempts - 1,
-            )
-            .await
-        }
-        .await
+        let source = if record.attempts > 1 {
+            Source::Restart
+        } else {
+            Source::Api
+        };
+        // `run_job` counts this start itself.
+        self.build_stored(record, source, record.attempts - 1).await
     }
 
     async fn hand_over_claimed(

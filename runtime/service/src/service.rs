@@ -1032,30 +1032,39 @@ impl Service {
         })
     }
 
+    /// Builds a job from its stored row, with the policy it was submitted
+    /// with (by hash): a restart's queued jobs, a worker's claimed ones.
+    /// `attempts` are the starts before this one.
+    pub(crate) async fn build_stored(
+        self: &Arc<Self>,
+        record: &JobRecord,
+        source: Source,
+        attempts: i64,
+    ) -> Result<Job, ServiceError> {
+        let request: JobRequest = serde_json::from_str(&record.spec)
+            .map_err(|e| ServiceError::Internal(format!("stored job spec: {e}")))?;
+        let policy = self
+            .registry
+            .policy_by_hash(&record.policy, &record.policy_hash)
+            .await?;
+        let ids = request.dataset.ids();
+        self.build(
+            &record.tenant,
+            request,
+            ids,
+            policy,
+            (record.id.clone(), record.seq),
+            source,
+            attempts,
+        )
+        .await
+    }
+
     /// Puts a job found queued at start-up back in its queue, with the
     /// policy it was submitted with; a job that can no longer be prepared
     /// is failed with the reason.
     async fn restore(self: &Arc<Self>, record: JobRecord) {
-        let prepared = async {
-            let request: JobRequest = serde_json::from_str(&record.spec)
-                .map_err(|e| ServiceError::Internal(format!("stored job spec: {e}")))?;
-            let policy = self
-                .registry
-                .policy_by_hash(&record.policy, &record.policy_hash)
-                .await?;
-            let ids = request.dataset.ids();
-            self.build(
-                &record.tenant,
-                request,
-                ids,
-                policy,
-                (record.id.clone(), record.seq),
-                Source::Restart,
-                record.attempts,
-            )
-            .await
-        }
-        .await;
+        let prepared = self.build_stored(&record, Source::Restart, record.attempts).await;
         self.table.insert(record.clone(), true);
         match prepared {
             Ok(job) => {
