@@ -31,7 +31,7 @@ LAYERS = [
     ["palisade-host-api"],
     ["palisade-sdk", "palisade-backtest"],
     ["palisade-run"],
-    ["palisade-sandbox"],
+    ["palisade-sandbox", "palisade-live"],
     ["palisade-study", "palisade-testkit"],
     ["palisade-document"],
     ["palisade-service"],

@@ -1,0 +1,9 @@
+//! `palisade-live`, live paper trading's parts that need no WebAssembly:
+//! what a feed sends and how its bars are checked before a strategy sees
+//! them, the durable bar log a deployment replays after a crash, the
+//! simulated execution venue, drift measures and the gate's state machine
+//! with its audit log.
+//!
+//! What it must not touch: wasmtime (the sandbox runs the strategy; the
+//! service's deployment runner joins the two), HTTP routes and the service's
+//! storage, the terminal.
