@@ -6,6 +6,7 @@
 mod assemblyscript;
 mod determinism;
 mod limits;
+mod live;
 mod lookahead;
 mod python;
 mod support;

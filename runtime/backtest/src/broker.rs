@@ -68,7 +68,7 @@ pub const MAX_ORDER_QTY: f64 = 1e15;
 pub const MAX_ORDER_PRICE: f64 = 1e15;
 use serde::{Deserialize, Serialize};
 
-use crate::data::Dataset;
+use crate::data::{DataError, Dataset};
 use crate::records::{EquityPoint, Trade};
 use crate::report::{BacktestReport, OpenPosition, OrderKindName, PendingOrder};
 use crate::stats::{CurvePass, Stats, StatsInput};
@@ -372,6 +372,9 @@ struct State {
     realized_pnl: f64,
     commission_paid: f64,
     fill_queue: VecDeque<Fill>,
+    /// Every fill, for a caller that asked ([`Backtest::keep_fills`]): a live
+    /// deployment compares its paper fills with the venue's.
+    journal: Option<Vec<Fill>>,
     fills: usize,
     dropped_fills: usize,
     last_ts: Option<i64>,
@@ -392,6 +395,7 @@ impl Backtest {
         let state = State {
             cash: config.initial_cash,
             fill_queue: VecDeque::with_capacity(config.max_pending_fills.min(256)),
+            journal: None,
             config,
             processed: 0,
             positions_value: 0.0,
@@ -557,6 +561,25 @@ impl Backtest {
     /// oldest are dropped and counted in [`BacktestReport::dropped_fills`].
     pub fn pop_fill(&mut self) -> Option<Fill> {
         self.state.fill_queue.pop_front()
+    }
+
+    /// Keeps every fill from now on, for [`Backtest::take_fills`], besides
+    /// the queue the strategy polls.
+    pub fn keep_fills(&mut self) {
+        self.state.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The fills kept since the last call (none unless
+    /// [`Backtest::keep_fills`] was called).
+    pub fn take_fills(&mut self) -> Vec<Fill> {
+        self.state.journal.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Appends the bars of a live feed to the data (see [`Dataset::push`]):
+    /// the bars are checked against the last one, and copied only when
+    /// another holder shares the data.
+    pub fn extend(&mut self, bars: &[Bar]) -> Result<(), DataError> {
+        Arc::make_mut(&mut self.data).push(bars)
     }
 
     /// Processes the remaining events, marks open positions at their last
@@ -773,6 +796,18 @@ impl State {
 
         self.book(symbol, qty, price, commission, bar.ts, bar_no);
 
+        let fill = Fill {
+            order_id: order.id as i64,
+            ts: bar.ts,
+            symbol: bar.symbol,
+            reserved: 0,
+            qty,
+            price,
+            commission,
+        };
+        if let Some(journal) = &mut self.journal {
+            journal.push(fill);
+        }
         let max = self.config.max_pending_fills;
         if self.fill_queue.len() >= max {
             self.dropped_fills += 1;
@@ -781,15 +816,7 @@ impl State {
             }
             self.fill_queue.pop_front();
         }
-        self.fill_queue.push_back(Fill {
-            order_id: order.id as i64,
-            ts: bar.ts,
-            symbol: bar.symbol,
-            reserved: 0,
-            qty,
-            price,
-            commission,
-        });
+        self.fill_queue.push_back(fill);
     }
 
     /// FIFO lot accounting for one fill.

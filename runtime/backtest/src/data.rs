@@ -160,7 +160,9 @@ impl DataError {
 #[derive(Clone, Debug)]
 pub struct Dataset {
     symbols: Arc<[String]>,
-    bars: Arc<[Bar]>,
+    /// A `Vec` behind the `Arc` so that a live deployment's dataset can grow
+    /// ([`Dataset::push`]) without copying while it is not shared.
+    bars: Arc<Vec<Bar>>,
     start: usize,
     end: usize,
     timestamps: usize,
@@ -334,6 +336,65 @@ impl Dataset {
         Ok(Dataset::new_unchecked(symbols, bars))
     }
 
+    /// A dataset of `symbols` with no bars yet: a live deployment's, which
+    /// grows by [`Dataset::push`] as its feed's bars close.
+    pub fn empty(symbols: Vec<String>) -> Result<Dataset, DataError> {
+        check_names(symbols.iter().map(String::as_str))?;
+        if symbols.is_empty() {
+            return Err(DataError::Empty {
+                origin: "symbols".to_owned(),
+            });
+        }
+        Ok(Dataset::new_unchecked(symbols, Vec::new()))
+    }
+
+    /// Appends `bars` after the last bar, checking the invariants of
+    /// [`Dataset`] against it (errors name the bar by its index in `bars`);
+    /// nothing is appended when one fails. A window ([`Dataset::slice`]) is
+    /// compacted first; the bars are copied only when another dataset shares
+    /// them.
+    pub fn push(&mut self, bars: &[Bar]) -> Result<(), DataError> {
+        let count = self.symbols.len();
+        let mut previous = self.bars().last().map(|b| (b.ts, b.symbol));
+        for (index, bar) in bars.iter().enumerate() {
+            let at = Location::Bar { index };
+            if usize::try_from(bar.symbol).map_or(true, |s| s >= count) {
+                let problem = BarProblem::UnknownSymbol {
+                    symbol: bar.symbol,
+                    count,
+                };
+                return Err(DataError::bar(at, problem));
+            }
+            check_bar(bar).map_err(|p| DataError::bar(at.clone(), p))?;
+            if let Some((previous_ts, previous_symbol)) = previous {
+                if (bar.ts, bar.symbol) <= (previous_ts, previous_symbol) {
+                    let problem = BarProblem::OutOfOrder {
+                        previous_ts,
+                        previous_symbol,
+                        ts: bar.ts,
+                        symbol: bar.symbol,
+                    };
+                    return Err(DataError::bar(at, problem));
+                }
+            }
+            previous = Some((bar.ts, bar.symbol));
+        }
+        if self.start != 0 || self.end != self.bars.len() {
+            *self = std::mem::replace(self, Dataset::new_unchecked(Vec::new(), Vec::new())).compact();
+        }
+        let mut last = self.bars().last().map(|b| b.ts);
+        let all = Arc::make_mut(&mut self.bars);
+        for bar in bars {
+            if last != Some(bar.ts) {
+                self.timestamps += 1;
+                last = Some(bar.ts);
+            }
+            all.push(Bar { reserved: 0, ..*bar });
+        }
+        self.end = all.len();
+        Ok(())
+    }
+
     /// Merges datasets into one: the symbols are concatenated in the order
     /// given (each part's ids shifted accordingly), and the bars are ordered
     /// by timestamp, bars of equal timestamp in symbol order. Symbol names
@@ -393,7 +454,7 @@ impl Dataset {
             return self;
         }
         Dataset {
-            bars: self.bars().into(),
+            bars: Arc::new(self.bars().to_vec()),
             start: 0,
             end: self.len(),
             ..self
@@ -405,7 +466,7 @@ impl Dataset {
         let end = bars.len();
         Dataset {
             symbols: symbols.into(),
-            bars: bars.into(),
+            bars: Arc::new(bars),
             start: 0,
             end,
             timestamps,

@@ -1,7 +1,8 @@
 //! `palisade-run`, the vocabulary every way of running a strategy shares:
 //! limit policies ([`policy`]), parameters ([`params`]), how a run ended
 //! ([`outcome`]), what a run needs ([`config`]) and what it produced
-//! ([`output`]), and the ABI's semantics without WebAssembly ([`session`]).
+//! ([`output`]), the ABI's semantics without WebAssembly ([`session`]), and
+//! what a live run waits on ([`live`]).
 //! The sandbox (`palisade-sandbox`) and the native runner ([`native`]) are
 //! both adapters over [`session::Session`], so a strategy built for wasm and
 //! the same strategy built natively see the same host.
@@ -11,6 +12,7 @@
 //! studies, the documents and the service, and depends on none of them.
 
 pub mod config;
+pub mod live;
 pub mod native;
 pub mod outcome;
 pub mod output;

@@ -58,7 +58,7 @@ impl palisade_sdk::Host for NativeHost {
         let r = self.session.next_bars(cap);
         let events = self.ok(r, 0..0);
         let n = events.len();
-        buf[..n].copy_from_slice(&self.session.data.bars()[events]);
+        buf[..n].copy_from_slice(&self.session.data().bars()[events]);
         n
     }
 

@@ -72,7 +72,6 @@ impl OutputLimits {
 
 /// One strategy's run over one dataset.
 pub struct Session {
-    pub data: Arc<Dataset>,
     pub bt: Backtest,
     pub limits: OutputLimits,
     pub phase: Phase,
@@ -92,6 +91,20 @@ pub struct Session {
     pub metrics: BTreeMap<String, f64>,
     /// Host calls the strategy made (`palisade bench` reports them).
     calls: std::cell::Cell<u64>,
+    /// Every accepted order, for a caller that asked
+    /// ([`Session::keep_orders`]): a live deployment publishes them.
+    journal: Option<Vec<PlacedOrder>>,
+}
+
+/// An order the session accepted, as a live deployment publishes it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PlacedOrder {
+    pub id: u64,
+    /// The timestamp it was decided at.
+    pub ts: i64,
+    pub symbol: u32,
+    pub qty: f64,
+    pub kind: OrderKind,
 }
 
 fn fail(cause: Cause, message: String) -> Failure {
@@ -101,7 +114,6 @@ fn fail(cause: Cause, message: String) -> Failure {
 impl Session {
     pub fn new(bt: Backtest, limits: OutputLimits, params: Vec<(String, f64)>, seed: u64) -> Session {
         Session {
-            data: bt.data().clone(),
             bt,
             limits,
             phase: Phase::Init,
@@ -117,7 +129,37 @@ impl Session {
             logs_dropped: 0,
             metrics: BTreeMap::new(),
             calls: std::cell::Cell::new(0),
+            journal: None,
         }
+    }
+
+    /// The data handed over so far (all of it, in a backtest).
+    #[inline]
+    pub fn data(&self) -> &Arc<Dataset> {
+        self.bt.data()
+    }
+
+    /// Keeps every accepted order from now on, and every fill, for
+    /// [`Session::take_orders`] and [`Backtest::take_fills`].
+    pub fn keep_orders(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+        self.bt.keep_fills();
+    }
+
+    /// The orders accepted since the last call.
+    pub fn take_orders(&mut self) -> Vec<PlacedOrder> {
+        self.journal.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// True when a timestamp is waiting to be handed over: a live deployment
+    /// waits for its feed otherwise.
+    pub fn has_next(&self) -> bool {
+        self.now_end < self.data().len()
+    }
+
+    /// Appends a live feed's bars (see [`Backtest::extend`]).
+    pub fn extend(&mut self, bars: &[palisade_host_api::Bar]) -> Result<(), palisade_backtest::DataError> {
+        self.bt.extend(bars)
     }
 
     /// The session of one backtest run: `run`'s engine settings, parameters
@@ -141,7 +183,7 @@ impl Session {
     /// The number of symbols: the most bars one timestamp has.
     pub fn symbol_count(&self) -> usize {
         self.call();
-        self.data.symbols().len()
+        self.data().symbols().len()
     }
 
     /// The last event of the timestamp being handled; `None` in init and in
@@ -174,14 +216,14 @@ impl Session {
             Phase::Init => self.phase = Phase::Bars,
             Phase::Bars => {}
         }
-        let symbols = self.data.symbols().len();
+        let symbols = self.data().symbols().len();
         if usize::try_from(cap).map_or(true, |c| c < symbols) {
             return Err(fail(
                 Cause::HostAbuse,
                 format!("next_bars: a buffer of {cap} bars cannot hold a timestamp of {symbols} symbols (symbol_count)"),
             ));
         }
-        let bars = self.data.bars();
+        let bars = self.data().bars();
         let start = self.now_end;
         let Some(first) = bars.get(start) else {
             self.phase = Phase::Finished;
@@ -211,7 +253,7 @@ impl Session {
 
     /// The fraction of the data's bars handed to the strategy so far.
     pub fn progress(&self) -> f64 {
-        match self.data.len() {
+        match self.data().len() {
             0 => 1.0,
             n => self.now_end as f64 / n as f64,
         }
@@ -232,7 +274,7 @@ impl Session {
         self.orders_total += 1;
         if self.orders_here > self.limits.orders_per_event {
             let n = self.limits.orders_per_event;
-            let ts = self.data.bars()[event].ts;
+            let ts = self.data().bars()[event].ts;
             return Err(fail(
                 Cause::OutputLimit,
                 format!("placed more than {n} orders while handling timestamp {ts} (orders_per_event)"),
@@ -257,7 +299,19 @@ impl Session {
             return Ok(i64::from(error::UNKNOWN_SYMBOL));
         };
         Ok(match self.bt.place_order(event, symbol, qty, kind) {
-            Ok(id) => id as i64,
+            Ok(id) => {
+                if let Some(journal) = &mut self.journal {
+                    let ts = self.bt.data().bars()[event].ts;
+                    journal.push(PlacedOrder {
+                        id,
+                        ts,
+                        symbol,
+                        qty,
+                        kind,
+                    });
+                }
+                id as i64
+            }
             Err(e) => {
                 match e {
                     OrderError::BadArgument => self.refused.bad_argument += 1,
@@ -336,7 +390,7 @@ impl Session {
     pub fn symbol_name_len(&self, symbol: i32) -> usize {
         usize::try_from(symbol)
             .ok()
-            .and_then(|i| self.data.symbols().get(i))
+            .and_then(|i| self.data().symbols().get(i))
             .map_or(0, String::len)
     }
 
@@ -344,7 +398,7 @@ impl Session {
         self.call();
         usize::try_from(symbol)
             .ok()
-            .and_then(|i| self.data.symbols().get(i))
+            .and_then(|i| self.data().symbols().get(i))
             .map(|s| s.as_str())
     }
 
@@ -399,7 +453,7 @@ impl Session {
             2 => "info",
             _ => "debug",
         };
-        let ts = self.now().map(|e| self.data.bars()[e].ts);
+        let ts = self.now().map(|e| self.data().bars()[e].ts);
         self.logs.push(LogLine { level, ts, message });
     }
 
@@ -463,7 +517,7 @@ impl Session {
             Phase::Finished => "finish".into(),
             Phase::Bars => format!(
                 "timestamp {} ({} bars from bar {})",
-                self.data.bars()[self.now_start].ts,
+                self.data().bars()[self.now_start].ts,
                 self.now_end - self.now_start,
                 self.now_start
             ),

@@ -19,6 +19,7 @@ use palisade_host_api::{error, imports, Bar, Fill, IMPORT_MODULE};
 use wasmtime::{AsContextMut, Caller, Linker, Memory, ResourceLimiter, StoreContextMut, UpdateDeadline};
 
 use palisade_run::session::{Session, MAX_METRIC_NAME, ORDER_RECORD_BYTES};
+use palisade_run::live::Feed;
 use palisade_run::{Cause, Failure, Policy, ProgressFn};
 
 /// Longest `fail` message kept, in bytes.
@@ -192,6 +193,8 @@ pub struct RunState {
     pub run_deadline: Instant,
     pub cancel: Option<Arc<AtomicBool>>,
     pub progress: Option<ProgressFn>,
+    /// A live run's feed (see [`define_live`]); `None` in a backtest.
+    pub live: Option<Box<dyn Feed>>,
 }
 
 impl RunState {
@@ -230,6 +233,7 @@ impl RunState {
             limits,
             cancel,
             progress,
+            live: None,
         }
     }
 
@@ -573,6 +577,44 @@ pub fn define(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// Replaces `next_bars` in `linker` (a copy of [`define`]'s) with the live
+/// one: it tells the run's [`Feed`] what the strategy decided at the
+/// timestamp it just handled, and when no stored bar is left to hand over,
+/// waits for the feed's next bars (the strategy's instance stays suspended,
+/// costing no thread) before handing them over like [`next_bars`]. Time spent
+/// waiting counts against no deadline: the event's window starts when its
+/// bars arrive.
+pub fn define_live(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    linker.func_wrap_async(
+        IMPORT_MODULE,
+        imports::NEXT_BARS,
+        |mut caller: Caller<'_, RunState>, (buf, cap): (i32, i32)| {
+            Box::new(async move {
+                let st = caller.data_mut();
+                let Some(mut feed) = st.live.take() else {
+                    let f = Failure::new(Cause::HostAbuse, "a live import in a run without a feed");
+                    return Err(st.fault(f));
+                };
+                feed.decided(&mut st.session);
+                if !st.session.has_next() {
+                    if let Some(bars) = feed.next().await {
+                        let st = caller.data_mut();
+                        if let Err(e) = st.session.extend(&bars) {
+                            let f = Failure::new(Cause::HostAbuse, format!("the feed handed over a bad bar: {e}"));
+                            return Err(st.fault(f));
+                        }
+                    }
+                }
+                caller.data_mut().live = Some(feed);
+                next_bars(caller, buf, cap)
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 /// `next_bars`: hands over the next timestamp and grants its fuel and
 /// deadline window; at the end of the data, the finish phase's window (one
 /// event's, once: asking again is refused by the session).
@@ -590,7 +632,7 @@ fn next_bars(mut caller: Caller<'_, RunState>, buf: i32, cap: i32) -> wasmtime::
     let r = st.session.next_bars(cap);
     let events = st.check(r)?;
     let n = events.len();
-    write_bars(&mut data[out], &st.session.data.bars()[events]);
+    write_bars(&mut data[out], &st.session.data().bars()[events]);
     refuel(&mut caller.as_context_mut(), n.max(1) as u64)?;
     caller.data_mut().event_deadline_tick = deadline;
     Ok(n as i32)

@@ -50,6 +50,9 @@ use crate::python::PyState;
 pub struct Sandbox {
     engine: WasmEngine,
     linker: Linker<RunState>,
+    /// `linker` with the live `next_bars`, which waits for a feed
+    /// ([`Sandbox::live`]).
+    live_linker: Linker<RunState>,
     /// The linker of the Python runtime component: WASI granting nothing and
     /// the `host` interface.
     py_linker: wasmtime::component::Linker<PyState>,
@@ -125,12 +128,15 @@ impl Sandbox {
         })?;
         let mut linker = Linker::new(engine.engine());
         host::define(&mut linker).expect("the ABI's imports are defined once each");
+        let mut live_linker = linker.clone();
+        host::define_live(&mut live_linker).expect("the live next_bars replaces the backtest's");
         let mut py_linker = wasmtime::component::Linker::new(engine.components());
         python::define(&mut py_linker).expect("WASI and the host interface are defined once each");
         let probe_data = Arc::new(probe_dataset());
         Ok(Sandbox {
             engine,
             linker,
+            live_linker,
             py_linker,
             probe_data,
         })
@@ -621,6 +627,46 @@ impl Sandbox {
         st.session.into_output(outcome, usage, run_seconds)
     }
 
+    /// Runs `strategy` live: first over the bars of `data` (a deployment's
+    /// stored bars, replayed at backtest speed), then over `feed`'s bars as
+    /// they arrive, until the feed ends. The limits per event are the
+    /// policy's; the run's totals (`fuel_per_run`, `deadline_per_run_ms`) do
+    /// not apply, as a deployment lives as long as it is wanted. The
+    /// strategy's orders and paper fills go to `feed` after every timestamp.
+    /// Core modules only: a Python strategy is refused
+    /// ([`Cause::InvalidModule`]).
+    pub async fn live(
+        &self,
+        strategy: &CompiledModule,
+        data: Arc<Dataset>,
+        policy: &Policy,
+        run: &RunConfig,
+        feed: Box<dyn palisade_run::live::Feed>,
+    ) -> RunOutput {
+        let started = Instant::now();
+        let mut session = Session::for_run(data, policy, run);
+        session.keep_orders();
+        let mut store = self.store(session, policy, run.cancel.clone(), run.progress.clone());
+        let st = store.data_mut();
+        st.limits.fuel_per_run = u64::MAX;
+        st.run_deadline = far_future(started);
+        st.live = Some(feed);
+        let outcome = match &strategy.code {
+            Code::Core(pre) => match self.live_linker.instantiate_pre(pre.module()) {
+                Ok(pre) => self.drive(&mut store, &pre).await,
+                Err(e) => Err(Failure::new(Cause::InvalidModule, format!("{e:#}"))),
+            },
+            Code::Python(_) => Err(Failure::new(
+                Cause::InvalidModule,
+                "live deployments run WebAssembly modules; a Python strategy runs in backtests and studies only",
+            )),
+        };
+        let fuel = host::fuel_used(&store.as_context_mut());
+        let st = store.into_data();
+        let usage = st.session.usage(fuel, st.limiter.peak_memory as u64);
+        st.session.into_output(outcome, usage, started.elapsed().as_secs_f64())
+    }
+
     /// Creates the `Store` of one run of `policy`: its limiter, epoch
     /// callback and first epoch deadline.
     fn store(
@@ -707,6 +753,13 @@ impl Sandbox {
 }
 
 use wasmtime::AsContextMut as _;
+
+/// A moment no deployment reaches (a century on), for a deadline that must
+/// not pass.
+fn far_future(now: Instant) -> Instant {
+    let century = std::time::Duration::from_secs(100 * 365 * 86_400);
+    now.checked_add(century).unwrap_or(now)
+}
 
 /// An empty window (no events) of a one-bar dataset.
 fn probe_dataset() -> Dataset {

@@ -413,7 +413,7 @@ fn next(mut store: StoreContextMut<'_, PyState>, (): ()) -> wasmtime::Result<(Ve
     let cap = i32::try_from(st.session.symbol_count()).unwrap_or(i32::MAX);
     let r = st.session.next_bars(cap);
     let events = st.check(r)?;
-    let bars = &st.session.data.bars()[events];
+    let bars = &st.session.data().bars()[events];
     let mut out = Vec::with_capacity(NEXT_HEADER + bars.len() * Bar::SIZE);
     out.extend_from_slice(&(bars.len() as u32).to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
