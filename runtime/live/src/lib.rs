@@ -9,3 +9,4 @@
 //! storage, the terminal.
 
 pub mod schema;
+pub mod sequencer;
