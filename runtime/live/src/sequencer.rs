@@ -326,8 +326,10 @@ mod tests {
         )
     }
 
-    /// The released timestamps as (ts, [symbol ids]).
-    fn released(ready: &[Vec<Bar>]) -> Vec<(i64, Vec<i32>)> {
+    /// Released timestamps as (ts, [symbol ids]).
+    type Released = Vec<(i64, Vec<i32>)>;
+
+    fn released(ready: &[Vec<Bar>]) -> Released {
         ready
             .iter()
             .map(|bars| (bars[0].ts, bars.iter().map(|b| b.symbol).collect()))
@@ -335,7 +337,7 @@ mod tests {
     }
 
     /// Feeds `bars` and checks what each one gives: released timestamps, or the rejection kind.
-    fn check(seq: &mut Sequencer, steps: &[(FeedBar, Result<Vec<(i64, Vec<i32>)>, RejectKind>)]) {
+    fn check(seq: &mut Sequencer, steps: &[(FeedBar, Result<Released, RejectKind>)]) {
         for (bar, expected) in steps {
             let out = seq.accept(bar.clone());
             let got = match &out.rejected {

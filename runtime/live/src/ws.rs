@@ -375,6 +375,8 @@ async fn serve_connection(
         return refuse_plain_http(&mut stream).await;
     }
     let mut plan = None;
+    // The error type is tungstenite's callback contract, not ours to shrink.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         match plan_for(request.uri().query(), &served.options) {
             Ok(p) => {
