@@ -19,7 +19,8 @@
       Then every rule must load with health "ok", and the two alerts whose
       condition was induced (PalisadeStrategyHittingLimits for the strategy
       that ran out of fuel, PalisadeQueueOverflow) must fire, and none of the
-      distributed mode's alerts (group palisade-distributed) may be pending.
+      distributed mode's alerts (group palisade-distributed) nor of live
+      trading's (group palisade-live: no deployment runs) may be pending.
 
   deploy-check.py live-distributed --api URL --prometheus URL --worker ID=PID...
       Drives the distributed mode: an API node (open, on loopback) and
@@ -30,11 +31,13 @@
       distributed mode's included; every rule must load with health "ok";
       PalisadeWorkerDown and PalisadeWorkerHeartbeatMissing (for the dead
       worker) must be pending or firing (their `for` is promtool's to test),
-      and no other alert of palisade-distributed.
+      and no other alert of palisade-distributed, nor any of palisade-live.
 
 The distributed mode's series (DISTRIBUTED_ONLY below) do not exist on an
 embedded server: `live` asks the queries that name them to parse, not to
-return data; `live-distributed` asks them for data.
+return data; `live-distributed` asks them for data. The series of one live
+deployment (LIVE_ONLY below) exist only while it runs, and neither check
+runs one: both ask the queries that name them to parse only.
 
 Why the left-hand side: an alert expression returns data only while its
 condition holds, so "returns data" cannot be asked of it on a healthy
@@ -91,8 +94,36 @@ DISTRIBUTED_ONLY = {
     "palisade:api_ready:max",
 }
 
+# Series of live trading that exist only while a deployment runs: those of
+# one deployment (label `deployment`, created when it starts: its gate,
+# drift and feed gauges, and its counters at zero for every outcome,
+# source, reason and transition), and what rules.yml records from them.
+# Neither live check starts a deployment, so the queries naming them must
+# parse, but may return nothing. The other metrics of live trading exist
+# from the start and are asked for data: palisade_deployments (every
+# state), palisade_emergency_stops (every scope), and the histograms
+# palisade_gate_response_seconds and palisade_feed_to_strategy_seconds.
+LIVE_ONLY = {
+    "palisade_drift_score",
+    "palisade_paper_live_delta",
+    "palisade_gate_state",
+    "palisade_gate_transitions_total",
+    "palisade_feed_up",
+    "palisade_feed_last_bar_received_seconds",
+    "palisade_feed_interval_seconds",
+    "palisade_feed_lag_seconds",
+    "palisade_feed_gaps_total",
+    "palisade_feed_rejected_bars_total",
+    "palisade_feed_bars_total",
+    "palisade_live_intents_total",
+    "palisade_live_fills_total",
+    "palisade:feed_behind:intervals",
+    "palisade:feed_gaps:increase15m",
+    "palisade:feed_rejected_bars:increase5m",
+}
+
 # What the dashboard's variables stand for when a query is sent directly.
-VARIABLES = {"$job": "palisade", "$instance": ".*", "$__rate_interval": "1m"}
+VARIABLES = {"$job": "palisade", "$instance": ".*", "$deployment": ".*", "$__rate_interval": "1m"}
 # ... for the distributed mode: the API nodes' job and the workers'.
 DISTRIBUTED_VARIABLES = {**VARIABLES, "$job": "palisade|palisade-worker"}
 
@@ -115,10 +146,21 @@ def alert_lhs(rule):
     return m.group("lhs")
 
 
+def names_in(expr, names):
+    """The series of `names` that `expr` names (a histogram's or a
+    summary's by any of its series)."""
+    return {name for name in names
+            if re.search(rf"(?<![a-zA-Z0-9_:]){re.escape(name)}(_bucket|_count|_sum)?(?![a-zA-Z0-9_:])", expr)}
+
+
 def distributed_names(expr):
     """The series of DISTRIBUTED_ONLY that `expr` names."""
-    return {name for name in DISTRIBUTED_ONLY
-            if re.search(rf"(?<![a-zA-Z0-9_:]){re.escape(name)}(?![a-zA-Z0-9_:])", expr)}
+    return names_in(expr, DISTRIBUTED_ONLY)
+
+
+def live_names(expr):
+    """The series of LIVE_ONLY that `expr` names."""
+    return names_in(expr, LIVE_ONLY)
 
 
 def panels():
@@ -158,14 +200,20 @@ def static():
     unknown = (firing | quiet) - names
     if unknown:
         fail(f"tests name alerts rules.yml does not have: {sorted(unknown)}")
-    # DISTRIBUTED_ONLY must not outlive what it excuses.
+    # DISTRIBUTED_ONLY and LIVE_ONLY must not outlive what they excuse.
     recorded = {r["record"] for r in rules() if "record" in r}
     exprs = [r["expr"] for r in rules()] + [expr for _, _, expr in panels()[1]]
-    for name in sorted(DISTRIBUTED_ONLY):
-        if ":" in name and name not in recorded:
-            fail(f"DISTRIBUTED_ONLY names {name}, which rules.yml does not record")
-        if not any(name in distributed_names(e) for e in exprs):
-            fail(f"DISTRIBUTED_ONLY names {name}, which no rule or panel reads")
+    for label, names in (("DISTRIBUTED_ONLY", DISTRIBUTED_ONLY), ("LIVE_ONLY", LIVE_ONLY)):
+        for name in sorted(names):
+            if ":" in name and name not in recorded:
+                fail(f"{label} names {name}, which rules.yml does not record")
+            if not any(name in names_in(e, names) for e in exprs):
+                fail(f"{label} names {name}, which no rule or panel reads")
+    # A recorded series read from a deployment's series exists only while
+    # one runs: LIVE_ONLY must name it too.
+    for r in rules():
+        if "record" in r and live_names(r["expr"]) and r["record"] not in LIVE_ONLY:
+            fail(f"{r['record']} is recorded from {sorted(live_names(r['expr']))}: add it to LIVE_ONLY")
 
     dash, queries = panels()
     for key in ("uid", "title", "panels", "templating", "schemaVersion"):
@@ -187,7 +235,7 @@ def static():
                     and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]):
                 fail(f"{DASHBOARD.name}: panels {q['title']!r} and {p['title']!r} overlap")
     variables = {v["name"] for v in dash["templating"]["list"]}
-    if variables != {"datasource", "job", "instance"}:
+    if variables != {"datasource", "job", "instance", "deployment"}:
         fail(f"{DASHBOARD.name}: variables {sorted(variables)}")
     for _, _, expr in queries:
         expand(expr)
@@ -304,13 +352,16 @@ def live(pal, prom, guests, data):
 def check_queries(prom, distributed=False):
     """Every rule's and panel's query parses, and each that must returns
     data: those of the distributed mode only when `distributed`."""
-    todo, excused = [], []
+    todo, excused, no_deployment = [], [], []
     variables = DISTRIBUTED_VARIABLES if distributed else VARIABLES
 
     def ask(what, expr, need_data=True, records=""):
         # A series of the distributed mode only cannot have data on an
         # embedded server, nor can the expression of a recording rule that
-        # records one.
+        # records one; nor can a deployment's series while none runs.
+        if need_data and live_names(f"{expr} {records}"):
+            no_deployment.append(what)
+            need_data = False
         if need_data and not distributed and distributed_names(f"{expr} {records}"):
             excused.append(what)
             need_data = False
@@ -339,10 +390,12 @@ def check_queries(prom, distributed=False):
             fail(f"{len(empty)} of {len(todo)} queries returned no data")
         time.sleep(1)
     if distributed:
-        print(f"deploy-check: {len(todo)} queries parse, and each that must returns data")
+        print(f"deploy-check: {len(todo)} queries parse, and each that must returns data "
+              f"({len(no_deployment)} of a live deployment's series were not asked: none runs)")
     else:
         print(f"deploy-check: {len(todo)} queries parse, and each that must returns data "
-              f"({len(excused)} of the distributed mode only were not asked)")
+              f"({len(excused)} of the distributed mode only and {len(no_deployment)} of a live "
+              "deployment's series were not asked)")
 
 
 def check_rules_loaded(prom):
@@ -357,9 +410,25 @@ def check_rules_loaded(prom):
     return len(loaded)
 
 
-def distributed_alerts():
+def group_alerts(name):
     groups = yaml.safe_load(RULES.read_text())["groups"]
-    return {r["alert"] for g in groups if g["name"] == "palisade-distributed" for r in g["rules"]}
+    return {r["alert"] for g in groups if g["name"] == name for r in g["rules"]}
+
+
+def distributed_alerts():
+    return group_alerts("palisade-distributed")
+
+
+def live_alerts():
+    """The alerts of live trading: no deployment runs in either live check,
+    so none may even be pending."""
+    return group_alerts("palisade-live")
+
+
+def check_no_live_alerts(prom):
+    wrong = [a["labels"] for a in firing_or_pending(prom) if a["labels"]["alertname"] in live_alerts()]
+    if wrong:
+        fail(f"alerts of live trading set off by a server that runs no deployment: {wrong}")
 
 
 def check_rules_and_alerts(prom, cause):
@@ -385,8 +454,10 @@ def check_rules_and_alerts(prom, cause):
     wrong = [a["labels"] for a in v["data"]["alerts"] if a["labels"]["alertname"] in distributed]
     if wrong:
         fail(f"alerts of the distributed mode set off by an embedded server: {wrong}")
+    check_no_live_alerts(prom)
     print(f"deploy-check: {loaded} rules healthy; firing as induced: {names}; "
-          f"none of the {len(distributed)} alerts of the distributed mode pending")
+          f"none of the {len(distributed)} alerts of the distributed mode "
+          f"nor of the {len(live_alerts())} of live trading pending")
 
 
 # ---- live, the distributed mode ----
@@ -455,9 +526,10 @@ def live_distributed(api_url, prom, workers, guests, data):
                  if a["labels"]["alertname"] in distributed_alerts() - expected]
         if wrong:
             fail(f"alerts of the distributed mode not induced, yet pending or firing: {wrong}")
+        check_no_live_alerts(prom)
         loaded = check_rules_loaded(prom)
         print(f"deploy-check: {loaded} rules healthy; pending or firing as induced: {sorted(expected)}, "
-              f"and no other alert of the distributed mode")
+              f"and no other alert of the distributed mode nor any of live trading")
     finally:
         http("DELETE", f"{api_url}/v1/jobs/{job}")
 

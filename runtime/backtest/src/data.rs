@@ -727,8 +727,10 @@ pub fn parse_timestamp(text: &str) -> Result<i64, BarProblem> {
     Err(bad())
 }
 
-/// Checks one bar's own values (not its order).
-fn check_bar(bar: &Bar) -> Result<(), BarProblem> {
+/// Checks one bar's own values (not its order): prices finite and > 0,
+/// volume finite and >= 0, `low <= open, close <= high`. Live feeds check
+/// their bars with it too, so a bar means the same thing in both.
+pub fn check_bar(bar: &Bar) -> Result<(), BarProblem> {
     for (column, value) in [
         ("open", bar.open),
         ("high", bar.high),

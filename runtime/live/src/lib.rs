@@ -7,3 +7,7 @@
 //! What it must not touch: wasmtime (the sandbox runs the strategy; the
 //! service's deployment runner joins the two), HTTP routes and the service's
 //! storage, the terminal.
+
+pub mod schema;
+pub mod sequencer;
+pub mod ws;
