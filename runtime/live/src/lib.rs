@@ -7,3 +7,9 @@
 //! What it must not touch: wasmtime (the sandbox runs the strategy; the
 //! service's deployment runner joins the two), HTTP routes and the service's
 //! storage, the terminal.
+
+pub mod intent;
+mod settings;
+
+pub use intent::{Intent, IntentError, LiveFill, OrderKind, Side};
+pub use settings::ConfigError;
