@@ -10,6 +10,8 @@
 
 pub mod intent;
 mod settings;
+pub mod venue;
 
 pub use intent::{Intent, IntentError, LiveFill, OrderKind, Side};
 pub use settings::ConfigError;
+pub use venue::{DriftInjection, SimVenue, VenueConfig, VenueError, VenueReport};
