@@ -8,10 +8,12 @@
 //! service's deployment runner joins the two), HTTP routes and the service's
 //! storage, the terminal.
 
+pub mod drift;
 pub mod intent;
 mod settings;
 pub mod venue;
 
+pub use drift::{DriftError, DriftKind, DriftPolicy, DriftScores, DriftSnapshot, DriftTracker};
 pub use intent::{Intent, IntentError, LiveFill, OrderKind, Side};
 pub use settings::ConfigError;
 pub use venue::{DriftInjection, SimVenue, VenueConfig, VenueError, VenueReport};
