@@ -9,11 +9,13 @@
 //! storage, the terminal.
 
 pub mod drift;
+pub mod gate;
 pub mod intent;
 mod settings;
 pub mod venue;
 
 pub use drift::{DriftError, DriftKind, DriftPolicy, DriftScores, DriftSnapshot, DriftTracker};
+pub use gate::{Command, Gate, GateError, GatePolicy, GateState, Transition};
 pub use intent::{Intent, IntentError, LiveFill, OrderKind, Side};
 pub use settings::ConfigError;
 pub use venue::{DriftInjection, SimVenue, VenueConfig, VenueError, VenueReport};
