@@ -531,8 +531,10 @@ mod tests {
 
     #[test]
     fn no_automatic_recovery_when_disabled_or_manual() {
-        let mut policy = GatePolicy::default();
-        policy.auto_recover = false;
+        let policy = GatePolicy {
+            auto_recover: false,
+            ..GatePolicy::default()
+        };
         let g = Gate::restore(policy, Suspended { manual: false }, 0);
         assert_eq!(g.evaluate(&metrics(0.0, 0), i64::MAX), None);
         assert_eq!(
