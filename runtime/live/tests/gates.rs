@@ -80,7 +80,11 @@ impl Deployment {
             order_id: n,
             decided_ts: bar.ts,
             symbol: "X".into(),
-            side: if n % 2 == 0 { Side::Buy } else { Side::Sell },
+            side: if n.is_multiple_of(2) {
+                Side::Buy
+            } else {
+                Side::Sell
+            },
             qty: 10.0 * self.gate.size_factor(),
             intended_qty: 10.0,
             kind: OrderKind::Market,
