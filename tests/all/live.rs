@@ -175,16 +175,18 @@ fn a_live_run_is_not_bounded_by_the_run_totals() {
     // Fuel and time per run would stop a backtest of these bars; a live
     // deployment has no end, so only the per-event limits apply.
     let p = policy(|p| {
-        p.fuel_per_run = p.fuel_per_event;
+        p.fuel_per_event = 50_000;
+        p.fuel_per_run = 200_000;
         p.deadline_per_event_ms = 50;
         p.deadline_per_run_ms = 100;
     });
-    let data = minute_dataset(200, 5);
+    let data = minute_dataset(2_000, 5);
     let module = guests::bytes("sma_cross");
     let overrides = [("fast", "3"), ("slow", "9")];
     let backtest = run(&module, &p, &overrides, data.clone()).unwrap();
     assert_eq!(backtest.outcome.unwrap_err().cause, Cause::FuelExhausted);
     let got = live(&module, &p, &overrides, &data, 0, Duration::from_millis(1));
     assert!(got.out.outcome.is_ok(), "{:?}", got.out.outcome);
-    assert_eq!(got.out.report.bars, 200);
+    assert_eq!(got.out.report.bars, 2_000);
+    assert!(got.out.usage.fuel > 200_000, "{:?}", got.out.usage);
 }

@@ -210,7 +210,8 @@ impl OrderKind {
             .is_none_or(|p| p.is_finite() && p > 0.0 && p <= MAX_ORDER_PRICE)
     }
 
-    fn name(self) -> OrderKindName {
+    /// The kind without its price, as reports and live intents name it.
+    pub fn name(self) -> OrderKindName {
         match self {
             OrderKind::Market => OrderKindName::Market,
             OrderKind::Limit(_) => OrderKindName::Limit,
@@ -219,9 +220,10 @@ impl OrderKind {
     }
 
     /// The fill price on `bar` for a buy (`qty > 0`) or sell, or `None` when
-    /// the bar does not reach the order.
+    /// the bar does not reach the order: the module's fill model, which the
+    /// live crate's simulated venue also follows.
     #[inline]
-    fn fill_price(self, buy: bool, bar: &Bar, slippage: f64) -> Option<f64> {
+    pub fn fill_price(self, buy: bool, bar: &Bar, slippage: f64) -> Option<f64> {
         let slipped = |p: f64| {
             if buy {
                 p * (1.0 + slippage)

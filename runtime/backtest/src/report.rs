@@ -3,7 +3,7 @@
 //! The CLI and the HTTP API print it as JSON (keys in snake_case, undefined
 //! numbers as `null`); nothing here computes anything.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::records::{EquityPoint, Trade};
 use crate::stats::Stats;
@@ -89,7 +89,7 @@ pub struct PendingOrder {
 
 /// An order kind as reported.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderKindName {
     Market,

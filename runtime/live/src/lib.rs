@@ -8,6 +8,19 @@
 //! service's deployment runner joins the two), HTTP routes and the service's
 //! storage, the terminal.
 
+pub mod audit;
+pub mod drift;
+pub mod gate;
+pub mod intent;
 pub mod schema;
 pub mod sequencer;
+mod settings;
+pub mod venue;
 pub mod ws;
+
+pub use audit::{AuditEntry, AuditError, AuditLog, TornTail};
+pub use drift::{DriftError, DriftKind, DriftPolicy, DriftScores, DriftSnapshot, DriftTracker};
+pub use gate::{Command, Gate, GateError, GatePolicy, GateState, Transition};
+pub use intent::{Intent, IntentError, LiveFill, OrderKind, Side};
+pub use settings::ConfigError;
+pub use venue::{DriftInjection, SimVenue, VenueConfig, VenueError, VenueReport};
