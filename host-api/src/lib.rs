@@ -319,6 +319,22 @@ impl Bar {
         out[40..48].copy_from_slice(&self.close.to_le_bytes());
         out[48..56].copy_from_slice(&self.volume.to_le_bytes());
     }
+
+    /// Reads a record laid out as [`Bar::write_le`] writes it.
+    pub fn from_le_bytes(bytes: &[u8; Self::SIZE]) -> Bar {
+        let word = |at: usize| -> [u8; 8] { bytes[at..at + 8].try_into().expect("8 bytes") };
+        let half = |at: usize| -> [u8; 4] { bytes[at..at + 4].try_into().expect("4 bytes") };
+        Bar {
+            ts: i64::from_le_bytes(word(0)),
+            symbol: i32::from_le_bytes(half(8)),
+            reserved: i32::from_le_bytes(half(12)),
+            open: f64::from_le_bytes(word(16)),
+            high: f64::from_le_bytes(word(24)),
+            low: f64::from_le_bytes(word(32)),
+            close: f64::from_le_bytes(word(40)),
+            volume: f64::from_le_bytes(word(48)),
+        }
+    }
 }
 
 /// One fill as the host writes it for [`imports::POLL_FILL`]: 48 bytes,

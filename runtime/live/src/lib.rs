@@ -9,6 +9,7 @@
 //! storage, the terminal.
 
 pub mod audit;
+pub mod barlog;
 pub mod drift;
 pub mod gate;
 pub mod intent;
