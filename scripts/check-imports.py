@@ -32,7 +32,7 @@ LAYERS = [
     ["palisade-sdk", "palisade-backtest"],
     ["palisade-run"],
     ["palisade-sandbox", "palisade-live"],
-    ["palisade-study", "palisade-testkit"],
+    ["palisade-study", "palisade-testkit", "palisade-deployment"],
     ["palisade-document"],
     ["palisade-service"],
     ["palisade"],

@@ -75,7 +75,14 @@ fn config(strategy: &CompiledModule, overrides: &[(&str, &str)]) -> RunConfig {
 
 /// Runs `module` live: `stored` timestamps of `data` replayed, the rest sent
 /// one by one, `pause` apart.
-fn live(module: &[u8], p: &Policy, overrides: &[(&str, &str)], data: &Dataset, stored: usize, pause: Duration) -> Live {
+fn live(
+    module: &[u8],
+    p: &Policy,
+    overrides: &[(&str, &str)],
+    data: &Dataset,
+    stored: usize,
+    pause: Duration,
+) -> Live {
     let sandbox = sandbox(p);
     let strategy = sandbox.load(module, p).expect("loads");
     let run = config(&strategy, overrides);
@@ -126,7 +133,11 @@ fn a_live_run_decides_what_a_backtest_of_the_same_bars_decides() {
     assert!(backtest.report.trades.len() > 10, "the strategy trades");
     for stored in [0, 1, 1_234, 3_000] {
         let got = live(&module, &p, &overrides, &data, stored, Duration::ZERO);
-        assert_eq!(result_json(&got.out), result_json(&backtest), "{stored} bars stored");
+        assert_eq!(
+            result_json(&got.out),
+            result_json(&backtest),
+            "{stored} bars stored"
+        );
         // One decision per timestamp, and the initialisation's.
         assert_eq!(got.decided, 3_001, "{stored} bars stored");
         assert_eq!(got.fills.len(), backtest.report.fills, "{stored} bars stored");
@@ -160,14 +171,31 @@ fn a_strategy_that_traps_live_stops_with_its_cause() {
     let data = minute_dataset(50, 3);
     let module = guests::bytes("adversary");
     // Panics at bar 30: 10 bars replayed, 20 live, then the trap.
-    let got = live(&module, &p, &[("mode", "4"), ("at", "30")], &data, 10, Duration::ZERO);
+    let got = live(
+        &module,
+        &p,
+        &[("mode", "4"), ("at", "30")],
+        &data,
+        10,
+        Duration::ZERO,
+    );
     let failure = got.out.outcome.unwrap_err();
     assert_eq!(failure.cause, Cause::GuestPanic, "{failure:?}");
     assert_eq!(got.out.report.bars, 31, "stopped at the bar it panicked on");
     // An infinite loop while live is cut by the per-event limits.
-    let got = live(&module, &p, &[("mode", "1"), ("at", "20")], &data, 10, Duration::ZERO);
+    let got = live(
+        &module,
+        &p,
+        &[("mode", "1"), ("at", "20")],
+        &data,
+        10,
+        Duration::ZERO,
+    );
     let cause = got.out.outcome.unwrap_err().cause;
-    assert!(matches!(cause, Cause::FuelExhausted | Cause::Deadline), "{cause:?}");
+    assert!(
+        matches!(cause, Cause::FuelExhausted | Cause::Deadline),
+        "{cause:?}"
+    );
 }
 
 #[test]

@@ -574,7 +574,11 @@ impl Backtest {
     /// The fills kept since the last call (none unless
     /// [`Backtest::keep_fills`] was called).
     pub fn take_fills(&mut self) -> Vec<Fill> {
-        self.state.journal.as_mut().map(std::mem::take).unwrap_or_default()
+        self.state
+            .journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Appends the bars of a live feed to the data (see [`Dataset::push`]):

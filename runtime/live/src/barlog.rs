@@ -54,7 +54,10 @@ impl std::str::FromStr for Durability {
 pub enum BarLogError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("{path}: not a bar log (it does not start with {magic:?})", magic = "PALBARS1")]
+    #[error(
+        "{path}: not a bar log (it does not start with {magic:?})",
+        magic = "PALBARS1"
+    )]
     NotABarLog { path: PathBuf },
     #[error("{path}: the log is of symbols {stored:?}, the deployment's are {wanted:?}")]
     Symbols {
@@ -93,7 +96,11 @@ pub struct BarLog {
 impl BarLog {
     /// Opens (or creates) the log at `path` for a deployment of `symbols`,
     /// returning it with every bar it holds, in order.
-    pub fn open(path: &Path, symbols: &[String], durability: Durability) -> Result<(BarLog, Vec<Bar>), BarLogError> {
+    pub fn open(
+        path: &Path,
+        symbols: &[String],
+        durability: Durability,
+    ) -> Result<(BarLog, Vec<Bar>), BarLogError> {
         let io = |source| BarLogError::Io {
             path: path.to_owned(),
             source,
@@ -182,21 +189,43 @@ impl BarLog {
     }
 }
 
+/// Reads the bars of the log at `path` without changing it (a torn tail is
+/// left for the writer to cut): what an offline replay reads while the
+/// deployment keeps appending.
+pub fn read(path: &Path, symbols: &[String]) -> Result<Vec<Bar>, BarLogError> {
+    let bytes = std::fs::read(path).map_err(|source| BarLogError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    check_header(path, &bytes, symbols)?;
+    let (bars, _) = records(path, &bytes[header(symbols).len()..])?;
+    Ok(bars)
+}
+
 fn header(symbols: &[String]) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
-    out.extend_from_slice(serde_json::to_string(symbols).expect("strings serialize").as_bytes());
+    out.extend_from_slice(
+        serde_json::to_string(symbols)
+            .expect("strings serialize")
+            .as_bytes(),
+    );
     out.push(b'\n');
     out
 }
 
 fn check_header(path: &Path, bytes: &[u8], symbols: &[String]) -> Result<(), BarLogError> {
     if !bytes.starts_with(MAGIC) {
-        return Err(BarLogError::NotABarLog { path: path.to_owned() });
+        return Err(BarLogError::NotABarLog {
+            path: path.to_owned(),
+        });
     }
     if bytes.starts_with(&header(symbols)) {
         return Ok(());
     }
-    let line = bytes[MAGIC.len()..].split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = bytes[MAGIC.len()..]
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default();
     let stored = serde_json::from_slice(line).unwrap_or_default();
     Err(BarLogError::Symbols {
         path: path.to_owned(),
@@ -240,7 +269,11 @@ fn crc32(bytes: &[u8]) -> u32 {
             let mut c = i as u32;
             let mut k = 0;
             while k < 8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
                 k += 1;
             }
             table[i] = c;
@@ -339,8 +372,13 @@ mod tests {
         let header = header(&symbols()).len();
         bytes[header + RECORD + 3] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        let err = BarLog::open(&path, &symbols(), Durability::Os).unwrap_err().to_string();
-        assert!(err.contains("record 1") && err.contains("1 records follow"), "{err}");
+        let err = BarLog::open(&path, &symbols(), Durability::Os)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("record 1") && err.contains("1 records follow"),
+            "{err}"
+        );
         // The file is left as it was for an operator to look at.
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
@@ -350,11 +388,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bars.log");
         drop(BarLog::open(&path, &symbols(), Durability::Os).unwrap());
-        let err = BarLog::open(&path, &["A".to_owned()], Durability::Os).unwrap_err().to_string();
+        let err = BarLog::open(&path, &["A".to_owned()], Durability::Os)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(r#"["A", "B"]"#) && err.contains(r#"["A"]"#), "{err}");
         let other = dir.path().join("other");
         std::fs::write(&other, b"hello").unwrap();
-        let err = BarLog::open(&other, &symbols(), Durability::Os).unwrap_err().to_string();
+        let err = BarLog::open(&other, &symbols(), Durability::Os)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a bar log"), "{err}");
     }
 }

@@ -33,7 +33,8 @@ pub struct FeedBar {
 }
 
 /// The wire formats a feed may speak.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Format {
     /// Palisade's JSON bar schema (`docs/feeds.md`).
     Palisade,

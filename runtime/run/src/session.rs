@@ -151,6 +151,20 @@ impl Session {
         self.journal.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
+    /// The timestamp being handled; `None` in init and in the finish phase.
+    pub fn now_ts(&self) -> Option<i64> {
+        self.now().map(|e| self.data().bars()[e].ts)
+    }
+
+    /// The bars of the timestamp being handled (none in init and in the
+    /// finish phase).
+    pub fn now_bars(&self) -> &[palisade_host_api::Bar] {
+        match self.phase {
+            Phase::Bars => &self.data().bars()[self.now_start..self.now_end],
+            _ => &[],
+        }
+    }
+
     /// True when a timestamp is waiting to be handed over: a live deployment
     /// waits for its feed otherwise.
     pub fn has_next(&self) -> bool {

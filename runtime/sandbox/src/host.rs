@@ -18,8 +18,8 @@ use palisade_host_api::manifest::MAX_NAME_LEN;
 use palisade_host_api::{error, imports, Bar, Fill, IMPORT_MODULE};
 use wasmtime::{AsContextMut, Caller, Linker, Memory, ResourceLimiter, StoreContextMut, UpdateDeadline};
 
-use palisade_run::session::{Session, MAX_METRIC_NAME, ORDER_RECORD_BYTES};
 use palisade_run::live::Feed;
+use palisade_run::session::{Session, MAX_METRIC_NAME, ORDER_RECORD_BYTES};
 use palisade_run::{Cause, Failure, Policy, ProgressFn};
 
 /// Longest `fail` message kept, in bytes.
@@ -601,7 +601,10 @@ pub fn define_live(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
                     if let Some(bars) = feed.next().await {
                         let st = caller.data_mut();
                         if let Err(e) = st.session.extend(&bars) {
-                            let f = Failure::new(Cause::HostAbuse, format!("the feed handed over a bad bar: {e}"));
+                            let f = Failure::new(
+                                Cause::HostAbuse,
+                                format!("the feed handed over a bad bar: {e}"),
+                            );
                             return Err(st.fault(f));
                         }
                     }

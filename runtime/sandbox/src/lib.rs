@@ -664,7 +664,8 @@ impl Sandbox {
         let fuel = host::fuel_used(&store.as_context_mut());
         let st = store.into_data();
         let usage = st.session.usage(fuel, st.limiter.peak_memory as u64);
-        st.session.into_output(outcome, usage, started.elapsed().as_secs_f64())
+        st.session
+            .into_output(outcome, usage, started.elapsed().as_secs_f64())
     }
 
     /// Creates the `Store` of one run of `policy`: its limiter, epoch

@@ -1,0 +1,1044 @@
+//! A running deployment: one actor task that owns everything mutable (the
+//! sequencer, the bar log, the gate and its audit log, the drift tracker,
+//! the journals, the simulated venue) and one task running the strategy's
+//! instance, which waits in `next_bars` for the bars the actor stores.
+//!
+//! The order of things, per bar: the feed's message is parsed and checked
+//! (rejects counted and logged), the accepted bars are appended to the bar
+//! log (synced as the spec's durability says), then handed to the strategy.
+//! The strategy's decision at a timestamp comes back with its orders and the
+//! paper fills at that timestamp's opens; each new order becomes an intent,
+//! published (scaled by the gate's size factor) or blocked by the gate. A
+//! fill reported live (by the API or the simulated venue) is matched with
+//! its paper fill by the drift tracker, and the gate is evaluated at once:
+//! a transition is written to the audit log, synced, before it takes effect.
+//!
+//! Recovery: starting over an existing folder replays every stored bar
+//! through a fresh instance at backtest speed before the feed resumes after
+//! the last stored bar (`since`), so no bar is missed or handled twice. Orders
+//! already journaled are not published again; the books are rebuilt from the
+//! intents and fills journals, and the gate from the audit log.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use palisade_backtest::Dataset;
+use palisade_host_api::Bar;
+use palisade_live::audit::AuditLog;
+use palisade_live::barlog::BarLog;
+use palisade_live::schema::{self, Message};
+use palisade_live::sequencer::{Accepted, Reject, RejectKind, Sequencer};
+use palisade_live::ws::{run_client, ClientOptions, FeedEvent};
+use palisade_live::{
+    AuditEntry, Command, DriftError, DriftSnapshot, DriftTracker, Gate, GateError, GateState, Intent,
+    LiveFill, Side, SimVenue, Transition, VenueReport,
+};
+use palisade_run::session::PlacedOrder;
+use palisade_run::{Failure, Policy, RunConfig, RunOutput};
+use palisade_sandbox::{CompiledModule, Sandbox};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::feed::{ChannelFeed, Decision, Delivery};
+use crate::journal::{Journal, JournalError};
+use crate::metrics::LiveMetrics;
+use crate::spec::DeploymentSpec;
+use crate::verify::{self, OrderRecord, SignalCheck};
+
+/// The actor that stops the deployment when its strategy fails.
+pub const RUNNER_ACTOR: &str = "runner";
+
+/// Where a deployment's bars come from.
+pub enum FeedSource {
+    /// The spec's WebSocket feed.
+    WebSocket,
+    /// Messages given in-process (benchmarks and tests).
+    Channel(mpsc::Receiver<FeedEvent>),
+}
+
+/// Everything a deployment needs to start.
+pub struct Launch {
+    pub spec: DeploymentSpec,
+    /// The deployment's own folder: bar log, journals, audit log.
+    pub dir: PathBuf,
+    pub sandbox: Arc<Sandbox>,
+    pub strategy: Arc<CompiledModule>,
+    pub policy: Policy,
+    pub metrics: LiveMetrics,
+    pub feed: FeedSource,
+}
+
+/// Why a deployment cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid deployment: {0}")]
+    Spec(#[from] crate::spec::SpecError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    BarLog(#[from] palisade_live::barlog::BarLogError),
+    #[error(transparent)]
+    Audit(#[from] palisade_live::AuditError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("the stored bars do not form a valid series: {0}")]
+    Bars(#[from] palisade_backtest::DataError),
+}
+
+/// A deployment's lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// Replaying the stored bars.
+    Recovering,
+    /// Handling the feed's bars as they arrive.
+    Live,
+    /// Stopped on request.
+    Stopped,
+    /// The strategy failed; `failure` says why.
+    Failed,
+}
+
+impl Lifecycle {
+    /// The `palisade_deployments{state}` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Lifecycle::Recovering => "recovering",
+            Lifecycle::Live => "live",
+            Lifecycle::Stopped => "stopped",
+            Lifecycle::Failed => "failed",
+        }
+    }
+}
+
+/// What a deployment reports about itself.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub id: String,
+    pub tenant: String,
+    pub state: Lifecycle,
+    pub failure: Option<Failure>,
+    pub gate: GateState,
+    /// When the gate entered its state, unix ms.
+    pub gate_since_ms: i64,
+    pub size_factor: f64,
+    pub drift: DriftSnapshot,
+    pub feed_connected: bool,
+    /// Bars stored (replayed and live).
+    pub bars: u64,
+    pub last_bar_ts: Option<i64>,
+    /// Bars replayed from the log when the deployment started, and how long
+    /// until the strategy had handled them all (ms).
+    pub recovered_bars: u64,
+    pub recovery_ms: Option<f64>,
+    pub rejected_bars: u64,
+    pub gap_bars: u64,
+    pub intents_published: u64,
+    pub intents_blocked: u64,
+    pub paper_fills: u64,
+    pub live_fills: u64,
+    /// Orders the last signal check compared, and how many differed.
+    pub signal_checked_orders: u64,
+    pub signal_mismatches: u64,
+}
+
+/// Why a reported live fill was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FillError {
+    /// The tracker's verdict (unknown intent: 404; the others: 422).
+    #[error(transparent)]
+    Drift(#[from] DriftError),
+    #[error("the fill could not be stored: {0}")]
+    Io(std::io::Error),
+    #[error("the deployment has stopped")]
+    Gone,
+}
+
+/// Why a gate command was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    #[error("the audit entry could not be written, so the transition did not take effect: {0}")]
+    Io(std::io::Error),
+    #[error("the deployment has stopped")]
+    Gone,
+}
+
+enum Ask {
+    Gate {
+        command: Command,
+        actor: String,
+        reason: String,
+        reply: oneshot::Sender<Result<AuditEntry, CommandError>>,
+    },
+    Fill {
+        fill: LiveFill,
+        received: Instant,
+        reply: oneshot::Sender<Result<DriftSnapshot, FillError>>,
+    },
+    Audit {
+        since: u64,
+        limit: usize,
+        reply: oneshot::Sender<Vec<AuditEntry>>,
+    },
+    Verify {
+        reply: oneshot::Sender<Result<SignalCheck, String>>,
+    },
+    Stop,
+}
+
+/// A handle on a running deployment; cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    id: String,
+    tenant: String,
+    asks: mpsc::UnboundedSender<Ask>,
+    status: watch::Receiver<Status>,
+    intents: broadcast::Sender<Intent>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("id", &self.id).finish()
+    }
+}
+
+impl Handle {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The deployment's latest status.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the status satisfies `pred` (or the deployment's actor
+    /// has ended), returning the status.
+    pub async fn wait_for(&self, pred: impl Fn(&Status) -> bool) -> Status {
+        let mut rx = self.status.clone();
+        let result = rx.wait_for(|s| pred(s)).await.map(|s| s.clone());
+        result.unwrap_or_else(|_| self.status())
+    }
+
+    /// Published intents, from now on.
+    pub fn intents(&self) -> broadcast::Receiver<Intent> {
+        self.intents.subscribe()
+    }
+
+    /// Applies an operator's gate command; the audit entry is written
+    /// before the transition takes effect.
+    pub async fn gate(
+        &self,
+        command: Command,
+        actor: &str,
+        reason: &str,
+    ) -> Result<AuditEntry, CommandError> {
+        let (reply, rx) = oneshot::channel();
+        let ask = Ask::Gate {
+            command,
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+            reply,
+        };
+        self.asks.send(ask).map_err(|_| CommandError::Gone)?;
+        rx.await.map_err(|_| CommandError::Gone)?
+    }
+
+    /// Reports a live fill of one of this deployment's intents; answered
+    /// once it is stored and the gate has been evaluated.
+    pub async fn fill(&self, fill: LiveFill) -> Result<DriftSnapshot, FillError> {
+        let (reply, rx) = oneshot::channel();
+        let ask = Ask::Fill {
+            fill,
+            received: Instant::now(),
+            reply,
+        };
+        self.asks.send(ask).map_err(|_| FillError::Gone)?;
+        rx.await.map_err(|_| FillError::Gone)?
+    }
+
+    /// Up to `limit` audit entries numbered after `since`.
+    pub async fn audit(&self, since: u64, limit: usize) -> Vec<AuditEntry> {
+        let (reply, rx) = oneshot::channel();
+        if self.asks.send(Ask::Audit { since, limit, reply }).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Runs the signal check now: replays the stored bars offline through
+    /// the same module and compares its orders with the live ones.
+    pub async fn verify(&self) -> Result<SignalCheck, String> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || "the deployment has stopped".to_owned();
+        self.asks.send(Ask::Verify { reply }).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Stops the deployment: the feed is closed, the strategy gets its
+    /// finish phase; returns when it has stopped.
+    pub async fn stop(&self) {
+        let _ = self.asks.send(Ask::Stop);
+        self.wait_for(|s| matches!(s.state, Lifecycle::Stopped | Lifecycle::Failed))
+            .await;
+        self.asks.closed().await;
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+    move |source| StartError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Starts (or recovers) a deployment on the current tokio runtime.
+pub fn start(launch: Launch) -> Result<Handle, StartError> {
+    let Launch {
+        spec,
+        dir,
+        sandbox,
+        strategy,
+        policy,
+        metrics,
+        feed,
+    } = launch;
+    spec.validate()?;
+    std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+    let spec_path = dir.join("spec.json");
+    let spec_json = serde_json::to_vec_pretty(&spec).expect("a spec serializes");
+    std::fs::write(&spec_path, spec_json).map_err(io_at(&spec_path))?;
+
+    let (barlog, stored) = BarLog::open(&dir.join("bars.log"), &spec.symbols, spec.durability)?;
+    let audit = AuditLog::open(&dir.join("audit.jsonl"))?;
+    let (intents_journal, old_intents) = Journal::<Intent>::open(&dir.join("intents.jsonl"), false)?;
+    let (fills_journal, old_fills) = Journal::<LiveFill>::open(&dir.join("fills.jsonl"), true)?;
+    let (orders_journal, old_orders) = Journal::<OrderRecord>::open(&dir.join("orders.jsonl"), false)?;
+
+    let mut data = Dataset::empty(spec.symbols.clone())?;
+    data.push(&stored)?;
+    let replay_until = stored.last().map(|b| b.ts);
+    let recovered_bars = stored.len() as u64;
+    drop(stored);
+
+    let now = now_ms();
+    let gate = match audit.last() {
+        Some(last) => Gate::restore(spec.gate.clone(), last.to, last.at_ms),
+        None => Gate::new(spec.gate.clone(), now),
+    };
+    let restarted_at = last_restart(&audit);
+    let mut tracker = DriftTracker::new(spec.drift.clone(), spec.backtest.initial_cash);
+    for intent in old_intents.iter().filter(|i| i.published_ms >= restarted_at) {
+        let _ = tracker.on_intent(intent);
+    }
+    for fill in &old_fills {
+        let _ = tracker.on_live_fill(fill);
+    }
+
+    let id = spec.id.clone();
+    let tenant = spec.tenant.clone();
+    metrics.add(&id, spec.interval_secs);
+    metrics.gate(&id, gate.state());
+    let status = Status {
+        id: id.clone(),
+        tenant: spec.tenant.clone(),
+        state: Lifecycle::Recovering,
+        failure: None,
+        gate: gate.state(),
+        gate_since_ms: gate.since_ms(),
+        size_factor: gate.size_factor(),
+        drift: tracker.snapshot(),
+        feed_connected: false,
+        bars: recovered_bars,
+        last_bar_ts: replay_until,
+        recovered_bars,
+        recovery_ms: None,
+        rejected_bars: 0,
+        gap_bars: 0,
+        intents_published: 0,
+        intents_blocked: 0,
+        paper_fills: 0,
+        live_fills: old_fills.len() as u64,
+        signal_checked_orders: 0,
+        signal_mismatches: 0,
+    };
+    metrics
+        .deployments
+        .with_label_values(&[Lifecycle::Recovering.label()])
+        .inc();
+    let (status_tx, status_rx) = watch::channel(status);
+    let (asks_tx, asks_rx) = mpsc::unbounded_channel();
+    let (intents_tx, _) = broadcast::channel(1024);
+    let (bars_tx, bars_rx) = mpsc::unbounded_channel();
+    let (decisions_tx, decisions_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (checked_tx, checked_rx) = mpsc::unbounded_channel();
+
+    let last_ts = Arc::new(AtomicI64::new(replay_until.unwrap_or(i64::MIN)));
+    let feed_rx = match feed {
+        FeedSource::Channel(rx) => rx,
+        FeedSource::WebSocket => spawn_client(&spec, last_ts.clone(), stop_rx),
+    };
+
+    let run = RunConfig {
+        params: spec.params.clone(),
+        seed: spec.seed,
+        backtest: spec.backtest.clone(),
+        cancel: None,
+        progress: None,
+    };
+    let channel_feed = ChannelFeed {
+        bars: bars_rx,
+        decisions: decisions_tx,
+        latency: metrics.feed_to_strategy.clone(),
+    };
+    let strategy_task = {
+        let (sandbox, strategy, policy) = (sandbox.clone(), strategy.clone(), policy.clone());
+        let data = Arc::new(data);
+        tokio::spawn(async move {
+            sandbox
+                .live(&strategy, data, &policy, &run, Box::new(channel_feed))
+                .await
+        })
+    };
+
+    let last_order = old_orders.last().map_or(0, |o| o.id);
+    let actor = Actor {
+        sequencer: Sequencer::new(spec.symbols.clone(), spec.interval_secs, replay_until),
+        venue: spec.venue.clone().map(SimVenue::new),
+        verifier: verify::Verifier {
+            sandbox,
+            strategy,
+            policy,
+            bars_path: dir.join("bars.log"),
+        },
+        spec,
+        metrics,
+        barlog,
+        audit,
+        gate,
+        tracker,
+        intents_journal,
+        fills_journal,
+        orders_journal,
+        orders: old_orders,
+        last_order,
+        replay_until,
+        venue_bars: VecDeque::new(),
+        bars_tx: Some(bars_tx),
+        intents_tx: intents_tx.clone(),
+        status: status_tx,
+        started: Instant::now(),
+        last_ts,
+        stop: stop_tx,
+        bars_since_check: 0,
+        checking: false,
+        checked: checked_tx,
+        ended: false,
+    };
+    tokio::spawn(actor.run(asks_rx, feed_rx, decisions_rx, strategy_task, checked_rx));
+    Ok(Handle {
+        id,
+        tenant,
+        asks: asks_tx,
+        status: status_rx,
+        intents: intents_tx,
+    })
+}
+
+/// When the gate last left a suspension to publish again (its drift
+/// restarted then): older intents do not count after a recovery.
+fn last_restart(audit: &AuditLog) -> i64 {
+    audit
+        .entries(0, usize::MAX)
+        .iter()
+        .rev()
+        .find(|e| {
+            matches!(e.from, GateState::Suspended { .. })
+                && matches!(e.to, GateState::Open | GateState::Recovering { .. })
+        })
+        .map_or(i64::MIN, |e| e.at_ms)
+}
+
+/// Starts the WebSocket client, resuming after the last stored bar.
+fn spawn_client(
+    spec: &DeploymentSpec,
+    last_ts: Arc<AtomicI64>,
+    stop: watch::Receiver<bool>,
+) -> mpsc::Receiver<FeedEvent> {
+    let (tx, rx) = mpsc::channel(4096);
+    let options = ClientOptions::new(spec.feed.url.clone(), spec.feed.format);
+    let id = spec.id.clone();
+    tokio::spawn(async move {
+        let since = move || Some(last_ts.load(Ordering::Relaxed)).filter(|&t| t != i64::MIN);
+        if let Err(e) = run_client(options, since, tx, stop).await {
+            tracing::error!(deployment = %id, error = %e, "the feed client stopped");
+        }
+    });
+    rx
+}
+
+struct Actor {
+    spec: DeploymentSpec,
+    metrics: LiveMetrics,
+    sequencer: Sequencer,
+    barlog: BarLog,
+    audit: AuditLog,
+    gate: Gate,
+    tracker: DriftTracker,
+    venue: Option<SimVenue>,
+    verifier: verify::Verifier,
+    intents_journal: Journal<Intent>,
+    fills_journal: Journal<LiveFill>,
+    orders_journal: Journal<OrderRecord>,
+    /// Every order decided live (the signal check compares them).
+    orders: Vec<OrderRecord>,
+    /// The last order journaled: orders up to it are not published again.
+    last_order: u64,
+    /// The last stored bar's timestamp when the deployment started.
+    replay_until: Option<i64>,
+    /// Bars the venue has not seen yet: it sees a timestamp's bars when the
+    /// strategy has decided at it, so intents decided at the previous
+    /// timestamp reach the venue first, as orders reach the paper broker.
+    venue_bars: VecDeque<Vec<Bar>>,
+    bars_tx: Option<mpsc::UnboundedSender<Delivery>>,
+    intents_tx: broadcast::Sender<Intent>,
+    status: watch::Sender<Status>,
+    started: Instant,
+    last_ts: Arc<AtomicI64>,
+    stop: watch::Sender<bool>,
+    bars_since_check: u64,
+    checking: bool,
+    checked: mpsc::UnboundedSender<Checked>,
+    ended: bool,
+}
+
+/// A finished signal check, back to the actor.
+type Checked = (
+    Result<SignalCheck, String>,
+    Option<oneshot::Sender<Result<SignalCheck, String>>>,
+);
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut asks: mpsc::UnboundedReceiver<Ask>,
+        mut feed: mpsc::Receiver<FeedEvent>,
+        mut decisions: mpsc::UnboundedReceiver<Decision>,
+        mut strategy: tokio::task::JoinHandle<RunOutput>,
+        mut checked_rx: mpsc::UnboundedReceiver<Checked>,
+    ) {
+        if self.replay_until.is_none() {
+            self.went_live();
+        }
+        let mut feed_open = true;
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                Some(decision) = decisions.recv() => self.on_decision(decision),
+                ask = asks.recv() => match ask {
+                    Some(Ask::Stop) | None => {
+                        self.begin_stop();
+                        if self.ended {
+                            // A failed deployment's strategy has already ended.
+                            break;
+                        }
+                    }
+                    Some(ask) => self.on_ask(ask),
+                },
+                Some((result, reply)) = checked_rx.recv() => self.on_checked(result, reply),
+                event = feed.recv(), if feed_open && !self.ended => match event {
+                    Some(event) => self.on_feed(event),
+                    None => feed_open = false,
+                },
+                out = &mut strategy, if !self.ended => {
+                    // Decisions sent before the strategy ended come first.
+                    while let Ok(decision) = decisions.try_recv() {
+                        self.on_decision(decision);
+                    }
+                    let stopping = self.bars_tx.is_none();
+                    self.on_ended(out, stopping);
+                    if stopping {
+                        break;
+                    }
+                }
+                () = tokio::time::sleep_until(wake) => self.on_timer(),
+            }
+        }
+        self.metrics.remove(&self.spec.id);
+        // Dropping `asks` ends `Handle::stop`'s wait.
+        drop(asks);
+    }
+
+    /// Sleeps until the venue's next report, or a second.
+    fn next_wake(&self) -> tokio::time::Instant {
+        let second = tokio::time::Instant::now() + Duration::from_secs(1);
+        let due = self.venue.as_ref().and_then(SimVenue::next_due).map(|at| {
+            let wait = u64::try_from(at - now_ms()).unwrap_or(0);
+            tokio::time::Instant::now() + Duration::from_millis(wait)
+        });
+        due.map_or(second, |d| d.min(second))
+    }
+
+    fn update(&self, edit: impl FnOnce(&mut Status)) {
+        self.status.send_modify(edit);
+    }
+
+    fn set_lifecycle(&self, to: Lifecycle) {
+        let from = self.status.borrow().state;
+        if from == to {
+            return;
+        }
+        self.metrics.deployments.with_label_values(&[from.label()]).dec();
+        self.metrics.deployments.with_label_values(&[to.label()]).inc();
+        self.update(|s| s.state = to);
+    }
+
+    fn went_live(&mut self) {
+        let ms = self.started.elapsed().as_secs_f64() * 1e3;
+        self.set_lifecycle(Lifecycle::Live);
+        self.update(|s| s.recovery_ms = Some(ms));
+        tracing::info!(deployment = %self.spec.id, bars = self.status.borrow().recovered_bars, ms, "deployment live");
+    }
+
+    fn on_feed(&mut self, event: FeedEvent) {
+        let id = self.spec.id.clone();
+        match event {
+            FeedEvent::Connected { url } => {
+                tracing::info!(deployment = %id, %url, "feed connected");
+                self.sequencer.reset_seq();
+                self.metrics.feed_up.with_label_values(&[&id]).set(1);
+                self.update(|s| s.feed_connected = true);
+            }
+            FeedEvent::Disconnected(reason) => {
+                tracing::warn!(deployment = %id, %reason, "feed down");
+                self.metrics.feed_up.with_label_values(&[&id]).set(0);
+                self.update(|s| s.feed_connected = false);
+            }
+            FeedEvent::Message { text, received } => match schema::parse(self.spec.feed.format, &text) {
+                Ok(Message::Bar(bar)) => {
+                    let accepted = self.sequencer.accept(bar);
+                    self.on_accepted(accepted, received);
+                }
+                Ok(Message::Heartbeat { .. } | Message::Ignored(_)) => {}
+                Err(malformed) => self.reject(&Reject::malformed(&malformed), &text),
+            },
+        }
+    }
+
+    fn reject(&self, reject: &Reject, text: &str) {
+        let id = &self.spec.id;
+        let reason = reject.kind.as_str();
+        self.metrics.feed_rejected.with_label_values(&[id, reason]).inc();
+        let shown: String = text.chars().take(200).collect();
+        tracing::warn!(deployment = %id, reason, problem = %reject.message, message = %shown, "bar rejected");
+        self.update(|s| s.rejected_bars += 1);
+    }
+
+    fn on_accepted(&mut self, accepted: Accepted, received: Instant) {
+        if let Some(reject) = &accepted.rejected {
+            if reject.kind != RejectKind::Malformed || accepted.ready.is_empty() {
+                self.reject(reject, "");
+            }
+        }
+        let gap = accepted.gap_bars() + accepted.missed_messages;
+        if gap > 0 {
+            let id = &self.spec.id;
+            self.metrics.feed_gaps.with_label_values(&[id]).inc_by(gap);
+            tracing::warn!(deployment = %id, missing = gap, gap = ?accepted.gap, "feed gap");
+            self.update(|s| s.gap_bars += gap);
+        }
+        if !accepted.ready.is_empty() {
+            self.deliver(accepted.ready, received);
+        }
+    }
+
+    /// Stores `stamps` (one write, synced as the spec says), then hands
+    /// them to the strategy.
+    fn deliver(&mut self, stamps: Vec<Vec<Bar>>, received: Instant) {
+        let all: Vec<Bar> = stamps.iter().flatten().copied().collect();
+        if let Err(e) = self.barlog.append(&all) {
+            // Not stored, so not handed over: the strategy never sees a bar
+            // a replay would not.
+            tracing::error!(deployment = %self.spec.id, error = %e, "cannot store bars; dropping them");
+            self.metrics
+                .feed_rejected
+                .with_label_values(&[&self.spec.id, "invalid"])
+                .inc();
+            return;
+        }
+        let last = all.last().map(|b| b.ts);
+        if let Some(ts) = last {
+            self.last_ts.store(ts, Ordering::Relaxed);
+        }
+        let id = &self.spec.id;
+        self.metrics
+            .feed_bars
+            .with_label_values(&[id])
+            .inc_by(all.len() as u64);
+        let now = now_ms();
+        self.metrics
+            .feed_last_bar
+            .with_label_values(&[id])
+            .set(now as f64 / 1e3);
+        if let (Some(ts), Some(interval)) = (last, self.spec.interval_secs) {
+            let lag = (now as f64 / 1e3 - (ts + interval) as f64).max(0.0);
+            self.metrics.feed_lag.with_label_values(&[id]).set(lag);
+        }
+        self.update(|s| {
+            s.bars += all.len() as u64;
+            s.last_bar_ts = last;
+        });
+        self.bars_since_check += stamps.len() as u64;
+        for stamp in stamps {
+            if self.venue.is_some() {
+                self.venue_bars.push_back(stamp.clone());
+            }
+            if let Some(tx) = &self.bars_tx {
+                let _ = tx.send((stamp, Some(received)));
+            }
+        }
+    }
+
+    fn on_decision(&mut self, decision: Decision) {
+        let arrived = Instant::now();
+        let Some(ts) = decision.ts else {
+            return;
+        };
+        self.venue_sees(ts);
+        for &(symbol, close) in &decision.closes {
+            let symbol = self.spec.symbols[symbol as usize].clone();
+            self.tracker.mark(&symbol, close);
+        }
+        self.paper_fills(&decision);
+        for order in &decision.orders {
+            if order.id > self.last_order {
+                self.decided(order);
+            }
+        }
+        if self.replay_until == Some(ts) {
+            self.went_live();
+        }
+        if self.spec.verify_every > 0 && self.bars_since_check >= self.spec.verify_every && !self.checking {
+            self.bars_since_check = 0;
+            self.spawn_check(None);
+        }
+        // A paper fill can complete a match as well as a live fill.
+        self.evaluate(Some(arrived));
+    }
+
+    /// The venue sees the bars up to `ts` (see `venue_bars`), and the
+    /// tracker their closes.
+    fn venue_sees(&mut self, ts: i64) {
+        let Some(venue) = &mut self.venue else {
+            return;
+        };
+        let mut reports = Vec::new();
+        while self.venue_bars.front().is_some_and(|s| s[0].ts <= ts) {
+            let stamp = self.venue_bars.pop_front().expect("checked");
+            let now = now_ms();
+            for bar in &stamp {
+                let symbol = &self.spec.symbols[bar.symbol as usize];
+                reports.extend(venue.on_bar(symbol, bar, now));
+            }
+        }
+        for report in reports {
+            self.on_report(report);
+        }
+    }
+
+    fn paper_fills(&mut self, decision: &Decision) {
+        let id = self.spec.id.clone();
+        for fill in &decision.fills {
+            let intent_id = Intent::id_for(&id, fill.order_id as u64);
+            self.metrics.fills.with_label_values(&[&id, "paper"]).inc();
+            self.update(|s| s.paper_fills += 1);
+            match self.tracker.on_paper_fill(&intent_id, fill.qty.abs(), fill.price) {
+                Ok(()) | Err(DriftError::UnknownIntent { .. }) => {}
+                Err(e) => tracing::warn!(deployment = %id, error = %e, "paper fill not tracked"),
+            }
+        }
+    }
+
+    /// A new order: an intent, published or blocked by the gate, journaled.
+    fn decided(&mut self, order: &PlacedOrder) {
+        let id = self.spec.id.clone();
+        let factor = self.gate.size_factor();
+        let intended = order.qty.abs();
+        let intent = Intent {
+            id: Intent::id_for(&id, order.id),
+            deployment: id.clone(),
+            order_id: order.id,
+            decided_ts: order.ts,
+            symbol: self.spec.symbols[order.symbol as usize].clone(),
+            side: Side::of_qty(order.qty),
+            qty: intended * factor,
+            intended_qty: intended,
+            kind: order.kind.name(),
+            price: order.kind.price(),
+            published_ms: now_ms(),
+        };
+        let publish = self.gate.publishes() && intent.qty > 0.0;
+        if publish {
+            self.publish(&intent);
+        } else {
+            self.metrics.intents.with_label_values(&[&id, "blocked"]).inc();
+            self.update(|s| s.intents_blocked += 1);
+        }
+        let record = OrderRecord::new(order, publish);
+        if let Err(e) = self.orders_journal.append(&record) {
+            tracing::error!(deployment = %id, error = %e, "cannot journal an order");
+        }
+        self.orders.push(record);
+        self.last_order = order.id;
+    }
+
+    fn publish(&mut self, intent: &Intent) {
+        let id = self.spec.id.clone();
+        if let Err(e) = self.tracker.on_intent(intent) {
+            tracing::warn!(deployment = %id, error = %e, "intent not tracked");
+        }
+        if let Err(e) = self.intents_journal.append(intent) {
+            tracing::error!(deployment = %id, error = %e, "cannot journal an intent");
+        }
+        let _ = self.intents_tx.send(intent.clone());
+        if let Some(venue) = &mut self.venue {
+            if let Err(e) = venue.submit(intent, now_ms()) {
+                tracing::warn!(deployment = %id, error = %e, "the simulated venue refused an intent");
+            }
+        }
+        self.metrics.intents.with_label_values(&[&id, "published"]).inc();
+        self.update(|s| s.intents_published += 1);
+    }
+
+    fn on_report(&mut self, report: VenueReport) {
+        match report {
+            VenueReport::Fill(fill) => {
+                if let Err(e) = self.live_fill(fill, Instant::now()) {
+                    tracing::warn!(deployment = %self.spec.id, error = %e, "venue fill refused");
+                }
+            }
+            VenueReport::Reject { intent_id, .. } | VenueReport::Unfilled { intent_id, .. } => {
+                let _ = self.tracker.on_done(&intent_id);
+            }
+        }
+    }
+
+    /// A live fill: matched, stored, then the gate evaluated at once.
+    fn live_fill(&mut self, fill: LiveFill, received: Instant) -> Result<DriftSnapshot, FillError> {
+        self.tracker.on_live_fill(&fill)?;
+        self.fills_journal.append(&fill).map_err(FillError::Io)?;
+        let id = &self.spec.id;
+        self.metrics.fills.with_label_values(&[id, "live"]).inc();
+        self.update(|s| s.live_fills += 1);
+        self.evaluate(Some(received));
+        Ok(self.status.borrow().drift.clone())
+    }
+
+    /// Evaluates the gate on the current drift; `trigger` is when what
+    /// prompted it arrived (for the gate response time).
+    fn evaluate(&mut self, trigger: Option<Instant>) {
+        let snap = self.tracker.snapshot();
+        self.metrics.drift(&self.spec.id, &snap);
+        self.update(|s| s.drift = snap.clone());
+        if let Some(t) = self.gate.evaluate(&snap, now_ms()) {
+            if let Err(e) = self.transition(&t, trigger) {
+                tracing::error!(deployment = %self.spec.id, error = %e, "gate transition not taken");
+            }
+        }
+    }
+
+    /// Writes `t` to the audit log (synced), then makes it take effect.
+    fn transition(&mut self, t: &Transition, trigger: Option<Instant>) -> Result<AuditEntry, CommandError> {
+        let entry = self.audit.record(&self.spec.id, t).map_err(CommandError::Io)?;
+        let was_publishing = self.gate.publishes();
+        self.gate.apply(t)?;
+        if t.restarts_drift() {
+            self.tracker.restart();
+        }
+        let id = &self.spec.id;
+        if was_publishing && !self.gate.publishes() {
+            if let Some(at) = trigger {
+                self.metrics.gate_response.observe(at.elapsed().as_secs_f64());
+            }
+        }
+        self.metrics.gate(id, t.to);
+        self.metrics
+            .gate_transitions
+            .with_label_values(&[id, t.from.name(), t.to.name()])
+            .inc();
+        tracing::info!(deployment = %id, from = %t.from, to = %t.to, reason = %t.reason, actor = %t.actor, "gate");
+        let (state, since, factor) = (self.gate.state(), self.gate.since_ms(), self.gate.size_factor());
+        self.update(|s| {
+            s.gate = state;
+            s.gate_since_ms = since;
+            s.size_factor = factor;
+        });
+        Ok(entry)
+    }
+
+    fn on_ask(&mut self, ask: Ask) {
+        match ask {
+            Ask::Gate {
+                command,
+                actor,
+                reason,
+                reply,
+            } => {
+                let snap = self.tracker.snapshot();
+                let r = self
+                    .gate
+                    .command(command, &actor, &reason, &snap, now_ms())
+                    .map_err(CommandError::from)
+                    .and_then(|t| self.transition(&t, None));
+                let _ = reply.send(r);
+            }
+            Ask::Fill {
+                fill,
+                received,
+                reply,
+            } => {
+                let _ = reply.send(self.live_fill(fill, received));
+            }
+            Ask::Audit { since, limit, reply } => {
+                let _ = reply.send(self.audit.entries(since, limit).to_vec());
+            }
+            Ask::Verify { reply } => {
+                if self.checking {
+                    let _ = reply.send(Err("a signal check is already running".to_owned()));
+                } else {
+                    self.spawn_check(Some(reply));
+                }
+            }
+            Ask::Stop => self.begin_stop(),
+        }
+    }
+
+    /// Starts a signal check in its own task; it reports back to the actor.
+    fn spawn_check(&mut self, reply: Option<oneshot::Sender<Result<SignalCheck, String>>>) {
+        self.checking = true;
+        let verifier = self.verifier.clone();
+        let spec = self.spec.clone();
+        let orders = self.orders.clone();
+        let done = self.checked.clone();
+        tokio::spawn(async move {
+            let result = verifier.check(&spec, &orders).await;
+            let _ = done.send((result, reply));
+        });
+    }
+
+    fn on_checked(
+        &mut self,
+        result: Result<SignalCheck, String>,
+        reply: Option<oneshot::Sender<Result<SignalCheck, String>>>,
+    ) {
+        self.checking = false;
+        match &result {
+            Ok(check) => {
+                if check.mismatches > 0 {
+                    tracing::error!(deployment = %self.spec.id, mismatches = check.mismatches, first = ?check.differences.first(), "signal drift: the offline replay decided differently");
+                }
+                self.tracker.set_signal_mismatches(check.mismatches);
+                let (orders, mismatches) = (check.orders, check.mismatches);
+                self.update(|s| {
+                    s.signal_checked_orders = orders;
+                    s.signal_mismatches = mismatches;
+                });
+                self.evaluate(None);
+            }
+            Err(e) => tracing::warn!(deployment = %self.spec.id, error = %e, "signal check failed"),
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = now_ms();
+        if let Some(venue) = &mut self.venue {
+            for report in venue.due(now) {
+                self.on_report(report);
+            }
+        }
+        self.tracker.expire(now);
+        if !self.ended {
+            self.evaluate(None);
+        }
+    }
+
+    /// Closes the feed and the strategy's bar channel: the strategy gets its
+    /// finish phase and its task ends.
+    fn begin_stop(&mut self) {
+        let _ = self.stop.send(true);
+        self.bars_tx = None;
+    }
+
+    fn on_ended(&mut self, out: Result<RunOutput, tokio::task::JoinError>, stopping: bool) {
+        self.ended = true;
+        self.metrics.feed_up.with_label_values(&[&self.spec.id]).set(0);
+        let failure = match out {
+            Ok(out) => out.outcome.err(),
+            Err(e) => Some(Failure::new(
+                palisade_run::Cause::GuestTrap,
+                format!("the strategy's task ended: {e}"),
+            )),
+        };
+        match failure {
+            None if stopping => {
+                tracing::info!(deployment = %self.spec.id, "deployment stopped");
+                self.set_lifecycle(Lifecycle::Stopped);
+            }
+            None => {
+                let f = Failure::new(
+                    palisade_run::Cause::GuestError,
+                    "the strategy returned while the feed was open",
+                );
+                self.failed(f);
+            }
+            Some(f) => self.failed(f),
+        }
+        let _ = self.stop.send(true);
+    }
+
+    /// The strategy failed live: the gate is suspended (intents stop; an
+    /// operator decides what next), the failure kept in the status.
+    fn failed(&mut self, failure: Failure) {
+        tracing::error!(deployment = %self.spec.id, cause = %failure.cause, message = %failure.message, "the strategy failed live");
+        let reason = format!("the strategy stopped: {failure}");
+        if matches!(
+            self.gate.state(),
+            GateState::Open | GateState::Recovering { .. } | GateState::Suspended { manual: false }
+        ) {
+            let snap = self.tracker.snapshot();
+            match self
+                .gate
+                .command(Command::Suspend, RUNNER_ACTOR, &reason, &snap, now_ms())
+            {
+                Ok(t) => {
+                    if let Err(e) = self.transition(&t, None) {
+                        tracing::error!(deployment = %self.spec.id, error = %e, "cannot suspend the gate");
+                    }
+                }
+                Err(e) => tracing::error!(deployment = %self.spec.id, error = %e, "cannot suspend the gate"),
+            }
+        }
+        self.update(|s| s.failure = Some(failure));
+        self.set_lifecycle(Lifecycle::Failed);
+    }
+}

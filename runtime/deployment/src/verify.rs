@@ -1,0 +1,182 @@
+//! The signal check: the stored bars replayed offline through a fresh
+//! instance of the same module, with the same parameters and seed, must give
+//! the orders the live path gave, bit for bit. Strategies are deterministic
+//! in the sandbox (no clock, no host randomness but the seeded stream, NaNs
+//! canonical), so any difference means the live path diverged: bars handed
+//! over that were not stored, a different build, a host bug.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use palisade_backtest::{Dataset, OrderKindName};
+use palisade_live::barlog;
+use palisade_run::live::{Feed, NextBars};
+use palisade_run::session::{PlacedOrder, Session};
+use palisade_run::{Policy, RunConfig};
+use palisade_sandbox::{CompiledModule, Sandbox};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::DeploymentSpec;
+
+/// What the last signal check found.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignalCheck {
+    /// Bars replayed offline.
+    pub bars: u64,
+    /// Live orders compared with the replay's.
+    pub orders: u64,
+    pub mismatches: u64,
+    /// The first differences, described.
+    pub differences: Vec<String>,
+}
+
+/// An order the strategy decided live, as journaled (`orders.jsonl`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderRecord {
+    pub id: u64,
+    /// The timestamp decided at.
+    pub ts: i64,
+    pub symbol: u32,
+    /// Signed quantity; compared by its bits.
+    pub qty: f64,
+    pub kind: OrderKindName,
+    /// A limit or stop price; compared by its bits.
+    pub price: Option<f64>,
+    /// Whether the gate let its intent out.
+    pub published: bool,
+}
+
+impl OrderRecord {
+    pub fn new(order: &PlacedOrder, published: bool) -> OrderRecord {
+        OrderRecord {
+            id: order.id,
+            ts: order.ts,
+            symbol: order.symbol,
+            qty: order.qty,
+            kind: order.kind.name(),
+            price: order.kind.price(),
+            published,
+        }
+    }
+
+    /// How this order differs from `other`, if it does (bit for bit).
+    fn difference(&self, other: &OrderRecord) -> Option<String> {
+        let same = self.ts == other.ts
+            && self.symbol == other.symbol
+            && self.qty.to_bits() == other.qty.to_bits()
+            && self.kind == other.kind
+            && self.price.map(f64::to_bits) == other.price.map(f64::to_bits);
+        (!same).then(|| {
+            format!(
+                "order {}: live decided {:?} {} of symbol {} at {} (price {:?}), the replay {:?} {} of symbol {} at {} (price {:?})",
+                self.id, self.kind, self.qty, self.symbol, self.ts, self.price,
+                other.kind, other.qty, other.symbol, other.ts, other.price
+            )
+        })
+    }
+}
+
+/// What a signal check needs beyond the deployment's spec.
+#[derive(Clone)]
+pub struct Verifier {
+    pub sandbox: Arc<Sandbox>,
+    pub strategy: Arc<CompiledModule>,
+    pub policy: Policy,
+    pub bars_path: PathBuf,
+}
+
+/// Most differences a check describes.
+const SHOWN: usize = 5;
+
+impl Verifier {
+    /// Replays the stored bars and compares the orders with `live`.
+    pub async fn check(&self, spec: &DeploymentSpec, live: &[OrderRecord]) -> Result<SignalCheck, String> {
+        let bars = barlog::read(&self.bars_path, &spec.symbols).map_err(|e| e.to_string())?;
+        let mut data = Dataset::empty(spec.symbols.clone()).map_err(|e| e.to_string())?;
+        data.push(&bars).map_err(|e| e.to_string())?;
+        let last_ts = bars.last().map(|b| b.ts);
+        let replayed = replay(self, spec, data).await?;
+        Ok(compare(live, &replayed, last_ts, bars.len() as u64))
+    }
+}
+
+/// The orders of an offline replay of `data`.
+pub async fn replay(v: &Verifier, spec: &DeploymentSpec, data: Dataset) -> Result<Vec<OrderRecord>, String> {
+    let orders = Arc::new(Mutex::new(Vec::new()));
+    let feed = Collect(orders.clone());
+    let run = RunConfig {
+        params: spec.params.clone(),
+        seed: spec.seed,
+        backtest: spec.backtest.clone(),
+        cancel: None,
+        progress: None,
+    };
+    let out = v
+        .sandbox
+        .live(&v.strategy, Arc::new(data), &v.policy, &run, Box::new(feed))
+        .await;
+    if let Err(f) = out.outcome {
+        return Err(format!("the offline replay failed: {f}"));
+    }
+    let orders = std::mem::take(&mut *orders.lock().expect("not poisoned"));
+    Ok(orders)
+}
+
+/// Compares the live orders decided up to `last_ts` with the replay's.
+fn compare(live: &[OrderRecord], replayed: &[OrderRecord], last_ts: Option<i64>, bars: u64) -> SignalCheck {
+    let mut check = SignalCheck {
+        bars,
+        orders: 0,
+        mismatches: 0,
+        differences: Vec::new(),
+    };
+    let note = |check: &mut SignalCheck, text: String| {
+        check.mismatches += 1;
+        if check.differences.len() < SHOWN {
+            check.differences.push(text);
+        }
+    };
+    for order in live.iter().filter(|o| last_ts.is_some_and(|t| o.ts <= t)) {
+        check.orders += 1;
+        match replayed.iter().find(|r| r.id == order.id) {
+            Some(r) => {
+                if let Some(d) = order.difference(r) {
+                    note(&mut check, d);
+                }
+            }
+            None => note(
+                &mut check,
+                format!("order {}: decided live, not by the replay", order.id),
+            ),
+        }
+    }
+    // Orders the replay decided that the live path never did (at timestamps
+    // the live path handled).
+    let first_live = live.first().map_or(u64::MAX, |o| o.id);
+    for r in replayed.iter().filter(|r| r.id >= first_live) {
+        if !live.iter().any(|o| o.id == r.id) {
+            check.orders += 1;
+            note(
+                &mut check,
+                format!("order {}: decided by the replay, not live", r.id),
+            );
+        }
+    }
+    check
+}
+
+/// A feed with nothing after the stored bars, collecting orders.
+struct Collect(Arc<Mutex<Vec<OrderRecord>>>);
+
+impl Feed for Collect {
+    fn decided(&mut self, session: &mut Session) {
+        let orders = session.take_orders();
+        session.bt.take_fills();
+        let mut all = self.0.lock().expect("not poisoned");
+        all.extend(orders.iter().map(|o| OrderRecord::new(o, false)));
+    }
+
+    fn next(&mut self) -> NextBars<'_> {
+        Box::pin(async { None })
+    }
+}
