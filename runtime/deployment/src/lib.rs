@@ -18,7 +18,6 @@ pub mod spec;
 pub mod verify;
 
 pub use metrics::LiveMetrics;
-pub use runner::{
-    start, CommandError, FeedSource, FillError, Handle, Launch, Lifecycle, SignalCheck, StartError, Status,
-};
+pub use runner::{start, CommandError, FeedSource, FillError, Handle, Launch, Lifecycle, StartError, Status};
 pub use spec::{DeploymentSpec, FeedSpec, SpecError};
+pub use verify::SignalCheck;
