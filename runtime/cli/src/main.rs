@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod bench;
+mod live;
 mod load;
 mod python;
 mod serve;
@@ -68,6 +69,11 @@ enum Command {
     /// Measure a strategy's cost (fuel, memory and host calls per bar,
     /// exact; time per bar); compare with a saved baseline.
     Bench(bench::BenchArgs),
+    /// Market-data feeds: `feed replay` serves CSV bars over WebSocket at
+    /// N× real time.
+    Feed(live::FeedArgs),
+    /// Live paper trading: `live run` runs one deployment in the foreground.
+    Live(live::LiveArgs),
     /// Drive a running server with jobs and measure it: jobs/s, latency
     /// percentiles, failures; --assert sets the exit code.
     Load(load::LoadArgs),
@@ -168,6 +174,8 @@ fn main() -> ExitCode {
         Command::Openapi => openapi(),
         Command::Bench(a) => bench::bench(&a),
         Command::Load(a) => load::load(&a),
+        Command::Feed(a) => live::feed(&a),
+        Command::Live(a) => live::live(&a),
     };
     match result {
         Ok(code) => code,

@@ -446,6 +446,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         started: Instant::now(),
         last_ts,
         stop: stop_tx,
+        decided_ts: None,
         bars_since_check: 0,
         checking: false,
         checked: checked_tx,
@@ -522,6 +523,8 @@ struct Actor {
     started: Instant,
     last_ts: Arc<AtomicI64>,
     stop: watch::Sender<bool>,
+    /// The last timestamp the strategy decided at.
+    decided_ts: Option<i64>,
     bars_since_check: u64,
     checking: bool,
     checked: mpsc::UnboundedSender<Checked>,
@@ -721,6 +724,7 @@ impl Actor {
         let Some(ts) = decision.ts else {
             return;
         };
+        self.decided_ts = Some(ts);
         self.venue_sees(ts);
         for &(symbol, close) in &decision.closes {
             let symbol = self.spec.symbols[symbol as usize].clone();
@@ -937,8 +941,9 @@ impl Actor {
         let spec = self.spec.clone();
         let orders = self.orders.clone();
         let done = self.checked.clone();
+        let upto = self.decided_ts.unwrap_or(i64::MIN);
         tokio::spawn(async move {
-            let result = verifier.check(&spec, &orders).await;
+            let result = verifier.check(&spec, &orders, upto).await;
             let _ = done.send((result, reply));
         });
     }

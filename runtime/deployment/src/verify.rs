@@ -89,9 +89,17 @@ pub struct Verifier {
 const SHOWN: usize = 5;
 
 impl Verifier {
-    /// Replays the stored bars and compares the orders with `live`.
-    pub async fn check(&self, spec: &DeploymentSpec, live: &[OrderRecord]) -> Result<SignalCheck, String> {
-        let bars = barlog::read(&self.bars_path, &spec.symbols).map_err(|e| e.to_string())?;
+    /// Replays the stored bars up to `upto_ts` (the last timestamp the live
+    /// strategy has decided at) and compares the orders with `live`, the
+    /// orders it decided up to then.
+    pub async fn check(
+        &self,
+        spec: &DeploymentSpec,
+        live: &[OrderRecord],
+        upto_ts: i64,
+    ) -> Result<SignalCheck, String> {
+        let mut bars = barlog::read(&self.bars_path, &spec.symbols).map_err(|e| e.to_string())?;
+        bars.truncate(bars.partition_point(|b| b.ts <= upto_ts));
         let mut data = Dataset::empty(spec.symbols.clone()).map_err(|e| e.to_string())?;
         data.push(&bars).map_err(|e| e.to_string())?;
         let last_ts = bars.last().map(|b| b.ts);
@@ -150,10 +158,8 @@ fn compare(live: &[OrderRecord], replayed: &[OrderRecord], last_ts: Option<i64>,
             ),
         }
     }
-    // Orders the replay decided that the live path never did (at timestamps
-    // the live path handled).
-    let first_live = live.first().map_or(u64::MAX, |o| o.id);
-    for r in replayed.iter().filter(|r| r.id >= first_live) {
+    // Orders the replay decided that the live path never did.
+    for r in replayed {
         if !live.iter().any(|o| o.id == r.id) {
             check.orders += 1;
             note(

@@ -185,9 +185,14 @@ fn clean_fills_keep_the_gate_open_and_match_the_paper_fills() {
         assert_eq!(s2.drift.price_bps, 0.0, "same price as paper");
         assert!(s2.drift.fills_matched > 20, "{:?}", s2.drift);
         assert!(h.audit(0, 100).await.is_empty(), "no transition");
+        assert_eq!(
+            s2.signal_mismatches, 0,
+            "no false positive from checks racing the feed"
+        );
         let check = h.verify().await.unwrap();
         assert_eq!((check.mismatches, check.bars), (0, 1_500), "{check:?}");
         assert_eq!(check.orders, s2.intents_published);
+        assert_eq!(h.status().signal_checked_orders, check.orders);
         h.stop().await;
         assert_eq!(h.status().state, Lifecycle::Stopped);
     });
