@@ -24,7 +24,7 @@ use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use palisade_document::{
     BacktestDocument, MonteCarloDocument, OptimizeDocument, ResultDocument, WalkForwardDocument,
@@ -36,15 +36,18 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi};
 
 use crate::auth::Principal;
+use crate::deployments::{DeploymentError, Scope};
 use crate::jobs::JobView;
 use crate::jobs::{self, JobRequest, Kind};
 use crate::problem::{ApiError, Fault, Problem};
+use crate::service::ServiceError;
 use crate::service::{Claim, ResultRead, Service};
 use crate::storage::{sha256_hex, JobFilter, JobState, Spool};
 use crate::views::{
     DatasetList, DatasetView, JobList, PolicyChange, PolicyList, PolicyView, StatusView, StrategyList,
     StrategyView,
 };
+use palisade_live::{Command, DriftError, LiveFill};
 
 /// Default number of jobs `GET /v1/jobs` lists.
 pub const DEFAULT_LIST_LIMIT: i64 = 100;
@@ -121,6 +124,20 @@ pub fn router(service: Arc<Service>) -> Router {
                 .delete(revert_policy)
                 .layer(DefaultBodyLimit::max(json_limit)),
         )
+        .route(
+            "/deployments",
+            get(list_deployments)
+                .post(create_deployment)
+                .layer(DefaultBodyLimit::max(json_limit)),
+        )
+        .route("/deployments/{id}", get(show_deployment).delete(stop_deployment))
+        .route("/deployments/{id}/gate", post(gate_deployment))
+        .route("/deployments/{id}/audit", get(deployment_audit))
+        .route("/deployments/{id}/fills", post(report_fill))
+        .route("/deployments/{id}/verify", post(verify_deployment))
+        .route("/deployments/{id}/intents", get(deployment_intents))
+        .route("/emergency-stop", post(emergency_stop))
+        .route("/emergency-stop/release", post(release_emergency_stop))
         .route("/status", get(status))
         .route("/workers", get(list_workers))
         .route("/openapi.json", get(openapi_document));
@@ -477,6 +494,9 @@ async fn openapi_document() -> Response {
         upload_dataset, list_datasets, show_dataset, delete_dataset,
         submit_job, list_jobs, show_job, cancel_job, job_result,
         list_policies, show_policy, replace_policy, revert_policy,
+        create_deployment, list_deployments, show_deployment, stop_deployment, gate_deployment,
+        deployment_audit, report_fill, verify_deployment, deployment_intents,
+        emergency_stop, release_emergency_stop,
     ),
     components(schemas(Problem, ResultDocument, BacktestDocument, OptimizeDocument, WalkForwardDocument, MonteCarloDocument)),
     modifiers(&BearerAuth, &StoreRefusals),
@@ -1252,6 +1272,492 @@ pub fn documented_methods() -> Vec<(Method, String)> {
         }
     }
     out
+}
+
+// ---- live deployments ----
+
+/// A deployment to start (docs/live.md): the strategy on a live feed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentRequest {
+    id: String,
+    strategy: String,
+    symbols: Vec<String>,
+    #[serde(default)]
+    interval_secs: Option<i64>,
+    feed: palisade_deployment::FeedSpec,
+    #[serde(default)]
+    params: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    policy: Option<String>,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    backtest: palisade_backtest::BacktestConfig,
+    #[serde(default)]
+    drift: palisade_live::DriftPolicy,
+    #[serde(default)]
+    gate: palisade_live::GatePolicy,
+    #[serde(default)]
+    durability: palisade_live::barlog::Durability,
+    #[serde(default)]
+    venue: Option<palisade_live::VenueConfig>,
+    #[serde(default = "default_verify_every")]
+    verify_every: u64,
+}
+
+fn default_verify_every() -> u64 {
+    1_440
+}
+
+fn deployment_error(e: DeploymentError) -> ApiError {
+    match e {
+        DeploymentError::NotFound(id) => ApiError::NotFound {
+            what: "deployment",
+            id,
+        },
+        DeploymentError::Invalid(m) => ApiError::InvalidDeployment(m),
+        DeploymentError::Conflict(m) => ApiError::Conflict(m),
+        DeploymentError::Fill(DriftError::UnknownIntent { intent_id }) => ApiError::NotFound {
+            what: "intent",
+            id: intent_id,
+        },
+        DeploymentError::Fill(other) => ApiError::InvalidFill(other.to_string()),
+        DeploymentError::Internal(m) => ApiError::Internal(m),
+    }
+}
+
+/// Who an audit entry names: the caller's tenant, marked when an operator.
+fn actor_of(who: &Principal) -> String {
+    if who.operator {
+        format!("operator:{}", who.tenant)
+    } else {
+        format!("tenant:{}", who.tenant)
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/deployments",
+    summary = "Start a live deployment: the strategy on a live bar feed, paper broker, intents behind a drift gate",
+    request_body(content = Object, description = "id, strategy, symbols, feed {url, format}, and optional interval_secs, params, policy, seed, backtest, drift, gate, durability, venue, verify_every (docs/live.md)"),
+    responses(
+        (status = 201, description = "started; the deployment's status", body = Object),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown strategy or policy", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "a deployment with this id exists", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid settings or parameters", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn create_deployment(State(service): State<Arc<Service>>, Auth(who): Auth, body: Bytes) -> ApiResult {
+    let r: DeploymentRequest = parse_json(&body)?;
+    let overrides = crate::jobs::overrides_of(&r.params).map_err(ApiError::InvalidDeployment)?;
+    let policy = r
+        .policy
+        .clone()
+        .unwrap_or_else(|| service.config.default_policy.clone());
+    let spec = palisade_deployment::DeploymentSpec {
+        id: r.id,
+        tenant: who.tenant.clone(),
+        symbols: r.symbols,
+        interval_secs: r.interval_secs,
+        feed: r.feed,
+        params: Vec::new(),
+        seed: r.seed,
+        backtest: r.backtest,
+        drift: r.drift,
+        gate: r.gate,
+        durability: r.durability,
+        venue: r.venue,
+        verify_every: r.verify_every,
+    };
+    let location = format!("/v1/deployments/{}", spec.id);
+    let status = service
+        .deploy(&who.tenant, &r.strategy, &policy, spec, Some(overrides))
+        .await
+        .map_err(|e| match e {
+            ServiceError::InvalidJob(m) => ApiError::InvalidDeployment(m),
+            e => e.into(),
+        })?;
+    Ok(with_location(
+        json_response(StatusCode::CREATED, &status),
+        &location,
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/deployments",
+    summary = "The caller's deployments (every tenant's for an operator), with their status",
+    responses(
+        (status = 200, description = "the deployments", body = Object),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_deployments(State(service): State<Arc<Service>>, Auth(who): Auth) -> ApiResult {
+    let list = service.deployments.list(&who.tenant, who.operator);
+    let stops = service.deployments.stops();
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "deployments": list, "emergency_stops": stops }),
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/deployments/{id}",
+    summary = "A deployment's status: lifecycle, gate, drift, feed, counts",
+    params(("id" = String, Path, description = "the deployment id")),
+    responses(
+        (status = 200, description = "the status", body = Object),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such deployment for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn show_deployment(
+    State(service): State<Arc<Service>>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let h = service
+        .deployments
+        .get(&who.tenant, who.operator, &id)
+        .map_err(deployment_error)?;
+    Ok(json_response(StatusCode::OK, &h.status()))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/deployments/{id}",
+    summary = "Stop a deployment for good (its files stay; it is not restarted with the service)",
+    params(("id" = String, Path, description = "the deployment id")),
+    responses(
+        (status = 200, description = "stopped; its last status", body = Object),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such deployment for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn stop_deployment(
+    State(service): State<Arc<Service>>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let status = service
+        .deployments
+        .stop(&who.tenant, who.operator, &id)
+        .await
+        .map_err(deployment_error)?;
+    Ok(json_response(StatusCode::OK, &status))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GateRequest {
+    action: Command,
+    #[serde(default)]
+    reason: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/deployments/{id}/gate",
+    summary = "Override the gate: suspend, resume, force_open (reason required), emergency_stop, release; audited before it takes effect",
+    params(("id" = String, Path, description = "the deployment id")),
+    request_body(content = Object, description = "{\"action\": \"suspend|resume|force_open|emergency_stop|release\", \"reason\": \"…\"}"),
+    responses(
+        (status = 200, description = "the audit entry of the transition", body = Object),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such deployment for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "not allowed from the gate's state (or a reason is missing)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn gate_deployment(
+    State(service): State<Arc<Service>>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let r: GateRequest = parse_json(&body)?;
+    let entry = service
+        .deployments
+        .gate(
+            &who.tenant,
+            who.operator,
+            &id,
+            r.action,
+            &actor_of(&who),
+            &r.reason,
+        )
+        .await
+        .map_err(deployment_error)?;
+    Ok(json_response(StatusCode::OK, &entry))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct AuditQuery {
+    /// Entries numbered after this one (default 0: from the first).
+    since: Option<u64>,
+    /// Most entries (default and maximum 1000).
+    limit: Option<usize>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/deployments/{id}/audit",
+    summary = "The gate's audit log: time, from, to, reason, actor and the drift measures of every transition",
+    params(("id" = String, Path, description = "the deployment id"), AuditQuery),
+    responses(
+        (status = 200, description = "the entries, oldest first", body = Object),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such deployment for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn deployment_audit(
+    State(service): State<Arc<Service>>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult {
+    let limit = q.limit.unwrap_or(1000).min(1000);
+    let entries = service
+        .deployments
+        .audit(&who.tenant, who.operator, &id, q.since.unwrap_or(0), limit)
+        .await
+        .map_err(deployment_error)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "entries": entries }),
+    ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/deployments/{id}/fills",
+    summary = "Report a real fill of one of the deployment's intents (from the organisation's execution system)",
+    params(("id" = String, Path, description = "the deployment id")),
+    request_body(content = Object, description = "{\"intent_id\", \"qty\" (> 0, this fill), \"price\" (> 0), \"ts_ms\", \"venue_fill_id\"?}"),
+    responses(
+        (status = 200, description = "applied; the drift measures after it", body = Object),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown deployment for this tenant, or unknown intent", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid fill, more than the intent's quantity, or a duplicate", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn report_fill(
+    State(service): State<Arc<Service>>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let fill: LiveFill = parse_json(&body)?;
+    let snap = service
+        .deployments
+        .fill(&who.tenant, &id, fill)
+        .await
+        .map_err(deployment_error)?;
+    Ok(json_response(StatusCode::OK, &snap))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/deployments/{id}/verify",
+    summary = "Run the signal check now: replay the stored bars offline and compare the orders bit for bit",
+    params(("id" = String, Path, description = "the deployment id")),
+    responses(
+        (status = 200, description = "what the check found", body = Object),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such deployment for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "a check is running, or the replay failed", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn verify_deployment(
+    State(service): State<Arc<Service>>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let check = service
+        .deployments
+        .verify(&who.tenant, who.operator, &id)
+        .await
+        .map_err(deployment_error)?;
+    Ok(json_response(StatusCode::OK, &check))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct IntentsQuery {
+    /// Intents of orders after this order id (default 0: every one).
+    after: Option<u64>,
+    /// Milliseconds to wait for a new intent when there is none (at most 60000).
+    wait: Option<u64>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/deployments/{id}/intents",
+    summary = "Published order intents after an order id, from the deployment's journal; waits for the next with ?wait",
+    params(("id" = String, Path, description = "the deployment id"), IntentsQuery),
+    responses(
+        (status = 200, description = "the intents, oldest first", body = Object),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such deployment for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn deployment_intents(
+    State(service): State<Arc<Service>>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<IntentsQuery>,
+) -> ApiResult {
+    let h = service
+        .deployments
+        .get(&who.tenant, who.operator, &id)
+        .map_err(deployment_error)?;
+    let after = q.after.unwrap_or(0);
+    let mut rx = h.intents();
+    let mut intents = service
+        .deployments
+        .intents_after(&id, after)
+        .map_err(ApiError::Internal)?;
+    if intents.is_empty() {
+        let wait = Duration::from_millis(q.wait.unwrap_or(0).min(60_000));
+        let next = async {
+            loop {
+                match rx.recv().await {
+                    Ok(i) if i.order_id > after => return Some(i),
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return None,
+                }
+            }
+        };
+        if let Ok(Some(i)) = tokio::time::timeout(wait, next).await {
+            intents.push(i);
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "intents": intents }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmergencyRequest {
+    /// `deployment`, `tenant` or `all`.
+    scope: String,
+    #[serde(default)]
+    deployment: Option<String>,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+impl EmergencyRequest {
+    fn scope(&self) -> Result<Scope, ApiError> {
+        let bad = |m: &str| ApiError::BadRequest(m.to_owned());
+        match (self.scope.as_str(), &self.deployment, &self.tenant) {
+            ("deployment", Some(d), None) => Ok(Scope::Deployment {
+                deployment: d.clone(),
+            }),
+            ("tenant", None, Some(t)) => Ok(Scope::Tenant { tenant: t.clone() }),
+            ("all", None, None) => Ok(Scope::All),
+            ("deployment", _, _) => Err(bad("scope deployment takes `deployment` (an id) and no `tenant`")),
+            ("tenant", _, _) => Err(bad("scope tenant takes `tenant` (a name) and no `deployment`")),
+            ("all", _, _) => Err(bad("scope all takes neither `deployment` nor `tenant`")),
+            (other, _, _) => Err(bad(&format!(
+                "scope `{other}` is not one of: deployment, tenant, all"
+            ))),
+        }
+    }
+}
+
+fn check_scope(who: &Principal, scope: &Scope, service: &Service) -> Result<(), ApiError> {
+    match scope {
+        Scope::All if !who.operator => Err(ApiError::Forbidden(
+            "only operators may stop every deployment".into(),
+        )),
+        Scope::Tenant { tenant } if !who.operator && tenant != &who.tenant => Err(ApiError::Forbidden(
+            "only operators may stop another tenant's deployments".into(),
+        )),
+        Scope::Deployment { deployment } => service
+            .deployments
+            .get(&who.tenant, who.operator, deployment)
+            .map(drop)
+            .map_err(deployment_error),
+        _ => Ok(()),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/emergency-stop",
+    summary = "Emergency stop: every deployment in scope (one, a tenant's, all) stops publishing intents, audited; stays in force for deployments started later",
+    request_body(content = Object, description = "{\"scope\": \"deployment\", \"deployment\": id} | {\"scope\": \"tenant\", \"tenant\": name} | {\"scope\": \"all\"}, and \"reason\""),
+    responses(
+        (status = 200, description = "the deployments stopped now", body = Object),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the scope is beyond the caller's tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such deployment for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn emergency_stop(State(service): State<Arc<Service>>, Auth(who): Auth, body: Bytes) -> ApiResult {
+    let r: EmergencyRequest = parse_json(&body)?;
+    let scope = r.scope()?;
+    check_scope(&who, &scope, &service)?;
+    let reason = if r.reason.trim().is_empty() {
+        "emergency stop".to_owned()
+    } else {
+        r.reason
+    };
+    let stopped = service
+        .deployments
+        .emergency_stop(scope, &actor_of(&who), &reason)
+        .await;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "stopped": stopped }),
+    ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/emergency-stop/release",
+    summary = "Lift an emergency stop; the deployments it stopped go to suspended, to be resumed one by one",
+    request_body(content = Object, description = "the scope, as for POST, and \"reason\""),
+    responses(
+        (status = 200, description = "the deployments released", body = Object),
+        (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the scope is beyond the caller's tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such emergency stop in force", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn release_emergency_stop(
+    State(service): State<Arc<Service>>,
+    Auth(who): Auth,
+    body: Bytes,
+) -> ApiResult {
+    let r: EmergencyRequest = parse_json(&body)?;
+    let scope = r.scope()?;
+    check_scope(&who, &scope, &service)?;
+    let reason = if r.reason.trim().is_empty() {
+        "emergency stop lifted".to_owned()
+    } else {
+        r.reason
+    };
+    let released = service
+        .deployments
+        .release(scope, &actor_of(&who), &reason)
+        .await
+        .map_err(deployment_error)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "released": released }),
+    ))
 }
 
 #[cfg(test)]

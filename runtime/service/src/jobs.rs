@@ -293,19 +293,25 @@ impl JobRequest {
 
     /// Parameter values as `name=value` text, as the command line gives them.
     pub fn param_overrides(&self) -> Result<Vec<(String, String)>, String> {
-        self.params
-            .iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    Value::Number(n) => n.to_string(),
-                    Value::Bool(b) => b.to_string(),
-                    Value::String(s) => s.clone(),
-                    _ => return Err(format!("params.{k}: expected a number, a boolean or a string")),
-                };
-                Ok((k.clone(), text))
-            })
-            .collect()
+        overrides_of(&self.params)
     }
+}
+
+/// Parameter values given as JSON (numbers, booleans or strings as on the
+/// command line), as the `name=value` overrides `params::resolve` takes.
+pub fn overrides_of(params: &serde_json::Map<String, Value>) -> Result<Vec<(String, String)>, String> {
+    params
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                Value::String(s) => s.clone(),
+                _ => return Err(format!("params.{k}: expected a number, a boolean or a string")),
+            };
+            Ok((k.clone(), text))
+        })
+        .collect()
 }
 
 /// What a job runs, resolved at submission.

@@ -23,8 +23,9 @@
 //! [`execute`] (one job of any kind; its result is the document
 //! `palisade-document` writes, the same as the CLI's), [`metrics`], [`api`]
 //! (axum routes and the OpenAPI document derived from them), [`problem`]
-//! (problem+json errors) and
-//! [`server`] (the socket).
+//! (problem+json errors), [`deployments`] (live deployments run by this
+//! process, restarted and recovered by replay when it starts; see
+//! `palisade-deployment`) and [`server`] (the socket).
 //!
 //! In distributed mode (`store` and `queue` set) the same [`Service`] runs
 //! as an API node or a worker ([`worker::Role`]) over a shared Postgres
@@ -39,6 +40,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod deployments;
 pub mod distributed;
 pub mod execute;
 pub mod jobs;

@@ -435,6 +435,11 @@ impl Metrics {
     }
 
     /// The text exposition of every metric.
+    /// The registry, for metrics defined elsewhere (live deployments').
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         TextEncoder::new()

@@ -35,6 +35,11 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidPolicy(String),
     #[error("{0}")]
+    InvalidDeployment(String),
+    /// A reported live fill that cannot apply (invalid, overfill, duplicate).
+    #[error("{0}")]
+    InvalidFill(String),
+    #[error("{0}")]
     Conflict(String),
     #[error("{refused}")]
     TooManyRequests { refused: Refused },
@@ -71,6 +76,8 @@ impl ApiError {
             ApiError::InvalidDataset(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-dataset"),
             ApiError::InvalidJob(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-job"),
             ApiError::InvalidPolicy(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-policy"),
+            ApiError::InvalidDeployment(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-deployment"),
+            ApiError::InvalidFill(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-fill"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::TooManyRequests { refused } => match refused {
                 Refused::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
@@ -86,7 +93,7 @@ impl ApiError {
 }
 
 /// Every problem type name, for the OpenAPI document and the docs.
-pub const PROBLEM_TYPES: [&str; 21] = [
+pub const PROBLEM_TYPES: [&str; 23] = [
     "unauthorized",
     "forbidden",
     "not-found",
@@ -97,6 +104,8 @@ pub const PROBLEM_TYPES: [&str; 21] = [
     "invalid-dataset",
     "invalid-job",
     "invalid-policy",
+    "invalid-deployment",
+    "invalid-fill",
     "conflict",
     "rate-limited",
     "queue-full",

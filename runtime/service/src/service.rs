@@ -19,6 +19,7 @@ use palisade_study::{Grid, MonteCarloOptions, Objective, OptimizeOptions, Search
 
 use crate::auth::{Principal, Tokens};
 use crate::config::Config;
+use crate::deployments::{DeploymentError, Deployments};
 use crate::execute::End;
 use crate::jobs::{Job, JobRequest, JobTable, Kind, Plan, Source};
 use crate::metrics::Metrics;
@@ -31,6 +32,7 @@ use crate::storage::{
 };
 use crate::views::{AuditEntry, PolicyChange, PolicyList, PolicySummary, PolicyView, StatusView, Workers};
 use crate::worker::{Role, WorkerState};
+use palisade_deployment::{DeploymentSpec, Status as DeploymentStatus};
 
 /// How often the watchdog looks at running jobs (and progress is published).
 pub const WATCHDOG_TICK: Duration = Duration::from_millis(100);
@@ -215,6 +217,8 @@ pub struct Service {
     /// True from the start of a shutdown: wakes `?wait` submissions.
     pub(crate) shutting_down: watch::Sender<bool>,
     started: Instant,
+    /// Live deployments run by this process.
+    pub deployments: Deployments,
 }
 
 impl std::fmt::Debug for Service {
@@ -326,7 +330,9 @@ impl Service {
             WorkerState::new(config.worker_name.as_deref(), config.max_running, build)
         });
         let (active, _) = watch::channel(0);
+        let deployments = Deployments::new(&config.data_dir, metrics.registry());
         let service = Arc::new(Service {
+            deployments,
             scheduler: Scheduler::new(Limits::from_config(&config), metrics.clone()),
             table: JobTable::new(config.result_cache, config.result_cache_bytes),
             parallelism: config.executor_threads(),
@@ -392,9 +398,66 @@ impl Service {
         if role == Role::Api {
             service.watch_workers();
         }
+        if role != Role::Worker {
+            service.restart_deployments().await;
+        }
         service.ready.store(true, Ordering::Release);
         service.pump();
         Ok(service)
+    }
+
+    /// Restarts the deployments that were running when the service last
+    /// stopped; each recovers by replaying its stored bars.
+    async fn restart_deployments(self: &Arc<Self>) {
+        for (spec, recorded) in self.deployments.recorded() {
+            let id = spec.id.clone();
+            match self
+                .deploy(
+                    &spec.tenant.clone(),
+                    &recorded.strategy,
+                    &recorded.policy,
+                    spec,
+                    None,
+                )
+                .await
+            {
+                Ok(_) => tracing::info!(deployment = %id, "deployment restarted; recovering by replay"),
+                Err(e) => tracing::error!(deployment = %id, error = %e, "deployment not restarted"),
+            }
+        }
+    }
+
+    /// Starts a deployment of `tenant`'s strategy `strategy` under policy
+    /// `policy_name`. A new one (its id must not exist yet) gives its
+    /// parameter `overrides`, resolved here; a restarted one has its values.
+    pub async fn deploy(
+        self: &Arc<Self>,
+        tenant: &str,
+        strategy: &str,
+        policy_name: &str,
+        mut spec: DeploymentSpec,
+        overrides: Option<Vec<(String, String)>>,
+    ) -> Result<DeploymentStatus, ServiceError> {
+        self.strategy(tenant, strategy).await?;
+        let policy = self.registry.policy(policy_name)?;
+        let compiled = self.compiled(strategy, &policy).await?;
+        let fresh = overrides.is_some();
+        if let Some(overrides) = overrides {
+            let manifest = &compiled.strategy.info.manifest;
+            spec.params =
+                params::resolve(manifest, &overrides).map_err(|e| ServiceError::InvalidJob(e.to_string()))?;
+        }
+        self.deployments
+            .start(spec, &compiled, &policy, policy_name, fresh)
+            .map_err(|e| match e {
+                DeploymentError::Invalid(m) => ServiceError::InvalidJob(m),
+                DeploymentError::Conflict(m) => ServiceError::Conflict(m),
+                DeploymentError::NotFound(id) => ServiceError::NotFound {
+                    what: "deployment",
+                    id,
+                },
+                other => ServiceError::Internal(other.to_string()),
+            })
     }
 
     /// The metrics' text exposition, with the values measured at scrape
@@ -1506,6 +1569,8 @@ impl Service {
         self.shutting_down.send_replace(true);
         self.scheduler.stop_admitting();
         self.scheduler.stop_dispatching();
+        // Live deployments stop (they resume by replay after a restart).
+        self.deployments.shutdown().await;
         let mut active = self.active.subscribe();
         let running = *active.borrow();
         tracing::info!(running, grace_ms = grace.as_millis() as u64, "shutting down");

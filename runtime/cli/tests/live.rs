@@ -1,0 +1,324 @@
+//! Live deployments through the service, against real processes: `palisade
+//! feed replay` serving the sample bars over WebSocket, `palisade serve`
+//! running deployments with the simulated venue; drift injected at a known
+//! intent, the gate's transitions and audit through the API, fills for
+//! unknown intents and tenants refused, emergency stops by scope, and
+//! recovery by replay after `kill -9`.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use palisade_testkit::servers::free_port;
+use serde_json::{json, Value};
+use support::{guest, Client, Server, PALISADE};
+
+const ALICE: &str = "alice-token-0123456789";
+const BOB: &str = "bob-token-0123456789";
+const OPS: &str = "ops-token-0123456789";
+
+/// The sample's bars: 2,520 daily bars.
+const BARS: u64 = 2_520;
+
+struct Replay(Child, String);
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `palisade feed replay` of the sample at full speed on a free port.
+fn replay() -> Replay {
+    let port = free_port();
+    let data = format!("SPY={}", support::sample_path());
+    let child = Command::new(PALISADE)
+        .args([
+            "feed",
+            "replay",
+            &data,
+            "--speed",
+            "0",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the replay");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the replay server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Replay(child, format!("ws://127.0.0.1:{port}/"))
+}
+
+fn service(data: &std::path::Path, tokens: &str) -> Server {
+    Server::start(PALISADE, data, &["--tokens", tokens])
+}
+
+fn tokens(dir: &std::path::Path) -> String {
+    let path = dir.join("tokens.toml");
+    let text = format!(
+        "[[token]]\ntoken = \"{ALICE}\"\ntenant = \"alice\"\n\n[[token]]\ntoken = \"{BOB}\"\ntenant = \"bob\"\n\n\
+         [[token]]\ntoken = \"{OPS}\"\ntenant = \"ops\"\noperator = true\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Polls a deployment's status until `done` holds.
+fn wait(c: &Client, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = c.get(&format!("/v1/deployments/{id}")).expect(200).json();
+        if done(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{id}: {what} did not happen: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn deployment(id: &str, strategy: &str, feed: &str, venue: Value) -> Value {
+    json!({
+        "id": id,
+        "strategy": strategy,
+        "symbols": ["SPY"],
+        "interval_secs": 86400,
+        "feed": {"url": feed},
+        "params": {"fast": 5, "slow": 20},
+        "venue": venue,
+        "gate": {"cooldown_ms": 3600000},
+        "durability": "os",
+        "verify_every": 0
+    })
+}
+
+#[test]
+fn drift_suspends_the_gate_operators_override_and_a_killed_service_recovers_by_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens(dir.path());
+    let feed = replay();
+    let data = dir.path().join("data");
+    let mut server = service(&data, &tokens);
+    let alice = server.client(Some(ALICE));
+    let bob = server.client(Some(BOB));
+    let ops = server.client(Some(OPS));
+    let strategy = alice.upload_module(&guest("sma_cross"));
+
+    // Bad requests first: each names what is wrong, nothing starts.
+    let mut bad = deployment("bad id!", &strategy, &feed.1, json!(null));
+    alice
+        .post_json("/v1/deployments", &bad)
+        .problem(422, "invalid-deployment");
+    bad["id"] = json!("ok");
+    bad["feed"]["url"] = json!("http://nope");
+    let p = alice
+        .post_json("/v1/deployments", &bad)
+        .problem(422, "invalid-deployment");
+    assert!(p["detail"].as_str().unwrap().contains("feed.url"), "{p}");
+    bad["feed"]["url"] = json!(feed.1);
+    bad["params"] = json!({"fast": "x"});
+    alice
+        .post_json("/v1/deployments", &bad)
+        .problem(422, "invalid-deployment");
+    bob.post_json(
+        "/v1/deployments",
+        &deployment("b1", &strategy, &feed.1, json!(null)),
+    )
+    .problem(404, "not-found");
+
+    // 1 % adverse price drift from the 6th intent on.
+    let venue = json!({"drift": [{"from_intent": 6, "price_bps": 100.0}]});
+    let r = alice.post_json("/v1/deployments", &deployment("d1", &strategy, &feed.1, venue));
+    assert_eq!(r.status, 201, "{}", r.text());
+    alice
+        .post_json(
+            "/v1/deployments",
+            &deployment("d1", &strategy, &feed.1, json!(null)),
+        )
+        .problem(409, "conflict");
+    let s = wait(&alice, "d1", "all bars handled and the gate suspended", |v| {
+        v["bars"] == BARS && v["gate"]["state"] == "suspended"
+    });
+    assert_eq!(s["state"], "live");
+    assert_eq!(s["gate"]["manual"], false);
+    let audit = alice.get("/v1/deployments/d1/audit").expect(200).json();
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["from"]["state"], "open");
+    assert_eq!(entries[0]["actor"], "gate");
+    assert!(
+        entries[0]["metrics"]["price_bps"].as_f64().unwrap() >= 50.0,
+        "{audit}"
+    );
+    // Detected within 5 drifted fills: at most 5 + 5 intents were published.
+    let intents = alice.get("/v1/deployments/d1/intents").expect(200).json();
+    let published = intents["intents"].as_array().unwrap().len();
+    assert!(
+        (6..=10).contains(&published),
+        "{published} intents published before the gate closed"
+    );
+    assert!(s["intents_blocked"].as_u64().unwrap() > 0, "{s}");
+
+    // Fills: unknown intent 404, another tenant 404, invalid 422, overfill 422.
+    let fill = |intent: &str, qty: f64| json!({"intent_id": intent, "qty": qty, "price": 100.0, "ts_ms": 1});
+    alice
+        .post_json("/v1/deployments/d1/fills", &fill("d1:999999", 1.0))
+        .problem(404, "not-found");
+    bob.post_json("/v1/deployments/d1/fills", &fill("d1:1", 1.0))
+        .problem(404, "not-found");
+    alice
+        .post_json("/v1/deployments/d1/fills", &fill("d1:1", -1.0))
+        .problem(422, "invalid-fill");
+    alice
+        .post_json("/v1/deployments/d1/fills", &fill("d1:1", 1e12))
+        .problem(422, "invalid-fill");
+    alice
+        .post_json("/v1/deployments/d1/fills", &json!({"qty": 1}))
+        .problem(400, "bad-request");
+    bob.get("/v1/deployments/d1").problem(404, "not-found");
+    bob.get("/v1/deployments/d1/audit").problem(404, "not-found");
+    assert_eq!(
+        bob.get("/v1/deployments").expect(200).json()["deployments"],
+        json!([])
+    );
+
+    // Overrides: force_open needs a reason; resume steps to 25 %.
+    let p = alice
+        .post_json("/v1/deployments/d1/gate", &json!({"action": "force_open"}))
+        .problem(409, "conflict");
+    assert!(p["detail"].as_str().unwrap().contains("reason"), "{p}");
+    let e = alice
+        .post_json(
+            "/v1/deployments/d1/gate",
+            &json!({"action": "resume", "reason": "venue checked"}),
+        )
+        .expect(200)
+        .json();
+    assert_eq!(e["to"], json!({"state": "recovering", "step": 0}));
+    assert_eq!(e["actor"], "tenant:alice");
+    alice
+        .post_json("/v1/deployments/d1/gate", &json!({"action": "fly"}))
+        .problem(400, "bad-request");
+
+    // Emergency stop: a tenant may not stop everything; an operator may.
+    alice
+        .post_json("/v1/emergency-stop", &json!({"scope": "all", "reason": "x"}))
+        .problem(403, "forbidden");
+    alice
+        .post_json("/v1/emergency-stop", &json!({"scope": "tenant", "tenant": "bob"}))
+        .problem(403, "forbidden");
+    alice
+        .post_json("/v1/emergency-stop", &json!({"scope": "all", "tenant": "bob"}))
+        .problem(400, "bad-request");
+    bob.post_json(
+        "/v1/emergency-stop",
+        &json!({"scope": "deployment", "deployment": "d1"}),
+    )
+    .problem(404, "not-found");
+    let r = ops
+        .post_json("/v1/emergency-stop", &json!({"scope": "all", "reason": "drill"}))
+        .expect(200)
+        .json();
+    assert_eq!(r["stopped"], json!(["d1"]));
+    let s = alice.get("/v1/deployments/d1").expect(200).json();
+    assert_eq!(s["gate"]["state"], "stopped");
+    let metrics = ops.get("/metrics").expect(200).text();
+    assert!(
+        metrics.contains("palisade_emergency_stops{scope=\"all\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("palisade_gate_state{deployment=\"d1\"} 3"),
+        "{metrics}"
+    );
+    let r = ops
+        .post_json(
+            "/v1/emergency-stop/release",
+            &json!({"scope": "all", "reason": "drill over"}),
+        )
+        .expect(200)
+        .json();
+    assert_eq!(r["released"], json!(["d1"]));
+    let audit = alice.get("/v1/deployments/d1/audit").expect(200).json();
+    let states: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["to"]["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["suspended", "recovering", "stopped", "suspended"]);
+
+    // kill -9, restart: recovered by replay, no bar stored twice, the gate
+    // as the audit log left it.
+    server.kill9();
+    let server = service(&data, &tokens);
+    let alice = server.client(Some(ALICE));
+    let s = wait(&alice, "d1", "recovered", |v| {
+        v["state"] == "live" && v["bars"] == BARS
+    });
+    assert_eq!(s["recovered_bars"], BARS);
+    assert!(s["recovery_ms"].as_f64().is_some(), "{s}");
+    assert_eq!(s["gate"], json!({"state": "suspended", "manual": true}));
+    // The feed resumed after the last stored bar: nothing refused as a
+    // duplicate, nothing missing.
+    std::thread::sleep(Duration::from_millis(500));
+    let s = alice.get("/v1/deployments/d1").expect(200).json();
+    assert_eq!(
+        (
+            s["bars"].as_u64(),
+            s["rejected_bars"].as_u64(),
+            s["gap_bars"].as_u64()
+        ),
+        (Some(BARS), Some(0), Some(0)),
+        "{s}"
+    );
+    let check = alice
+        .post_json("/v1/deployments/d1/verify", &json!({}))
+        .expect(200)
+        .json();
+    assert_eq!(check["mismatches"], 0, "{check}");
+
+    // Stopped for good: not restarted with the service.
+    alice.delete("/v1/deployments/d1").expect(200);
+    alice.get("/v1/deployments/d1").problem(404, "not-found");
+    drop(server);
+    let server = service(&data, &tokens);
+    server
+        .client(Some(ALICE))
+        .get("/v1/deployments/d1")
+        .problem(404, "not-found");
+}
+
+#[test]
+fn a_strategy_that_traps_live_stops_its_deployment_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens(dir.path());
+    let feed = replay();
+    let server = service(&dir.path().join("data"), &tokens);
+    let alice = server.client(Some(ALICE));
+    let sma = alice.upload_module(&guest("sma_cross"));
+    let adversary = alice.upload_module(&guest("adversary"));
+    alice
+        .post_json("/v1/deployments", &deployment("good", &sma, &feed.1, json!({})))
+        .expect(201);
+    let mut bad = deployment("bad", &adversary, &feed.1, json!({}));
+    bad["params"] = json!({"mode": 4, "at": 100});
+    alice.post_json("/v1/deployments", &bad).expect(201);
+    let s = wait(&alice, "bad", "failed", |v| v["state"] == "failed");
+    assert_eq!(s["failure"]["cause"], "guest_panic", "{s}");
+    assert_eq!(s["gate"], json!({"state": "suspended", "manual": true}));
+    let good = wait(&alice, "good", "all bars", |v| v["bars"] == BARS);
+    assert_eq!(good["state"], "live");
+    assert_eq!(good["gate"]["state"], "open");
+    let metrics = alice.get("/metrics").expect(200).text();
+    assert!(
+        metrics.contains("palisade_deployments{state=\"failed\"} 1"),
+        "{metrics}"
+    );
+}
