@@ -37,3 +37,18 @@ $palisade backtest sdk-python/examples/sma_cross.py --data "$data" -p fast=10 -p
 
 say "a strategy stuck in an infinite loop is stopped, and nothing else is affected"
 $palisade backtest guest-examples/out/adversary.wasm --data "$data" -p mode=1 -p at=100 || true
+
+say "live paper trading: the sample replayed over WebSocket, sma-cross deployed on it with a simulated venue that fills 1 % worse from its 10th intent; the drift gate suspends the deployment (audit log below)"
+live_dir=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+$palisade feed replay "SPY=$data" --speed 0 --listen "127.0.0.1:$port" 2>/dev/null &
+replay_pid=$!
+printf '[[drift]]\nfrom_intent = 10\nprice_bps = 100\n' > "$live_dir/venue.toml"
+sleep 1
+timeout -s INT 5 $palisade live run guest-examples/out/sma_cross.wasm --feed "ws://127.0.0.1:$port/" \
+    --symbol SPY --interval 86400 --venue "$live_dir/venue.toml" --dir "$live_dir/deployment" \
+    -p fast=10 -p slow=30 --durability os --status-every 2 2>/dev/null || true
+kill "$replay_pid" 2>/dev/null || true
+echo "audit log:"
+cat "$live_dir/deployment/audit.jsonl"
+rm -rf "$live_dir"
