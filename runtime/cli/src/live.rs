@@ -67,6 +67,67 @@ enum LiveCommand {
     /// Run one deployment in the foreground until Ctrl-C; run it again over
     /// the same --dir to recover it by replay.
     Run(Box<RunArgs>),
+    /// A service's deployment: override its gate (suspend, resume,
+    /// force-open, emergency-stop, release), audited.
+    Gate(GateArgs),
+    /// A service's deployments' status (one, or every one the token sees).
+    Status(RemoteArgs),
+    /// A service deployment's audit log.
+    Audit(RemoteArgs),
+    /// Emergency stop (or --release) of one deployment, a tenant's or all.
+    EmergencyStop(EmergencyArgs),
+}
+
+/// Where the service is.
+#[derive(Debug, Args)]
+struct Service {
+    /// The service's base URL [default: $PALISADE_URL, else
+    /// http://127.0.0.1:8080].
+    #[arg(long)]
+    url: Option<String>,
+    /// A bearer token [default: $PALISADE_TOKEN].
+    #[arg(long)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct RemoteArgs {
+    /// The deployment's id (status: every deployment when absent).
+    deployment: Option<String>,
+    #[command(flatten)]
+    service: Service,
+}
+
+#[derive(Debug, Args)]
+struct GateArgs {
+    deployment: String,
+    /// suspend, resume, force-open, emergency-stop or release.
+    action: String,
+    /// Why (required for force-open); written to the audit log.
+    #[arg(long, default_value = "")]
+    reason: String,
+    #[command(flatten)]
+    service: Service,
+}
+
+#[derive(Debug, Args)]
+struct EmergencyArgs {
+    /// Stop this deployment.
+    #[arg(long, conflicts_with_all = ["tenant", "all"])]
+    deployment: Option<String>,
+    /// Stop every deployment of this tenant.
+    #[arg(long, conflicts_with = "all")]
+    tenant: Option<String>,
+    /// Stop every deployment.
+    #[arg(long)]
+    all: bool,
+    /// Lift the stop instead.
+    #[arg(long)]
+    release: bool,
+    #[arg(long, default_value = "")]
+    reason: String,
+    #[command(flatten)]
+    service: Service,
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +208,106 @@ pub fn feed(args: &FeedArgs) -> Result<ExitCode, InputError> {
 pub fn live(args: &LiveArgs) -> Result<ExitCode, InputError> {
     match &args.command {
         LiveCommand::Run(a) => run(a),
+        LiveCommand::Gate(a) => {
+            let action = a.action.replace('-', "_");
+            let body = serde_json::json!({"action": action, "reason": a.reason});
+            call(
+                &a.service,
+                "POST",
+                &format!("/v1/deployments/{}/gate", a.deployment),
+                Some(body),
+            )
+        }
+        LiveCommand::Status(a) => match &a.deployment {
+            Some(d) => call(&a.service, "GET", &format!("/v1/deployments/{d}"), None),
+            None => call(&a.service, "GET", "/v1/deployments", None),
+        },
+        LiveCommand::Audit(a) => {
+            let d = a
+                .deployment
+                .as_deref()
+                .ok_or_else(|| InputError("name the deployment whose audit log to show".into()))?;
+            call(&a.service, "GET", &format!("/v1/deployments/{d}/audit"), None)
+        }
+        LiveCommand::EmergencyStop(a) => {
+            let mut body = match (&a.deployment, &a.tenant, a.all) {
+                (Some(d), None, false) => serde_json::json!({"scope": "deployment", "deployment": d}),
+                (None, Some(t), false) => serde_json::json!({"scope": "tenant", "tenant": t}),
+                (None, None, true) => serde_json::json!({"scope": "all"}),
+                _ => {
+                    return Err(InputError(
+                        "give one of --deployment ID, --tenant NAME, --all".into(),
+                    ))
+                }
+            };
+            body["reason"] = serde_json::json!(a.reason);
+            let path = if a.release {
+                "/v1/emergency-stop/release"
+            } else {
+                "/v1/emergency-stop"
+            };
+            call(&a.service, "POST", path, Some(body))
+        }
+    }
+}
+
+/// One request to the service; prints the JSON answer (pretty) on success,
+/// the problem's detail on failure (exit 1).
+fn call(
+    service: &Service,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<ExitCode, InputError> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let base = service
+        .url
+        .clone()
+        .or_else(|| std::env::var("PALISADE_URL").ok())
+        .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let token = service
+        .token
+        .clone()
+        .or_else(|| std::env::var("PALISADE_TOKEN").ok());
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let result = match (method, body) {
+        ("POST", Some(b)) => {
+            let mut req = agent.post(&url).header("Content-Type", "application/json");
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            req.send(b.to_string().as_bytes())
+        }
+        _ => {
+            let mut req = agent.get(&url);
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            req.call()
+        }
+    };
+    let mut response = result.map_err(|e| InputError(format!("{url}: {e}")))?;
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| InputError(format!("{url}: reading the answer: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    if status < 300 {
+        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let detail = value["detail"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| value.to_string());
+        eprintln!("error: {status}: {detail}");
+        Ok(ExitCode::from(1))
     }
 }
 

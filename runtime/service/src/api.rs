@@ -2023,7 +2023,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let app = router(service(dir.path(), false).await);
         let documented = documented_methods();
-        assert_eq!(documented.len(), 23, "{documented:?}");
+        assert_eq!(documented.len(), 34, "{documented:?}");
         for (method, path) in &documented {
             let uri = path.replace("{id}", "x").replace("{name}", "x");
             let (status, _, body) = send(&app, method.as_str(), &uri, None, Vec::new()).await;
