@@ -186,6 +186,10 @@ struct RunArgs {
     /// it to the OS (survives kill -9, not a power cut).
     #[arg(long, default_value = "disk")]
     durability: Durability,
+    /// POST every published intent (JSON, docs/live.md) to this
+    /// `http://` URL, in order, retried until acknowledged.
+    #[arg(long)]
+    webhook: Option<String>,
     /// Bars between signal checks (offline replay); 0: never.
     #[arg(long, default_value_t = 1440)]
     verify_every: u64,
@@ -426,6 +430,13 @@ fn run(args: &RunArgs) -> Result<ExitCode, InputError> {
         durability: args.durability,
         venue: read_toml(&args.venue, VenueConfig::from_toml_str)?,
         verify_every: args.verify_every,
+        webhook: args
+            .webhook
+            .clone()
+            .map(|url| palisade_live::webhook::WebhookSpec {
+                url,
+                authorization: None,
+            }),
     };
     spec.validate()?;
     let registry = prometheus::Registry::new();

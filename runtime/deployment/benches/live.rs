@@ -112,6 +112,7 @@ fn spec(rig: &Rig, id: &str, o: &Opts) -> DeploymentSpec {
         durability: o.durability,
         venue: o.venue.clone(),
         verify_every: 0,
+        webhook: None,
     }
 }
 

@@ -31,6 +31,7 @@ use palisade_live::audit::AuditLog;
 use palisade_live::barlog::BarLog;
 use palisade_live::schema::{self, Message};
 use palisade_live::sequencer::{Accepted, Reject, RejectKind, Sequencer};
+use palisade_live::webhook::{Delivery as WebhookDelivery, Webhook, WebhookSpec};
 use palisade_live::ws::{run_client, ClientOptions, FeedEvent};
 use palisade_live::{
     AuditEntry, Command, DriftError, DriftSnapshot, DriftTracker, Gate, GateError, GateState, Intent,
@@ -418,7 +419,12 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
     };
 
     let last_order = old_orders.last().map_or(0, |o| o.id);
+    let webhook = match &spec.webhook {
+        Some(hook) => Some(start_webhook(hook.clone(), &spec.id)?),
+        None => None,
+    };
     let actor = Actor {
+        webhook,
         sequencer: Sequencer::new(spec.symbols.clone(), spec.interval_secs, replay_until),
         venue: spec.venue.clone().map(SimVenue::new),
         verifier: verify::Verifier {
@@ -462,6 +468,26 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
     })
 }
 
+/// Starts the webhook's delivery task, logging its failed attempts.
+fn start_webhook(spec: WebhookSpec, id: &str) -> Result<Webhook, StartError> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let hook = Webhook::start(spec, tx).map_err(|e| {
+        StartError::Spec(crate::spec::SpecError {
+            key: "webhook".to_owned(),
+            problem: e,
+        })
+    })?;
+    let id = id.to_owned();
+    tokio::spawn(async move {
+        while let Some(d) = rx.recv().await {
+            if let WebhookDelivery::Failed { intent_id, error } = d {
+                tracing::warn!(deployment = %id, intent = %intent_id, %error, "webhook delivery failed; retrying");
+            }
+        }
+    });
+    Ok(hook)
+}
+
 /// When the gate last left a suspension to publish again (its drift
 /// restarted then): older intents do not count after a recovery.
 fn last_restart(audit: &AuditLog) -> i64 {
@@ -503,6 +529,7 @@ struct Actor {
     gate: Gate,
     tracker: DriftTracker,
     venue: Option<SimVenue>,
+    webhook: Option<Webhook>,
     verifier: verify::Verifier,
     intents_journal: Journal<Intent>,
     fills_journal: Journal<LiveFill>,
@@ -822,6 +849,11 @@ impl Actor {
             tracing::error!(deployment = %id, error = %e, "cannot journal an intent");
         }
         let _ = self.intents_tx.send(intent.clone());
+        if let Some(hook) = &self.webhook {
+            if !hook.send(intent) {
+                tracing::error!(deployment = %id, intent = %intent.id, "the webhook's queue is full; intent not delivered (it is in the journal)");
+            }
+        }
         if let Some(venue) = &mut self.venue {
             if let Err(e) = venue.submit(intent, now_ms()) {
                 tracing::warn!(deployment = %id, error = %e, "the simulated venue refused an intent");

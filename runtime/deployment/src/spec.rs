@@ -5,6 +5,7 @@
 use palisade_backtest::BacktestConfig;
 use palisade_live::barlog::Durability;
 use palisade_live::schema::Format;
+use palisade_live::webhook::WebhookSpec;
 use palisade_live::{DriftPolicy, GatePolicy, VenueConfig};
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +38,10 @@ pub struct DeploymentSpec {
     /// API.
     #[serde(default)]
     pub venue: Option<VenueConfig>,
+    /// Where published intents are POSTed, besides the intents journal the
+    /// API serves.
+    #[serde(default)]
+    pub webhook: Option<WebhookSpec>,
     /// Bars between two signal checks (an offline replay of the stored bars
     /// compared with the live orders, bit for bit); 0 checks only on demand.
     #[serde(default = "default_verify_every")]
@@ -104,6 +109,9 @@ impl DeploymentSpec {
         self.gate
             .validate("gate")
             .map_err(|e| bad("gate", e.to_string()))?;
+        if let Some(hook) = &self.webhook {
+            hook.validate().map_err(|e| bad("webhook", e))?;
+        }
         if let Some(venue) = &self.venue {
             venue.validate("venue").map_err(|e| bad("venue", e.to_string()))?;
         }

@@ -69,6 +69,7 @@ fn spec(rig: &Rig, overrides: &[(&str, &str)], venue: Option<VenueConfig>) -> De
         durability: Default::default(),
         venue,
         verify_every: 0,
+        webhook: None,
     }
 }
 
@@ -157,21 +158,67 @@ fn metric(rig: &Rig, name: &str, labels: &[(&str, &str)]) -> f64 {
     f64::NAN
 }
 
+/// A webhook receiver on a free port: every request's body, answered 200.
+async fn webhook_sink() -> (String, mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/intents", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = s.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    if body.len() >= len {
+                        tx.send(body.to_owned()).unwrap();
+                        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                            .await
+                            .unwrap();
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    });
+    (url, rx)
+}
+
 #[test]
 fn clean_fills_keep_the_gate_open_and_match_the_paper_fills() {
     let rig = rig("sma_cross");
     let dir = tempfile::tempdir().unwrap();
     let data = minute_dataset(1_500, 11);
     rt().block_on(async {
-        let (h, tx) = launch(
-            &rig,
-            spec(
+        // Periodic signal checks run while bars keep arriving; intents also
+        // go to a webhook.
+        let (hook_url, mut hooked) = webhook_sink().await;
+        let spec = DeploymentSpec {
+            verify_every: 100,
+            webhook: Some(palisade_live::webhook::WebhookSpec {
+                url: hook_url,
+                authorization: None,
+            }),
+            ..spec(
                 &rig,
                 &[("fast", "5"), ("slow", "20")],
                 Some(VenueConfig::default()),
-            ),
-            dir.path(),
-        );
+            )
+        };
+        let (h, tx) = launch(&rig, spec, dir.path());
         send(&tx, &data, 0..1_500).await;
         let s = bars_handled(&h, 1_500).await;
         // Let the last fills arrive.
@@ -193,6 +240,19 @@ fn clean_fills_keep_the_gate_open_and_match_the_paper_fills() {
         assert_eq!((check.mismatches, check.bars), (0, 1_500), "{check:?}");
         assert_eq!(check.orders, s2.intents_published);
         assert_eq!(h.status().signal_checked_orders, check.orders);
+        // The webhook got every published intent, in order.
+        let mut ids = Vec::new();
+        while ids.len() < s2.intents_published as usize {
+            let body = tokio::time::timeout(Duration::from_secs(10), hooked.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            let intent: Intent = serde_json::from_str(&body).unwrap();
+            ids.push(intent.order_id);
+        }
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(ids, sorted);
         h.stop().await;
         assert_eq!(h.status().state, Lifecycle::Stopped);
     });

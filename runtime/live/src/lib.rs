@@ -17,6 +17,7 @@ pub mod schema;
 pub mod sequencer;
 mod settings;
 pub mod venue;
+pub mod webhook;
 pub mod ws;
 
 pub use audit::{AuditEntry, AuditError, AuditLog, TornTail};

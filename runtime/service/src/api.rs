@@ -1302,6 +1302,8 @@ struct DeploymentRequest {
     durability: palisade_live::barlog::Durability,
     #[serde(default)]
     venue: Option<palisade_live::VenueConfig>,
+    #[serde(default)]
+    webhook: Option<palisade_live::webhook::WebhookSpec>,
     #[serde(default = "default_verify_every")]
     verify_every: u64,
 }
@@ -1340,7 +1342,7 @@ fn actor_of(who: &Principal) -> String {
     post,
     path = "/v1/deployments",
     summary = "Start a live deployment: the strategy on a live bar feed, paper broker, intents behind a drift gate",
-    request_body(content = Object, description = "id, strategy, symbols, feed {url, format}, and optional interval_secs, params, policy, seed, backtest, drift, gate, durability, venue, verify_every (docs/live.md)"),
+    request_body(content = Object, description = "id, strategy, symbols, feed {url, format}, and optional interval_secs, params, policy, seed, backtest, drift, gate, durability, venue, webhook, verify_every (docs/deployments.md)"),
     responses(
         (status = 201, description = "started; the deployment's status", body = Object),
         (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
@@ -1370,6 +1372,7 @@ async fn create_deployment(State(service): State<Arc<Service>>, Auth(who): Auth,
         durability: r.durability,
         venue: r.venue,
         verify_every: r.verify_every,
+        webhook: r.webhook,
     };
     let location = format!("/v1/deployments/{}", spec.id);
     let status = service
