@@ -12,8 +12,9 @@ use palisade_host_api::Bar;
 use palisade_run::live::{Feed, NextBars};
 use palisade_run::session::{PlacedOrder, Session};
 use palisade_run::{params, Cause, Policy, RunConfig, RunOutput};
-use palisade_sandbox::CompiledModule;
+use palisade_sandbox::{CompiledModule, Sandbox};
 use palisade_testkit::bars::minute_dataset;
+use palisade_testkit::python as py;
 
 use crate::support::{block_on, guests, policy, result_json, run, sandbox};
 
@@ -85,7 +86,20 @@ fn live(
 ) -> Live {
     let sandbox = sandbox(p);
     let strategy = sandbox.load(module, p).expect("loads");
-    let run = config(&strategy, overrides);
+    live_loaded(&sandbox, &strategy, p, overrides, data, stored, pause)
+}
+
+/// [`live`] of a loaded strategy (a module or a Python source).
+fn live_loaded(
+    sandbox: &Sandbox,
+    strategy: &CompiledModule,
+    p: &Policy,
+    overrides: &[(&str, &str)],
+    data: &Dataset,
+    stored: usize,
+    pause: Duration,
+) -> Live {
+    let run = config(strategy, overrides);
     let (head, rest) = split(data, stored);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let orders = Arc::new(Mutex::new(Vec::new()));
@@ -108,7 +122,7 @@ fn live(
                 }
             }
         });
-        let out = sandbox.live(&strategy, head, p, &run, Box::new(feed)).await;
+        let out = sandbox.live(strategy, head, p, &run, Box::new(feed)).await;
         sender.abort();
         out
     });
@@ -120,6 +134,26 @@ fn live(
         orders,
         fills,
         decided,
+    }
+}
+
+#[test]
+fn a_python_strategy_runs_live_as_it_backtests() {
+    let p = py::policy(|_| {});
+    let sb = sandbox(&p);
+    let strategy = py::load(&sb, &py::example("sma_cross"), &p).expect("loads");
+    let data = minute_dataset(600, 7);
+    let overrides = [("fast", "5"), ("slow", "20")];
+    let backtest = block_on(sb.backtest(&strategy, data.clone(), &p, &config(&strategy, &overrides)));
+    assert!(backtest.report.trades.len() > 3, "the strategy trades");
+    for stored in [0, 250] {
+        let got = live_loaded(&sb, &strategy, &p, &overrides, &data, stored, Duration::ZERO);
+        assert_eq!(
+            result_json(&got.out),
+            result_json(&backtest),
+            "{stored} bars stored"
+        );
+        assert_eq!(got.fills.len(), backtest.report.fills);
     }
 }
 

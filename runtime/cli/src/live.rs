@@ -132,7 +132,7 @@ struct EmergencyArgs {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// The strategy: a wasm module.
+    /// The strategy: a wasm module, or Python source (a `.py` file).
     module: PathBuf,
     /// The feed: `ws://host:port/path`.
     #[arg(long)]

@@ -56,6 +56,8 @@ pub struct Sandbox {
     /// The linker of the Python runtime component: WASI granting nothing and
     /// the `host` interface.
     py_linker: wasmtime::component::Linker<PyState>,
+    /// `py_linker` with the live `next`.
+    py_live_linker: wasmtime::component::Linker<PyState>,
     /// An empty window of data, for stores that run no bars
     /// ([`Sandbox::instantiate_and_drop`]).
     probe_data: Arc<Dataset>,
@@ -102,6 +104,8 @@ pub enum RuntimeCache {
 /// fresh instance of it.
 pub struct PythonRuntime {
     pre: wasmtime::component::InstancePre<PyState>,
+    /// Linked with the live `next` ([`Sandbox::live`]).
+    live_pre: wasmtime::component::InstancePre<PyState>,
 }
 
 impl std::fmt::Debug for PythonRuntime {
@@ -132,12 +136,15 @@ impl Sandbox {
         host::define_live(&mut live_linker).expect("the live next_bars replaces the backtest's");
         let mut py_linker = wasmtime::component::Linker::new(engine.components());
         python::define(&mut py_linker).expect("WASI and the host interface are defined once each");
+        let mut py_live_linker = py_linker.clone();
+        python::define_live(&mut py_live_linker).expect("the live next replaces the backtest's");
         let probe_data = Arc::new(probe_dataset());
         Ok(Sandbox {
             engine,
             linker,
             live_linker,
             py_linker,
+            py_live_linker,
             probe_data,
         })
     }
@@ -457,13 +464,18 @@ impl Sandbox {
     }
 
     fn link_python_runtime(&self, component: &Component) -> Result<PythonRuntime, Failure> {
-        let pre = self.py_linker.instantiate_pre(component).map_err(|e| {
-            Failure::new(
-                Cause::InvalidModule,
-                format!("the Python runtime component does not link (is it built from host-api/wit/palisade.wit?): {e:#}"),
-            )
-        })?;
-        Ok(PythonRuntime { pre })
+        let link = |linker: &wasmtime::component::Linker<PyState>| {
+            linker.instantiate_pre(component).map_err(|e| {
+                Failure::new(
+                    Cause::InvalidModule,
+                    format!("the Python runtime component does not link (is it built from host-api/wit/palisade.wit?): {e:#}"),
+                )
+            })
+        };
+        Ok(PythonRuntime {
+            pre: link(&self.py_linker)?,
+            live_pre: link(&self.py_live_linker)?,
+        })
     }
 
     /// Checks a Python strategy and returns it ready to run: the source must
@@ -540,14 +552,14 @@ impl Sandbox {
     async fn py_instantiate(
         &self,
         store: &mut Store<PyState>,
-        runtime: &PythonRuntime,
+        pre: &wasmtime::component::InstancePre<PyState>,
     ) -> Result<wasmtime::component::Instance, Failure> {
         let fail = |store: &Store<PyState>, e: &wasmtime::Error| {
             let st = &store.data().run;
             classify(st, e, st.fuel_bound_by_run)
         };
         host::refuel(&mut store.as_context_mut(), 1).map_err(|e| fail(store, &e))?;
-        match runtime.pre.instantiate_async(&mut *store).await {
+        match pre.instantiate_async(&mut *store).await {
             Ok(i) => Ok(i),
             Err(e) => Err(fail(store, &e)),
         }
@@ -565,7 +577,12 @@ impl Sandbox {
     where
         R: wasmtime::component::ComponentType + wasmtime::component::Lift + Send + Sync + 'static,
     {
-        let instance = self.py_instantiate(store, &strategy.runtime).await?;
+        let pre = if store.data().run.live.is_some() {
+            &strategy.runtime.live_pre
+        } else {
+            &strategy.runtime.pre
+        };
+        let instance = self.py_instantiate(store, pre).await?;
         let f = instance
             .get_typed_func::<(&str, &str), (Result<R, PyError>,)>(&mut *store, export)
             .map_err(|e| Failure::new(Cause::InvalidModule, format!("python runtime: {export}: {e:#}")))?;
@@ -599,27 +616,14 @@ impl Sandbox {
                 (outcome, fuel, store.into_data())
             }
             Code::Python(py) => {
-                let mut store = self.py_store(
+                let store = self.py_store(
                     session,
                     policy,
                     run.seed,
                     run.cancel.clone(),
                     run.progress.clone(),
                 );
-                let outcome = match self.py_call::<()>(&mut store, py, python::RUN).await {
-                    Ok(()) if store.data().run.session.phase != Phase::Finished => Err(Failure::new(
-                        Cause::GuestError,
-                        "the Python runtime returned before consuming all bars",
-                    )),
-                    r => r,
-                };
-                let fuel = host::fuel_used(&store.as_context_mut());
-                let (st, overflow) = store.into_data().into_run();
-                let outcome = match (outcome, overflow) {
-                    (Ok(()), Some(f)) => Err(f),
-                    (outcome, _) => outcome,
-                };
-                (outcome, fuel, st)
+                self.py_finish(py, store).await
             }
         };
         let run_seconds = started.elapsed().as_secs_f64();
@@ -633,8 +637,8 @@ impl Sandbox {
     /// policy's; the run's totals (`fuel_per_run`, `deadline_per_run_ms`) do
     /// not apply, as a deployment lives as long as it is wanted. The
     /// strategy's orders and paper fills go to `feed` after every timestamp.
-    /// Core modules only: a Python strategy is refused
-    /// ([`Cause::InvalidModule`]).
+    /// A core module waits in its `next_bars`, a Python strategy in the
+    /// runtime's `next`.
     pub async fn live(
         &self,
         strategy: &CompiledModule,
@@ -646,26 +650,60 @@ impl Sandbox {
         let started = Instant::now();
         let mut session = Session::for_run(data, policy, run);
         session.keep_orders();
-        let mut store = self.store(session, policy, run.cancel.clone(), run.progress.clone());
-        let st = store.data_mut();
-        st.limits.fuel_per_run = u64::MAX;
-        st.run_deadline = far_future(started);
-        st.live = Some(feed);
-        let outcome = match &strategy.code {
-            Code::Core(pre) => match self.live_linker.instantiate_pre(pre.module()) {
-                Ok(pre) => self.drive(&mut store, &pre).await,
-                Err(e) => Err(Failure::new(Cause::InvalidModule, format!("{e:#}"))),
-            },
-            Code::Python(_) => Err(Failure::new(
-                Cause::InvalidModule,
-                "live deployments run WebAssembly modules; a Python strategy runs in backtests and studies only",
-            )),
+        let live = |st: &mut RunState, feed| {
+            st.limits.fuel_per_run = u64::MAX;
+            st.run_deadline = far_future(started);
+            st.live = Some(feed);
         };
-        let fuel = host::fuel_used(&store.as_context_mut());
-        let st = store.into_data();
+        let (outcome, fuel, st) = match &strategy.code {
+            Code::Core(pre) => {
+                let mut store = self.store(session, policy, run.cancel.clone(), run.progress.clone());
+                live(store.data_mut(), feed);
+                let outcome = match self.live_linker.instantiate_pre(pre.module()) {
+                    Ok(pre) => self.drive(&mut store, &pre).await,
+                    Err(e) => Err(Failure::new(Cause::InvalidModule, format!("{e:#}"))),
+                };
+                let fuel = host::fuel_used(&store.as_context_mut());
+                (outcome, fuel, store.into_data())
+            }
+            Code::Python(py) => {
+                let mut store = self.py_store(
+                    session,
+                    policy,
+                    run.seed,
+                    run.cancel.clone(),
+                    run.progress.clone(),
+                );
+                live(&mut store.data_mut().run, feed);
+                self.py_finish(py, store).await
+            }
+        };
         let usage = st.session.usage(fuel, st.limiter.peak_memory as u64);
         st.session
             .into_output(outcome, usage, started.elapsed().as_secs_f64())
+    }
+
+    /// Runs a Python strategy's `run` in `store` to its end: the outcome,
+    /// the fuel used and the run's state, its output appended.
+    async fn py_finish(
+        &self,
+        py: &PythonStrategy,
+        mut store: Store<PyState>,
+    ) -> (Result<(), Failure>, u64, RunState) {
+        let outcome = match self.py_call::<()>(&mut store, py, python::RUN).await {
+            Ok(()) if store.data().run.session.phase != Phase::Finished => Err(Failure::new(
+                Cause::GuestError,
+                "the Python runtime returned before consuming all bars",
+            )),
+            r => r,
+        };
+        let fuel = host::fuel_used(&store.as_context_mut());
+        let (st, overflow) = store.into_data().into_run();
+        let outcome = match (outcome, overflow) {
+            (Ok(()), Some(f)) => Err(f),
+            (outcome, _) => outcome,
+        };
+        (outcome, fuel, st)
     }
 
     /// Creates the `Store` of one run of `policy`: its limiter, epoch
@@ -719,7 +757,7 @@ impl Sandbox {
             }
             Code::Python(py) => {
                 let mut store = self.py_store(session, policy, 0, None, None);
-                self.py_instantiate(&mut store, &py.runtime).await.map(drop)
+                self.py_instantiate(&mut store, &py.runtime.pre).await.map(drop)
             }
         }
     }

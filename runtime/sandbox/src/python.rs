@@ -402,6 +402,39 @@ pub fn define(linker: &mut Linker<PyState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// Replaces `next` in `linker` (a copy of [`define`]'s) with the live one,
+/// as [`host::define_live`] does for core modules: the run's feed is told
+/// what the strategy decided, and when no stored bar is left the instance
+/// waits for the feed's next bars before they are handed over.
+pub fn define_live(linker: &mut Linker<PyState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut h = linker.instance(HOST_INTERFACE)?;
+    h.func_wrap_async("next", |mut store: StoreContextMut<'_, PyState>, (): ()| {
+        Box::new(async move {
+            let st = &mut store.data_mut().run;
+            let Some(mut feed) = st.live.take() else {
+                let f = Failure::new(Cause::HostAbuse, "a live import in a run without a feed");
+                return Err(st.fault(f));
+            };
+            feed.decided(&mut st.session);
+            if !st.session.has_next() {
+                if let Some(bars) = feed.next().await {
+                    let st = &mut store.data_mut().run;
+                    if let Err(e) = st.session.extend(&bars) {
+                        let f =
+                            Failure::new(Cause::HostAbuse, format!("the feed handed over a bad bar: {e}"));
+                        return Err(st.fault(f));
+                    }
+                }
+            }
+            store.data_mut().run.live = Some(feed);
+            next(store, ())
+        })
+    })?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 /// `next`: hands over the next timestamp's bars and the fills at its opens,
 /// packed (see the WIT file), and grants its fuel and deadline window (as
 /// `next_bars` does for core modules). Each fill costs what `poll_fill` costs
