@@ -300,7 +300,13 @@ fn a_strategy_that_traps_live_stops_its_deployment_only() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = tokens(dir.path());
     let feed = replay();
-    let server = service(&dir.path().join("data"), &tokens);
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "max_deployments = 2\n").unwrap();
+    let server = Server::start(
+        PALISADE,
+        &dir.path().join("data"),
+        &["--tokens", &tokens, "--config", config.to_str().unwrap()],
+    );
     let alice = server.client(Some(ALICE));
     let sma = alice.upload_module(&guest("sma_cross"));
     let adversary = alice.upload_module(&guest("adversary"));
@@ -310,6 +316,11 @@ fn a_strategy_that_traps_live_stops_its_deployment_only() {
     let mut bad = deployment("bad", &adversary, &feed.1, json!({}));
     bad["params"] = json!({"mode": 4, "at": 100});
     alice.post_json("/v1/deployments", &bad).expect(201);
+    // Two run (the limit); a third is refused, naming the setting.
+    let p = alice
+        .post_json("/v1/deployments", &deployment("third", &sma, &feed.1, json!({})))
+        .problem(409, "conflict");
+    assert!(p["detail"].as_str().unwrap().contains("max_deployments"), "{p}");
     let s = wait(&alice, "bad", "failed", |v| v["state"] == "failed");
     assert_eq!(s["failure"]["cause"], "guest_panic", "{s}");
     assert_eq!(s["gate"], json!({"state": "suspended", "manual": true}));

@@ -1028,7 +1028,9 @@ impl Actor {
 
     fn on_ended(&mut self, out: Result<RunOutput, tokio::task::JoinError>, stopping: bool) {
         self.ended = true;
-        self.metrics.feed_up.with_label_values(&[&self.spec.id]).set(0);
+        // No feed to watch any more (the feed-down alert is for deployments
+        // that run; a failed one has its own alert).
+        let _ = self.metrics.feed_up.remove_label_values(&[&self.spec.id]);
         let failure = match out {
             Ok(out) => out.outcome.err(),
             Err(e) => Some(Failure::new(

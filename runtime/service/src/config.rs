@@ -52,6 +52,9 @@ pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Default number of wasm instances that may be alive at once (pool slots).
 pub const DEFAULT_MAX_INSTANCES: u32 = 256;
+/// Default number of live deployments one service runs (each holds a wasm
+/// instance for its lifetime, in pool slots of its own beside `max_instances`).
+pub const DEFAULT_MAX_DEPLOYMENTS: u32 = 1000;
 /// Default number of finished results kept in memory for fast reads.
 pub const DEFAULT_RESULT_CACHE: usize = 4_096;
 /// Default bytes of finished results kept in memory: 64 MiB, whatever their
@@ -115,6 +118,8 @@ pub struct Config {
     pub http_threads: usize,
     /// wasm instances alive at once (pool slots of the engine).
     pub max_instances: u32,
+    /// Live deployments this service runs at once (more pool slots).
+    pub max_deployments: u32,
     /// Largest module upload, bytes.
     pub max_module_bytes: u64,
     /// Largest dataset upload, bytes.
@@ -196,6 +201,7 @@ impl Default for Config {
             executor_threads: 0,
             http_threads: 1,
             max_instances: DEFAULT_MAX_INSTANCES,
+            max_deployments: DEFAULT_MAX_DEPLOYMENTS,
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
             max_dataset_bytes: DEFAULT_MAX_DATASET_BYTES,
             max_json_bytes: DEFAULT_MAX_JSON_BYTES,
@@ -325,7 +331,7 @@ impl Config {
 
     /// Checks every value against its allowed range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let counts: [(&'static str, u64, u64, u64, &'static str); 18] = [
+        let counts: [(&'static str, u64, u64, u64, &'static str); 19] = [
             (
                 "max_queued_per_tenant",
                 self.max_queued_per_tenant as u64,
@@ -404,6 +410,13 @@ impl Config {
                 1,
                 100_000,
                 "1..=100000",
+            ),
+            (
+                "max_deployments",
+                self.max_deployments.into(),
+                0,
+                100_000,
+                "0..=100000",
             ),
             (
                 "max_module_bytes",

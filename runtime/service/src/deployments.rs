@@ -90,6 +90,11 @@ pub struct Deployments {
     pub metrics: LiveMetrics,
     running: Mutex<BTreeMap<String, Handle>>,
     stops: Mutex<HashSet<Scope>>,
+    /// Most deployments running at once (`max_deployments`).
+    max: usize,
+    /// Held while a deployment starts: two requests for one id (or for the
+    /// last free place) cannot both pass the checks.
+    starting: Mutex<()>,
 }
 
 impl std::fmt::Debug for Deployments {
@@ -103,12 +108,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Deployments {
-    pub fn new(data_dir: &Path, registry: &prometheus::Registry) -> Deployments {
+    pub fn new(data_dir: &Path, registry: &prometheus::Registry, max: usize) -> Deployments {
         Deployments {
             dir: data_dir.join("deployments"),
             metrics: LiveMetrics::new(registry),
             running: Mutex::new(BTreeMap::new()),
             stops: Mutex::new(HashSet::new()),
+            max,
+            starting: Mutex::new(()),
         }
     }
 
@@ -157,12 +164,19 @@ impl Deployments {
         spec.validate()
             .map_err(|e| DeploymentError::Invalid(e.to_string()))?;
         let dir = self.folder(&spec.id);
+        let _starting = lock(&self.starting);
         {
             let running = lock(&self.running);
             if running.contains_key(&spec.id) {
                 return Err(DeploymentError::Conflict(format!(
                     "deployment {} is running",
                     spec.id
+                )));
+            }
+            if running.len() >= self.max {
+                return Err(DeploymentError::Conflict(format!(
+                    "this service runs its limit of {} deployments (max_deployments); stop one first",
+                    self.max
                 )));
             }
         }

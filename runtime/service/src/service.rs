@@ -301,7 +301,7 @@ impl Service {
         let registry = Arc::new(Registry::new(
             store.clone(),
             metrics.clone(),
-            config.max_instances,
+            config.max_instances.saturating_add(config.max_deployments),
             config.policies_dir.clone(),
             config.compiler.clone(),
             config.python_runtime.clone(),
@@ -330,7 +330,11 @@ impl Service {
             WorkerState::new(config.worker_name.as_deref(), config.max_running, build)
         });
         let (active, _) = watch::channel(0);
-        let deployments = Deployments::new(&config.data_dir, metrics.registry());
+        let deployments = Deployments::new(
+            &config.data_dir,
+            metrics.registry(),
+            config.max_deployments as usize,
+        );
         let service = Arc::new(Service {
             deployments,
             scheduler: Scheduler::new(Limits::from_config(&config), metrics.clone()),
