@@ -49,6 +49,10 @@ use crate::metrics::LiveMetrics;
 use crate::spec::DeploymentSpec;
 use crate::verify::{self, OrderRecord, SignalCheck};
 
+/// How long the feed must be quiet before a timestamp that some symbol has
+/// not reported is handed over without it.
+pub const FLUSH_QUIET: Duration = Duration::from_secs(2);
+
 /// The actor that stops the deployment when its strategy fails.
 pub const RUNNER_ACTOR: &str = "runner";
 
@@ -453,6 +457,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         last_ts,
         stop: stop_tx,
         decided_ts: None,
+        last_message: Instant::now(),
         bars_since_check: 0,
         checking: false,
         checked: checked_tx,
@@ -552,6 +557,8 @@ struct Actor {
     stop: watch::Sender<bool>,
     /// The last timestamp the strategy decided at.
     decided_ts: Option<i64>,
+    /// When the feed last sent anything.
+    last_message: Instant,
     bars_since_check: u64,
     checking: bool,
     checked: mpsc::UnboundedSender<Checked>,
@@ -648,6 +655,7 @@ impl Actor {
     }
 
     fn on_feed(&mut self, event: FeedEvent) {
+        self.last_message = Instant::now();
         let id = self.spec.id.clone();
         match event {
             FeedEvent::Connected { url } => {
@@ -1014,6 +1022,16 @@ impl Actor {
             }
         }
         self.tracker.expire(now);
+        // A timestamp some symbol has not reported goes out incomplete once
+        // the feed has been quiet for a while (its late bars are refused).
+        if self.sequencer.pending_ts().is_some() && self.last_message.elapsed() >= FLUSH_QUIET && !self.ended
+        {
+            let bars = self.sequencer.flush();
+            if !bars.is_empty() {
+                tracing::warn!(deployment = %self.spec.id, ts = bars[0].ts, bars = bars.len(), "the feed went quiet: handing over an incomplete timestamp");
+                self.deliver(vec![bars], Instant::now());
+            }
+        }
         if !self.ended {
             self.evaluate(None);
         }

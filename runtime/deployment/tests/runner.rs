@@ -541,3 +541,50 @@ fn a_signal_check_catches_a_live_path_that_diverged() {
         h.stop().await;
     });
 }
+
+#[test]
+fn a_timestamp_a_symbol_missed_goes_out_incomplete_once_the_feed_is_quiet() {
+    let rig = rig("sma_cross");
+    let dir = tempfile::tempdir().unwrap();
+    let bar = |symbol: &str, ts: i64| {
+        text(bar_json(&FeedBar {
+            symbol: symbol.to_owned(),
+            ts,
+            open: 10.0,
+            high: 11.0,
+            low: 9.0,
+            close: 10.5,
+            volume: 1.0,
+            seq: None,
+        }))
+    };
+    rt().block_on(async {
+        let spec = DeploymentSpec {
+            symbols: vec!["A".to_owned(), "B".to_owned()],
+            ..spec(&rig, &[("fast", "2"), ("slow", "4")], None)
+        };
+        let (h, tx) = launch(&rig, spec, dir.path());
+        for ts in [60, 120] {
+            tx.send(bar("A", ts)).await.unwrap();
+            tx.send(bar("B", ts)).await.unwrap();
+        }
+        // B's bar at 180 never comes: after a quiet spell, A's goes alone.
+        tx.send(bar("A", 180)).await.unwrap();
+        let s = bars_handled(&h, 4).await;
+        assert_eq!(s.last_bar_ts, Some(120), "complete timestamps go at once");
+        let started = Instant::now();
+        let s = bars_handled(&h, 5).await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(1_500),
+            "not before the feed went quiet"
+        );
+        assert_eq!(s.last_bar_ts, Some(180));
+        // B's late bar is refused; the next timestamp is handled as usual.
+        tx.send(bar("B", 180)).await.unwrap();
+        tx.send(bar("A", 240)).await.unwrap();
+        tx.send(bar("B", 240)).await.unwrap();
+        let s = bars_handled(&h, 7).await;
+        assert_eq!((s.bars, s.rejected_bars), (7, 1), "{s:?}");
+        h.stop().await;
+    });
+}
