@@ -166,7 +166,7 @@ fn drift_suspends_the_gate_operators_override_and_a_killed_service_recovers_by_r
     assert!(s["intents_blocked"].as_u64().unwrap() > 0, "{s}");
 
     // Fills: unknown intent 404, another tenant 404, invalid 422, overfill 422.
-    let fill = |intent: &str, qty: f64| json!({"intent_id": intent, "qty": qty, "price": 100.0, "ts_ms": 1});
+    let fill = |intent: &str, qty: f64| json!({"intent_id": intent, "qty": qty, "price": 100.0, "ts_ms": 1_767_225_600_000_i64});
     alice
         .post_json("/v1/deployments/d1/fills", &fill("d1:999999", 1.0))
         .problem(404, "not-found");
@@ -177,6 +177,11 @@ fn drift_suspends_the_gate_operators_override_and_a_killed_service_recovers_by_r
         .problem(422, "invalid-fill");
     alice
         .post_json("/v1/deployments/d1/fills", &fill("d1:1", 1e12))
+        .problem(422, "invalid-fill");
+    let mut old = fill("d1:1", 1.0);
+    old["ts_ms"] = json!(i64::MIN);
+    alice
+        .post_json("/v1/deployments/d1/fills", &old)
         .problem(422, "invalid-fill");
     alice
         .post_json("/v1/deployments/d1/fills", &json!({"qty": 1}))
@@ -237,6 +242,49 @@ fn drift_suspends_the_gate_operators_override_and_a_killed_service_recovers_by_r
         metrics.contains("palisade_gate_state{deployment=\"d1\"} 3"),
         "{metrics}"
     );
+    // A tenant cannot undo an operator's stop, on the gate or the scope.
+    alice
+        .post_json(
+            "/v1/deployments/d1/gate",
+            &json!({"action": "release", "reason": "x"}),
+        )
+        .problem(409, "conflict");
+    alice
+        .post_json("/v1/emergency-stop/release", &json!({"scope": "all"}))
+        .problem(403, "forbidden");
+
+    // kill -9, restart: recovered by replay, no bar stored twice, the gate
+    // as the audit log left it, the emergency stop still in force.
+    server.kill9();
+    let server = service(&data, &tokens);
+    let alice = server.client(Some(ALICE));
+    let ops = server.client(Some(OPS));
+    let s = wait(&alice, "d1", "recovered", |v| {
+        v["state"] == "live" && v["bars"] == BARS
+    });
+    assert_eq!(s["recovered_bars"], BARS);
+    assert!(s["recovery_ms"].as_f64().is_some(), "{s}");
+    assert_eq!(s["gate"], json!({"state": "stopped"}));
+    let list = ops.get("/v1/deployments").expect(200).json();
+    assert_eq!(list["emergency_stops"][0]["scope"], "all", "{list}");
+    assert_eq!(
+        list["emergency_stops"][0]["imposed_by"]["tenant"], "ops",
+        "{list}"
+    );
+    let metrics = ops.get("/metrics").expect(200).text();
+    assert!(
+        metrics.contains("palisade_emergency_stops{scope=\"all\"} 1"),
+        "{metrics}"
+    );
+    // A deployment started under the stop starts stopped.
+    let r = alice
+        .post_json(
+            "/v1/deployments",
+            &deployment("d2", &strategy, &feed.1, json!(null)),
+        )
+        .expect(201)
+        .json();
+    assert_eq!(r["gate"]["state"], "stopped", "{r}");
     let r = ops
         .post_json(
             "/v1/emergency-stop/release",
@@ -244,7 +292,9 @@ fn drift_suspends_the_gate_operators_override_and_a_killed_service_recovers_by_r
         )
         .expect(200)
         .json();
-    assert_eq!(r["released"], json!(["d1"]));
+    assert_eq!(r["released"], json!(["d1", "d2"]));
+    ops.post_json("/v1/emergency-stop/release", &json!({"scope": "all"}))
+        .problem(404, "not-found");
     let audit = alice.get("/v1/deployments/d1/audit").expect(200).json();
     let states: Vec<&str> = audit["entries"]
         .as_array()
@@ -253,18 +303,20 @@ fn drift_suspends_the_gate_operators_override_and_a_killed_service_recovers_by_r
         .map(|e| e["to"]["state"].as_str().unwrap())
         .collect();
     assert_eq!(states, ["suspended", "recovering", "stopped", "suspended"]);
-
-    // kill -9, restart: recovered by replay, no bar stored twice, the gate
-    // as the audit log left it.
-    server.kill9();
-    let server = service(&data, &tokens);
-    let alice = server.client(Some(ALICE));
-    let s = wait(&alice, "d1", "recovered", |v| {
-        v["state"] == "live" && v["bars"] == BARS
-    });
-    assert_eq!(s["recovered_bars"], BARS);
-    assert!(s["recovery_ms"].as_f64().is_some(), "{s}");
-    assert_eq!(s["gate"], json!({"state": "suspended", "manual": true}));
+    // A tenant's own stop of its own deployment, lifted by the tenant.
+    alice
+        .post_json(
+            "/v1/emergency-stop",
+            &json!({"scope": "deployment", "deployment": "d2"}),
+        )
+        .expect(200);
+    alice
+        .post_json(
+            "/v1/emergency-stop/release",
+            &json!({"scope": "deployment", "deployment": "d2"}),
+        )
+        .expect(200);
+    alice.delete("/v1/deployments/d2").expect(200);
     // The feed resumed after the last stored bar: nothing refused as a
     // duplicate, nothing missing.
     std::thread::sleep(Duration::from_millis(500));

@@ -53,6 +53,14 @@ use crate::verify::{self, OrderRecord, SignalCheck};
 /// not reported is handed over without it.
 pub const FLUSH_QUIET: Duration = Duration::from_secs(2);
 
+/// How far ahead of the clock a bar's timestamp may be (a feed sending
+/// milliseconds would otherwise block every later bar as out of order).
+pub const MAX_FUTURE_SECS: i64 = 86_400;
+
+/// How often an idle deployment wakes (cooldowns, fill timeouts, a quiet
+/// feed's incomplete timestamp).
+pub const IDLE_WAKE: Duration = Duration::from_secs(1);
+
 /// The actor that stops the deployment when its strategy fails.
 pub const RUNNER_ACTOR: &str = "runner";
 
@@ -145,6 +153,9 @@ pub struct Status {
     pub intents_blocked: u64,
     pub paper_fills: u64,
     pub live_fills: u64,
+    /// A closing gate transition could not be written to the audit log:
+    /// nothing is published until a write succeeds.
+    pub audit_blocked: bool,
     /// Orders the last signal check compared, and how many differed.
     pub signal_checked_orders: u64,
     pub signal_mismatches: u64,
@@ -354,6 +365,11 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
     for fill in &old_fills {
         let _ = tracker.on_live_fill(fill);
     }
+    // A gate restored while recovering holds its step again from the start
+    // (fills counted before the crash do not promote it twice).
+    if matches!(gate.state(), GateState::Recovering { .. }) {
+        tracker.restart();
+    }
 
     let id = spec.id.clone();
     let tenant = spec.tenant.clone();
@@ -379,6 +395,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         intents_blocked: 0,
         paper_fills: 0,
         live_fills: old_fills.len() as u64,
+        audit_blocked: false,
         signal_checked_orders: 0,
         signal_mismatches: 0,
     };
@@ -458,6 +475,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         stop: stop_tx,
         decided_ts: None,
         last_message: Instant::now(),
+        audit_blocked: false,
         bars_since_check: 0,
         checking: false,
         checked: checked_tx,
@@ -485,8 +503,14 @@ fn start_webhook(spec: WebhookSpec, id: &str) -> Result<Webhook, StartError> {
     let id = id.to_owned();
     tokio::spawn(async move {
         while let Some(d) = rx.recv().await {
-            if let WebhookDelivery::Failed { intent_id, error } = d {
-                tracing::warn!(deployment = %id, intent = %intent_id, %error, "webhook delivery failed; retrying");
+            match d {
+                WebhookDelivery::Failed { intent_id, error } => {
+                    tracing::warn!(deployment = %id, intent = %intent_id, %error, "webhook delivery failed; retrying")
+                }
+                WebhookDelivery::Revoked { intent_id } => {
+                    tracing::warn!(deployment = %id, intent = %intent_id, "webhook delivery revoked: the gate stopped publishing first")
+                }
+                WebhookDelivery::Delivered { .. } => {}
             }
         }
     });
@@ -559,6 +583,9 @@ struct Actor {
     decided_ts: Option<i64>,
     /// When the feed last sent anything.
     last_message: Instant,
+    /// A closing transition could not be audited: nothing is published
+    /// until an audit write succeeds.
+    audit_blocked: bool,
     bars_since_check: u64,
     checking: bool,
     checked: mpsc::UnboundedSender<Checked>,
@@ -588,7 +615,8 @@ impl Actor {
             let wake = self.next_wake();
             tokio::select! {
                 biased;
-                Some(decision) = decisions.recv() => self.on_decision(decision),
+                // Requests first: a stop, a gate command or an emergency
+                // stop is not held up by a replay's stream of decisions.
                 ask = asks.recv() => match ask {
                     Some(Ask::Stop) | None => {
                         self.begin_stop();
@@ -599,6 +627,7 @@ impl Actor {
                     }
                     Some(ask) => self.on_ask(ask),
                 },
+                Some(decision) = decisions.recv() => self.on_decision(decision),
                 Some((result, reply)) = checked_rx.recv() => self.on_checked(result, reply),
                 event = feed.recv(), if feed_open && !self.ended => match event {
                     Some(event) => self.on_feed(event),
@@ -619,13 +648,15 @@ impl Actor {
             }
         }
         self.metrics.remove(&self.spec.id);
+        let last = self.status.borrow().state;
+        self.metrics.deployments.with_label_values(&[last.label()]).dec();
         // Dropping `asks` ends `Handle::stop`'s wait.
         drop(asks);
     }
 
-    /// Sleeps until the venue's next report, or a second.
+    /// Sleeps until the venue's next report, or [`IDLE_WAKE`].
     fn next_wake(&self) -> tokio::time::Instant {
-        let second = tokio::time::Instant::now() + Duration::from_secs(1);
+        let second = tokio::time::Instant::now() + IDLE_WAKE;
         let due = self.venue.as_ref().and_then(SimVenue::next_due).map(|at| {
             let wait = u64::try_from(at - now_ms()).unwrap_or(0);
             tokio::time::Instant::now() + Duration::from_millis(wait)
@@ -649,8 +680,9 @@ impl Actor {
 
     fn went_live(&mut self) {
         let ms = self.started.elapsed().as_secs_f64() * 1e3;
-        self.set_lifecycle(Lifecycle::Live);
+        // Recovery time first: a watcher that sees `live` sees it too.
         self.update(|s| s.recovery_ms = Some(ms));
+        self.set_lifecycle(Lifecycle::Live);
         tracing::info!(deployment = %self.spec.id, bars = self.status.borrow().recovered_bars, ms, "deployment live");
     }
 
@@ -670,6 +702,19 @@ impl Actor {
                 self.update(|s| s.feed_connected = false);
             }
             FeedEvent::Message { text, received } => match schema::parse(self.spec.feed.format, &text) {
+                Ok(Message::Bar(bar)) if bar.ts > now_ms() / 1000 + MAX_FUTURE_SECS => {
+                    let message = format!(
+                        "{}: timestamp {} is more than a day in the future (unix seconds expected)",
+                        bar.symbol, bar.ts
+                    );
+                    self.reject(
+                        &Reject {
+                            kind: RejectKind::Invalid,
+                            message,
+                        },
+                        &text,
+                    );
+                }
                 Ok(Message::Bar(bar)) => {
                     let accepted = self.sequencer.accept(bar);
                     self.on_accepted(accepted, received);
@@ -760,10 +805,15 @@ impl Actor {
             return;
         };
         self.decided_ts = Some(ts);
+        // Replaying stored bars: the books are rebuilt, nothing is decided
+        // about the gate until the deployment is live again.
+        let replaying = self.replay_until.is_some_and(|r| ts < r);
         self.venue_sees(ts);
-        for &(symbol, close) in &decision.closes {
-            let symbol = self.spec.symbols[symbol as usize].clone();
-            self.tracker.mark(&symbol, close);
+        if !replaying {
+            for &(symbol, close) in &decision.closes {
+                let symbol = self.spec.symbols[symbol as usize].clone();
+                self.tracker.mark(&symbol, close);
+            }
         }
         self.paper_fills(&decision);
         for order in &decision.orders {
@@ -779,7 +829,9 @@ impl Actor {
             self.spawn_check(None);
         }
         // A paper fill can complete a match as well as a live fill.
-        self.evaluate(Some(arrived));
+        if !replaying {
+            self.evaluate(Some(arrived));
+        }
     }
 
     /// The venue sees the bars up to `ts` (see `venue_bars`), and the
@@ -833,7 +885,7 @@ impl Actor {
             price: order.kind.price(),
             published_ms: now_ms(),
         };
-        let publish = self.gate.publishes() && intent.qty > 0.0;
+        let publish = self.gate.publishes() && !self.audit_blocked && intent.qty > 0.0;
         if publish {
             self.publish(&intent);
         } else {
@@ -871,6 +923,13 @@ impl Actor {
         self.update(|s| s.intents_published += 1);
     }
 
+    /// Intents queued for the webhook are not delivered any more.
+    fn revoke(&self) {
+        if let Some(hook) = &self.webhook {
+            hook.revoke();
+        }
+    }
+
     fn on_report(&mut self, report: VenueReport) {
         match report {
             VenueReport::Fill(fill) => {
@@ -886,6 +945,10 @@ impl Actor {
 
     /// A live fill: matched, stored, then the gate evaluated at once.
     fn live_fill(&mut self, fill: LiveFill, received: Instant) -> Result<DriftSnapshot, FillError> {
+        fill.validate_reported().map_err(|source| DriftError::Invalid {
+            what: "live fill",
+            source,
+        })?;
         self.tracker.on_live_fill(&fill)?;
         self.fills_journal.append(&fill).map_err(FillError::Io)?;
         let id = &self.spec.id;
@@ -910,7 +973,25 @@ impl Actor {
 
     /// Writes `t` to the audit log (synced), then makes it take effect.
     fn transition(&mut self, t: &Transition, trigger: Option<Instant>) -> Result<AuditEntry, CommandError> {
-        let entry = self.audit.record(&self.spec.id, t).map_err(CommandError::Io)?;
+        let entry = match self.audit.record(&self.spec.id, t) {
+            Ok(entry) => entry,
+            Err(e) => {
+                // Fail closed: a stop that cannot be audited still stops
+                // publishing (it is retried at the next evaluation); an
+                // opening one does not happen.
+                let closing = matches!(t.to, GateState::Suspended { .. } | GateState::Stopped);
+                if closing && !self.audit_blocked {
+                    self.audit_blocked = true;
+                    self.revoke();
+                    self.update(|s| s.audit_blocked = true);
+                }
+                return Err(CommandError::Io(e));
+            }
+        };
+        if self.audit_blocked {
+            self.audit_blocked = false;
+            self.update(|s| s.audit_blocked = false);
+        }
         let was_publishing = self.gate.publishes();
         self.gate.apply(t)?;
         if t.restarts_drift() {
@@ -918,6 +999,7 @@ impl Actor {
         }
         let id = &self.spec.id;
         if was_publishing && !self.gate.publishes() {
+            self.revoke();
             if let Some(at) = trigger {
                 self.metrics.gate_response.observe(at.elapsed().as_secs_f64());
             }
@@ -1021,7 +1103,13 @@ impl Actor {
                 self.on_report(report);
             }
         }
-        self.tracker.expire(now);
+        // After a recovery, fills reported while the deployment was down
+        // may still come: intents do not time out before a fill timeout
+        // has passed since the restart.
+        let grace = Duration::from_millis(self.spec.drift.fill_timeout_ms);
+        if self.replay_until.is_none() || self.started.elapsed() >= grace {
+            self.tracker.expire(now);
+        }
         // A timestamp some symbol has not reported goes out incomplete once
         // the feed has been quiet for a while (its late bars are refused).
         if self.sequencer.pending_ts().is_some() && self.last_message.elapsed() >= FLUSH_QUIET && !self.ended
@@ -1032,7 +1120,7 @@ impl Actor {
                 self.deliver(vec![bars], Instant::now());
             }
         }
-        if !self.ended {
+        if !self.ended && self.status.borrow().state == Lifecycle::Live {
             self.evaluate(None);
         }
     }

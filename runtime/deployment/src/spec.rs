@@ -97,9 +97,7 @@ impl DeploymentSpec {
         if let Some(i) = self.interval_secs.filter(|&i| i <= 0) {
             return Err(bad("interval_secs", format!("{i} is not > 0")));
         }
-        if !self.feed.url.starts_with("ws://") {
-            return Err(bad("feed.url", format!("`{}` is not a ws:// url", self.feed.url)));
-        }
+        palisade_live::ws::check_url(&self.feed.url).map_err(|e| bad("feed.url", e.to_string()))?;
         self.backtest
             .validate()
             .map_err(|e| bad("backtest", e.to_string()))?;

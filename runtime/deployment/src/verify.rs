@@ -144,9 +144,11 @@ fn compare(live: &[OrderRecord], replayed: &[OrderRecord], last_ts: Option<i64>,
             check.differences.push(text);
         }
     };
+    let by_id: std::collections::HashMap<u64, &OrderRecord> = replayed.iter().map(|r| (r.id, r)).collect();
+    let live_ids: std::collections::HashSet<u64> = live.iter().map(|o| o.id).collect();
     for order in live.iter().filter(|o| last_ts.is_some_and(|t| o.ts <= t)) {
         check.orders += 1;
-        match replayed.iter().find(|r| r.id == order.id) {
+        match by_id.get(&order.id) {
             Some(r) => {
                 if let Some(d) = order.difference(r) {
                     note(&mut check, d);
@@ -160,7 +162,7 @@ fn compare(live: &[OrderRecord], replayed: &[OrderRecord], last_ts: Option<i64>,
     }
     // Orders the replay decided that the live path never did.
     for r in replayed {
-        if !live.iter().any(|o| o.id == r.id) {
+        if !live_ids.contains(&r.id) {
             check.orders += 1;
             note(
                 &mut check,

@@ -451,8 +451,11 @@ fn bad_bars_are_refused_counted_and_the_deployment_keeps_running() {
         for bad in [
             "not json".to_owned(),
             r#"{"type":"bar","symbol":"SYM","ts":1}"#.to_owned(),
-            r#"{"type":"bar","symbol":"NOPE","ts":99999999999,"open":1,"high":1,"low":1,"close":1,"volume":1}"#.to_owned(),
-            r#"{"type":"bar","symbol":"SYM","ts":99999999999,"open":1,"high":0.5,"low":1,"close":1,"volume":1}"#.to_owned(),
+            r#"{"type":"bar","symbol":"NOPE","ts":1700100000,"open":1,"high":1,"low":1,"close":1,"volume":1}"#.to_owned(),
+            r#"{"type":"bar","symbol":"SYM","ts":1700100000,"open":1,"high":0.5,"low":1,"close":1,"volume":1}"#.to_owned(),
+            // Milliseconds by mistake: stored, it would block every later
+            // bar as out of order.
+            r#"{"type":"bar","symbol":"SYM","ts":1700100000000,"open":1,"high":1,"low":1,"close":1,"volume":1}"#.to_owned(),
         ] {
             tx.send(text(bad)).await.unwrap();
         }
@@ -462,12 +465,12 @@ fn bad_bars_are_refused_counted_and_the_deployment_keeps_running() {
         let s = bars_handled(&h, 300).await;
         assert_eq!(s.state, Lifecycle::Live);
         assert_eq!(s.bars, 300);
-        assert_eq!(s.rejected_bars, 6, "{s:?}");
+        assert_eq!(s.rejected_bars, 7, "{s:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
         let count = |reason| metric(&rig, "palisade_feed_rejected_bars_total", &[("deployment", ID), ("reason", reason)]);
         assert_eq!(count("malformed"), 2.0);
         assert_eq!(count("unknown_symbol"), 1.0);
-        assert_eq!(count("invalid"), 1.0);
+        assert_eq!(count("invalid"), 2.0);
         assert_eq!(count("duplicate") + count("out_of_order"), 2.0);
         // A gap: skipping 10 bars counts them.
         tx.send(message(&minute_dataset(320, 2), 310)).await.unwrap();

@@ -153,9 +153,20 @@ impl BarLog {
             self.buf.extend_from_slice(&bytes);
             self.buf.extend_from_slice(&crc32(&bytes).to_le_bytes());
         }
-        self.file.write_all(&self.buf)?;
-        if self.durability == Durability::Disk {
-            self.file.sync_data()?;
+        let before = self.file.metadata()?.len();
+        let written = self.file.write_all(&self.buf).and_then(|()| {
+            if self.durability == Durability::Disk {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            // Nothing of a failed batch stays: a partial record would
+            // misalign every later one, and bars the strategy never saw
+            // would be replayed.
+            let _ = self.file.set_len(before);
+            return Err(e);
         }
         self.count += bars.len() as u64;
         if let Some(last) = bars.last() {

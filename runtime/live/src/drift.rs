@@ -284,12 +284,18 @@ impl DriftSnapshot {
     }
 }
 
+/// The most live fills one intent may have (partial fills of a real venue
+/// are far fewer; a client repeating dust fills is refused).
+pub const MAX_FILLS_PER_INTENT: u32 = 10_000;
+
 /// Why the tracker refused a fill or an intent. The service answers 404 to
 /// [`DriftError::UnknownIntent`] and 422 to the others.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum DriftError {
     #[error("unknown intent {intent_id}")]
     UnknownIntent { intent_id: String },
+    #[error("intent {intent_id} has had {max} live fills, the most one intent may have")]
+    TooManyFills { intent_id: String, max: u32 },
     #[error("intent {intent_id} is already tracked")]
     DuplicateIntent { intent_id: String },
     #[error("invalid {what}: {source}")]
@@ -357,7 +363,9 @@ struct Tracked {
     last_live_ms: Option<i64>,
     /// Live fill prices waiting for a paper fill to be matched with.
     unmatched: Vec<f64>,
-    venue_fill_ids: Vec<String>,
+    venue_fill_ids: std::collections::HashSet<String>,
+    /// Live fills applied (at most [`MAX_FILLS_PER_INTENT`]).
+    live_fills: u32,
     settled: bool,
 }
 
@@ -452,7 +460,8 @@ impl DriftTracker {
             live: Filled::default(),
             last_live_ms: None,
             unmatched: Vec::new(),
-            venue_fill_ids: Vec::new(),
+            venue_fill_ids: std::collections::HashSet::new(),
+            live_fills: 0,
             settled: false,
         };
         self.intents.insert(intent.id.clone(), tracked);
@@ -505,10 +514,17 @@ impl DriftTracker {
             }
         }
         check_room(id, "live", t.live.qty + fill.qty, t.qty)?;
+        if t.live_fills >= MAX_FILLS_PER_INTENT {
+            return Err(DriftError::TooManyFills {
+                intent_id: id.to_owned(),
+                max: MAX_FILLS_PER_INTENT,
+            });
+        }
         self.record(id, Leg::Live, fill.qty, fill.price);
         let t = self.intents.get_mut(id).expect("tracked");
         t.last_live_ms = Some(t.last_live_ms.map_or(fill.ts_ms, |ms| ms.max(fill.ts_ms)));
         t.venue_fill_ids.extend(fill.venue_fill_id.clone());
+        t.live_fills += 1;
         let (current, paper, complete) = (
             t.epoch == self.epoch,
             t.paper.qty > 0.0,

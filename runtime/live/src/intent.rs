@@ -104,7 +104,20 @@ pub enum IntentError {
     MissingPrice { kind: OrderKind },
     #[error("a market intent has no price, got {price}")]
     UnexpectedPrice { price: f64 },
+    #[error("ts_ms {ts_ms} is not a time between 2000 and 2100 in unix milliseconds")]
+    BadTime { ts_ms: i64 },
+    #[error("{field} is {len} bytes long; at most {max}")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
 }
+
+/// Fill times accepted: 2000-01-01 to 2100-01-01, unix ms.
+pub const FILL_TIMES_MS: std::ops::Range<i64> = 946_684_800_000..4_102_444_800_000;
+/// The longest `intent_id` or `venue_fill_id`.
+pub const MAX_FILL_ID: usize = 256;
 
 impl Intent {
     /// The id of order `order_id` of `deployment`.
@@ -155,9 +168,34 @@ impl LiveFill {
         non_empty("intent_id", &self.intent_id)?;
         positive("qty", self.qty)?;
         positive("price", self.price)?;
+        for (field, id) in [
+            ("intent_id", Some(&self.intent_id)),
+            ("venue_fill_id", self.venue_fill_id.as_ref()),
+        ] {
+            if let Some(id) = id.filter(|id| id.len() > MAX_FILL_ID) {
+                return Err(IntentError::TooLong {
+                    field,
+                    len: id.len(),
+                    max: MAX_FILL_ID,
+                });
+            }
+        }
         match &self.venue_fill_id {
             Some(id) => non_empty("venue_fill_id", id),
             None => Ok(()),
+        }
+    }
+}
+
+impl LiveFill {
+    /// [`LiveFill::validate`] for a fill reported from outside: also a time
+    /// between 2000 and 2100 ([`FILL_TIMES_MS`]).
+    pub fn validate_reported(&self) -> Result<(), IntentError> {
+        self.validate()?;
+        if FILL_TIMES_MS.contains(&self.ts_ms) {
+            Ok(())
+        } else {
+            Err(IntentError::BadTime { ts_ms: self.ts_ms })
         }
     }
 }

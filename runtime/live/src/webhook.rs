@@ -9,6 +9,8 @@
 //! across restarts (the deployment's intents journal holds them; the API's
 //! `GET /v1/deployments/{id}/intents` serves them).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -84,9 +86,12 @@ impl WebhookSpec {
 }
 
 /// The sending side of a webhook: [`Webhook::send`] queues an intent.
+/// Intents queued before the gate last stopped publishing are dropped, not
+/// delivered late ([`Webhook::revoke`]).
 #[derive(Clone, Debug)]
 pub struct Webhook {
-    tx: mpsc::Sender<Intent>,
+    tx: mpsc::Sender<(Intent, u64)>,
+    epoch: Arc<AtomicU64>,
 }
 
 /// What happened to a delivery, for the caller's counters and logs.
@@ -101,36 +106,47 @@ pub enum Delivery {
         intent_id: String,
         error: String,
     },
+    /// Not delivered: the gate stopped publishing after it was queued.
+    Revoked {
+        intent_id: String,
+    },
 }
 
 impl Webhook {
     /// Starts delivering to `spec` on the current runtime; `report` hears
     /// of every delivery and failed attempt. Ends when every `Webhook` clone
-    /// is dropped and the queue is empty.
+    /// is dropped (an intent being retried then is given up).
     pub fn start(spec: WebhookSpec, report: mpsc::UnboundedSender<Delivery>) -> Result<Webhook, String> {
         spec.validate()?;
         let target = parse(&spec.url)?;
-        let (tx, mut rx) = mpsc::channel::<Intent>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<(Intent, u64)>(QUEUE);
+        let epoch = Arc::new(AtomicU64::new(0));
+        let current = epoch.clone();
         tokio::spawn(async move {
-            while let Some(intent) = rx.recv().await {
+            while let Some((intent, queued)) = rx.recv().await {
                 let body = serde_json::to_vec(&intent).expect("an intent serializes");
                 let mut wait = Duration::from_millis(100);
                 let mut attempts = 0;
                 loop {
+                    if current.load(Ordering::Acquire) != queued {
+                        let intent_id = intent.id.clone();
+                        let _ = report.send(Delivery::Revoked { intent_id });
+                        break;
+                    }
+                    if attempts > 0 && rx.is_closed() {
+                        // The deployment stopped: no more retries.
+                        return;
+                    }
                     attempts += 1;
                     match post(&target, spec.authorization.as_deref(), &body).await {
                         Ok(()) => {
-                            let _ = report.send(Delivery::Delivered {
-                                intent_id: intent.id.clone(),
-                                attempts,
-                            });
+                            let intent_id = intent.id.clone();
+                            let _ = report.send(Delivery::Delivered { intent_id, attempts });
                             break;
                         }
                         Err(error) => {
-                            let _ = report.send(Delivery::Failed {
-                                intent_id: intent.id.clone(),
-                                error,
-                            });
+                            let intent_id = intent.id.clone();
+                            let _ = report.send(Delivery::Failed { intent_id, error });
                             tokio::time::sleep(wait).await;
                             wait = (wait * 2).min(BACKOFF_MAX);
                         }
@@ -138,12 +154,18 @@ impl Webhook {
                 }
             }
         });
-        Ok(Webhook { tx })
+        Ok(Webhook { tx, epoch })
     }
 
     /// Queues `intent`; `false` when the queue is full (it is dropped).
     pub fn send(&self, intent: &Intent) -> bool {
-        self.tx.try_send(intent.clone()).is_ok()
+        let epoch = self.epoch.load(Ordering::Acquire);
+        self.tx.try_send((intent.clone(), epoch)).is_ok()
+    }
+
+    /// The gate stopped publishing: intents queued so far are dropped.
+    pub fn revoke(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -302,6 +324,7 @@ mod tests {
                     failed += 1;
                 }
                 Delivery::Delivered { intent_id, attempts } => delivered.push((intent_id, attempts)),
+                Delivery::Revoked { intent_id } => panic!("{intent_id} revoked"),
             }
         }
         assert_eq!(failed, 2);

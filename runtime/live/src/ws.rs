@@ -128,7 +128,7 @@ pub async fn run_client(
 }
 
 /// Refuses a URL the client could never connect to.
-fn check_url(url: &str) -> Result<(), ClientError> {
+pub fn check_url(url: &str) -> Result<(), ClientError> {
     let bad = |problem: String| ClientError::Url {
         url: url.to_owned(),
         problem,

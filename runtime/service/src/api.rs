@@ -36,7 +36,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi};
 
 use crate::auth::Principal;
-use crate::deployments::{DeploymentError, Scope};
+use crate::deployments::{DeploymentError, Imposed, Scope};
 use crate::jobs::JobView;
 use crate::jobs::{self, JobRequest, Kind};
 use crate::problem::{ApiError, Fault, Problem};
@@ -1320,6 +1320,7 @@ fn deployment_error(e: DeploymentError) -> ApiError {
         },
         DeploymentError::Invalid(m) => ApiError::InvalidDeployment(m),
         DeploymentError::Conflict(m) => ApiError::Conflict(m),
+        DeploymentError::Forbidden(m) => ApiError::Forbidden(m),
         DeploymentError::Fill(DriftError::UnknownIntent { intent_id }) => ApiError::NotFound {
             what: "intent",
             id: intent_id,
@@ -1679,8 +1680,12 @@ impl EmergencyRequest {
     }
 }
 
-fn check_scope(who: &Principal, scope: &Scope, service: &Service) -> Result<(), ApiError> {
+/// Whether the caller may name `scope`: `all` and other tenants need an
+/// operator; a deployment must be the caller's (when stopping; a stop of a
+/// deployment since removed can still be lifted).
+fn check_scope(who: &Principal, scope: &Scope, service: &Service, releasing: bool) -> Result<(), ApiError> {
     match scope {
+        Scope::Deployment { .. } if releasing => Ok(()),
         Scope::All if !who.operator => Err(ApiError::Forbidden(
             "only operators may stop every deployment".into(),
         )),
@@ -1711,16 +1716,21 @@ fn check_scope(who: &Principal, scope: &Scope, service: &Service) -> Result<(), 
 async fn emergency_stop(State(service): State<Arc<Service>>, Auth(who): Auth, body: Bytes) -> ApiResult {
     let r: EmergencyRequest = parse_json(&body)?;
     let scope = r.scope()?;
-    check_scope(&who, &scope, &service)?;
+    check_scope(&who, &scope, &service, false)?;
     let reason = if r.reason.trim().is_empty() {
         "emergency stop".to_owned()
     } else {
         r.reason
     };
+    let by = Imposed {
+        tenant: who.tenant.clone(),
+        operator: who.operator,
+    };
     let stopped = service
         .deployments
-        .emergency_stop(scope, &actor_of(&who), &reason)
-        .await;
+        .emergency_stop(scope, by, &actor_of(&who), &reason)
+        .await
+        .map_err(deployment_error)?;
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "stopped": stopped }),
@@ -1735,7 +1745,7 @@ async fn emergency_stop(State(service): State<Arc<Service>>, Auth(who): Auth, bo
     responses(
         (status = 200, description = "the deployments released", body = Object),
         (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "the scope is beyond the caller's tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the scope is beyond the caller's tenant, or an operator imposed the stop", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no such emergency stop in force", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -1746,15 +1756,19 @@ async fn release_emergency_stop(
 ) -> ApiResult {
     let r: EmergencyRequest = parse_json(&body)?;
     let scope = r.scope()?;
-    check_scope(&who, &scope, &service)?;
+    check_scope(&who, &scope, &service, true)?;
     let reason = if r.reason.trim().is_empty() {
         "emergency stop lifted".to_owned()
     } else {
         r.reason
     };
+    let caller = Imposed {
+        tenant: who.tenant.clone(),
+        operator: who.operator,
+    };
     let released = service
         .deployments
-        .release(scope, &actor_of(&who), &reason)
+        .release(scope, &caller, &actor_of(&who), &reason)
         .await
         .map_err(deployment_error)?;
     Ok(json_response(

@@ -8,7 +8,7 @@
 //! a tenant's, all); a scope stays in force for deployments started later,
 //! until it is released.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -40,6 +40,8 @@ pub enum DeploymentError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
     /// A fill the tracker refused: unknown intent (404) or invalid (422).
     #[error(transparent)]
     Fill(DriftError),
@@ -84,12 +86,50 @@ impl Scope {
     }
 }
 
+/// Who imposed an emergency stop.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Imposed {
+    pub tenant: String,
+    pub operator: bool,
+}
+
+/// One emergency stop in force, as listed and stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StopInForce {
+    #[serde(flatten)]
+    pub scope: Scope,
+    pub imposed_by: Imposed,
+}
+
+const STOPS_FILE: &str = "emergency-stops.json";
+
+fn load_stops(dir: &Path) -> HashMap<Scope, Imposed> {
+    let path = dir.join(STOPS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice::<Vec<StopInForce>>(&bytes) {
+            Ok(list) => list.into_iter().map(|s| (s.scope, s.imposed_by)).collect(),
+            Err(e) => {
+                // Fail closed: an unreadable list stops everything.
+                tracing::error!(path = %path.display(), error = %e, "emergency stops unreadable; stopping every deployment");
+                let ops = Imposed {
+                    tenant: "unreadable emergency-stops.json".to_owned(),
+                    operator: true,
+                };
+                HashMap::from([(Scope::All, ops)])
+            }
+        },
+        Err(_) => HashMap::new(),
+    }
+}
+
 /// The live deployments of this service.
 pub struct Deployments {
     dir: PathBuf,
     pub metrics: LiveMetrics,
     running: Mutex<BTreeMap<String, Handle>>,
-    stops: Mutex<HashSet<Scope>>,
+    /// The emergency stops in force, with who imposed them; kept in
+    /// `emergency-stops.json` so they survive a restart.
+    stops: Mutex<HashMap<Scope, Imposed>>,
     /// Most deployments running at once (`max_deployments`).
     max: usize,
     /// Held while a deployment starts: two requests for one id (or for the
@@ -109,14 +149,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Deployments {
     pub fn new(data_dir: &Path, registry: &prometheus::Registry, max: usize) -> Deployments {
-        Deployments {
+        let d = Deployments {
             dir: data_dir.join("deployments"),
             metrics: LiveMetrics::new(registry),
             running: Mutex::new(BTreeMap::new()),
-            stops: Mutex::new(HashSet::new()),
+            stops: Mutex::new(load_stops(&data_dir.join("deployments"))),
             max,
             starting: Mutex::new(()),
-        }
+        };
+        d.publish_stops();
+        d
     }
 
     fn folder(&self, id: &str) -> PathBuf {
@@ -206,25 +248,58 @@ impl Deployments {
         .map_err(|e| DeploymentError::Invalid(e.to_string()))?;
         let status = handle.status();
         lock(&self.running).insert(handle.id().to_owned(), handle.clone());
-        self.apply_stops(&handle);
         Ok(status)
     }
 
-    /// Emergency stops in force that cover a deployment just started.
-    fn apply_stops(&self, handle: &Handle) {
-        let covered = lock(&self.stops).iter().any(|s| s.covers(handle));
-        if covered {
-            let h = handle.clone();
-            tokio::spawn(async move {
-                let _ = h
-                    .gate(
-                        Command::EmergencyStop,
-                        "emergency-stop",
-                        "an emergency stop in force covers it",
-                    )
-                    .await;
-            });
+    /// The emergency stop in force that covers `handle`, if any.
+    fn covering(&self, handle: &Handle) -> Option<(Scope, Imposed)> {
+        lock(&self.stops)
+            .iter()
+            .find(|(s, _)| s.covers(handle))
+            .map(|(s, i)| (s.clone(), i.clone()))
+    }
+
+    /// Applies the emergency stops in force to a deployment just started,
+    /// before the service answers for it (its gate was open at most until
+    /// its actor took this first command, before any bar).
+    pub async fn enforce_stops(&self, id: &str) {
+        let Some(handle) = lock(&self.running).get(id).cloned() else {
+            return;
+        };
+        let Some((scope, by)) = self.covering(&handle) else {
+            return;
+        };
+        if handle.status().gate == palisade_live::GateState::Stopped {
+            return;
         }
+        let actor = format!(
+            "{}:{}",
+            if by.operator { "operator" } else { "tenant" },
+            by.tenant
+        );
+        let reason = format!("an emergency stop ({}) is in force", scope.label());
+        if let Err(e) = handle.gate(Command::EmergencyStop, &actor, &reason).await {
+            tracing::error!(deployment = %id, error = %e, "emergency stop not applied");
+        }
+    }
+
+    fn save_stops(&self, stops: &HashMap<Scope, Imposed>) -> Result<(), DeploymentError> {
+        let list: Vec<StopInForce> = stops
+            .iter()
+            .map(|(scope, by)| StopInForce {
+                scope: scope.clone(),
+                imposed_by: by.clone(),
+            })
+            .collect();
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| DeploymentError::Internal(format!("{}: {e}", self.dir.display())))?;
+        let path = self.dir.join(STOPS_FILE);
+        let tmp = self.dir.join(format!("{STOPS_FILE}.tmp"));
+        let bytes = serde_json::to_vec_pretty(&list).expect("serializes");
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| DeploymentError::Internal(format!("{}: {e}", path.display())))
     }
 
     /// The deployment `id` of `tenant` (any tenant's for an operator).
@@ -273,6 +348,14 @@ impl Deployments {
         reason: &str,
     ) -> Result<AuditEntry, DeploymentError> {
         let handle = self.get(tenant, operator, id)?;
+        if matches!(command, Command::Release | Command::Resume | Command::ForceOpen) {
+            if let Some((scope, _)) = self.covering(&handle) {
+                return Err(DeploymentError::Conflict(format!(
+                    "an emergency stop ({}) covers deployment {id}; lift it first (POST /v1/emergency-stop/release)",
+                    scope.label()
+                )));
+            }
+        }
         Ok(handle.gate(command, actor, reason).await?)
     }
 
@@ -317,18 +400,33 @@ impl Deployments {
     /// Emergency stop: every deployment in `scope` goes to `stopped` (each
     /// transition audited before it takes effect); the scope stays in force
     /// for deployments started later. Returns the deployments stopped now.
-    pub async fn emergency_stop(&self, scope: Scope, actor: &str, reason: &str) -> Vec<String> {
+    pub async fn emergency_stop(
+        &self,
+        scope: Scope,
+        by: Imposed,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Vec<String>, DeploymentError> {
+        // In force (and stored) first, so a deployment starting meanwhile
+        // is covered by `enforce_stops`.
+        {
+            let mut stops = lock(&self.stops);
+            if !stops.contains_key(&scope) {
+                let mut next = stops.clone();
+                next.insert(scope.clone(), by);
+                self.save_stops(&next)?;
+                *stops = next;
+                self.metrics
+                    .emergency_stops
+                    .with_label_values(&[scope.label()])
+                    .inc();
+            }
+        }
         let handles: Vec<Handle> = lock(&self.running)
             .values()
             .filter(|h| scope.covers(h))
             .cloned()
             .collect();
-        if lock(&self.stops).insert(scope.clone()) {
-            self.metrics
-                .emergency_stops
-                .with_label_values(&[scope.label()])
-                .inc();
-        }
         let mut stopped = Vec::new();
         for h in handles {
             if h.status().gate == palisade_live::GateState::Stopped {
@@ -339,7 +437,7 @@ impl Deployments {
                 Err(e) => tracing::error!(deployment = %h.id(), error = %e, "emergency stop not applied"),
             }
         }
-        stopped
+        Ok(stopped)
     }
 
     /// Lifts an emergency stop's scope: deployments it stopped move to
@@ -347,11 +445,29 @@ impl Deployments {
     pub async fn release(
         &self,
         scope: Scope,
+        caller: &Imposed,
         actor: &str,
         reason: &str,
     ) -> Result<Vec<String>, DeploymentError> {
-        if !lock(&self.stops).remove(&scope) {
-            return Err(DeploymentError::NotFound(format!("emergency stop {scope:?}")));
+        {
+            let mut stops = lock(&self.stops);
+            let Some(by) = stops.get(&scope) else {
+                return Err(DeploymentError::NotFound(format!("emergency stop {scope:?}")));
+            };
+            if by.operator && !caller.operator {
+                return Err(DeploymentError::Forbidden(
+                    "an operator imposed this emergency stop; only an operator may lift it".to_owned(),
+                ));
+            }
+            if !caller.operator && by.tenant != caller.tenant {
+                return Err(DeploymentError::Forbidden(
+                    "another tenant imposed this emergency stop".to_owned(),
+                ));
+            }
+            let mut next = stops.clone();
+            next.remove(&scope);
+            self.save_stops(&next)?;
+            *stops = next;
         }
         self.metrics
             .emergency_stops
@@ -364,7 +480,7 @@ impl Deployments {
             .collect();
         let mut released = Vec::new();
         for h in handles {
-            let still = lock(&self.stops).iter().any(|s| s.covers(&h));
+            let still = self.covering(&h).is_some();
             if still || h.status().gate != palisade_live::GateState::Stopped {
                 continue;
             }
@@ -394,8 +510,24 @@ impl Deployments {
     }
 
     /// The emergency stops in force.
-    pub fn stops(&self) -> Vec<Scope> {
-        lock(&self.stops).iter().cloned().collect()
+    pub fn stops(&self) -> Vec<StopInForce> {
+        lock(&self.stops)
+            .iter()
+            .map(|(scope, by)| StopInForce {
+                scope: scope.clone(),
+                imposed_by: by.clone(),
+            })
+            .collect()
+    }
+
+    /// Sets `palisade_emergency_stops` from the stops in force (at start).
+    pub fn publish_stops(&self) {
+        for (scope, _) in lock(&self.stops).iter() {
+            self.metrics
+                .emergency_stops
+                .with_label_values(&[scope.label()])
+                .inc();
+        }
     }
 
     /// Stops every running deployment (the service is shutting down); they

@@ -451,7 +451,9 @@ impl Service {
             spec.params =
                 params::resolve(manifest, &overrides).map_err(|e| ServiceError::InvalidJob(e.to_string()))?;
         }
-        self.deployments
+        let id = spec.id.clone();
+        let status = self
+            .deployments
             .start(spec, &compiled, &policy, policy_name, fresh)
             .map_err(|e| match e {
                 DeploymentError::Invalid(m) => ServiceError::InvalidJob(m),
@@ -461,7 +463,14 @@ impl Service {
                     id,
                 },
                 other => ServiceError::Internal(other.to_string()),
-            })
+            })?;
+        self.deployments.enforce_stops(&id).await;
+        let status = self
+            .deployments
+            .get(tenant, true, &id)
+            .map(|h| h.status())
+            .unwrap_or(status);
+        Ok(status)
     }
 
     /// The metrics' text exposition, with the values measured at scrape
