@@ -96,7 +96,7 @@ pub async fn run_client(
             _ => options.url.clone(),
         };
         let attempt = tokio::select! {
-            attempt = tokio::time::timeout(options.connect_timeout, tokio_tungstenite::connect_async(url.as_str())) => attempt,
+            attempt = tokio::time::timeout(options.connect_timeout, tokio_tungstenite::connect_async_with_config(url.as_str(), Some(client_config()), true)) => attempt,
             () = stopped(&mut stop) => return Ok(()),
         };
         let reason = match attempt {
@@ -125,6 +125,16 @@ pub async fn run_client(
         }
     }
     Ok(())
+}
+
+/// The largest message or frame a feed may send: a bar is a few hundred
+/// bytes; a larger message is an error that drops the connection.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES))
 }
 
 /// Refuses a URL the client could never connect to.
