@@ -2,6 +2,8 @@
 //! `next_bars` waits on, passing bars from the deployment's actor to the
 //! strategy and the strategy's decisions back.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use palisade_host_api::{Bar, Fill};
@@ -29,6 +31,9 @@ pub struct Decision {
 /// The live run's [`Feed`]: bars from the actor, decisions to it.
 pub struct ChannelFeed {
     pub bars: mpsc::UnboundedReceiver<Delivery>,
+    /// Set when the deployment stops: bars still queued are not handed
+    /// over (they are stored; a replay handles them).
+    pub stopping: Arc<AtomicBool>,
     pub decisions: mpsc::UnboundedSender<Decision>,
     /// `palisade_feed_to_strategy_seconds`.
     pub latency: Histogram,
@@ -49,6 +54,9 @@ impl Feed for ChannelFeed {
 
     fn next(&mut self) -> NextBars<'_> {
         Box::pin(async move {
+            if self.stopping.load(Ordering::Acquire) {
+                return None;
+            }
             let (bars, received) = self.bars.recv().await?;
             if let Some(at) = received {
                 self.latency.observe(at.elapsed().as_secs_f64());

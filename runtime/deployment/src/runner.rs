@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -143,6 +143,9 @@ pub struct Status {
     /// Bars stored (replayed and live).
     pub bars: u64,
     pub last_bar_ts: Option<i64>,
+    /// The last timestamp the strategy has handled (equal to `last_bar_ts`
+    /// when it has caught up with the feed).
+    pub last_decided_ts: Option<i64>,
     /// Bars replayed from the log when the deployment started, and how long
     /// until the strategy had handled them all (ms).
     pub recovered_bars: u64,
@@ -387,6 +390,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         feed_connected: false,
         bars: recovered_bars,
         last_bar_ts: replay_until,
+        last_decided_ts: None,
         recovered_bars,
         recovery_ms: None,
         rejected_bars: 0,
@@ -424,7 +428,9 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         cancel: None,
         progress: None,
     };
+    let stopping = Arc::new(AtomicBool::new(false));
     let channel_feed = ChannelFeed {
+        stopping: stopping.clone(),
         bars: bars_rx,
         decisions: decisions_tx,
         latency: metrics.feed_to_strategy.clone(),
@@ -476,6 +482,8 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         decided_ts: None,
         last_message: Instant::now(),
         audit_blocked: false,
+        stale: 0,
+        stopping: stopping.clone(),
         bars_since_check: 0,
         checking: false,
         checked: checked_tx,
@@ -583,6 +591,10 @@ struct Actor {
     decided_ts: Option<i64>,
     /// When the feed last sent anything.
     last_message: Instant,
+    /// Orders of a recovery's replay not published because they were stale.
+    stale: u64,
+    /// Set when stopping: the strategy's feed ends at once.
+    stopping: Arc<AtomicBool>,
     /// A closing transition could not be audited: nothing is published
     /// until an audit write succeeds.
     audit_blocked: bool,
@@ -684,6 +696,9 @@ impl Actor {
         self.update(|s| s.recovery_ms = Some(ms));
         self.set_lifecycle(Lifecycle::Live);
         tracing::info!(deployment = %self.spec.id, bars = self.status.borrow().recovered_bars, ms, "deployment live");
+        if self.stale > 0 {
+            tracing::warn!(deployment = %self.spec.id, orders = self.stale, "orders decided on stored bars the strategy had not handled before the crash were recorded, not published (stale)");
+        }
     }
 
     fn on_feed(&mut self, event: FeedEvent) {
@@ -818,9 +833,13 @@ impl Actor {
         self.paper_fills(&decision);
         for order in &decision.orders {
             if order.id > self.last_order {
-                self.decided(order);
+                // Decided at an older stored bar the crash kept the
+                // strategy from handling: the market has moved on, so it is
+                // recorded, not sent out at today's prices.
+                self.decided(order, replaying);
             }
         }
+
         if self.replay_until == Some(ts) {
             self.went_live();
         }
@@ -831,6 +850,7 @@ impl Actor {
         // A paper fill can complete a match as well as a live fill.
         if !replaying {
             self.evaluate(Some(arrived));
+            self.update(|s| s.last_decided_ts = Some(ts));
         }
     }
 
@@ -868,7 +888,7 @@ impl Actor {
     }
 
     /// A new order: an intent, published or blocked by the gate, journaled.
-    fn decided(&mut self, order: &PlacedOrder) {
+    fn decided(&mut self, order: &PlacedOrder, stale: bool) {
         let id = self.spec.id.clone();
         let factor = self.gate.size_factor();
         let intended = order.qty.abs();
@@ -885,10 +905,11 @@ impl Actor {
             price: order.kind.price(),
             published_ms: now_ms(),
         };
-        let publish = self.gate.publishes() && !self.audit_blocked && intent.qty > 0.0;
+        let publish = !stale && self.gate.publishes() && !self.audit_blocked && intent.qty > 0.0;
         if publish {
             self.publish(&intent);
         } else {
+            self.stale += u64::from(stale);
             self.metrics.intents.with_label_values(&[&id, "blocked"]).inc();
             self.update(|s| s.intents_blocked += 1);
         }
@@ -1130,6 +1151,9 @@ impl Actor {
     fn begin_stop(&mut self) {
         let _ = self.stop.send(true);
         self.bars_tx = None;
+        // Bars queued for the strategy are stored: it need not work through
+        // them before its finish phase (a replay will).
+        self.stopping.store(true, Ordering::Release);
     }
 
     fn on_ended(&mut self, out: Result<RunOutput, tokio::task::JoinError>, stopping: bool) {
