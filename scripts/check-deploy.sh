@@ -7,7 +7,9 @@
 # the distributed mode, a real Postgres and Redis, an API node and two
 # workers, and another Prometheus scraping them. Every dashboard query and
 # every rule expression is evaluated through Prometheus's HTTP API, and the
-# alerts whose conditions the check induces must fire (see
+# alerts whose conditions the check induces must fire; the first server also
+# runs a live deployment on a replay feed (`palisade feed replay`) whose
+# simulated venue drifts, then is stopped by an emergency stop (see
 # scripts/deploy-check.py for what is checked and why).
 #
 # Needs the binary at ${CARGO_TARGET_DIR:-target}/debug/palisade (or $PALISADE_BIN) and the
@@ -141,8 +143,34 @@ scrape_configs:
 EOC
 start_prometheus prometheus
 
-say "running jobs, then evaluating every rule and panel query against the live data"
-python3 scripts/deploy-check.py live --palisade "$palisade" --prometheus "$PROM_URL"
+# The feed of the live deployment: the sample's daily bars as SPY, moved to
+# end at the last midnight (replayed bars from 2015-2021 would be years
+# late, and PalisadeFeedLagging would rightly go off), sent as fast as the
+# deployment reads them.
+say "starting a replay feed (palisade feed replay, SPY's daily bars up to today) on a loopback port"
+python3 scripts/deploy-check.py recent-bars data/sample/spy-like-daily.csv "$work/SPY.csv"
+feed_port=$(free_port)
+"$bin" feed replay "SPY=$work/SPY.csv" --speed 0 --listen "127.0.0.1:$feed_port" \
+    > "$work/feed.log" 2>&1 &
+feed_pid=$!
+pids+=("$feed_pid")
+# It says "replaying N bars of SPY ... on ws://ADDR/" once it listens.
+for _ in $(seq 200); do
+    grep -q '^replaying' "$work/feed.log" && break
+    kill -0 "$feed_pid" 2>/dev/null || break
+    sleep 0.05
+done
+grep -q '^replaying' "$work/feed.log" || { echo "the replay feed did not start; its log:" >&2; cat "$work/feed.log" >&2; exit 1; }
+
+say "running jobs, then a live deployment and an emergency stop, evaluating every rule and panel query against the live data"
+if ! python3 scripts/deploy-check.py live --palisade "$palisade" --prometheus "$PROM_URL" \
+        --feed "ws://127.0.0.1:$feed_port/"; then
+    for log in "$work/palisade.log" "$work/feed.log"; do
+        printf '==> the end of %s\n' "$log" >&2
+        tail -n 30 "$log" >&2
+    done
+    exit 1
+fi
 
 # ---- the distributed mode ----
 if ! command -v redis-server >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then

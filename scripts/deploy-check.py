@@ -8,7 +8,7 @@
       is a well-formed Grafana dashboard whose every panel has a query and
       whose panels do not overlap.
 
-  deploy-check.py live --palisade URL --prometheus URL
+  deploy-check.py live --palisade URL --prometheus URL --feed WS_URL
       Drives a running `palisade serve` (open, on loopback) and a Prometheus
       scraping it with rules.yml loaded: uploads strategies and data, runs
       jobs (one succeeds, one runs out of fuel, one is refused because the
@@ -20,7 +20,24 @@
       condition was induced (PalisadeStrategyHittingLimits for the strategy
       that ran out of fuel, PalisadeQueueOverflow) must fire, and none of the
       distributed mode's alerts (group palisade-distributed) nor of live
-      trading's (group palisade-live: no deployment runs) may be pending.
+      trading's (group palisade-live: no deployment runs yet) may be pending.
+      Then a live deployment (see live_deployment below): sma_cross on the
+      replay feed at WS_URL (`palisade feed replay SPY=<bars> --speed 0`),
+      whose simulated venue drifts past the critical score; once its gate
+      has suspended, every series of LIVE_ONLY must return data for it (its
+      values agreeing with the deployment's status), the drift alerts must
+      be pending or firing and no other alert of live trading (the
+      suspension's PalisadeGateStuckSuspended may be pending: its `for` is
+      30 m); then an operator's emergency stop of all must set off
+      PalisadeEmergencyStopActive, and every query above must return data,
+      none excused for want of a deployment.
+
+  deploy-check.py recent-bars IN OUT
+      Writes the daily bars of the CSV file IN to OUT, every timestamp moved
+      by the same whole number of days so that the last bar closed at the
+      last midnight (UTC): replayed now, they are as recent as a live feed's
+      (the sample's 2015-2021 bars would arrive years after their close, and
+      PalisadeFeedLagging would rightly go off).
 
   deploy-check.py live-distributed --api URL --prometheus URL --worker ID=PID...
       Drives the distributed mode: an API node (open, on loopback) and
@@ -36,8 +53,9 @@
 The distributed mode's series (DISTRIBUTED_ONLY below) do not exist on an
 embedded server: `live` asks the queries that name them to parse, not to
 return data; `live-distributed` asks them for data. The series of one live
-deployment (LIVE_ONLY below) exist only while it runs, and neither check
-runs one: both ask the queries that name them to parse only.
+deployment (LIVE_ONLY below) exist only while it runs: `live` asks the
+queries that name them to parse only until it starts one, then for data;
+`live-distributed` runs none and asks them to parse only.
 
 Why the left-hand side: an alert expression returns data only while its
 condition holds, so "returns data" cannot be asked of it on a healthy
@@ -98,8 +116,9 @@ DISTRIBUTED_ONLY = {
 # one deployment (label `deployment`, created when it starts: its gate,
 # drift and feed gauges, and its counters at zero for every outcome,
 # source, reason and transition), and what rules.yml records from them.
-# Neither live check starts a deployment, so the queries naming them must
-# parse, but may return nothing. The other metrics of live trading exist
+# Before a deployment runs, the queries naming them must parse but may
+# return nothing; `live` then starts one and asks them all for data
+# (`live-distributed` starts none). The other metrics of live trading exist
 # from the start and are asked for data: palisade_deployments (every
 # state), palisade_emergency_stops (every scope), and the histograms
 # palisade_gate_response_seconds and palisade_feed_to_strategy_seconds.
@@ -172,6 +191,21 @@ def panels():
         for t in p.get("targets", []):
             out.append((p["title"], t["refId"], t["expr"]))
     return dash, out
+
+
+def live_row_panels():
+    """The titles of the panels of the dashboard's row "Live trading" (the
+    panels below its row header, down to the next row)."""
+    dash = json.loads(DASHBOARD.read_text())
+    row, titles = None, set()
+    for p in sorted(dash["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"])):
+        if p["type"] == "row":
+            row = p["title"]
+        elif row and row.startswith("Live trading"):
+            titles.add(p["title"])
+    if not titles:
+        fail(f"{DASHBOARD.name}: no panel in a row \"Live trading\"")
+    return titles
 
 
 def expand(expr, variables=VARIABLES):
@@ -316,7 +350,7 @@ def upload(pal, guests, data):
     return sma, adv, ds, submit
 
 
-def live(pal, prom, guests, data):
+def live(pal, prom, feed, guests, data):
     # Work for every panel and rule to have data: a strategy that succeeds,
     # one that runs out of fuel, and a full queue.
     sma, adv, ds, submit = upload(pal, guests, data)
@@ -347,19 +381,27 @@ def live(pal, prom, guests, data):
     finally:
         for job in endless:
             http("DELETE", f"{pal}/v1/jobs/{job}")
+    live_deployment(pal, prom, feed, sma, data)
 
 
-def check_queries(prom, distributed=False):
+def check_queries(prom, distributed=False, deployment=None):
     """Every rule's and panel's query parses, and each that must returns
-    data: those of the distributed mode only when `distributed`."""
+    data: those of the distributed mode only when `distributed`, those of a
+    live deployment only when `deployment` runs (the dashboard's
+    `$deployment` is then that one)."""
     todo, excused, no_deployment = [], [], []
     variables = DISTRIBUTED_VARIABLES if distributed else VARIABLES
+    if deployment:
+        # A deployment's id is letters, digits, `-` and `_`: itself as a regex.
+        variables = {**variables, "$deployment": deployment}
+    live_row = live_row_panels()
+    live_panels = []
 
     def ask(what, expr, need_data=True, records=""):
         # A series of the distributed mode only cannot have data on an
         # embedded server, nor can the expression of a recording rule that
         # records one; nor can a deployment's series while none runs.
-        if need_data and live_names(f"{expr} {records}"):
+        if need_data and not deployment and live_names(f"{expr} {records}"):
             no_deployment.append(what)
             need_data = False
         if need_data and not distributed and distributed_names(f"{expr} {records}"):
@@ -377,6 +419,8 @@ def check_queries(prom, distributed=False):
     _, queries = panels()
     for title, ref, expr in queries:
         ask(f"panel {title!r} query {ref}", expand(expr, variables))
+        if title in live_row:
+            live_panels.append(title)
     # Rates need two scrapes and recorded series one evaluation: retry
     # what is empty for a while.
     deadline = time.time() + 90
@@ -389,7 +433,12 @@ def check_queries(prom, distributed=False):
                 print(f"deploy-check: no data: {what}: {expr}", file=sys.stderr)
             fail(f"{len(empty)} of {len(todo)} queries returned no data")
         time.sleep(1)
-    if distributed:
+    if deployment:
+        print(f"deploy-check: {len(todo)} queries parse, and each that must returns data, "
+              f"the {len(live_panels)} queries of the {len(set(live_panels))} panels of the Live trading row "
+              f"for deployment {deployment} included ({len(excused)} of the distributed mode only "
+              "were not asked; none of a live deployment's excused)")
+    elif distributed:
         print(f"deploy-check: {len(todo)} queries parse, and each that must returns data "
               f"({len(no_deployment)} of a live deployment's series were not asked: none runs)")
     else:
@@ -420,8 +469,8 @@ def distributed_alerts():
 
 
 def live_alerts():
-    """The alerts of live trading: no deployment runs in either live check,
-    so none may even be pending."""
+    """The alerts of live trading: none may even be pending while no
+    deployment runs."""
     return group_alerts("palisade-live")
 
 
@@ -458,6 +507,232 @@ def check_rules_and_alerts(prom, cause):
     print(f"deploy-check: {loaded} rules healthy; firing as induced: {names}; "
           f"none of the {len(distributed)} alerts of the distributed mode "
           f"nor of the {len(live_alerts())} of live trading pending")
+
+
+# ---- live, a deployment ----
+
+DEPLOYMENT = "check-live"
+# The drift policy's defaults (docs/live.md): price drift is the mean of
+# |bps| over the last 5 matched fills, its threshold 50 bps, critical at
+# twice that. The gate suspends at the first drifted fill (the 6th intent),
+# so that fill alone must carry the mean to 100 bps: 750 bps make it 150
+# (score 3). With 300 bps the score would stop at 1.2, under critical.
+DRIFT_BPS = 750.0
+
+
+def samples(prom, expr):
+    """{labels without the name, job and instance: value} of an instant query."""
+    out = {}
+    for r in query(prom, expr):
+        labels = {k: v for k, v in r["metric"].items() if k not in ("__name__", "job", "instance")}
+        out[tuple(sorted(labels.items()))] = float(r["value"][1])
+    return out
+
+
+def wait_until(what, probe, timeout=30, interval=0.25):
+    """Calls `probe` until it returns something true, and returns that."""
+    deadline = time.time() + timeout
+    while True:
+        got = probe()
+        if got:
+            return got
+        if time.time() > deadline:
+            fail(f"{what} within {timeout} s")
+        time.sleep(interval)
+
+
+def parse_time(text):
+    """Prometheus's RFC 3339 times (nanoseconds) as Unix seconds."""
+    m = re.match(r"^(.*?T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
+    if not m:
+        fail(f"Prometheus gave a time that does not read: {text!r}")
+    from datetime import datetime
+    base = datetime.fromisoformat(m.group(1) + m.group(3).replace("Z", "+00:00")).timestamp()
+    return base + float(m.group(2) or 0)
+
+
+def live_group_evaluated_after(prom, t):
+    """Waits for Prometheus to evaluate the group palisade-live after time
+    `t`, so that its alerts reflect what was scraped and recorded by then."""
+    def evaluated():
+        _, v = api(prom, "GET", "/api/v1/rules")
+        group = next((g for g in v["data"]["groups"] if g["name"] == "palisade-live"), None)
+        if group is None:
+            fail("Prometheus has no rule group palisade-live")
+        return parse_time(group["lastEvaluation"]) > t
+    wait_until("Prometheus did not evaluate palisade-live", evaluated, timeout=15)
+
+
+def check_live_alerts(prom, allowed, pending_only=()):
+    """The alerts of live trading pending or firing are among `allowed`, or
+    pending (not firing) among `pending_only`; returns them."""
+    seen = [a for a in firing_or_pending(prom) if a["labels"]["alertname"] in live_alerts()]
+    wrong = [(a["state"], a["labels"]) for a in seen
+             if a["labels"]["alertname"] not in allowed
+             and not (a["labels"]["alertname"] in pending_only and a["state"] == "pending")]
+    if wrong:
+        fail(f"alerts of live trading not induced, yet pending or firing: {wrong}")
+    return sorted({(a["labels"]["alertname"], a["state"]) for a in seen})
+
+
+def live_deployment(pal, prom, feed, sma, data):
+    """Starts a live deployment of sma_cross (fast 5, slow 20) on the replay
+    feed `feed` (daily bars of SPY, sent as fast as it reads them), whose
+    simulated venue fills from the 6th intent on DRIFT_BPS worse than the
+    paper broker: the gate suspends its intents at the first drifted fill,
+    the drift score past the critical 2. Then, through Prometheus:
+    (a) every series of LIVE_ONLY has data for it, and what it says agrees
+    with the deployment's status; (c) PalisadeDriftHigh and
+    PalisadeDriftCritical are pending or firing, and no other alert of live
+    trading (PalisadeGateStuckSuspended may be pending: the gate is
+    suspended, its `for` is 30 m); (d) an operator's emergency stop of all
+    sets off PalisadeEmergencyStopActive and stops the gate; (b) every query
+    returns data, the Live trading row's for this deployment, none excused;
+    and still no alert of live trading but the induced ones."""
+    started = time.time()
+    bars = len((data / "spy-like-daily.csv").read_text().strip().splitlines()) - 1
+    spec = {"id": DEPLOYMENT, "strategy": sma, "symbols": ["SPY"], "feed": {"url": feed},
+            "interval_secs": 86400, "params": {"fast": 5, "slow": 20},
+            "venue": {"drift": [{"from_intent": 6, "price_bps": DRIFT_BPS}]},
+            # The gate recovers by itself 60 s after a suspension (the
+            # default cooldown), and the drift measures restart: keep it
+            # suspended for the whole check, however slow the machine.
+            "gate": {"cooldown_ms": 600_000},
+            "durability": "os"}
+    api(pal, "POST", "/v1/deployments", spec, want=(201,))
+
+    def replayed():
+        _, st = api(pal, "GET", f"/v1/deployments/{DEPLOYMENT}")
+        if st["state"] == "failed":
+            fail(f"deployment {DEPLOYMENT} failed: {st.get('failure')}")
+        return st if st["state"] == "live" and st["bars"] >= bars and st["gate"]["state"] == "suspended" else None
+    status = wait_until(f"deployment {DEPLOYMENT} did not take the feed's {bars} bars with its gate suspended",
+                        replayed)
+    drift = status["drift"]
+    print(f"deploy-check: deployment {DEPLOYMENT} live on {feed}: {status['bars']} bars, "
+          f"{status['intents_published']} intents published and {status['intents_blocked']} blocked, "
+          f"gate {status['gate']}, drift score {drift['score']:.2f} (price {drift['price_bps']:.1f} bps)")
+    if status["bars"] != bars or not status["feed_connected"]:
+        fail(f"deployment {DEPLOYMENT}: {status['bars']} bars of {bars}, feed connected "
+             f"{status['feed_connected']}: {status}")
+    if drift["score"] < 2:
+        fail(f"the venue's drift did not carry the score past critical (2): {drift}")
+
+    # (a) Every series of one deployment, once Prometheus has scraped the
+    # replay's end and recorded from it, and what they say.
+    sel = f'deployment="{DEPLOYMENT}"'
+    prometheus_sees(prom, f'palisade_feed_bars_total{{{sel}}} == {bars}', "every bar counted", timeout=30)
+    wait_until("not every series of LIVE_ONLY returned data for the deployment "
+               f"(missing: {[n for n in sorted(LIVE_ONLY) if not query(prom, f'{n}{{{sel}}}')]})",
+               lambda: all(query(prom, f"{n}{{{sel}}}") for n in LIVE_ONLY), timeout=30)
+    recorded_by = time.time()
+    got = {n: samples(prom, f"{n}{{{sel}}}") for n in sorted(LIVE_ONLY)}
+    check_live_values(got, status, bars)
+    print(f"deploy-check: all {len(LIVE_ONLY)} series of LIVE_ONLY have data for {DEPLOYMENT}, "
+          "and agree with its status (gate suspended, drift score, deltas, bars, intents, fills, feed)")
+
+    # (c) The drift alerts; nothing else of live trading (the feed is up and
+    # current, no bar was rejected or missed, no strategy trapped).
+    wait_alert(prom, "PalisadeDriftCritical", {"deployment": DEPLOYMENT}, timeout=30)
+    wait_alert(prom, "PalisadeDriftHigh", {"deployment": DEPLOYMENT}, timeout=30)
+    live_group_evaluated_after(prom, recorded_by)
+    seen = check_live_alerts(prom, {"PalisadeDriftHigh", "PalisadeDriftCritical"},
+                             pending_only={"PalisadeGateStuckSuspended"})
+    print(f"deploy-check: alerts of live trading with the gate suspended by drift: {seen}")
+
+    # (d) An operator's emergency stop of all.
+    _, stopped = api(pal, "POST", "/v1/emergency-stop", {"scope": "all", "reason": "check"})
+    if DEPLOYMENT not in stopped.get("stopped", []):
+        fail(f"POST /v1/emergency-stop (all) stopped {stopped}, not {DEPLOYMENT}")
+    _, status = api(pal, "GET", f"/v1/deployments/{DEPLOYMENT}")
+    if status["gate"]["state"] != "stopped":
+        fail(f"after the emergency stop, the gate of {DEPLOYMENT} is {status['gate']}")
+    prometheus_sees(prom, f'palisade_gate_state{{{sel}}} == 3', "the gate stopped (3)", timeout=30)
+    prometheus_sees(prom, 'palisade_emergency_stops{scope="all"} == 1', "the emergency stop of all", timeout=30)
+    prometheus_sees(prom, f'palisade_gate_transitions_total{{{sel}, from="suspended", to="stopped"}} == 1',
+                    "the gate's transition suspended -> stopped", timeout=30)
+    stop_seen = time.time()
+    wait_alert(prom, "PalisadeEmergencyStopActive", {"scope": "all"}, timeout=30)
+
+    # (b) Every query, the dashboard's Live trading row for this deployment
+    # (its gate transitions panel shows the stop), nothing excused for want
+    # of a deployment.
+    check_queries(prom, deployment=DEPLOYMENT)
+    live_group_evaluated_after(prom, stop_seen)
+    seen = check_live_alerts(prom, {"PalisadeDriftHigh", "PalisadeDriftCritical", "PalisadeEmergencyStopActive"})
+    print(f"deploy-check: after the emergency stop, alerts of live trading: {seen}; "
+          f"the deployment stage took {time.time() - started:.1f} s")
+
+
+def check_live_values(got, status, bars):
+    """What Prometheus scraped of the deployment agrees with its status.
+    `got`: {series: {labels: value}}."""
+    problems = []
+
+    def one(name, labels=(), want=None, close=None, what=""):
+        key = tuple(sorted((("deployment", DEPLOYMENT),) + tuple(labels)))
+        if key not in got[name]:
+            problems.append(f"{name}{dict(labels)}: no series (there are {[dict(k) for k in got[name]]})")
+            return None
+        v = got[name][key]
+        if want is not None and abs(v - want) > 1e-6 * max(1.0, abs(want)):
+            problems.append(f"{name}{dict(labels)} is {v}, the status says {want} {what}".rstrip())
+        if close is not None and not close(v):
+            problems.append(f"{name}{dict(labels)} is {v} {what}".rstrip())
+        return v
+
+    drift = status["drift"]
+    one("palisade_gate_state", want=2, what="(suspended)")
+    one("palisade_drift_score", want=drift["score"])
+    for kind in ("price_bps", "volume_pct", "latency_ms", "pnl_pct", "signal"):
+        one("palisade_paper_live_delta", [("kind", kind)], want=drift[kind])
+    one("palisade_feed_up", want=1, what="(connected)")
+    one("palisade_feed_bars_total", want=status["bars"])
+    one("palisade_feed_interval_seconds", want=86400)
+    received = one("palisade_feed_last_bar_received_seconds",
+                   close=lambda v: time.time() - 120 < v <= time.time() + 1, what="(not within the last 2 minutes)")
+    if received is not None:
+        # The last bar opened at last_bar_ts and closed an interval later.
+        one("palisade_feed_lag_seconds", want=received - (status["last_bar_ts"] + 86400),
+            what="(its receipt less its close time)")
+    one("palisade_feed_gaps_total", want=status["gap_bars"])
+    reasons = ("malformed", "invalid", "unknown_symbol", "out_of_order", "duplicate")
+    for reason in reasons:
+        one("palisade_feed_rejected_bars_total", [("reason", reason)], want=0)
+        one("palisade:feed_rejected_bars:increase5m", [("reason", reason)], want=0)
+    if status["rejected_bars"] != 0:
+        problems.append(f"the status says {status['rejected_bars']} bars rejected")
+    one("palisade_live_intents_total", [("outcome", "published")], want=status["intents_published"])
+    one("palisade_live_intents_total", [("outcome", "blocked")], want=status["intents_blocked"])
+    one("palisade_live_fills_total", [("source", "paper")], want=status["paper_fills"])
+    one("palisade_live_fills_total", [("source", "live")], want=status["live_fills"])
+    states = ("open", "recovering", "suspended", "stopped")
+    for a in states:
+        for b in states:
+            if a != b:
+                one("palisade_gate_transitions_total", [("from", a), ("to", b)],
+                    want=1 if (a, b) == ("open", "suspended") else 0)
+    one("palisade:feed_gaps:increase15m", want=0)
+    one("palisade:feed_behind:intervals", close=lambda v: v < 2, what="(PalisadeFeedLagging reads > 2)")
+    if problems:
+        fail(f"the metrics of deployment {DEPLOYMENT} disagree with its status {status}:\n  "
+             + "\n  ".join(problems))
+
+
+def recent_bars(src, dst):
+    """Writes the daily bars of `src` to `dst`, moved by whole days so that
+    the last one closed at the last midnight UTC."""
+    from datetime import datetime, timezone
+    lines = Path(src).read_text().strip().splitlines()
+    header, rows = lines[0], [line.split(",", 1) for line in lines[1:]]
+    ts = [int(datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()) for t, _ in rows]
+    step = min(b - a for a, b in zip(ts, ts[1:]))
+    if step != 86400 or any(t % 86400 for t in ts):
+        fail(f"{src}: not daily bars at midnight")
+    shift = (int(time.time()) // 86400 * 86400 - step) - ts[-1]
+    out = [header] + [datetime.fromtimestamp(t + shift, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") + "," + rest
+                      for t, (_, rest) in zip(ts, rows)]
+    Path(dst).write_text("\n".join(out) + "\n")
 
 
 # ---- live, the distributed mode ----
@@ -541,8 +816,12 @@ def main():
     lv = sub.add_parser("live")
     lv.add_argument("--palisade", required=True)
     lv.add_argument("--prometheus", required=True)
+    lv.add_argument("--feed", required=True, help="a replay feed of SPY's daily bars (ws://HOST:PORT/)")
     lv.add_argument("--guests", default=str(ROOT / "guest-examples/out"))
     lv.add_argument("--data", default=str(ROOT / "data/sample"))
+    rb = sub.add_parser("recent-bars")
+    rb.add_argument("src")
+    rb.add_argument("dst")
     ld = sub.add_parser("live-distributed")
     ld.add_argument("--api", required=True)
     ld.add_argument("--prometheus", required=True)
@@ -554,7 +833,9 @@ def main():
     if a.cmd == "static":
         static()
     elif a.cmd == "live":
-        live(a.palisade.rstrip("/"), a.prometheus.rstrip("/"), Path(a.guests), Path(a.data))
+        live(a.palisade.rstrip("/"), a.prometheus.rstrip("/"), a.feed, Path(a.guests), Path(a.data))
+    elif a.cmd == "recent-bars":
+        recent_bars(a.src, a.dst)
     else:
         workers = {w.rpartition("=")[0]: int(w.rpartition("=")[2]) for w in a.worker}
         live_distributed(a.api.rstrip("/"), a.prometheus.rstrip("/"), workers, Path(a.guests), Path(a.data))
