@@ -150,7 +150,7 @@ struct RunArgs {
     #[arg(long)]
     id: Option<String>,
     /// The deployment's folder (bar log, journals, audit log) [default:
-    /// ./palisade-live/<id>].
+    /// ./palisade-live/ID].
     #[arg(long)]
     dir: Option<PathBuf>,
     /// A parameter value, `name=value`; repeatable.

@@ -403,7 +403,7 @@ pub fn define(linker: &mut Linker<PyState>) -> wasmtime::Result<()> {
 }
 
 /// Replaces `next` in `linker` (a copy of [`define`]'s) with the live one,
-/// as [`host::define_live`] does for core modules: the run's feed is told
+/// as `host::define_live` does for core modules: the run's feed is told
 /// what the strategy decided, and when no stored bar is left the instance
 /// waits for the feed's next bars before they are handed over.
 pub fn define_live(linker: &mut Linker<PyState>) -> wasmtime::Result<()> {
