@@ -318,17 +318,7 @@ impl Dataset {
                     return Err(DataError::bar(at, problem));
                 }
             }
-            if let Some((previous_ts, previous_symbol)) = previous {
-                if (bar.ts, bar.symbol) <= (previous_ts, previous_symbol) {
-                    let problem = BarProblem::OutOfOrder {
-                        previous_ts,
-                        previous_symbol,
-                        ts: bar.ts,
-                        symbol: bar.symbol,
-                    };
-                    return Err(DataError::bar(at, problem));
-                }
-            }
+            check_after(previous, bar).map_err(|p| DataError::bar(at.clone(), p))?;
             last_ts[slot] = Some(bar.ts);
             previous = Some((bar.ts, bar.symbol));
         }
@@ -366,17 +356,7 @@ impl Dataset {
                 return Err(DataError::bar(at, problem));
             }
             check_bar(bar).map_err(|p| DataError::bar(at.clone(), p))?;
-            if let Some((previous_ts, previous_symbol)) = previous {
-                if (bar.ts, bar.symbol) <= (previous_ts, previous_symbol) {
-                    let problem = BarProblem::OutOfOrder {
-                        previous_ts,
-                        previous_symbol,
-                        ts: bar.ts,
-                        symbol: bar.symbol,
-                    };
-                    return Err(DataError::bar(at, problem));
-                }
-            }
+            check_after(previous, bar).map_err(|p| DataError::bar(at.clone(), p))?;
             previous = Some((bar.ts, bar.symbol));
         }
         if self.start != 0 || self.end != self.bars.len() {
@@ -725,6 +705,21 @@ pub fn parse_timestamp(text: &str) -> Result<i64, BarProblem> {
         return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp());
     }
     Err(bad())
+}
+
+/// Checks that `bar` comes strictly after `previous` (timestamp, symbol).
+fn check_after(previous: Option<(i64, i32)>, bar: &Bar) -> Result<(), BarProblem> {
+    match previous {
+        Some((previous_ts, previous_symbol)) if (bar.ts, bar.symbol) <= (previous_ts, previous_symbol) => {
+            Err(BarProblem::OutOfOrder {
+                previous_ts,
+                previous_symbol,
+                ts: bar.ts,
+                symbol: bar.symbol,
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Checks one bar's own values (not its order): prices finite and > 0,

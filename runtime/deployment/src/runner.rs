@@ -38,7 +38,7 @@ use palisade_live::{
     LiveFill, Side, SimVenue, Transition, VenueReport,
 };
 use palisade_run::session::PlacedOrder;
-use palisade_run::{Failure, Policy, RunConfig, RunOutput};
+use palisade_run::{Failure, Policy, RunOutput};
 use palisade_sandbox::{CompiledModule, Sandbox};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -421,13 +421,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         FeedSource::WebSocket => spawn_client(&spec, last_ts.clone(), stop_rx),
     };
 
-    let run = RunConfig {
-        params: spec.params.clone(),
-        seed: spec.seed,
-        backtest: spec.backtest.clone(),
-        cancel: None,
-        progress: None,
-    };
+    let run = spec.run_config();
     let stopping = Arc::new(AtomicBool::new(false));
     let channel_feed = ChannelFeed {
         stopping: stopping.clone(),

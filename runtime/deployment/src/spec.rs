@@ -117,6 +117,20 @@ impl DeploymentSpec {
     }
 }
 
+impl DeploymentSpec {
+    /// The run settings of the deployment's strategy (live, and replayed
+    /// offline by the signal check).
+    pub fn run_config(&self) -> palisade_run::RunConfig {
+        palisade_run::RunConfig {
+            params: self.params.clone(),
+            seed: self.seed,
+            backtest: self.backtest.clone(),
+            cancel: None,
+            progress: None,
+        }
+    }
+}
+
 /// Checks a deployment id: it names files and metric labels.
 pub fn check_id(id: &str) -> Result<(), SpecError> {
     let ok = !id.is_empty()

@@ -12,7 +12,7 @@ use palisade_backtest::{Dataset, OrderKindName};
 use palisade_live::barlog;
 use palisade_run::live::{Feed, NextBars};
 use palisade_run::session::{PlacedOrder, Session};
-use palisade_run::{Policy, RunConfig};
+use palisade_run::Policy;
 use palisade_sandbox::{CompiledModule, Sandbox};
 use serde::{Deserialize, Serialize};
 
@@ -112,13 +112,7 @@ impl Verifier {
 pub async fn replay(v: &Verifier, spec: &DeploymentSpec, data: Dataset) -> Result<Vec<OrderRecord>, String> {
     let orders = Arc::new(Mutex::new(Vec::new()));
     let feed = Collect(orders.clone());
-    let run = RunConfig {
-        params: spec.params.clone(),
-        seed: spec.seed,
-        backtest: spec.backtest.clone(),
-        cancel: None,
-        progress: None,
-    };
+    let run = spec.run_config();
     let out = v
         .sandbox
         .live(&v.strategy, Arc::new(data), &v.policy, &run, Box::new(feed))

@@ -591,30 +591,42 @@ pub fn define_live(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
         imports::NEXT_BARS,
         |mut caller: Caller<'_, RunState>, (buf, cap): (i32, i32)| {
             Box::new(async move {
-                let st = caller.data_mut();
-                let Some(mut feed) = st.live.take() else {
-                    let f = Failure::new(Cause::HostAbuse, "a live import in a run without a feed");
-                    return Err(st.fault(f));
-                };
-                feed.decided(&mut st.session);
-                if !st.session.has_next() {
-                    if let Some(bars) = feed.next().await {
-                        let st = caller.data_mut();
-                        if let Err(e) = st.session.extend(&bars) {
-                            let f = Failure::new(
-                                Cause::HostAbuse,
-                                format!("the feed handed over a bad bar: {e}"),
-                            );
-                            return Err(st.fault(f));
-                        }
-                    }
-                }
-                caller.data_mut().live = Some(feed);
+                let (mut feed, wait) = take_feed(caller.data_mut())?;
+                let bars = if wait { feed.next().await } else { None };
+                give_feed(caller.data_mut(), feed, bars)?;
                 next_bars(caller, buf, cap)
             })
         },
     )?;
     linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// A live `next_bars`' first half: takes the run's feed out of its state
+/// (so the state is not borrowed while it waits), tells it what the
+/// strategy decided, and says whether to wait for bars (none is left).
+pub(crate) fn take_feed(st: &mut RunState) -> wasmtime::Result<(Box<dyn Feed>, bool)> {
+    let Some(mut feed) = st.live.take() else {
+        let f = Failure::new(Cause::HostAbuse, "a live import in a run without a feed");
+        return Err(st.fault(f));
+    };
+    feed.decided(&mut st.session);
+    Ok((feed, !st.session.has_next()))
+}
+
+/// Its second half: puts the feed back and appends the bars it gave.
+pub(crate) fn give_feed(
+    st: &mut RunState,
+    feed: Box<dyn Feed>,
+    bars: Option<Vec<Bar>>,
+) -> wasmtime::Result<()> {
+    st.live = Some(feed);
+    if let Some(bars) = bars {
+        if let Err(e) = st.session.extend(&bars) {
+            let f = Failure::new(Cause::HostAbuse, format!("the feed handed over a bad bar: {e}"));
+            return Err(st.fault(f));
+        }
+    }
     Ok(())
 }
 

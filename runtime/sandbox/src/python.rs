@@ -411,23 +411,9 @@ pub fn define_live(linker: &mut Linker<PyState>) -> wasmtime::Result<()> {
     let mut h = linker.instance(HOST_INTERFACE)?;
     h.func_wrap_async("next", |mut store: StoreContextMut<'_, PyState>, (): ()| {
         Box::new(async move {
-            let st = &mut store.data_mut().run;
-            let Some(mut feed) = st.live.take() else {
-                let f = Failure::new(Cause::HostAbuse, "a live import in a run without a feed");
-                return Err(st.fault(f));
-            };
-            feed.decided(&mut st.session);
-            if !st.session.has_next() {
-                if let Some(bars) = feed.next().await {
-                    let st = &mut store.data_mut().run;
-                    if let Err(e) = st.session.extend(&bars) {
-                        let f =
-                            Failure::new(Cause::HostAbuse, format!("the feed handed over a bad bar: {e}"));
-                        return Err(st.fault(f));
-                    }
-                }
-            }
-            store.data_mut().run.live = Some(feed);
+            let (mut feed, wait) = host::take_feed(&mut store.data_mut().run)?;
+            let bars = if wait { feed.next().await } else { None };
+            host::give_feed(&mut store.data_mut().run, feed, bars)?;
             next(store, ())
         })
     })?;
