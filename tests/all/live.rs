@@ -24,10 +24,12 @@ struct ChannelFeed {
     orders: Arc<Mutex<Vec<PlacedOrder>>>,
     fills: Arc<Mutex<Vec<palisade_host_api::Fill>>>,
     decided: Arc<Mutex<u64>>,
+    logs: Arc<Mutex<u64>>,
 }
 
 impl Feed for ChannelFeed {
     fn decided(&mut self, session: &mut Session) {
+        *self.logs.lock().unwrap() += session.take_logs().len() as u64;
         self.orders.lock().unwrap().extend(session.take_orders());
         self.fills.lock().unwrap().extend(session.bt.take_fills());
         *self.decided.lock().unwrap() += 1;
@@ -44,6 +46,7 @@ struct Live {
     orders: Vec<PlacedOrder>,
     fills: Vec<palisade_host_api::Fill>,
     decided: u64,
+    logs: u64,
 }
 
 /// Splits `data` into its first `stored` timestamps (a dataset, as if
@@ -105,11 +108,13 @@ fn live_loaded(
     let orders = Arc::new(Mutex::new(Vec::new()));
     let fills = Arc::new(Mutex::new(Vec::new()));
     let decided = Arc::new(Mutex::new(0));
+    let logs = Arc::new(Mutex::new(0));
     let feed = ChannelFeed {
         rx,
         orders: orders.clone(),
         fills: fills.clone(),
         decided: decided.clone(),
+        logs: logs.clone(),
     };
     let out = block_on(async {
         let sender = tokio::spawn(async move {
@@ -129,11 +134,13 @@ fn live_loaded(
     let orders = orders.lock().unwrap().clone();
     let fills = fills.lock().unwrap().clone();
     let decided = *decided.lock().unwrap();
+    let logs = *logs.lock().unwrap();
     Live {
         out,
         orders,
         fills,
         decided,
+        logs,
     }
 }
 
@@ -239,6 +246,8 @@ fn a_live_run_is_not_bounded_by_the_run_totals() {
     let p = policy(|p| {
         p.fuel_per_event = 50_000;
         p.fuel_per_run = 200_000;
+        // Less than the run's orders need.
+        p.output_bytes = 1_024;
         p.deadline_per_event_ms = 50;
         p.deadline_per_run_ms = 100;
     });
@@ -246,9 +255,36 @@ fn a_live_run_is_not_bounded_by_the_run_totals() {
     let module = guests::bytes("sma_cross");
     let overrides = [("fast", "3"), ("slow", "9")];
     let backtest = run(&module, &p, &overrides, data.clone()).unwrap();
-    assert_eq!(backtest.outcome.unwrap_err().cause, Cause::FuelExhausted);
+    let cause = backtest.outcome.unwrap_err().cause;
+    assert!(
+        matches!(cause, Cause::FuelExhausted | Cause::OutputLimit),
+        "{cause:?}"
+    );
     let got = live(&module, &p, &overrides, &data, 0, Duration::from_millis(1));
     assert!(got.out.outcome.is_ok(), "{:?}", got.out.outcome);
     assert_eq!(got.out.report.bars, 2_000);
     assert!(got.out.usage.fuel > 200_000, "{:?}", got.out.usage);
+}
+
+#[test]
+fn a_live_run_bounds_logs_per_timestamp_not_per_lifetime() {
+    // 100 bytes of log per bar, 1,000 allowed, overflow fails the run: a
+    // backtest of 50 bars fails; a live run, whose logs the feed drains at
+    // every timestamp, does not.
+    let p = policy(|p| {
+        p.log_bytes = 1_000;
+        p.log_overflow = palisade_run::policy::LogOverflow::Fail;
+    });
+    let data = minute_dataset(50, 3);
+    let module = guests::bytes("adversary");
+    let overrides = [("mode", "6"), ("amount", "100"), ("at", "0")];
+    let backtest = run(&module, &p, &overrides, data.clone()).unwrap();
+    assert_eq!(backtest.outcome.unwrap_err().cause, Cause::OutputLimit);
+    let got = live(&module, &p, &overrides, &data, 10, Duration::ZERO);
+    assert!(got.out.outcome.is_ok(), "{:?}", got.out.outcome);
+    assert!(got.logs >= 50, "{} lines drained", got.logs);
+    // More than the limit at one timestamp still fails, live too.
+    let overrides = [("mode", "6"), ("amount", "2000"), ("at", "5")];
+    let got = live(&module, &p, &overrides, &data, 0, Duration::ZERO);
+    assert_eq!(got.out.outcome.unwrap_err().cause, Cause::OutputLimit);
 }

@@ -26,6 +26,8 @@ pub struct Decision {
     pub fills: Vec<Fill>,
     /// The timestamp's closes, by symbol id.
     pub closes: Vec<(i32, f64)>,
+    /// The strategy's log lines since the previous decision.
+    pub logs: Vec<palisade_run::LogLine>,
 }
 
 /// The live run's [`Feed`]: bars from the actor, decisions to it.
@@ -46,6 +48,7 @@ impl Feed for ChannelFeed {
             orders: session.take_orders(),
             fills: session.bt.take_fills(),
             closes: session.now_bars().iter().map(|b| (b.symbol, b.close)).collect(),
+            logs: session.take_logs(),
         };
         // A closed channel means the deployment is stopping: nothing is
         // left to tell.

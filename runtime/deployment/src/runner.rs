@@ -810,10 +810,18 @@ impl Actor {
 
     fn on_decision(&mut self, decision: Decision) {
         let arrived = Instant::now();
+        let replay_until = self.replay_until.unwrap_or(i64::MIN);
+        for line in &decision.logs {
+            // The strategy's log lines go to this process's log (a
+            // replay's again, marked as such).
+            let replay = decision.ts.is_some_and(|t| t < replay_until);
+            tracing::info!(deployment = %self.spec.id, level = line.level, ts = line.ts, replay, "strategy: {}", line.message);
+        }
         let Some(ts) = decision.ts else {
             return;
         };
         self.decided_ts = Some(ts);
+
         // Replaying stored bars: the books are rebuilt, nothing is decided
         // about the gate until the deployment is live again.
         let replaying = self.replay_until.is_some_and(|r| ts < r);

@@ -146,6 +146,14 @@ impl Session {
         self.bt.keep_fills();
     }
 
+    /// The log lines kept since the last call; the policy's `log_bytes`
+    /// then counts afresh (a live run drains them at every timestamp, so it
+    /// bounds each timestamp's logs, not a deployment's lifetime).
+    pub fn take_logs(&mut self) -> Vec<LogLine> {
+        self.log_bytes = 0;
+        std::mem::take(&mut self.logs)
+    }
+
     /// The orders accepted since the last call.
     pub fn take_orders(&mut self) -> Vec<PlacedOrder> {
         self.journal.as_mut().map(std::mem::take).unwrap_or_default()

@@ -650,6 +650,10 @@ impl Sandbox {
         let started = Instant::now();
         let mut session = Session::for_run(data, policy, run);
         session.keep_orders();
+        // A deployment's lifetime is unbounded: orders are bounded per
+        // event (`orders_per_event`), logs per timestamp (the feed drains
+        // them), not over the run.
+        session.limits.output_bytes = u64::MAX;
         let live = |st: &mut RunState, feed| {
             st.limits.fuel_per_run = u64::MAX;
             st.run_deadline = far_future(started);
