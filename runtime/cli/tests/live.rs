@@ -384,4 +384,50 @@ fn a_strategy_that_traps_live_stops_its_deployment_only() {
         metrics.contains("palisade_deployments{state=\"failed\"} 1"),
         "{metrics}"
     );
+    // The same through the CLI: status, gate, audit, emergency stop.
+    let cli = |args: &[&str]| {
+        let out = Command::new(PALISADE)
+            .arg("live")
+            .args(args)
+            .args(["--url", &server.base, "--token", ALICE])
+            .output()
+            .expect("run palisade live");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (
+            out.status.code(),
+            text,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, text, _) = cli(&["status", "good"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["gate"]["state"],
+        "open"
+    );
+    let (code, text, err) = cli(&["gate", "good", "suspend", "--reason", "cli check"]);
+    assert_eq!(code, Some(0), "{err}");
+    let entry: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(entry["to"], json!({"state": "suspended", "manual": true}));
+    assert_eq!(entry["reason"], "cli check");
+    let (code, _, err) = cli(&["gate", "good", "force-open"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("reason"), "{err}");
+    let (code, text, _) = cli(&["audit", "good"]);
+    assert_eq!(code, Some(0));
+    let entries = serde_json::from_str::<Value>(&text).unwrap()["entries"].clone();
+    assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
+    let (code, _, err) = cli(&["emergency-stop", "--all"]);
+    assert_eq!(code, Some(1), "a tenant may not stop everything");
+    assert!(err.contains("403"), "{err}");
+    let (code, text, err) = cli(&["emergency-stop", "--tenant", "alice", "--reason", "cli"]);
+    assert_eq!(code, Some(0), "{err}");
+    // The failed deployment's gate is stopped too (it could be resumed
+    // once restarted).
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["stopped"],
+        json!(["bad", "good"])
+    );
+    let (code, _, err) = cli(&["emergency-stop", "--tenant", "alice", "--release"]);
+    assert_eq!(code, Some(0), "{err}");
 }
