@@ -185,6 +185,9 @@ fn drift_suspends_the_gate_operators_override_and_a_killed_service_recovers_by_r
         .problem(422, "invalid-fill");
     alice
         .post_json("/v1/deployments/d1/fills", &json!({"qty": 1}))
+        .problem(422, "invalid-fill");
+    alice
+        .post("/v1/deployments/d1/fills", "application/json", b"{not json")
         .problem(400, "bad-request");
     bob.get("/v1/deployments/d1").problem(404, "not-found");
     bob.get("/v1/deployments/d1/audit").problem(404, "not-found");
@@ -209,7 +212,7 @@ fn drift_suspends_the_gate_operators_override_and_a_killed_service_recovers_by_r
     assert_eq!(e["actor"], "tenant:alice");
     alice
         .post_json("/v1/deployments/d1/gate", &json!({"action": "fly"}))
-        .problem(400, "bad-request");
+        .problem(422, "invalid-deployment");
 
     // Emergency stop: a tenant may not stop everything; an operator may.
     alice
@@ -220,7 +223,7 @@ fn drift_suspends_the_gate_operators_override_and_a_killed_service_recovers_by_r
         .problem(403, "forbidden");
     alice
         .post_json("/v1/emergency-stop", &json!({"scope": "all", "tenant": "bob"}))
-        .problem(400, "bad-request");
+        .problem(422, "invalid-deployment");
     bob.post_json(
         "/v1/emergency-stop",
         &json!({"scope": "deployment", "deployment": "d1"}),

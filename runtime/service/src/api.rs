@@ -296,6 +296,26 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     Ok(value)
 }
 
+/// Parses a JSON body whose nested settings the OpenAPI document leaves
+/// open: a syntax error is 400 (`bad-request`), anything else, a missing or
+/// unknown field or a wrong value, is `invalid` (422), naming the field.
+fn parse_settings<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    invalid: fn(String) -> ApiError,
+) -> Result<T, ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path == "?" || path.is_empty() {
+            invalid(inner.to_string())
+        } else {
+            invalid(format!("field `{path}`: {inner}"))
+        }
+    })
+}
+
 /// Reads a whole body within the route's limit.
 async fn body_bytes(request: Request, service: &Arc<Service>, limit: u64) -> Result<Bytes, ApiError> {
     let request = refuse_declared_length(request, service, limit).await?;
@@ -1276,34 +1296,53 @@ pub fn documented_methods() -> Vec<(Method, String)> {
 
 // ---- live deployments ----
 
-/// A deployment to start (docs/live.md): the strategy on a live feed.
-#[derive(Deserialize)]
+/// A deployment to start (docs/deployments.md): the strategy on a live
+/// feed. The nested settings (`feed`, `backtest`, `drift`, `gate`, `venue`,
+/// `webhook`) are described in docs/deployments.md and docs/live.md.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DeploymentRequest {
+pub struct DeploymentRequest {
+    /// 1 to 64 characters of A-Z, a-z, 0-9, _ and -.
     id: String,
+    /// Strategy id (the module's SHA-256).
     strategy: String,
+    /// The symbols traded, in the order of their ids.
     symbols: Vec<String>,
+    /// The bar interval in seconds (gaps, feed lag).
     #[serde(default)]
     interval_secs: Option<i64>,
+    /// `{"url": "ws://…", "format": "palisade" | "binance"}`.
+    #[schema(value_type = Object)]
     feed: palisade_deployment::FeedSpec,
+    /// Parameter values by name.
     #[serde(default)]
+    #[schema(value_type = Object)]
     params: serde_json::Map<String, serde_json::Value>,
+    /// Policy name; the server's default policy when absent.
     #[serde(default)]
     policy: Option<String>,
     #[serde(default)]
     seed: u64,
     #[serde(default)]
+    #[schema(value_type = Object)]
     backtest: palisade_backtest::BacktestConfig,
     #[serde(default)]
+    #[schema(value_type = Object)]
     drift: palisade_live::DriftPolicy,
     #[serde(default)]
+    #[schema(value_type = Object)]
     gate: palisade_live::GatePolicy,
+    /// `disk` or `os`.
     #[serde(default)]
+    #[schema(value_type = String)]
     durability: palisade_live::barlog::Durability,
     #[serde(default)]
+    #[schema(value_type = Object)]
     venue: Option<palisade_live::VenueConfig>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     webhook: Option<palisade_live::webhook::WebhookSpec>,
+    /// Bars between signal checks; 0: only on demand.
     #[serde(default = "default_verify_every")]
     verify_every: u64,
 }
@@ -1343,8 +1382,10 @@ fn actor_of(who: &Principal) -> String {
     post,
     path = "/v1/deployments",
     summary = "Start a live deployment: the strategy on a live bar feed, paper broker, intents behind a drift gate",
-    request_body(content = Object, description = "id, strategy, symbols, feed {url, format}, and optional interval_secs, params, policy, seed, backtest, drift, gate, durability, venue, webhook, verify_every (docs/deployments.md)"),
+    request_body(content = DeploymentRequest, content_type = "application/json"),
     responses(
+        (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "the body is over its size limit", body = Problem, content_type = "application/problem+json"),
         (status = 201, description = "started; the deployment's status", body = Object),
         (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown strategy or policy", body = Problem, content_type = "application/problem+json"),
@@ -1353,7 +1394,7 @@ fn actor_of(who: &Principal) -> String {
     )
 )]
 async fn create_deployment(State(service): State<Arc<Service>>, Auth(who): Auth, body: Bytes) -> ApiResult {
-    let r: DeploymentRequest = parse_json(&body)?;
+    let r: DeploymentRequest = parse_settings(&body, ApiError::InvalidDeployment)?;
     let overrides = crate::jobs::overrides_of(&r.params).map_err(ApiError::InvalidDeployment)?;
     let policy = r
         .policy
@@ -1454,12 +1495,33 @@ async fn stop_deployment(
     Ok(json_response(StatusCode::OK, &status))
 }
 
-#[derive(Deserialize)]
+/// A gate override.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct GateRequest {
+pub struct GateRequest {
+    /// `suspend`, `resume`, `force_open`, `emergency_stop` or `release`.
+    #[schema(value_type = String)]
     action: Command,
+    /// Why; written to the audit log (required for `force_open`).
     #[serde(default)]
     reason: String,
+}
+
+/// A real fill of one of the deployment's intents (docs/live.md).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FillRequest {
+    /// The intent's id, `deployment:order_id`.
+    intent_id: String,
+    /// This fill's quantity, > 0.
+    qty: f64,
+    /// > 0.
+    price: f64,
+    /// When the venue filled it, unix milliseconds.
+    ts_ms: i64,
+    /// The venue's id of the fill; a repeated one is refused.
+    #[serde(default)]
+    venue_fill_id: Option<String>,
 }
 
 #[utoipa::path(
@@ -1467,8 +1529,11 @@ struct GateRequest {
     path = "/v1/deployments/{id}/gate",
     summary = "Override the gate: suspend, resume, force_open (reason required), emergency_stop, release; audited before it takes effect",
     params(("id" = String, Path, description = "the deployment id")),
-    request_body(content = Object, description = "{\"action\": \"suspend|resume|force_open|emergency_stop|release\", \"reason\": \"…\"}"),
+    request_body(content = GateRequest, content_type = "application/json"),
     responses(
+        (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "the body is over its size limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "the content is refused (the problem names why)", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "the audit entry of the transition", body = Object),
         (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no such deployment for this tenant", body = Problem, content_type = "application/problem+json"),
@@ -1481,7 +1546,7 @@ async fn gate_deployment(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    let r: GateRequest = parse_json(&body)?;
+    let r: GateRequest = parse_settings(&body, ApiError::InvalidDeployment)?;
     let entry = service
         .deployments
         .gate(
@@ -1502,9 +1567,11 @@ async fn gate_deployment(
 #[into_params(parameter_in = Query)]
 struct AuditQuery {
     /// Entries numbered after this one (default 0: from the first).
+    #[param(format = "uint64", minimum = 0, maximum = 18446744073709551615_u64)]
     since: Option<u64>,
     /// Most entries (default and maximum 1000).
-    limit: Option<usize>,
+    #[param(minimum = 0, maximum = 1000)]
+    limit: Option<u32>,
 }
 
 #[utoipa::path(
@@ -1513,6 +1580,7 @@ struct AuditQuery {
     summary = "The gate's audit log: time, from, to, reason, actor and the drift measures of every transition",
     params(("id" = String, Path, description = "the deployment id"), AuditQuery),
     responses(
+        (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "the entries, oldest first", body = Object),
         (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no such deployment for this tenant", body = Problem, content_type = "application/problem+json"),
@@ -1524,7 +1592,7 @@ async fn deployment_audit(
     Path(id): Path<String>,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult {
-    let limit = q.limit.unwrap_or(1000).min(1000);
+    let limit = q.limit.unwrap_or(1000).min(1000) as usize;
     let entries = service
         .deployments
         .audit(&who.tenant, who.operator, &id, q.since.unwrap_or(0), limit)
@@ -1541,8 +1609,10 @@ async fn deployment_audit(
     path = "/v1/deployments/{id}/fills",
     summary = "Report a real fill of one of the deployment's intents (from the organisation's execution system)",
     params(("id" = String, Path, description = "the deployment id")),
-    request_body(content = Object, description = "{\"intent_id\", \"qty\" (> 0, this fill), \"price\" (> 0), \"ts_ms\", \"venue_fill_id\"?}"),
+    request_body(content = FillRequest, content_type = "application/json"),
     responses(
+        (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "the body is over its size limit", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "applied; the drift measures after it", body = Object),
         (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown deployment for this tenant, or unknown intent", body = Problem, content_type = "application/problem+json"),
@@ -1555,7 +1625,14 @@ async fn report_fill(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    let fill: LiveFill = parse_json(&body)?;
+    let f: FillRequest = parse_settings(&body, ApiError::InvalidFill)?;
+    let fill = LiveFill {
+        intent_id: f.intent_id,
+        qty: f.qty,
+        price: f.price,
+        ts_ms: f.ts_ms,
+        venue_fill_id: f.venue_fill_id,
+    };
     let snap = service
         .deployments
         .fill(&who.tenant, &id, fill)
@@ -1594,8 +1671,11 @@ async fn verify_deployment(
 #[into_params(parameter_in = Query)]
 struct IntentsQuery {
     /// Intents of orders after this order id (default 0: every one).
+    #[param(format = "uint64", minimum = 0, maximum = 18446744073709551615_u64)]
     after: Option<u64>,
-    /// Milliseconds to wait for a new intent when there is none (at most 60000).
+    /// Milliseconds to wait for a new intent when there is none (longer
+    /// waits are cut to 60000).
+    #[param(format = "uint64", minimum = 0, maximum = 18446744073709551615_u64)]
     wait: Option<u64>,
 }
 
@@ -1605,6 +1685,7 @@ struct IntentsQuery {
     summary = "Published order intents after an order id, from the deployment's journal; waits for the next with ?wait",
     params(("id" = String, Path, description = "the deployment id"), IntentsQuery),
     responses(
+        (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "the intents, oldest first", body = Object),
         (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no such deployment for this tenant", body = Problem, content_type = "application/problem+json"),
@@ -1648,9 +1729,10 @@ async fn deployment_intents(
     ))
 }
 
-#[derive(Deserialize)]
+/// An emergency stop's scope.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EmergencyRequest {
+pub struct EmergencyRequest {
     /// `deployment`, `tenant` or `all`.
     scope: String,
     #[serde(default)]
@@ -1663,7 +1745,7 @@ struct EmergencyRequest {
 
 impl EmergencyRequest {
     fn scope(&self) -> Result<Scope, ApiError> {
-        let bad = |m: &str| ApiError::BadRequest(m.to_owned());
+        let bad = |m: &str| ApiError::InvalidDeployment(m.to_owned());
         match (self.scope.as_str(), &self.deployment, &self.tenant) {
             ("deployment", Some(d), None) => Ok(Scope::Deployment {
                 deployment: d.clone(),
@@ -1705,8 +1787,11 @@ fn check_scope(who: &Principal, scope: &Scope, service: &Service, releasing: boo
     post,
     path = "/v1/emergency-stop",
     summary = "Emergency stop: every deployment in scope (one, a tenant's, all) stops publishing intents, audited; stays in force for deployments started later",
-    request_body(content = Object, description = "{\"scope\": \"deployment\", \"deployment\": id} | {\"scope\": \"tenant\", \"tenant\": name} | {\"scope\": \"all\"}, and \"reason\""),
+    request_body(content = EmergencyRequest, content_type = "application/json"),
     responses(
+        (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "the body is over its size limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "the content is refused (the problem names why)", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "the deployments stopped now", body = Object),
         (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "the scope is beyond the caller's tenant", body = Problem, content_type = "application/problem+json"),
@@ -1714,7 +1799,7 @@ fn check_scope(who: &Principal, scope: &Scope, service: &Service, releasing: boo
     )
 )]
 async fn emergency_stop(State(service): State<Arc<Service>>, Auth(who): Auth, body: Bytes) -> ApiResult {
-    let r: EmergencyRequest = parse_json(&body)?;
+    let r: EmergencyRequest = parse_settings(&body, ApiError::InvalidDeployment)?;
     let scope = r.scope()?;
     check_scope(&who, &scope, &service, false)?;
     let reason = if r.reason.trim().is_empty() {
@@ -1741,8 +1826,11 @@ async fn emergency_stop(State(service): State<Arc<Service>>, Auth(who): Auth, bo
     post,
     path = "/v1/emergency-stop/release",
     summary = "Lift an emergency stop; the deployments it stopped go to suspended, to be resumed one by one",
-    request_body(content = Object, description = "the scope, as for POST, and \"reason\""),
+    request_body(content = EmergencyRequest, content_type = "application/json"),
     responses(
+        (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "the body is over its size limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "the content is refused (the problem names why)", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "the deployments released", body = Object),
         (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "the scope is beyond the caller's tenant, or an operator imposed the stop", body = Problem, content_type = "application/problem+json"),
@@ -1754,7 +1842,7 @@ async fn release_emergency_stop(
     Auth(who): Auth,
     body: Bytes,
 ) -> ApiResult {
-    let r: EmergencyRequest = parse_json(&body)?;
+    let r: EmergencyRequest = parse_settings(&body, ApiError::InvalidDeployment)?;
     let scope = r.scope()?;
     check_scope(&who, &scope, &service, true)?;
     let reason = if r.reason.trim().is_empty() {
