@@ -34,7 +34,7 @@ use palisade_live::sequencer::{Accepted, Reject, RejectKind, Sequencer};
 use palisade_live::webhook::{Delivery as WebhookDelivery, Webhook, WebhookSpec};
 use palisade_live::ws::{run_client, ClientOptions, FeedEvent};
 use palisade_live::{
-    AuditEntry, Command, DriftError, DriftSnapshot, DriftTracker, Gate, GateError, GateState, Intent,
+    AuditEntry, Command, DriftError, DriftKind, DriftSnapshot, DriftTracker, Gate, GateError, GateState, Intent,
     LiveFill, Side, SimVenue, Transition, VenueReport,
 };
 use palisade_run::session::PlacedOrder;
@@ -477,6 +477,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         last_message: Instant::now(),
         audit_blocked: false,
         stale: 0,
+        replay_mismatches: 0,
         stopping: stopping.clone(),
         bars_since_check: 0,
         checking: false,
@@ -587,6 +588,8 @@ struct Actor {
     last_message: Instant,
     /// Orders of a recovery's replay not published because they were stale.
     stale: u64,
+    /// Orders a recovery's replay decided differently from the journal.
+    replay_mismatches: u64,
     /// Set when stopping: the strategy's feed ends at once.
     stopping: Arc<AtomicBool>,
     /// A closing transition could not be audited: nothing is published
@@ -684,6 +687,26 @@ impl Actor {
         self.update(|s| s.state = to);
     }
 
+    /// Compares an order the recovery's replay decided with the one
+    /// journaled under its id.
+    fn recheck(&mut self, order: &PlacedOrder) {
+        let replayed = OrderRecord::new(order, false);
+        let index = usize::try_from(order.id).ok().and_then(|i| i.checked_sub(1));
+        let difference = match index.and_then(|i| self.orders.get(i)) {
+            Some(live) if live.id == order.id => live.difference(&replayed),
+            _ => Some(format!(
+                "order {}: decided by the replay, not journaled",
+                order.id
+            )),
+        };
+        if let Some(d) = difference {
+            if self.replay_mismatches == 0 {
+                tracing::error!(deployment = %self.spec.id, difference = %d, "signal drift: the recovery's replay decided differently from the journal");
+            }
+            self.replay_mismatches += 1;
+        }
+    }
+
     fn went_live(&mut self) {
         let ms = self.started.elapsed().as_secs_f64() * 1e3;
         // Recovery time first: a watcher that sees `live` sees it too.
@@ -692,6 +715,14 @@ impl Actor {
         tracing::info!(deployment = %self.spec.id, bars = self.status.borrow().recovered_bars, ms, "deployment live");
         if self.stale > 0 {
             tracing::warn!(deployment = %self.spec.id, orders = self.stale, "orders decided on stored bars the strategy had not handled before the crash were recorded, not published (stale)");
+        }
+        if self.replay_mismatches > 0 {
+            // Another build, or a live path that diverged before the crash:
+            // signal drift, as a signal check would find.
+            let n = self.replay_mismatches;
+            self.tracker.set_signal_mismatches(n);
+            self.update(|s| s.signal_mismatches = n);
+            self.evaluate(None);
         }
     }
 
@@ -834,6 +865,11 @@ impl Actor {
         }
         self.paper_fills(&decision);
         for order in &decision.orders {
+            if order.id <= self.last_order {
+                // A recovery's replay is an offline replay: the orders it
+                // decides again must be the journaled ones, bit for bit.
+                self.recheck(order);
+            }
             if order.id > self.last_order {
                 // Decided at an older stored bar the crash kept the
                 // strategy from handling: the market has moved on, so it is
@@ -987,7 +1023,13 @@ impl Actor {
         let snap = self.tracker.snapshot();
         self.metrics.drift(&self.spec.id, &snap);
         self.update(|s| s.drift = snap.clone());
-        if let Some(t) = self.gate.evaluate(&snap, now_ms()) {
+        if let Some(mut t) = self.gate.evaluate(&snap, now_ms()) {
+            // Signal drift means the live path diverged from the module:
+            // no cooldown brings it back, an operator does.
+            if t.to == (GateState::Suspended { manual: false }) && snap.crossed().contains(&DriftKind::Signal) {
+                t.to = GateState::Suspended { manual: true };
+                t.reason.push_str("; held until an operator resumes it (signal drift)");
+            }
             if let Err(e) = self.transition(&t, trigger) {
                 tracing::error!(deployment = %self.spec.id, error = %e, "gate transition not taken");
             }

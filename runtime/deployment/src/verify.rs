@@ -60,7 +60,7 @@ impl OrderRecord {
     }
 
     /// How this order differs from `other`, if it does (bit for bit).
-    fn difference(&self, other: &OrderRecord) -> Option<String> {
+    pub fn difference(&self, other: &OrderRecord) -> Option<String> {
         let same = self.ts == other.ts
             && self.symbol == other.symbol
             && self.qty.to_bits() == other.qty.to_bits()

@@ -540,7 +540,7 @@ fn a_signal_check_catches_a_live_path_that_diverged() {
         assert!(check.differences[0].contains("order 3"), "{check:?}");
         let s = h.status();
         assert_eq!(s.signal_mismatches, 1);
-        assert!(matches!(s.gate, GateState::Suspended { manual: false }), "{s:?}");
+        assert!(matches!(s.gate, GateState::Suspended { manual: true }), "{s:?}");
         let audit = h.audit(0, 10).await;
         assert!(audit.last().unwrap().reason.contains("signal"), "{audit:?}");
         h.stop().await;
@@ -650,5 +650,51 @@ fn orders_decided_on_stored_bars_a_crash_left_unhandled_are_not_published_late()
             })
             .collect();
         assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn a_deployment_recovered_with_another_build_is_caught_by_its_replay() {
+    let rig = rig("sma_cross");
+    let dir = tempfile::tempdir().unwrap();
+    let data = minute_dataset(1_000, 4);
+    rt().block_on(async {
+        let (h, tx) = launch(
+            &rig,
+            spec(&rig, &[("fast", "5"), ("slow", "20")], None),
+            dir.path(),
+        );
+        send(&tx, &data, 0..1_000).await;
+        bars_handled(&h, 1_000).await;
+        h.stop().await;
+    });
+    // The same deployment restarted with the same build decides the same.
+    rt().block_on(async {
+        let (h, _tx) = launch(
+            &rig,
+            spec(&rig, &[("fast", "5"), ("slow", "20")], None),
+            dir.path(),
+        );
+        let s = h.wait_for(|s| s.state == Lifecycle::Live).await;
+        assert_eq!((s.signal_mismatches, s.gate), (0, GateState::Open), "{s:?}");
+        h.stop().await;
+    });
+    // Restarted with a build that decides otherwise (here, other
+    // parameters): its recovery's replay disagrees with the journal, and the
+    // gate suspends before any live bar.
+    rt().block_on(async {
+        let (h, _tx) = launch(
+            &rig,
+            spec(&rig, &[("fast", "6"), ("slow", "20")], None),
+            dir.path(),
+        );
+        let s = h
+            .wait_for(|s| s.state == Lifecycle::Live && s.gate != GateState::Open)
+            .await;
+        assert!(s.signal_mismatches > 0, "{s:?}");
+        assert!(matches!(s.gate, GateState::Suspended { manual: true }), "{s:?}");
+        let audit = h.audit(0, 10).await;
+        assert!(audit[0].reason.contains("signal"), "{audit:?}");
+        h.stop().await;
     });
 }
