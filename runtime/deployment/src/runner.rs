@@ -34,8 +34,8 @@ use palisade_live::sequencer::{Accepted, Reject, RejectKind, Sequencer};
 use palisade_live::webhook::{Delivery as WebhookDelivery, Webhook, WebhookSpec};
 use palisade_live::ws::{run_client, ClientOptions, FeedEvent};
 use palisade_live::{
-    AuditEntry, Command, DriftError, DriftKind, DriftSnapshot, DriftTracker, Gate, GateError, GateState, Intent,
-    LiveFill, Side, SimVenue, Transition, VenueReport,
+    AuditEntry, Command, DriftError, DriftKind, DriftSnapshot, DriftTracker, Gate, GateError, GateState,
+    Intent, LiveFill, Side, SimVenue, Transition, VenueReport,
 };
 use palisade_run::session::PlacedOrder;
 use palisade_run::{Failure, Policy, RunOutput};
@@ -1026,9 +1026,11 @@ impl Actor {
         if let Some(mut t) = self.gate.evaluate(&snap, now_ms()) {
             // Signal drift means the live path diverged from the module:
             // no cooldown brings it back, an operator does.
-            if t.to == (GateState::Suspended { manual: false }) && snap.crossed().contains(&DriftKind::Signal) {
+            if t.to == (GateState::Suspended { manual: false }) && snap.crossed().contains(&DriftKind::Signal)
+            {
                 t.to = GateState::Suspended { manual: true };
-                t.reason.push_str("; held until an operator resumes it (signal drift)");
+                t.reason
+                    .push_str("; held until an operator resumes it (signal drift)");
             }
             if let Err(e) = self.transition(&t, trigger) {
                 tracing::error!(deployment = %self.spec.id, error = %e, "gate transition not taken");
