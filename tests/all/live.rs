@@ -11,12 +11,12 @@ use palisade_backtest::Dataset;
 use palisade_host_api::Bar;
 use palisade_run::live::{Feed, NextBars};
 use palisade_run::session::{PlacedOrder, Session};
-use palisade_run::{params, Cause, Policy, RunConfig, RunOutput};
+use palisade_run::{Cause, Policy, RunOutput};
 use palisade_sandbox::{CompiledModule, Sandbox};
 use palisade_testkit::bars::minute_dataset;
 use palisade_testkit::python as py;
 
-use crate::support::{block_on, guests, policy, result_json, run, sandbox};
+use crate::support::{block_on, guests, policy, result_json, run, run_config, sandbox};
 
 /// A feed over a channel that records what the strategy decided.
 struct ChannelFeed {
@@ -66,17 +66,6 @@ fn split(data: &Dataset, stored: usize) -> (Arc<Dataset>, Vec<Vec<Bar>>) {
     (Arc::new(head), stamps[stored..].to_vec())
 }
 
-fn config(strategy: &CompiledModule, overrides: &[(&str, &str)]) -> RunConfig {
-    let overrides: Vec<(String, String)> = overrides
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    RunConfig {
-        params: params::resolve(&strategy.info.manifest, &overrides).unwrap(),
-        ..RunConfig::default()
-    }
-}
-
 /// Runs `module` live: `stored` timestamps of `data` replayed, the rest sent
 /// one by one, `pause` apart.
 fn live(
@@ -102,7 +91,7 @@ fn live_loaded(
     stored: usize,
     pause: Duration,
 ) -> Live {
-    let run = config(strategy, overrides);
+    let run = run_config(strategy, overrides);
     let (head, rest) = split(data, stored);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let orders = Arc::new(Mutex::new(Vec::new()));
@@ -151,7 +140,7 @@ fn a_python_strategy_runs_live_as_it_backtests() {
     let strategy = py::load(&sb, &py::example("sma_cross"), &p).expect("loads");
     let data = minute_dataset(600, 7);
     let overrides = [("fast", "5"), ("slow", "20")];
-    let backtest = block_on(sb.backtest(&strategy, data.clone(), &p, &config(&strategy, &overrides)));
+    let backtest = block_on(sb.backtest(&strategy, data.clone(), &p, &run_config(&strategy, &overrides)));
     assert!(backtest.report.trades.len() > 3, "the strategy trades");
     for stored in [0, 250] {
         let got = live_loaded(&sb, &strategy, &p, &overrides, &data, stored, Duration::ZERO);

@@ -159,6 +159,8 @@ pub struct Status {
     /// A closing gate transition could not be written to the audit log:
     /// nothing is published until a write succeeds.
     pub audit_blocked: bool,
+    /// A signal check is running (`POST …/verify` is refused meanwhile).
+    pub signal_check_running: bool,
     /// Orders the last signal check compared, and how many differed.
     pub signal_checked_orders: u64,
     pub signal_mismatches: u64,
@@ -400,6 +402,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         paper_fills: 0,
         live_fills: old_fills.len() as u64,
         audit_blocked: false,
+        signal_check_running: false,
         signal_checked_orders: 0,
         signal_mismatches: 0,
     };
@@ -480,7 +483,6 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         replay_mismatches: 0,
         stopping: stopping.clone(),
         bars_since_check: 0,
-        checking: false,
         checked: checked_tx,
         ended: false,
     };
@@ -596,7 +598,6 @@ struct Actor {
     /// until an audit write succeeds.
     audit_blocked: bool,
     bars_since_check: u64,
-    checking: bool,
     checked: mpsc::UnboundedSender<Checked>,
     ended: bool,
 }
@@ -881,7 +882,7 @@ impl Actor {
         if self.replay_until == Some(ts) {
             self.went_live();
         }
-        if self.spec.verify_every > 0 && self.bars_since_check >= self.spec.verify_every && !self.checking {
+        if self.spec.verify_every > 0 && self.bars_since_check >= self.spec.verify_every && !self.checking() {
             self.bars_since_check = 0;
             self.spawn_check(None);
         }
@@ -1113,7 +1114,7 @@ impl Actor {
                 let _ = reply.send(self.audit.entries(since, limit).to_vec());
             }
             Ask::Verify { reply } => {
-                if self.checking {
+                if self.checking() {
                     let _ = reply.send(Err("a signal check is already running".to_owned()));
                 } else {
                     self.spawn_check(Some(reply));
@@ -1123,9 +1124,13 @@ impl Actor {
         }
     }
 
+    fn checking(&self) -> bool {
+        self.status.borrow().signal_check_running
+    }
+
     /// Starts a signal check in its own task; it reports back to the actor.
     fn spawn_check(&mut self, reply: Option<oneshot::Sender<Result<SignalCheck, String>>>) {
-        self.checking = true;
+        self.update(|s| s.signal_check_running = true);
         let verifier = self.verifier.clone();
         let spec = self.spec.clone();
         let orders = self.orders.clone();
@@ -1142,7 +1147,7 @@ impl Actor {
         result: Result<SignalCheck, String>,
         reply: Option<oneshot::Sender<Result<SignalCheck, String>>>,
     ) {
-        self.checking = false;
+        self.update(|s| s.signal_check_running = false);
         match &result {
             Ok(check) => {
                 if check.mismatches > 0 {

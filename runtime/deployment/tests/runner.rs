@@ -12,10 +12,10 @@ use palisade_deployment::{DeploymentSpec, FeedSpec, LiveMetrics};
 use palisade_live::schema::{bar_json, FeedBar, Format};
 use palisade_live::ws::FeedEvent;
 use palisade_live::{Command, DriftInjection, GatePolicy, GateState, Intent, VenueConfig};
-use palisade_run::{params, Policy};
+use palisade_run::Policy;
 use palisade_sandbox::{CompiledModule, Sandbox};
 use palisade_testkit::bars::minute_dataset;
-use palisade_testkit::fixtures::sandbox;
+use palisade_testkit::fixtures::{run_config, sandbox};
 use palisade_testkit::guests;
 use tokio::sync::mpsc;
 
@@ -45,10 +45,6 @@ fn rig(module: &str) -> Rig {
 }
 
 fn spec(rig: &Rig, overrides: &[(&str, &str)], venue: Option<VenueConfig>) -> DeploymentSpec {
-    let overrides: Vec<(String, String)> = overrides
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
     DeploymentSpec {
         id: ID.to_owned(),
         tenant: "t1".to_owned(),
@@ -58,7 +54,7 @@ fn spec(rig: &Rig, overrides: &[(&str, &str)], venue: Option<VenueConfig>) -> De
             url: "ws://127.0.0.1:1/unused".to_owned(),
             format: Format::Palisade,
         },
-        params: params::resolve(&rig.strategy.info.manifest, &overrides).unwrap(),
+        params: run_config(&rig.strategy, overrides).params,
         seed: 0,
         backtest: Default::default(),
         drift: Default::default(),
@@ -222,9 +218,9 @@ fn clean_fills_keep_the_gate_open_and_match_the_paper_fills() {
         };
         let (h, tx) = launch(&rig, spec, dir.path());
         send(&tx, &data, 0..1_500).await;
+        // Handled: the venue (no latency) has filled every intent but the
+        // last timestamp's by then.
         let s = bars_handled(&h, 1_500).await;
-        // Let the last fills arrive.
-        tokio::time::sleep(Duration::from_millis(300)).await;
         let s2 = h.status();
         assert_eq!(s.state, Lifecycle::Live);
         assert!(s2.intents_published > 20, "{s2:?}");
@@ -238,6 +234,8 @@ fn clean_fills_keep_the_gate_open_and_match_the_paper_fills() {
             s2.signal_mismatches, 0,
             "no false positive from checks racing the feed"
         );
+        // A periodic check may still run: one at a time.
+        h.wait_for(|s| !s.signal_check_running).await;
         let check = h.verify().await.unwrap();
         assert_eq!((check.mismatches, check.bars), (0, 1_500), "{check:?}");
         assert_eq!(check.orders, s2.intents_published);
@@ -284,9 +282,11 @@ fn a_one_percent_price_drift_suspends_the_gate_within_five_fills() {
         );
         let mut intents = h.intents();
         send(&tx, &data, 0..3_000).await;
-        let s = bars_handled(&h, 3_000).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let s = h.status().clone().max(s);
+        bars_handled(&h, 3_000).await;
+        let suspended = h.wait_for(|s| matches!(s.gate, GateState::Suspended { .. }));
+        let s = tokio::time::timeout(Duration::from_secs(10), suspended)
+            .await
+            .expect("the gate suspends");
         assert!(matches!(s.gate, GateState::Suspended { manual: false }), "{s:?}");
         let audit = h.audit(0, 100).await;
         assert_eq!(audit.len(), 1, "{audit:?}");
@@ -345,20 +345,6 @@ fn a_one_percent_price_drift_suspends_the_gate_within_five_fills() {
     });
 }
 
-trait Max {
-    fn max(self, other: Status) -> Status;
-}
-
-impl Max for Status {
-    fn max(self, other: Status) -> Status {
-        if self.bars >= other.bars {
-            self
-        } else {
-            other
-        }
-    }
-}
-
 #[test]
 fn a_restarted_deployment_replays_its_bars_and_resumes_without_loss_or_repeat() {
     let rig = rig("sma_cross");
@@ -389,8 +375,8 @@ fn a_restarted_deployment_replays_its_bars_and_resumes_without_loss_or_repeat() 
             let (h, tx) = launch(&rig, spec(&rig, &overrides, None), dir.path());
             let mut rx = h.intents();
             send(&tx, &data, 0..1_200).await;
+            // Handled: every intent of these bars is published by then.
             bars_handled(&h, 1_200).await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
             let mut out = Vec::new();
             while let Ok(i) = rx.try_recv() {
                 out.push(i);
@@ -409,8 +395,8 @@ fn a_restarted_deployment_replays_its_bars_and_resumes_without_loss_or_repeat() 
         send(&tx, &data, 1_100..2_000).await;
         let s = bars_handled(&h, 2_000).await;
         assert_eq!(s.bars, 2_000, "no bar stored twice");
+        // Metrics are set before the status that told us.
         assert_eq!(s.rejected_bars, 100, "the overlap was refused");
-        tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(
             metric(
                 &rig,
@@ -468,7 +454,6 @@ fn bad_bars_are_refused_counted_and_the_deployment_keeps_running() {
         assert_eq!(s.state, Lifecycle::Live);
         assert_eq!(s.bars, 300);
         assert_eq!(s.rejected_bars, 7, "{s:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
         let count = |reason| metric(&rig, "palisade_feed_rejected_bars_total", &[("deployment", ID), ("reason", reason)]);
         assert_eq!(count("malformed"), 2.0);
         assert_eq!(count("unknown_symbol"), 1.0);

@@ -57,16 +57,21 @@ pub fn backtest_loaded(
     overrides: &[(&str, &str)],
     data: Arc<Dataset>,
 ) -> RunOutput {
+    block_on(sandbox.backtest(strategy, data, policy, &run_config(strategy, overrides)))
+}
+
+/// The run settings of `strategy` with `overrides` of its parameters and
+/// seed 0.
+pub fn run_config(strategy: &CompiledModule, overrides: &[(&str, &str)]) -> RunConfig {
     let overrides: Vec<(String, String)> = overrides
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let values = params::resolve(&strategy.info.manifest, &overrides).expect("test parameters are valid");
-    let run = RunConfig {
+    RunConfig {
         params: values,
         ..RunConfig::default()
-    };
-    block_on(sandbox.backtest(strategy, data, policy, &run))
+    }
 }
 
 /// [`run_in`] with a fresh sandbox for `policy`.
