@@ -240,6 +240,17 @@ fn run(args: ServeArgs, role: Role) -> Result<ExitCode, InputError> {
         let service = Service::start_as(config, tokens, executor.handle().clone(), role)
             .await
             .map_err(|e| InputError(format!("cannot start: {e}")))?;
+        if role == Role::Worker {
+            // Where API nodes forward its deployments' requests: the bound
+            // address, or this host's name when it listens on every one.
+            let host = if bound.ip().is_unspecified() {
+                palisade_service::worker::hostname()
+            } else {
+                bound.ip().to_string()
+            };
+            let host = if host.contains(':') { format!("[{host}]") } else { host };
+            service.serve_deployments(format!("http://{host}:{}", bound.port()));
+        }
         match role {
             Role::Worker => println!("palisade worker {} on http://{bound}", service.worker_info().id),
             _ => println!("palisade listening on http://{bound}"),

@@ -920,3 +920,206 @@ fn an_aged_low_priority_job_goes_before_newer_high_ones() {
         "the aged low job ran before the newer high ones"
     );
 }
+
+/// A deployment's status through the API node, polled until `done` holds.
+fn wait_deployment(c: &Client, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = c.get(&format!("/v1/deployments/{id}"));
+        if r.status == 200 {
+            let v = r.json();
+            if done(&v) {
+                return v;
+            }
+        } else {
+            // Between a worker's death and the takeover: 503, never 404.
+            assert_eq!(r.status, 503, "{id}: {}", r.text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id}: {what} did not happen: {}",
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The deployment's published intents, as (order id, side, qty, ts).
+fn intents(c: &Client, id: &str) -> Vec<(u64, String, String, i64)> {
+    let v = c.get(&format!("/v1/deployments/{id}/intents")).expect(200).json();
+    v["intents"]
+        .as_array()
+        .expect("intents")
+        .iter()
+        .map(|i| {
+            (
+                i["order_id"].as_u64().unwrap(),
+                i["side"].to_string(),
+                i["qty"].to_string(),
+                i["decided_ts"].as_i64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn live_deployment(id: &str, strategy: &str, feed: &str) -> Value {
+    json!({
+        "id": id, "strategy": strategy, "symbols": ["SPY"], "interval_secs": 86400,
+        "feed": {"url": feed}, "params": {"fast": 5, "slow": 20},
+        "durability": "os", "verify_every": 0
+    })
+}
+
+#[test]
+fn a_deployment_moves_to_another_worker_when_its_worker_dies_losing_no_bar_and_no_acknowledged_fill() {
+    use support::{replay_at, tokens, ALICE, BOB, OPS};
+    let (pg, _redis, dir, mut args) = servers();
+    args.extend(["--tokens".to_owned(), tokens(dir.path())]);
+    let node = api(dir.path(), "api", &args);
+    let mut w1 = worker(dir.path(), "w1", &args, &[]);
+    let mut w2 = worker(dir.path(), "w2", &args, &[]);
+    let (alice, bob, ops) = (
+        node.client(Some(ALICE)),
+        node.client(Some(BOB)),
+        node.client(Some(OPS)),
+    );
+    wait_workers(&ops, "two workers up, reachable", |w| {
+        w.iter()
+            .filter(|x| x["status"] == "idle" && x["url"].is_string())
+            .count()
+            == 2
+    });
+    // 2,520 daily bars at about 3 ms each: the kill lands mid-feed.
+    let feed = replay_at("30000000");
+    let strategy = alice.upload_module(&guest("sma_cross"));
+    let r = alice.post_json("/v1/deployments", &live_deployment("d1", &strategy, &feed.1));
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        alice
+            .post_json("/v1/deployments", &live_deployment("d1", &strategy, &feed.1))
+            .status,
+        409,
+        "an id is taken across the fleet"
+    );
+    bob.get("/v1/deployments/d1").problem(404, "not-found");
+
+    let first = wait_deployment(&alice, "d1", "300 bars handled", |v| {
+        v["bars"].as_u64() >= Some(300)
+    });
+    let owner = first["worker"].as_str().expect("a worker runs it").to_owned();
+    let name = if workers(&ops)
+        .iter()
+        .any(|w| w["id"] == owner.as_str() && w["name"] == "w1")
+    {
+        "w1"
+    } else {
+        "w2"
+    };
+    let killed = Instant::now();
+    if name == "w1" {
+        w1.kill9();
+    } else {
+        w2.kill9();
+    }
+    let moved = wait_deployment(&alice, "d1", "taken over by the other worker", |v| {
+        v["worker"].as_str().is_some_and(|w| w != owner) && v["state"] == "live"
+    });
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_millis(1500 + 300 + 3000),
+        "taken over after {took:?}: more than a lease's life + one heartbeat (+ slack)"
+    );
+    assert!(moved["recovered_bars"].as_u64().unwrap() >= 300, "{moved}");
+
+    // Every bar once: none lost, none handled twice, none refused.
+    let done = wait_deployment(&alice, "d1", "every bar handled", |v| v["bars"] == 2520);
+    assert_eq!(done["rejected_bars"], 0, "{done}");
+    assert_eq!(done["gap_bars"], 0, "{done}");
+    assert_eq!(done["gate"]["state"], "open", "{done}");
+    assert_eq!(done["signal_mismatches"], 0, "{done}");
+    // The same intents as a deployment that never moved.
+    let r = alice.post_json("/v1/deployments", &live_deployment("d2", &strategy, &feed.1));
+    assert_eq!(r.status, 201, "{}", r.text());
+    wait_deployment(&alice, "d2", "every bar handled", |v| v["bars"] == 2520);
+    let (moved_intents, still) = (intents(&alice, "d1"), intents(&alice, "d2"));
+    assert!(!still.is_empty());
+    assert_eq!(moved_intents, still, "a move changes no intent");
+
+    // A fill acknowledged by the new worker survives its death too.
+    let intent = format!("d1:{}", moved_intents[0].0);
+    let fill = json!({"intent_id": intent, "qty": 1.0, "price": 100.0, "ts_ms": 1_700_000_000_000_i64,
+        "venue_fill_id": "v-1"});
+    alice.post_json("/v1/deployments/d1/fills", &fill).expect(200);
+    let second = alice.get("/v1/deployments/d1").expect(200).json()["worker"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let w3 = worker(dir.path(), "w3", &args, &[]);
+    if name == "w1" {
+        w2.kill9();
+    } else {
+        w1.kill9();
+    }
+    let third = wait_deployment(&alice, "d1", "taken over by w3", |v| {
+        v["worker"].as_str().is_some_and(|w| w != second) && v["state"] == "live"
+    });
+    assert_eq!(third["live_fills"], 1, "the acknowledged fill is kept: {third}");
+    alice
+        .post_json("/v1/deployments/d1/fills", &fill)
+        .problem(422, "invalid-fill");
+
+    // Emergency stops reach the worker running the deployment.
+    let r = ops.post_json(
+        "/v1/emergency-stop",
+        &json!({"scope": "tenant", "tenant": "alice"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["stopped"].as_array().unwrap().contains(&json!("d1")),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        alice.get("/v1/deployments/d1").expect(200).json()["gate"]["state"],
+        "stopped"
+    );
+    alice
+        .post_json("/v1/deployments/d1/gate", &json!({"action": "resume"}))
+        .problem(409, "conflict");
+    let r = alice.post_json(
+        "/v1/emergency-stop/release",
+        &json!({"scope": "tenant", "tenant": "alice"}),
+    );
+    assert_eq!(
+        r.status,
+        403,
+        "an operator's stop is the operator's to lift: {}",
+        r.text()
+    );
+    let r = ops.post_json(
+        "/v1/emergency-stop/release",
+        &json!({"scope": "tenant", "tenant": "alice"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        alice.get("/v1/deployments/d1").expect(200).json()["gate"]["state"],
+        "suspended"
+    );
+
+    // The list gathers every worker's; a stop is for good.
+    let list = ops.get("/v1/deployments").expect(200).json();
+    let ids: Vec<&str> = list["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["d1", "d2"], "{list}");
+    alice.delete("/v1/deployments/d1").expect(200);
+    alice.get("/v1/deployments/d1").problem(404, "not-found");
+    assert_eq!(
+        pg.psql("SELECT stopped FROM deployments WHERE id = 'd1'").trim(),
+        "t"
+    );
+    drop(w3);
+}

@@ -7,67 +7,17 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use palisade_testkit::servers::free_port;
 use serde_json::{json, Value};
-use support::{guest, Client, Server, PALISADE};
-
-const ALICE: &str = "alice-token-0123456789";
-const BOB: &str = "bob-token-0123456789";
-const OPS: &str = "ops-token-0123456789";
+use support::{guest, replay, tokens, Client, Server, ALICE, BOB, OPS, PALISADE};
 
 /// The sample's bars: 2,520 daily bars.
 const BARS: u64 = 2_520;
 
-struct Replay(Child, String);
-
-impl Drop for Replay {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `palisade feed replay` of the sample at full speed on a free port.
-fn replay() -> Replay {
-    let port = free_port();
-    let data = format!("SPY={}", support::sample_path());
-    let child = Command::new(PALISADE)
-        .args([
-            "feed",
-            "replay",
-            &data,
-            "--speed",
-            "0",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the replay");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the replay server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Replay(child, format!("ws://127.0.0.1:{port}/"))
-}
-
 fn service(data: &std::path::Path, tokens: &str) -> Server {
     Server::start(PALISADE, data, &["--tokens", tokens])
-}
-
-fn tokens(dir: &std::path::Path) -> String {
-    let path = dir.join("tokens.toml");
-    let text = format!(
-        "[[token]]\ntoken = \"{ALICE}\"\ntenant = \"alice\"\n\n[[token]]\ntoken = \"{BOB}\"\ntenant = \"bob\"\n\n\
-         [[token]]\ntoken = \"{OPS}\"\ntenant = \"ops\"\noperator = true\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_owned()
 }
 
 /// Polls a deployment's status until `done` holds.

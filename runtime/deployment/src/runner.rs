@@ -250,6 +250,12 @@ impl Handle {
         result.unwrap_or_else(|_| self.status())
     }
 
+    /// The status as it changes; `changed()` fails once the deployment's
+    /// actor has ended.
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
     /// Published intents, from now on.
     pub fn intents(&self) -> broadcast::Receiver<Intent> {
         self.intents.subscribe()

@@ -12,6 +12,7 @@
 //! Only this module knows HTTP and JSON shapes; the work is done by
 //! [`Service`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ use axum::extract::{
 };
 use axum::http::header::{self, HeaderValue};
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -47,6 +48,7 @@ use crate::views::{
     DatasetList, DatasetView, JobList, PolicyChange, PolicyList, PolicyView, StatusView, StrategyList,
     StrategyView,
 };
+use crate::worker::Role;
 use palisade_live::{Command, DriftError, LiveFill};
 
 /// Default number of jobs `GET /v1/jobs` lists.
@@ -77,10 +79,18 @@ impl FromRequestParts<Arc<Service>> for Auth {
 
 /// The router of a worker (`palisade worker`): its probes and metrics.
 pub fn worker_router(service: Arc<Service>) -> Router {
+    let json_limit = service.config.max_json_bytes as usize;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // The deployments it runs, for API nodes to forward to.
+        .nest(
+            "/v1",
+            deployment_routes(json_limit)
+                .route_layer(middleware::from_fn_with_state(service.clone(), while_starting)),
+        )
+        .route("/internal/stops/apply", post(apply_stops))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(service.clone(), observe))
@@ -124,18 +134,16 @@ pub fn router(service: Arc<Service>) -> Router {
                 .delete(revert_policy)
                 .layer(DefaultBodyLimit::max(json_limit)),
         )
-        .route(
-            "/deployments",
-            get(list_deployments)
-                .post(create_deployment)
-                .layer(DefaultBodyLimit::max(json_limit)),
-        )
-        .route("/deployments/{id}", get(show_deployment).delete(stop_deployment))
-        .route("/deployments/{id}/gate", post(gate_deployment))
-        .route("/deployments/{id}/audit", get(deployment_audit))
-        .route("/deployments/{id}/fills", post(report_fill))
-        .route("/deployments/{id}/verify", post(verify_deployment))
-        .route("/deployments/{id}/intents", get(deployment_intents))
+        .merge(if service.role == Role::Api {
+            // Distributed mode: the worker holding a deployment's lease
+            // answers for it.
+            deployment_routes(json_limit).route_layer(middleware::from_fn_with_state(
+                service.clone(),
+                forward_deployment,
+            ))
+        } else {
+            deployment_routes(json_limit)
+        })
         .route("/emergency-stop", post(emergency_stop))
         .route("/emergency-stop/release", post(release_emergency_stop))
         .route("/status", get(status))
@@ -157,6 +165,199 @@ pub fn router(service: Arc<Service>) -> Router {
                 .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
         .with_state(service)
+}
+
+/// The routes of live deployments (under `/v1`): the whole API's, and a
+/// worker's.
+fn deployment_routes(json_limit: usize) -> Router<Arc<Service>> {
+    Router::new()
+        .route(
+            "/deployments",
+            get(list_deployments)
+                .post(create_deployment)
+                .layer(DefaultBodyLimit::max(json_limit)),
+        )
+        .route("/deployments/{id}", get(show_deployment).delete(stop_deployment))
+        .route("/deployments/{id}/gate", post(gate_deployment))
+        .route("/deployments/{id}/audit", get(deployment_audit))
+        .route("/deployments/{id}/fills", post(report_fill))
+        .route("/deployments/{id}/verify", post(verify_deployment))
+        .route("/deployments/{id}/intents", get(deployment_intents))
+}
+
+/// An API node in the distributed mode answers a deployment's request by
+/// forwarding it to the worker holding the deployment's lease (a new
+/// deployment: to the live worker running fewest); the list gathers every
+/// worker's.
+async fn forward_deployment(State(service): State<Arc<Service>>, req: Request, _next: Next) -> Response {
+    match forward(&service, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn forward(service: &Arc<Service>, req: Request) -> Result<Response, ApiError> {
+    use crate::fleet;
+    let (parts, body) = req.into_parts();
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let who = service
+        .tokens
+        .authenticate(header)
+        .map_err(ApiError::Unauthorized)?;
+    let limit = service.config.max_json_bytes;
+    let body = axum::body::to_bytes(body, limit as usize)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit })?;
+    let pool = service
+        .store
+        .postgres()
+        .ok_or_else(|| ApiError::Internal("an API node without a shared store".into()))?;
+    let unavailable = |e: sqlx::Error| ApiError::Unavailable {
+        detail: format!("the shared store cannot be read ({e}); try again later"),
+    };
+    // Nested under `/v1`, the router sees `/deployments…`.
+    let path = parts.uri.path().to_owned();
+    let path_and_query = format!(
+        "/v1{}",
+        parts.uri.path_and_query().map_or(path.as_str(), |p| p.as_str())
+    );
+    let path_and_query = path_and_query.as_str();
+    let rest = path.strip_prefix("/deployments").unwrap_or_default();
+    let (method, headers) = (&parts.method, &parts.headers);
+    let send = |url: String, body| async move {
+        service
+            .forwarder
+            .send(&url, method.clone(), path_and_query, headers, body)
+            .await
+            .map_err(|e| ApiError::Unavailable {
+                detail: format!("the worker at {url} does not answer ({e}); try again in a few seconds"),
+            })
+    };
+    if rest.is_empty() {
+        if parts.method == Method::POST {
+            let url = service
+                .worker_for_deployment()
+                .await
+                .map_err(|detail| ApiError::Unavailable { detail })?;
+            return Ok(send(url, body).await?.into_response());
+        }
+        let rows = fleet::list(pool, (!who.operator).then_some(who.tenant.as_str()))
+            .await
+            .map_err(unavailable)?;
+        let mut statuses: HashMap<String, serde_json::Value> = HashMap::new();
+        let mut urls: Vec<String> = rows
+            .iter()
+            .filter(|r| r.live)
+            .filter_map(|r| r.owner_url.clone())
+            .collect();
+        urls.sort();
+        urls.dedup();
+        for url in urls {
+            let answer = service
+                .forwarder
+                .send(&url, Method::GET, "/v1/deployments", headers, Bytes::new())
+                .await;
+            let Ok(a) = answer.inspect_err(
+                |e| tracing::warn!(worker = %url, error = %e, "a worker did not list its deployments"),
+            ) else {
+                continue;
+            };
+            let list: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
+            for d in list["deployments"].as_array().into_iter().flatten() {
+                if let Some(id) = d["id"].as_str() {
+                    statuses.insert(id.to_owned(), d.clone());
+                }
+            }
+        }
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let mut v = statuses.remove(&r.id).filter(|_| r.live).unwrap_or_else(
+                    || serde_json::json!({ "id": r.id, "tenant": r.tenant, "state": "moving" }),
+                );
+                v["worker"] = serde_json::json!(r.owner.clone().filter(|_| r.live));
+                v
+            })
+            .collect();
+        service
+            .deployments
+            .reload_stops()
+            .await
+            .map_err(deployment_error)?;
+        let stops = service.deployments.stops();
+        return Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "deployments": list, "emergency_stops": stops }),
+        ));
+    }
+    let id = rest.trim_start_matches('/').split('/').next().unwrap_or_default();
+    let not_found = || ApiError::NotFound {
+        what: "deployment",
+        id: id.to_owned(),
+    };
+    let row = fleet::find(pool, id)
+        .await
+        .map_err(unavailable)?
+        .filter(|r| !r.stopped && (who.operator || r.tenant == who.tenant))
+        .ok_or_else(not_found)?;
+    let whole = rest.trim_start_matches('/') == id;
+    match row.owner_url.clone().filter(|_| row.live) {
+        Some(url) => {
+            let answer = send(url, body).await?;
+            if whole && method == Method::GET && answer.status.is_success() {
+                if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&answer.body) {
+                    v["worker"] = serde_json::json!(row.owner);
+                    return Ok(json_response(answer.status, &v));
+                }
+            }
+            Ok(answer.into_response())
+        }
+        None if whole && method == Method::DELETE => {
+            // No worker runs it: stopped in the store, nobody takes it over.
+            fleet::mark_stopped(pool, id).await.map_err(unavailable)?;
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "id": id, "tenant": row.tenant, "state": "stopped" }),
+            ))
+        }
+        None => Err(ApiError::Unavailable {
+            detail: format!(
+                "deployment {id} is moving to another worker (its worker's lease expired); try again in a few seconds"
+            ),
+        }),
+    }
+}
+
+/// A worker: a deployment it claimed and is still starting (restoring its
+/// files, recovering) answers 503, not 404.
+async fn while_starting(
+    State(service): State<Arc<Service>>,
+    Path(params): Path<HashMap<String, String>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match params.get("id") {
+        Some(id) if service.leases.is_starting(id) => ApiError::Unavailable {
+            detail: format!(
+                "deployment {id} is starting on this worker (recovering by replay); try again in a moment"
+            ),
+        }
+        .into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+/// A worker: applies the emergency stops in force now (an API node asks
+/// after a stop is imposed or lifted).
+async fn apply_stops(State(service): State<Arc<Service>>, Auth(_who): Auth) -> ApiResult {
+    let (stopped, released) = service.deployments.sync_stops().await.map_err(deployment_error)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "stopped": stopped, "released": released }),
+    ))
 }
 
 /// Longest idempotency key, in bytes.
@@ -1366,6 +1567,7 @@ fn deployment_error(e: DeploymentError) -> ApiError {
         },
         DeploymentError::Fill(other) => ApiError::InvalidFill(other.to_string()),
         DeploymentError::Internal(m) => ApiError::Internal(m),
+        DeploymentError::Unavailable(detail) => ApiError::Unavailable { detail },
     }
 }
 
@@ -1492,6 +1694,7 @@ async fn stop_deployment(
         .stop(&who.tenant, who.operator, &id)
         .await
         .map_err(deployment_error)?;
+    service.leased_stopped(&id).await?;
     Ok(json_response(StatusCode::OK, &status))
 }
 
@@ -1559,6 +1762,7 @@ async fn gate_deployment(
         )
         .await
         .map_err(deployment_error)?;
+    service.shipped(&id).await?;
     Ok(json_response(StatusCode::OK, &entry))
 }
 
@@ -1638,6 +1842,7 @@ async fn report_fill(
         .fill(&who.tenant, &id, fill)
         .await
         .map_err(deployment_error)?;
+    service.shipped(&id).await?;
     Ok(json_response(StatusCode::OK, &snap))
 }
 
@@ -1765,8 +1970,30 @@ impl EmergencyRequest {
 /// Whether the caller may name `scope`: `all` and other tenants need an
 /// operator; a deployment must be the caller's (when stopping; a stop of a
 /// deployment since removed can still be lifted).
-fn check_scope(who: &Principal, scope: &Scope, service: &Service, releasing: bool) -> Result<(), ApiError> {
+async fn check_scope(
+    who: &Principal,
+    scope: &Scope,
+    service: &Service,
+    releasing: bool,
+) -> Result<(), ApiError> {
     match scope {
+        Scope::Deployment { deployment } if !releasing && service.role == Role::Api => {
+            let pool = service
+                .store
+                .postgres()
+                .ok_or_else(|| ApiError::Internal("an API node without a shared store".into()))?;
+            crate::fleet::find(pool, deployment)
+                .await
+                .map_err(|e| ApiError::Unavailable {
+                    detail: format!("the shared store cannot be read ({e}); try again later"),
+                })?
+                .filter(|r| !r.stopped && (who.operator || r.tenant == who.tenant))
+                .map(drop)
+                .ok_or_else(|| ApiError::NotFound {
+                    what: "deployment",
+                    id: deployment.clone(),
+                })
+        }
         Scope::Deployment { .. } if releasing => Ok(()),
         Scope::All if !who.operator => Err(ApiError::Forbidden(
             "only operators may stop every deployment".into(),
@@ -1798,10 +2025,15 @@ fn check_scope(who: &Principal, scope: &Scope, service: &Service, releasing: boo
         (status = 404, description = "no such deployment for this tenant", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn emergency_stop(State(service): State<Arc<Service>>, Auth(who): Auth, body: Bytes) -> ApiResult {
+async fn emergency_stop(
+    State(service): State<Arc<Service>>,
+    Auth(who): Auth,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
     let r: EmergencyRequest = parse_settings(&body, ApiError::InvalidDeployment)?;
     let scope = r.scope()?;
-    check_scope(&who, &scope, &service, false)?;
+    check_scope(&who, &scope, &service, false).await?;
     let reason = if r.reason.trim().is_empty() {
         "emergency stop".to_owned()
     } else {
@@ -1810,12 +2042,16 @@ async fn emergency_stop(State(service): State<Arc<Service>>, Auth(who): Auth, bo
     let by = Imposed {
         tenant: who.tenant.clone(),
         operator: who.operator,
+        reason: reason.clone(),
     };
-    let stopped = service
+    let mut stopped = service
         .deployments
         .emergency_stop(scope, by, &actor_of(&who), &reason)
         .await
         .map_err(deployment_error)?;
+    if service.role == Role::Api {
+        stopped.extend(service.apply_stops_everywhere(&headers).await.0);
+    }
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "stopped": stopped }),
@@ -1840,11 +2076,12 @@ async fn emergency_stop(State(service): State<Arc<Service>>, Auth(who): Auth, bo
 async fn release_emergency_stop(
     State(service): State<Arc<Service>>,
     Auth(who): Auth,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
     let r: EmergencyRequest = parse_settings(&body, ApiError::InvalidDeployment)?;
     let scope = r.scope()?;
-    check_scope(&who, &scope, &service, true)?;
+    check_scope(&who, &scope, &service, true).await?;
     let reason = if r.reason.trim().is_empty() {
         "emergency stop lifted".to_owned()
     } else {
@@ -1853,12 +2090,16 @@ async fn release_emergency_stop(
     let caller = Imposed {
         tenant: who.tenant.clone(),
         operator: who.operator,
+        reason: String::new(),
     };
-    let released = service
+    let mut released = service
         .deployments
         .release(scope, &caller, &actor_of(&who), &reason)
         .await
         .map_err(deployment_error)?;
+    if service.role == Role::Api {
+        released.extend(service.apply_stops_everywhere(&headers).await.1);
+    }
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "released": released }),

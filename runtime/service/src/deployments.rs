@@ -47,6 +47,9 @@ pub enum DeploymentError {
     Fill(DriftError),
     #[error("{0}")]
     Internal(String),
+    /// The shared store cannot be reached (503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<CommandError> for DeploymentError {
@@ -86,11 +89,25 @@ impl Scope {
     }
 }
 
-/// Who imposed an emergency stop.
+/// Who imposed an emergency stop, and why.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Imposed {
     pub tenant: String,
     pub operator: bool,
+    /// The reason given (audited with each transition the stop causes).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+impl Imposed {
+    /// The actor the stop's transitions are audited as.
+    pub fn actor(&self) -> String {
+        format!(
+            "{}:{}",
+            if self.operator { "operator" } else { "tenant" },
+            self.tenant
+        )
+    }
 }
 
 /// One emergency stop in force, as listed and stored.
@@ -114,6 +131,7 @@ fn load_stops(dir: &Path) -> HashMap<Scope, Imposed> {
                 let ops = Imposed {
                     tenant: "unreadable emergency-stops.json".to_owned(),
                     operator: true,
+                    reason: String::new(),
                 };
                 HashMap::from([(Scope::All, ops)])
             }
@@ -135,6 +153,9 @@ pub struct Deployments {
     /// Held while a deployment starts: two requests for one id (or for the
     /// last free place) cannot both pass the checks.
     starting: Mutex<()>,
+    /// The shared store (distributed mode): the emergency stops are its
+    /// table `emergency_stops`, not a file.
+    shared: Option<sqlx::PgPool>,
 }
 
 impl std::fmt::Debug for Deployments {
@@ -148,20 +169,44 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Deployments {
-    pub fn new(data_dir: &Path, registry: &prometheus::Registry, max: usize) -> Deployments {
+    /// The deployments of a service with its files in `data_dir`; with
+    /// `shared`, the emergency stops are read from the shared store
+    /// ([`Deployments::reload_stops`]).
+    pub fn new(
+        data_dir: &Path,
+        registry: &prometheus::Registry,
+        max: usize,
+        shared: Option<sqlx::PgPool>,
+    ) -> Deployments {
+        let stops = if shared.is_some() {
+            HashMap::new()
+        } else {
+            load_stops(&data_dir.join("deployments"))
+        };
         let d = Deployments {
             dir: data_dir.join("deployments"),
             metrics: LiveMetrics::new(registry),
             running: Mutex::new(BTreeMap::new()),
-            stops: Mutex::new(load_stops(&data_dir.join("deployments"))),
+            stops: Mutex::new(stops),
             max,
             starting: Mutex::new(()),
+            shared,
         };
         d.publish_stops();
         d
     }
 
-    fn folder(&self, id: &str) -> PathBuf {
+    /// Most deployments this process runs at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Deployments running in this process.
+    pub fn running(&self) -> usize {
+        lock(&self.running).len()
+    }
+
+    pub fn folder(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }
 
@@ -269,17 +314,80 @@ impl Deployments {
         let Some((scope, by)) = self.covering(&handle) else {
             return;
         };
-        if handle.status().gate == palisade_live::GateState::Stopped {
-            return;
+        apply_stop(&handle, &scope, &by).await;
+    }
+
+    /// Distributed mode: reads the emergency stops from the shared store.
+    /// Unreadable stops stop everything (fail closed).
+    pub async fn reload_stops(&self) -> Result<HashMap<Scope, Imposed>, DeploymentError> {
+        let Some(pool) = &self.shared else {
+            return Ok(lock(&self.stops).clone());
+        };
+        let rows: Vec<String> = sqlx::query_scalar("SELECT stop FROM emergency_stops ORDER BY key")
+            .fetch_all(pool)
+            .await
+            .map_err(|e| DeploymentError::Unavailable(format!("the shared store: {e}")))?;
+        let mut stops = HashMap::new();
+        for row in rows {
+            match serde_json::from_str::<StopInForce>(&row) {
+                Ok(s) => {
+                    stops.insert(s.scope, s.imposed_by);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "an emergency stop is unreadable; stopping every deployment");
+                    stops.insert(
+                        Scope::All,
+                        Imposed {
+                            tenant: "unreadable emergency_stops row".to_owned(),
+                            operator: true,
+                            reason: String::new(),
+                        },
+                    );
+                }
+            }
         }
-        let actor = format!(
-            "{}:{}",
-            if by.operator { "operator" } else { "tenant" },
-            by.tenant
-        );
-        let reason = format!("an emergency stop ({}) is in force", scope.label());
-        if let Err(e) = handle.gate(Command::EmergencyStop, &actor, &reason).await {
-            tracing::error!(deployment = %id, error = %e, "emergency stop not applied");
+        *lock(&self.stops) = stops.clone();
+        self.publish_stops();
+        Ok(stops)
+    }
+
+    /// Distributed mode (a worker): brings the stops in force up to date
+    /// with the shared store and applies what changed to the deployments
+    /// running here: newly covered ones stop, ones no stop covers any more
+    /// are released. Returns the ids stopped and released.
+    pub async fn sync_stops(&self) -> Result<(Vec<String>, Vec<String>), DeploymentError> {
+        let before = lock(&self.stops).clone();
+        let now = self.reload_stops().await?;
+        let handles: Vec<Handle> = lock(&self.running).values().cloned().collect();
+        let (mut stopped, mut released) = (Vec::new(), Vec::new());
+        for h in handles {
+            let gate = h.status().gate;
+            if let Some((scope, by)) = now.iter().find(|(s, _)| s.covers(&h)) {
+                if gate != palisade_live::GateState::Stopped && apply_stop(&h, scope, by).await {
+                    stopped.push(h.id().to_owned());
+                }
+            } else if gate == palisade_live::GateState::Stopped {
+                if let Some((scope, _)) = before.iter().find(|(s, _)| s.covers(&h)) {
+                    let reason = format!("the emergency stop ({}) was lifted", scope.label());
+                    if h.gate(Command::Release, "operator:emergency-stop", &reason)
+                        .await
+                        .is_ok()
+                    {
+                        released.push(h.id().to_owned());
+                    }
+                }
+            }
+        }
+        Ok((stopped, released))
+    }
+
+    /// Stops running deployment `id` in this process only (its lease was
+    /// lost, or the worker drains): it is not marked stopped, and another
+    /// worker takes it over.
+    pub async fn abandon(&self, id: &str) {
+        let handle = lock(&self.running).remove(id);
+        if let Some(h) = handle {
+            h.stop().await;
         }
     }
 
@@ -409,17 +517,30 @@ impl Deployments {
     ) -> Result<Vec<String>, DeploymentError> {
         // In force (and stored) first, so a deployment starting meanwhile
         // is covered by `enforce_stops`.
-        {
+        if let Some(pool) = &self.shared {
+            let key = serde_json::to_string(&scope).expect("a scope serializes");
+            let stop = StopInForce {
+                scope: scope.clone(),
+                imposed_by: by,
+            };
+            sqlx::query(
+                "INSERT INTO emergency_stops (key, stop) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(&key)
+            .bind(serde_json::to_string(&stop).expect("a stop serializes"))
+            .execute(pool)
+            .await
+            .map_err(|e| DeploymentError::Unavailable(format!("the shared store: {e}")))?;
+            self.reload_stops().await?;
+        } else {
             let mut stops = lock(&self.stops);
             if !stops.contains_key(&scope) {
                 let mut next = stops.clone();
                 next.insert(scope.clone(), by);
                 self.save_stops(&next)?;
                 *stops = next;
-                self.metrics
-                    .emergency_stops
-                    .with_label_values(&[scope.label()])
-                    .inc();
+                drop(stops);
+                self.publish_stops();
             }
         }
         let handles: Vec<Handle> = lock(&self.running)
@@ -449,30 +570,32 @@ impl Deployments {
         actor: &str,
         reason: &str,
     ) -> Result<Vec<String>, DeploymentError> {
-        {
+        if let Some(pool) = &self.shared {
+            let stops = self.reload_stops().await?;
+            let Some(by) = stops.get(&scope) else {
+                return Err(DeploymentError::NotFound(format!("emergency stop {scope:?}")));
+            };
+            check_release(by, caller)?;
+            let key = serde_json::to_string(&scope).expect("a scope serializes");
+            sqlx::query("DELETE FROM emergency_stops WHERE key = $1")
+                .bind(&key)
+                .execute(pool)
+                .await
+                .map_err(|e| DeploymentError::Unavailable(format!("the shared store: {e}")))?;
+            self.reload_stops().await?;
+        } else {
             let mut stops = lock(&self.stops);
             let Some(by) = stops.get(&scope) else {
                 return Err(DeploymentError::NotFound(format!("emergency stop {scope:?}")));
             };
-            if by.operator && !caller.operator {
-                return Err(DeploymentError::Forbidden(
-                    "an operator imposed this emergency stop; only an operator may lift it".to_owned(),
-                ));
-            }
-            if !caller.operator && by.tenant != caller.tenant {
-                return Err(DeploymentError::Forbidden(
-                    "another tenant imposed this emergency stop".to_owned(),
-                ));
-            }
+            check_release(by, caller)?;
             let mut next = stops.clone();
             next.remove(&scope);
             self.save_stops(&next)?;
             *stops = next;
+            drop(stops);
+            self.publish_stops();
         }
-        self.metrics
-            .emergency_stops
-            .with_label_values(&[scope.label()])
-            .dec();
         let handles: Vec<Handle> = lock(&self.running)
             .values()
             .filter(|h| scope.covers(h))
@@ -520,13 +643,15 @@ impl Deployments {
             .collect()
     }
 
-    /// Sets `palisade_emergency_stops` from the stops in force (at start).
+    /// Sets `palisade_emergency_stops` from the stops in force.
     pub fn publish_stops(&self) {
-        for (scope, _) in lock(&self.stops).iter() {
+        let stops = lock(&self.stops);
+        for label in ["deployment", "tenant", "all"] {
+            let n = stops.keys().filter(|s| s.label() == label).count();
             self.metrics
                 .emergency_stops
-                .with_label_values(&[scope.label()])
-                .inc();
+                .with_label_values(&[label])
+                .set(n as i64);
         }
     }
 
@@ -545,6 +670,39 @@ impl Deployments {
             .values()
             .filter(|h| h.status().state == Lifecycle::Live)
             .count()
+    }
+}
+
+/// Whether `caller` may lift a stop imposed `by`.
+fn check_release(by: &Imposed, caller: &Imposed) -> Result<(), DeploymentError> {
+    if by.operator && !caller.operator {
+        return Err(DeploymentError::Forbidden(
+            "an operator imposed this emergency stop; only an operator may lift it".to_owned(),
+        ));
+    }
+    if !caller.operator && by.tenant != caller.tenant {
+        return Err(DeploymentError::Forbidden(
+            "another tenant imposed this emergency stop".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Sends an emergency stop in force to one deployment; true if applied.
+async fn apply_stop(handle: &Handle, scope: &Scope, by: &Imposed) -> bool {
+    if handle.status().gate == palisade_live::GateState::Stopped {
+        return false;
+    }
+    let mut reason = format!("an emergency stop ({}) is in force", scope.label());
+    if !by.reason.is_empty() {
+        reason = format!("{reason}: {}", by.reason);
+    }
+    match handle.gate(Command::EmergencyStop, &by.actor(), &reason).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(deployment = %handle.id(), error = %e, "emergency stop not applied");
+            false
+        }
     }
 }
 

@@ -175,11 +175,11 @@ impl Service {
             .expect("distributed mode runs on a shared store")
     }
 
-    fn redis(&self) -> &Queue {
+    pub(crate) fn redis(&self) -> &Queue {
         self.queue.as_ref().expect("distributed mode has a queue")
     }
 
-    fn worker_state(&self) -> &WorkerState {
+    pub(crate) fn worker_state(&self) -> &WorkerState {
         self.worker.as_ref().expect("a worker has its state")
     }
 
@@ -206,6 +206,9 @@ impl Service {
             capacity: w.capacity as u64,
             build: w.build.clone(),
             last_beat_ms: now_ms(),
+            url: self.leases.url.get().cloned(),
+            deployments: self.deployments.running() as u64,
+            max_deployments: self.deployments.max() as u64,
         }
     }
 

@@ -43,6 +43,7 @@ pub mod config;
 pub mod deployments;
 pub mod distributed;
 pub mod execute;
+pub mod fleet;
 pub mod jobs;
 pub mod metrics;
 pub mod problem;

@@ -119,6 +119,15 @@ pub struct WorkerInfo {
     pub build: String,
     /// When it last beat (milliseconds since the Unix epoch).
     pub last_beat_ms: i64,
+    /// Where API nodes reach it (its deployments' requests), once it
+    /// listens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Live deployments it runs, and most it takes (`max_deployments`).
+    #[serde(default)]
+    pub deployments: u64,
+    #[serde(default)]
+    pub max_deployments: u64,
 }
 
 impl WorkerInfo {
@@ -630,6 +639,9 @@ impl Queue {
                     capacity: 0,
                     build: String::new(),
                     last_beat_ms: last as i64,
+                    url: None,
+                    deployments: 0,
+                    max_deployments: 0,
                 },
             });
         }

@@ -19,7 +19,7 @@ use palisade_study::{Grid, MonteCarloOptions, Objective, OptimizeOptions, Search
 
 use crate::auth::{Principal, Tokens};
 use crate::config::Config;
-use crate::deployments::{DeploymentError, Deployments};
+use crate::deployments::Deployments;
 use crate::execute::End;
 use crate::jobs::{Job, JobRequest, JobTable, Kind, Plan, Source};
 use crate::metrics::Metrics;
@@ -219,6 +219,10 @@ pub struct Service {
     started: Instant,
     /// Live deployments run by this process.
     pub deployments: Deployments,
+    /// A worker's deployment leases (distributed mode).
+    pub(crate) leases: crate::fleet::Leases,
+    /// Forwards deployments' requests to workers (an API node).
+    pub(crate) forwarder: crate::fleet::Forwarder,
 }
 
 impl std::fmt::Debug for Service {
@@ -334,9 +338,12 @@ impl Service {
             &config.data_dir,
             metrics.registry(),
             config.max_deployments as usize,
+            store.postgres().cloned(),
         );
         let service = Arc::new(Service {
             deployments,
+            leases: Default::default(),
+            forwarder: Default::default(),
             scheduler: Scheduler::new(Limits::from_config(&config), metrics.clone()),
             table: JobTable::new(config.result_cache, config.result_cache_bytes),
             parallelism: config.executor_threads(),
@@ -402,8 +409,10 @@ impl Service {
         if role == Role::Api {
             service.watch_workers();
         }
-        if role != Role::Worker {
+        if role == Role::Embedded {
             service.restart_deployments().await;
+        } else if let Err(e) = service.deployments.reload_stops().await {
+            tracing::warn!(error = %e, "cannot read the emergency stops");
         }
         service.ready.store(true, Ordering::Release);
         service.pump();
@@ -452,18 +461,18 @@ impl Service {
                 params::resolve(manifest, &overrides).map_err(|e| ServiceError::InvalidJob(e.to_string()))?;
         }
         let id = spec.id.clone();
-        let status = self
+        if fresh {
+            spec.validate()
+                .map_err(|e| ServiceError::InvalidJob(e.to_string()))?;
+            self.lease_new(&spec, strategy, policy_name).await?;
+        }
+        let started = self
             .deployments
-            .start(spec, &compiled, &policy, policy_name, fresh)
-            .map_err(|e| match e {
-                DeploymentError::Invalid(m) => ServiceError::InvalidJob(m),
-                DeploymentError::Conflict(m) => ServiceError::Conflict(m),
-                DeploymentError::NotFound(id) => ServiceError::NotFound {
-                    what: "deployment",
-                    id,
-                },
-                other => ServiceError::Internal(other.to_string()),
-            })?;
+            .start(spec, &compiled, &policy, policy_name, fresh);
+        if fresh {
+            self.leased_started(&id, started.is_ok()).await;
+        }
+        let status = started.map_err(ServiceError::from)?;
         self.deployments.enforce_stops(&id).await;
         let status = self
             .deployments
@@ -1582,8 +1591,10 @@ impl Service {
         self.shutting_down.send_replace(true);
         self.scheduler.stop_admitting();
         self.scheduler.stop_dispatching();
-        // Live deployments stop (they resume by replay after a restart).
+        // Live deployments stop (they resume by replay after a restart, or
+        // on another worker, which takes their leases over at once).
         self.deployments.shutdown().await;
+        self.release_leases().await;
         let mut active = self.active.subscribe();
         let running = *active.borrow();
         tracing::info!(running, grace_ms = grace.as_millis() as u64, "shutting down");

@@ -53,7 +53,8 @@ impl WorkerState {
     }
 }
 
-fn hostname() -> String {
+/// This machine's host name (`localhost` when it cannot be read).
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())

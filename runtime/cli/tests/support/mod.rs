@@ -27,3 +27,63 @@ pub fn palisade(args: &[&str]) -> std::process::Output {
 pub fn server(data_dir: &std::path::Path, args: &[&str]) -> Server {
     Server::start(PALISADE, data_dir, args)
 }
+
+pub const ALICE: &str = "alice-token-0123456789";
+pub const BOB: &str = "bob-token-0123456789";
+pub const OPS: &str = "ops-token-0123456789";
+
+/// A `palisade feed replay` process and its URL.
+pub struct Replay(pub std::process::Child, pub String);
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `palisade feed replay` of the sample at `speed` (0: full speed) on a
+/// free port.
+pub fn replay_at(speed: &str) -> Replay {
+    let port = palisade_testkit::servers::free_port();
+    let data = format!("SPY={}", sample_path());
+    let child = std::process::Command::new(PALISADE)
+        .args([
+            "feed",
+            "replay",
+            &data,
+            "--speed",
+            speed,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the replay");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replay server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Replay(child, format!("ws://127.0.0.1:{port}/"))
+}
+
+/// `palisade feed replay` of the sample at full speed on a free port.
+pub fn replay() -> Replay {
+    replay_at("0")
+}
+
+/// A tokens file in `dir`: tenants alice and bob, and an operator.
+pub fn tokens(dir: &std::path::Path) -> String {
+    let path = dir.join("tokens.toml");
+    let text = format!(
+        "[[token]]\ntoken = \"{ALICE}\"\ntenant = \"alice\"\n\n[[token]]\ntoken = \"{BOB}\"\ntenant = \"bob\"\n\n\
+         [[token]]\ntoken = \"{OPS}\"\ntenant = \"ops\"\noperator = true\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}

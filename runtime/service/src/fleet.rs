@@ -1,0 +1,1046 @@
+//! Live deployments in the distributed mode: workers run them under leases
+//! kept in Postgres, ship their files there as they grow, and take over a
+//! dead worker's deployments by restoring those files and recovering by
+//! replay; API nodes forward each deployment's requests to the worker that
+//! holds its lease.
+//!
+//! - A deployment's row (`deployments`) holds its spec, strategy, policy and
+//!   lease: `owner`, `owner_url`, `lease_until` (Postgres's clock) and
+//!   `epoch`, counted up by every claim.
+//! - Its files (bar log, journals, audit log) are shipped as a log of writes
+//!   (`deployment_chunks`) by a [`Shipper`]: what a file gained since the
+//!   last shipment, or a cut. Each shipment is fenced: it commits only while
+//!   the row still names this worker and epoch, so a worker that lost its
+//!   lease cannot write over its successor's.
+//! - A worker renews its leases every heartbeat; one it could not renew for
+//!   a lease's life, or that another worker took, is stopped at once.
+//!   Expired leases are claimed by workers with room, highest first by age.
+//! - Requests that acknowledge something (a fill, a gate command, a stop)
+//!   are answered after the shipment that carries them has committed.
+//!
+//! This module must not know wasmtime, and holds no deployment logic: the
+//! deployments themselves are `crate::deployments`'.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use sqlx::postgres::PgPool;
+use sqlx::Row;
+
+/// The files of a deployment that are shipped, as the runner names them.
+/// `spec.json` and `service.json` are written from the row instead.
+pub const FILES: [&str; 5] = [
+    "bars.log",
+    "audit.jsonl",
+    "intents.jsonl",
+    "fills.jsonl",
+    "orders.jsonl",
+];
+
+/// Postgres's clock in milliseconds since the Unix epoch: leases are
+/// compared on one clock, whatever the workers' clocks say.
+const PG_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// How often a deployment's files are looked at when nothing signalled a
+/// change (a change of the deployment's status ships at once).
+const SHIP_TICK: Duration = Duration::from_secs(1);
+
+/// Longest answer read back from a worker (a long list of deployments).
+const MAX_FORWARDED_BYTES: usize = 64 << 20;
+
+/// Longest a forwarded request may take: the intents' long poll waits up
+/// to 60 s.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(75);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why a shipment did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    /// The lease is another worker's now (or another epoch's): this worker
+    /// must stop the deployment.
+    #[error("deployment {0}: its lease was taken over by another worker")]
+    Lost(String),
+    #[error("deployment {id}: {path}: {error}")]
+    Io {
+        id: String,
+        path: String,
+        error: std::io::Error,
+    },
+    #[error("deployment {0}: the shared store: {1}")]
+    Store(String, sqlx::Error),
+}
+
+/// Ships one deployment's files to Postgres, fenced by its lease.
+#[derive(Debug)]
+pub struct Shipper {
+    pub id: String,
+    pub owner: String,
+    pub epoch: i64,
+    dir: PathBuf,
+    pool: PgPool,
+    /// Bytes of each file (in [`FILES`]' order) that Postgres holds.
+    shipped: tokio::sync::Mutex<[u64; FILES.len()]>,
+    lost: AtomicBool,
+}
+
+/// One write of the log: bytes at an offset, or a cut (`None`).
+type Op = (usize, u64, Option<Vec<u8>>);
+
+impl Shipper {
+    pub fn new(id: &str, owner: &str, epoch: i64, dir: &Path, pool: PgPool, shipped: [u64; 5]) -> Shipper {
+        Shipper {
+            id: id.to_owned(),
+            owner: owner.to_owned(),
+            epoch,
+            dir: dir.to_owned(),
+            pool,
+            shipped: tokio::sync::Mutex::new(shipped),
+            lost: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> ShipError + '_ {
+        let path = path.display().to_string();
+        move |error| ShipError::Io {
+            id: self.id.clone(),
+            path,
+            error,
+        }
+    }
+
+    /// What each file gained (or lost) since the last shipment.
+    fn changes(&self, shipped: &[u64; 5]) -> Result<(Vec<Op>, [u64; 5]), ShipError> {
+        let mut ops = Vec::new();
+        let mut next = *shipped;
+        for (i, name) in FILES.iter().enumerate() {
+            let path = self.dir.join(name);
+            let len = match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(self.io(&path)(e)),
+            };
+            if len < next[i] {
+                // Cut (a torn tail at open, a failed write cut back).
+                ops.push((i, len, None));
+                next[i] = len;
+            }
+            if len > next[i] {
+                let mut file = std::fs::File::open(&path).map_err(self.io(&path))?;
+                file.seek(SeekFrom::Start(next[i])).map_err(self.io(&path))?;
+                let mut bytes = Vec::with_capacity((len - next[i]) as usize);
+                file.take(len - next[i])
+                    .read_to_end(&mut bytes)
+                    .map_err(self.io(&path))?;
+                let end = next[i] + bytes.len() as u64;
+                ops.push((i, next[i], Some(bytes)));
+                next[i] = end;
+            }
+        }
+        Ok((ops, next))
+    }
+
+    /// Ships what the files gained since the last shipment, in one
+    /// transaction that commits only while this worker holds the lease at
+    /// this epoch. Returns once Postgres holds everything written before
+    /// the call.
+    pub async fn ship(&self) -> Result<(), ShipError> {
+        if self.is_lost() {
+            return Err(ShipError::Lost(self.id.clone()));
+        }
+        let mut shipped = self.shipped.lock().await;
+        let (ops, next) = self.changes(&shipped)?;
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let store = |e| ShipError::Store(self.id.clone(), e);
+        let mut tx = self.pool.begin().await.map_err(store)?;
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT epoch FROM deployments WHERE id = $1 AND owner = $2 AND epoch = $3 FOR SHARE",
+        )
+        .bind(&self.id)
+        .bind(&self.owner)
+        .bind(self.epoch)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(store)?;
+        if held.is_none() {
+            self.lost.store(true, Ordering::Release);
+            return Err(ShipError::Lost(self.id.clone()));
+        }
+        for (file, at, bytes) in ops {
+            sqlx::query(
+                "INSERT INTO deployment_chunks (deployment, file, at, bytes) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&self.id)
+            .bind(FILES[file])
+            .bind(at as i64)
+            .bind(bytes)
+            .execute(&mut *tx)
+            .await
+            .map_err(store)?;
+        }
+        tx.commit().await.map_err(store)?;
+        *shipped = next;
+        Ok(())
+    }
+}
+
+/// A deployment's row.
+#[derive(Clone, Debug)]
+pub struct DeploymentRow {
+    pub id: String,
+    pub tenant: String,
+    pub spec: String,
+    pub strategy: String,
+    pub policy: String,
+    pub stopped: bool,
+    pub owner: Option<String>,
+    pub owner_url: Option<String>,
+    pub epoch: i64,
+    /// Whether the lease is alive now (by Postgres's clock).
+    pub live: bool,
+}
+
+fn row_of(r: &sqlx::postgres::PgRow) -> DeploymentRow {
+    DeploymentRow {
+        id: r.get("id"),
+        tenant: r.get("tenant"),
+        spec: r.get("spec"),
+        strategy: r.get("strategy"),
+        policy: r.get("policy"),
+        stopped: r.get("stopped"),
+        owner: r.get("owner"),
+        owner_url: r.get("owner_url"),
+        epoch: r.get("epoch"),
+        live: r.get("live"),
+    }
+}
+
+fn select_rows(filter: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(format!(
+        "SELECT id, tenant, spec, strategy, policy, stopped, owner, owner_url, epoch, \
+         (lease_until > {PG_NOW}) AS live FROM deployments {filter}"
+    ))
+}
+
+/// A new deployment's row, its lease held by `owner` at epoch 1. False
+/// when the id is taken (by any tenant, stopped or not).
+#[allow(clippy::too_many_arguments)]
+pub async fn insert(
+    pool: &PgPool,
+    id: &str,
+    tenant: &str,
+    spec: &str,
+    strategy: &str,
+    policy: &str,
+    owner: &str,
+    owner_url: &str,
+    ttl: Duration,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO deployments (id, tenant, spec, strategy, policy, owner, owner_url, epoch, lease_until, created) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, {PG_NOW} + $8, {PG_NOW}) ON CONFLICT (id) DO NOTHING"
+    )))
+    .bind(id)
+    .bind(tenant)
+    .bind(spec)
+    .bind(strategy)
+    .bind(policy)
+    .bind(owner)
+    .bind(owner_url)
+    .bind(ttl.as_millis() as i64)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Forgets a row whose deployment did not start (and everything shipped).
+pub async fn remove(pool: &PgPool, id: &str, owner: &str) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let gone = sqlx::query("DELETE FROM deployments WHERE id = $1 AND owner = $2")
+        .bind(id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+    if gone.rows_affected() == 1 {
+        sqlx::query("DELETE FROM deployment_chunks WHERE deployment = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+/// Marks a deployment stopped for good: no worker takes it over.
+pub async fn mark_stopped(pool: &PgPool, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deployments SET stopped = TRUE, lease_until = 0 WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// The row of deployment `id`, if there is one.
+pub async fn find(pool: &PgPool, id: &str) -> Result<Option<DeploymentRow>, sqlx::Error> {
+    Ok(sqlx::query(select_rows("WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(row_of))
+}
+
+/// The deployments not stopped: `tenant`'s, or everyone's.
+pub async fn list(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<DeploymentRow>, sqlx::Error> {
+    let rows = match tenant {
+        Some(t) => {
+            sqlx::query(select_rows("WHERE NOT stopped AND tenant = $1 ORDER BY id"))
+                .bind(t)
+                .fetch_all(pool)
+                .await?
+        }
+        None => {
+            sqlx::query(select_rows("WHERE NOT stopped ORDER BY id"))
+                .fetch_all(pool)
+                .await?
+        }
+    };
+    Ok(rows.iter().map(row_of).collect())
+}
+
+/// Renews `owner`'s leases on `ids`; returns the ids still held, with their
+/// epochs (a stopped deployment's or another worker's lease is not).
+pub async fn renew(
+    pool: &PgPool,
+    owner: &str,
+    ids: &[String],
+    ttl: Duration,
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE deployments SET lease_until = {PG_NOW} + $3 \
+         WHERE owner = $1 AND id = ANY($2) AND NOT stopped AND lease_until > {PG_NOW} RETURNING id, epoch"
+    )))
+    .bind(owner)
+    .bind(ids)
+    .bind(ttl.as_millis() as i64)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(|r| (r.get("id"), r.get("epoch"))).collect())
+}
+
+/// Claims up to `room` deployments whose lease has expired, oldest first,
+/// for `owner`; each claim counts the epoch up.
+pub async fn claim(
+    pool: &PgPool,
+    owner: &str,
+    owner_url: &str,
+    room: usize,
+    ttl: Duration,
+) -> Result<Vec<DeploymentRow>, sqlx::Error> {
+    if room == 0 {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE deployments SET owner = $1, owner_url = $2, epoch = epoch + 1, lease_until = {PG_NOW} + $3 \
+         WHERE id IN (SELECT id FROM deployments WHERE NOT stopped AND lease_until < {PG_NOW} \
+                      ORDER BY created LIMIT $4 FOR UPDATE SKIP LOCKED) \
+         RETURNING id, tenant, spec, strategy, policy, stopped, owner, owner_url, epoch, TRUE AS live"
+    )))
+    .bind(owner)
+    .bind(owner_url)
+    .bind(ttl.as_millis() as i64)
+    .bind(room as i64)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(row_of).collect())
+}
+
+/// Lets `owner`'s leases on `ids` go at once (a worker draining): other
+/// workers claim them at their next heartbeat.
+pub async fn release(pool: &PgPool, owner: &str, ids: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deployments SET lease_until = 0 WHERE owner = $1 AND id = ANY($2)")
+        .bind(owner)
+        .bind(ids)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// Rebuilds deployment `id`'s files in `dir` (emptied first) from what was
+/// shipped, then compacts the log to one write per file under the claim's
+/// fence. Returns each file's length, what Postgres now holds.
+pub async fn restore(
+    pool: &PgPool,
+    id: &str,
+    owner: &str,
+    epoch: i64,
+    dir: &Path,
+) -> Result<[u64; 5], String> {
+    let rows =
+        sqlx::query("SELECT file, at, bytes FROM deployment_chunks WHERE deployment = $1 ORDER BY seq")
+            .bind(id)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| format!("the shared store: {e}"))?;
+    let files = replay_writes(rows.iter().map(|r| (r.get("file"), r.get("at"), r.get("bytes"))))?;
+    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(dir, e)),
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let mut lengths = [0u64; 5];
+    for (i, bytes) in files.iter().enumerate() {
+        lengths[i] = bytes.len() as u64;
+        if bytes.is_empty() {
+            continue;
+        }
+        let path = dir.join(FILES[i]);
+        std::fs::write(&path, bytes)
+            .and_then(|()| std::fs::File::open(&path)?.sync_all())
+            .map_err(|e| io(&path, e))?;
+    }
+    if rows.len() > FILES.len() {
+        compact(pool, id, owner, epoch, &files)
+            .await
+            .map_err(|e| format!("the shared store: {e}"))?;
+    }
+    Ok(lengths)
+}
+
+/// The files a log of shipped writes gives, in [`FILES`]' order: each
+/// write puts its bytes at its offset (cutting what followed), each cut
+/// shortens its file. A write past a file's end, or of another file, is
+/// refused: the log is not whole.
+pub fn replay_writes(
+    writes: impl IntoIterator<Item = (String, i64, Option<Vec<u8>>)>,
+) -> Result<[Vec<u8>; 5], String> {
+    let mut files: [Vec<u8>; 5] = Default::default();
+    for (name, at, bytes) in writes {
+        let Some(i) = FILES.iter().position(|f| *f == name) else {
+            return Err(format!("a shipped write names an unknown file {name:?}"));
+        };
+        let file = &mut files[i];
+        let at = usize::try_from(at)
+            .ok()
+            .filter(|at| *at <= file.len())
+            .ok_or_else(|| format!("{name}: a write at {at}, past its end {}", file.len()))?;
+        file.truncate(at);
+        if let Some(b) = bytes {
+            file.extend_from_slice(&b);
+        }
+    }
+    Ok(files)
+}
+
+async fn compact(
+    pool: &PgPool,
+    id: &str,
+    owner: &str,
+    epoch: i64,
+    files: &[Vec<u8>; 5],
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT epoch FROM deployments WHERE id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(epoch)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if held.is_none() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM deployment_chunks WHERE deployment = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    for (i, bytes) in files.iter().enumerate() {
+        if bytes.is_empty() {
+            continue;
+        }
+        sqlx::query("INSERT INTO deployment_chunks (deployment, file, at, bytes) VALUES ($1, $2, 0, $3)")
+            .bind(id)
+            .bind(FILES[i])
+            .bind(bytes)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+/// A worker's side of the fleet: where it is reached, and the shippers of
+/// the deployments whose leases it holds.
+#[derive(Debug, Default)]
+pub struct Leases {
+    /// The URL API nodes forward requests to (set once it listens).
+    pub url: OnceLock<String>,
+    pub held: Mutex<HashMap<String, Arc<Shipper>>>,
+    /// When the leases were last renewed.
+    pub renewed: Mutex<Option<Instant>>,
+    /// Deployments claimed and not started yet (restoring, recovering):
+    /// their requests are answered 503, not 404.
+    pub starting: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Leases {
+    pub fn get(&self, id: &str) -> Option<Arc<Shipper>> {
+        lock(&self.held).get(id).cloned()
+    }
+
+    pub fn insert(&self, shipper: Arc<Shipper>) {
+        lock(&self.held).insert(shipper.id.clone(), shipper);
+    }
+
+    pub fn remove(&self, id: &str) -> Option<Arc<Shipper>> {
+        lock(&self.held).remove(id)
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        lock(&self.held).keys().cloned().collect()
+    }
+
+    pub fn is_starting(&self, id: &str) -> bool {
+        lock(&self.starting).contains(id)
+    }
+}
+
+/// The HTTP client API nodes forward deployments' requests with.
+#[derive(Clone)]
+pub struct Forwarder {
+    client: Client<HttpConnector, Body>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder").finish_non_exhaustive()
+    }
+}
+
+impl Default for Forwarder {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.set_nodelay(true);
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Forwarder { client }
+    }
+}
+
+/// A forwarded request's answer: status, content type, body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub body: axum::body::Bytes,
+}
+
+impl Answer {
+    pub fn into_response(self) -> Response<Body> {
+        let mut r = Response::new(Body::from(self.body));
+        *r.status_mut() = self.status;
+        if let Some(ct) = self.content_type {
+            r.headers_mut().insert(header::CONTENT_TYPE, ct);
+        }
+        r
+    }
+}
+
+impl Forwarder {
+    /// Sends `method path_and_query` with `body` to the worker at `base`,
+    /// carrying the caller's authorization and content type.
+    pub async fn send(
+        &self,
+        base: &str,
+        method: Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: axum::body::Bytes,
+    ) -> Result<Answer, String> {
+        let uri = format!("{}{path_and_query}", base.trim_end_matches('/'));
+        let mut req = Request::builder().method(method).uri(&uri);
+        for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
+            if let Some(v) = headers.get(&name) {
+                req = req.header(name, v);
+            }
+        }
+        let req = req.body(Body::from(body)).map_err(|e| format!("{uri}: {e}"))?;
+        let res = tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|_| format!("{base}: no answer within {} s", FORWARD_TIMEOUT.as_secs()))?
+            .map_err(|e| format!("{base}: {e}"))?;
+        let status = res.status();
+        let content_type = res.headers().get(header::CONTENT_TYPE).cloned();
+        let body = axum::body::to_bytes(Body::new(res.into_body()), MAX_FORWARDED_BYTES)
+            .await
+            .map_err(|e| format!("{base}: {e}"))?;
+        Ok(Answer {
+            status,
+            content_type,
+            body,
+        })
+    }
+}
+
+use crate::deployments::DeploymentError;
+use crate::service::{Service, ServiceError};
+use crate::worker::Role;
+
+fn unavailable(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::StoreUnavailable(format!("the shared store: {e}"))
+}
+
+impl Service {
+    fn shared_pool(&self) -> Option<&PgPool> {
+        self.store.postgres()
+    }
+
+    /// Whether this node runs deployments under leases (a worker).
+    fn leases_deployments(&self) -> bool {
+        self.role == Role::Worker && self.shared_pool().is_some()
+    }
+
+    /// A worker, once it listens at `url`: takes deployments from now on.
+    /// Every heartbeat it renews its leases (stopping the deployments whose
+    /// lease it lost), applies the emergency stops in force, and takes over
+    /// deployments whose lease expired.
+    pub fn serve_deployments(self: &Arc<Self>, url: String) {
+        if !self.leases_deployments() || self.leases.url.set(url).is_err() {
+            return;
+        }
+        let me = Arc::downgrade(self);
+        let period = self.config.heartbeat_interval();
+        let first = self.clone();
+        tokio::spawn(async move {
+            // Beat now: API nodes learn where to reach this worker.
+            if let Err(e) = first
+                .redis()
+                .beat(&first.worker_info(), first.config.heartbeat_ttl())
+                .await
+            {
+                tracing::warn!(error = %e, "cannot write the heartbeat");
+            }
+            drop(first);
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(s) = me.upgrade() else { break };
+                if s.is_stopped() {
+                    break;
+                }
+                s.tend_deployments().await;
+            }
+        });
+    }
+
+    async fn tend_deployments(self: &Arc<Self>) {
+        let Some(pool) = self.shared_pool().cloned() else {
+            return;
+        };
+        let me = self.worker_info().id;
+        let ttl = self.config.heartbeat_ttl();
+        let ids = self.leases.ids();
+        match renew(&pool, &me, &ids, ttl).await {
+            Ok(held) => {
+                *lock(&self.leases.renewed) = Some(Instant::now());
+                for id in ids {
+                    let epoch = self.leases.get(&id).map(|s| s.epoch);
+                    if held.get(&id).copied() != epoch {
+                        tracing::warn!(deployment = %id, "lease lost; stopping the deployment here");
+                        self.lose(&id).await;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the deployments' leases");
+                // Fence ourselves before the leases can have expired: past
+                // their life, another worker may hold them.
+                let renewed = *lock(&self.leases.renewed);
+                let margin = self.config.heartbeat_interval();
+                if renewed.is_none_or(|t| t.elapsed() + margin >= ttl) {
+                    for id in self.leases.ids() {
+                        tracing::warn!(deployment = %id, "lease not renewed in time; stopping the deployment here");
+                        self.lose(&id).await;
+                    }
+                }
+                return;
+            }
+        }
+        if let Err(e) = self.deployments.sync_stops().await {
+            tracing::warn!(error = %e, "cannot read the emergency stops");
+            return;
+        }
+        if self.worker_state().draining.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(url) = self.leases.url.get().cloned() else {
+            return;
+        };
+        let room = self.deployments.max().saturating_sub(self.deployments.running());
+        match claim(&pool, &me, &url, room, ttl).await {
+            Ok(rows) => {
+                for row in rows {
+                    self.take_over(&pool, row).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot claim deployments"),
+        }
+    }
+
+    /// Stops deployment `id` here without marking it stopped: its lease is
+    /// someone else's, or about to be.
+    async fn lose(&self, id: &str) {
+        self.leases.remove(id);
+        self.deployments.abandon(id).await;
+    }
+
+    /// Runs a deployment whose lease this worker just claimed: its files as
+    /// shipped, then recovery by replay as after any restart.
+    async fn take_over(self: &Arc<Self>, pool: &PgPool, row: DeploymentRow) {
+        let id = row.id.clone();
+        self.lose(&id).await;
+        lock(&self.leases.starting).insert(id.clone());
+        self.start_taken(pool, row).await;
+        lock(&self.leases.starting).remove(&id);
+    }
+
+    async fn start_taken(self: &Arc<Self>, pool: &PgPool, row: DeploymentRow) {
+        let id = row.id.clone();
+        let me = self.worker_info().id;
+        let spec: palisade_deployment::DeploymentSpec = match serde_json::from_str(&row.spec) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(deployment = %id, error = %e, "a deployment's spec does not parse; not taken over");
+                return;
+            }
+        };
+        let dir = self.deployments.folder(&id);
+        let started = Instant::now();
+        let lengths = match restore(pool, &id, &me, row.epoch, &dir).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(deployment = %id, error = %e, "cannot restore a deployment's files; not taken over");
+                return;
+            }
+        };
+        let shipper = Arc::new(Shipper::new(&id, &me, row.epoch, &dir, pool.clone(), lengths));
+        self.leases.insert(shipper.clone());
+        match self
+            .deploy(&row.tenant, &row.strategy, &row.policy, spec, None)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(
+                    deployment = %id,
+                    epoch = row.epoch,
+                    restored_ms = started.elapsed().as_millis() as u64,
+                    "took over a deployment; recovering by replay"
+                );
+                self.ship_while_running(shipper);
+            }
+            Err(e) => {
+                // Its lease lapses; another worker (or this one) tries again.
+                tracing::error!(deployment = %id, error = %e, "a deployment taken over did not start");
+                self.leases.remove(&id);
+            }
+        }
+    }
+
+    /// A new deployment's row, before it starts (a worker): its lease is
+    /// this worker's. Its folder here is emptied: the shared store is the
+    /// record.
+    pub(crate) async fn lease_new(
+        &self,
+        spec: &palisade_deployment::DeploymentSpec,
+        strategy: &str,
+        policy: &str,
+    ) -> Result<(), ServiceError> {
+        let Some(pool) = self.shared_pool().filter(|_| self.leases_deployments()) else {
+            return Ok(());
+        };
+        let me = self.worker_info().id;
+        let url = self.leases.url.get().cloned().unwrap_or_default();
+        let body = serde_json::to_string(spec).expect("a spec serializes");
+        let ttl = self.config.heartbeat_ttl();
+        if !insert(
+            pool,
+            &spec.id,
+            &spec.tenant,
+            &body,
+            strategy,
+            policy,
+            &me,
+            &url,
+            ttl,
+        )
+        .await
+        .map_err(unavailable)?
+        {
+            return Err(ServiceError::Conflict(format!(
+                "deployment {} exists; choose another id",
+                spec.id
+            )));
+        }
+        let dir = self.deployments.folder(&spec.id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                let _ = remove(pool, &spec.id, &me).await;
+                return Err(ServiceError::Internal(format!("{}: {e}", dir.display())));
+            }
+        }
+        self.leases.insert(Arc::new(Shipper::new(
+            &spec.id,
+            &me,
+            1,
+            &dir,
+            pool.clone(),
+            [0; 5],
+        )));
+        Ok(())
+    }
+
+    /// After a new deployment started (`ok`) or did not: ships from now on,
+    /// or forgets its row.
+    pub(crate) async fn leased_started(self: &Arc<Self>, id: &str, ok: bool) {
+        let Some(shipper) = self.leases.get(id) else {
+            return;
+        };
+        if ok {
+            self.ship_while_running(shipper);
+        } else {
+            self.leases.remove(id);
+            if let Some(pool) = self.shared_pool() {
+                if let Err(e) = remove(pool, id, &shipper.owner).await {
+                    tracing::warn!(deployment = %id, error = %e, "cannot forget a deployment that did not start");
+                }
+            }
+        }
+    }
+
+    /// Ships a deployment's files whenever its status changes (a bar, an
+    /// intent, a fill, a transition), and at least every second, until
+    /// its actor ends; a lost lease stops it here.
+    fn ship_while_running(self: &Arc<Self>, shipper: Arc<Shipper>) {
+        let Ok(handle) = self.deployments.get("", true, &shipper.id) else {
+            return;
+        };
+        let mut status = handle.subscribe();
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let ended = matches!(
+                    tokio::time::timeout(SHIP_TICK, status.changed()).await,
+                    Ok(Err(_))
+                );
+                let result = shipper.ship().await;
+                let Some(s) = me.upgrade() else { break };
+                match result {
+                    Ok(()) => {}
+                    Err(ShipError::Lost(_)) => {
+                        tracing::warn!(deployment = %shipper.id, "lease lost; stopping the deployment here");
+                        if s.leases
+                            .get(&shipper.id)
+                            .is_some_and(|l| Arc::ptr_eq(&l, &shipper))
+                        {
+                            s.lose(&shipper.id).await;
+                        }
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot ship a deployment's files; trying again"),
+                }
+                let current = s
+                    .leases
+                    .get(&shipper.id)
+                    .is_some_and(|l| Arc::ptr_eq(&l, &shipper));
+                if ended || !current {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Returns once the shared store holds everything deployment `id` wrote
+    /// so far (a worker; at once elsewhere): called before acknowledging a
+    /// fill, a gate command or a stop.
+    pub(crate) async fn shipped(&self, id: &str) -> Result<(), ServiceError> {
+        let Some(shipper) = self.leases.get(id) else {
+            return Ok(());
+        };
+        shipper.ship().await.map_err(|e| match e {
+            ShipError::Lost(_) => ServiceError::Conflict(format!(
+                "deployment {id} moved to another worker before this was stored; send it again"
+            )),
+            e => unavailable(e),
+        })
+    }
+
+    /// A deployment stopped through the API: its last writes shipped and
+    /// its row marked stopped, so no worker takes it over.
+    pub(crate) async fn leased_stopped(&self, id: &str) -> Result<(), ServiceError> {
+        let Some(pool) = self.shared_pool().filter(|_| self.leases_deployments()) else {
+            return Ok(());
+        };
+        let shipped = self.shipped(id).await;
+        self.leases.remove(id);
+        mark_stopped(pool, id).await.map_err(unavailable)?;
+        shipped
+    }
+
+    /// A worker shutting down: its deployments' last writes shipped and
+    /// their leases let go, so that other workers take them over at once.
+    pub(crate) async fn release_leases(&self) {
+        let Some(pool) = self.shared_pool().filter(|_| self.leases_deployments()) else {
+            return;
+        };
+        let ids = self.leases.ids();
+        if ids.is_empty() {
+            return;
+        }
+        for id in &ids {
+            if let Some(s) = self.leases.get(id) {
+                if let Err(e) = s.ship().await {
+                    tracing::warn!(error = %e, "cannot ship a deployment's last writes");
+                }
+            }
+        }
+        match release(pool, &self.worker_info().id, &ids).await {
+            Ok(()) => tracing::info!(deployments = ids.len(), "let the deployments' leases go"),
+            Err(e) => tracing::warn!(error = %e, "cannot let the deployments' leases go; they expire"),
+        }
+    }
+
+    /// An API node: the live worker that should take a new deployment (the
+    /// one running fewest, with room).
+    pub(crate) async fn worker_for_deployment(&self) -> Result<String, String> {
+        let workers = self.workers().await.map_err(|e| e.to_string())?;
+        workers
+            .into_iter()
+            .filter(|w| matches!(w.status.as_str(), "idle" | "busy"))
+            .filter(|w| w.url.is_some() && w.deployments < w.max_deployments)
+            .min_by_key(|w| w.deployments)
+            .and_then(|w| w.url)
+            .ok_or_else(|| {
+                "no worker can take a deployment now (none is up, or every one runs its max_deployments); try again later"
+                    .to_owned()
+            })
+    }
+
+    /// An API node: asks every live worker to apply the emergency stops in
+    /// force now; returns the ids they stopped and released.
+    pub(crate) async fn apply_stops_everywhere(&self, headers: &HeaderMap) -> (Vec<String>, Vec<String>) {
+        let (mut stopped, mut released) = (Vec::new(), Vec::new());
+        let Ok(workers) = self.workers().await else {
+            return (stopped, released);
+        };
+        for url in workers
+            .into_iter()
+            .filter(|w| w.status != "down")
+            .filter_map(|w| w.url)
+        {
+            match self
+                .forwarder
+                .send(
+                    &url,
+                    Method::POST,
+                    "/internal/stops/apply",
+                    headers,
+                    Default::default(),
+                )
+                .await
+            {
+                Ok(a) if a.status.is_success() => {
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&a.body) {
+                        for (key, out) in [("stopped", &mut stopped), ("released", &mut released)] {
+                            if let Some(list) = v.get(key).and_then(|l| l.as_array()) {
+                                out.extend(list.iter().filter_map(|x| x.as_str().map(str::to_owned)));
+                            }
+                        }
+                    }
+                }
+                Ok(a) => {
+                    tracing::warn!(worker = %url, status = %a.status, "a worker did not apply the emergency stops; it will within a heartbeat")
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %url, error = %e, "a worker did not apply the emergency stops; it will within a heartbeat")
+                }
+            }
+        }
+        stopped.sort();
+        released.sort();
+        (stopped, released)
+    }
+}
+
+impl From<DeploymentError> for ServiceError {
+    fn from(e: DeploymentError) -> Self {
+        match e {
+            DeploymentError::Invalid(m) => ServiceError::InvalidJob(m),
+            DeploymentError::Conflict(m) => ServiceError::Conflict(m),
+            DeploymentError::NotFound(id) => ServiceError::NotFound {
+                what: "deployment",
+                id,
+            },
+            DeploymentError::Unavailable(m) => ServiceError::StoreUnavailable(m),
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(file: &str, at: i64, bytes: Option<&[u8]>) -> (String, i64, Option<Vec<u8>>) {
+        (file.to_owned(), at, bytes.map(<[u8]>::to_vec))
+    }
+
+    #[test]
+    fn writes_replay_into_the_files_they_were_shipped_from() {
+        let files = replay_writes([
+            w("bars.log", 0, Some(b"abc")),
+            w("audit.jsonl", 0, Some(b"{}\n")),
+            w("bars.log", 3, Some(b"def")),
+            // A failed write cut back, then written again.
+            w("bars.log", 4, None),
+            w("bars.log", 4, Some(b"XY")),
+            w("orders.jsonl", 0, Some(b"")),
+        ])
+        .unwrap();
+        assert_eq!(files[0], b"abcdXY");
+        assert_eq!(files[1], b"{}\n");
+        assert!(files[2].is_empty() && files[3].is_empty() && files[4].is_empty());
+        // A write at the very end is whole; one byte past it is not.
+        assert!(replay_writes([w("fills.jsonl", 0, Some(b"a")), w("fills.jsonl", 1, Some(b"b"))]).is_ok());
+        let gap =
+            replay_writes([w("fills.jsonl", 0, Some(b"a")), w("fills.jsonl", 2, Some(b"b"))]).unwrap_err();
+        assert!(
+            gap.contains("fills.jsonl") && gap.contains("past its end 1"),
+            "{gap}"
+        );
+        let cut = replay_writes([w("fills.jsonl", 3, None)]).unwrap_err();
+        assert!(cut.contains("past its end 0"), "{cut}");
+        let neg = replay_writes([w("bars.log", -1, Some(b"a"))]).unwrap_err();
+        assert!(neg.contains("-1"), "{neg}");
+        let other = replay_writes([w("spec.json", 0, Some(b"{}"))]).unwrap_err();
+        assert!(other.contains("spec.json"), "{other}");
+    }
+}
