@@ -451,6 +451,7 @@ fn run(args: &RunArgs) -> Result<ExitCode, InputError> {
             policy,
             metrics,
             feed: FeedSource::WebSocket,
+            lease: None,
         })?;
         eprintln!(
             "deployment {} in {} (Ctrl-C stops; run again to recover)",

@@ -1123,3 +1123,109 @@ fn a_deployment_moves_to_another_worker_when_its_worker_dies_losing_no_bar_and_n
     );
     drop(w3);
 }
+
+fn signal(server: &Server, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &server.pid().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+#[test]
+fn a_paused_worker_past_its_lease_publishes_nothing_and_a_draining_one_hands_its_deployments_over() {
+    use palisade_testkit::http::WebhookSink;
+    use support::{replay_at, tokens, ALICE, OPS};
+    let (pg, _redis, dir, mut args) = servers();
+    args.extend(["--tokens".to_owned(), tokens(dir.path())]);
+    let node = api(dir.path(), "api", &args);
+    let w1 = worker(dir.path(), "w1", &args, &[]);
+    let (alice, ops) = (node.client(Some(ALICE)), node.client(Some(OPS)));
+    wait_workers(&ops, "w1 reachable", |w| w.iter().any(|x| x["url"].is_string()));
+    // About 8 ms a bar: some 20 s of feed, so bars keep coming while w1
+    // is paused and after it wakes.
+    let feed = replay_at("10000000");
+    let hook = WebhookSink::start();
+    let strategy = alice.upload_module(&guest("sma_cross"));
+    let mut spec = live_deployment("d1", &strategy, &feed.1);
+    spec["webhook"] = json!({"url": hook.url});
+    alice.post_json("/v1/deployments", &spec).expect(201);
+    wait_deployment(&alice, "d1", "100 bars on w1", |v| {
+        v["bars"].as_u64() >= Some(100)
+    });
+    let w2 = worker(dir.path(), "w2", &args, &[]);
+    wait_workers(&ops, "w2 reachable", |w| {
+        w.iter().any(|x| x["name"] == "w2" && x["url"].is_string())
+    });
+    let on_w1 = alice.get("/v1/deployments/d1").expect(200).json()["worker"].clone();
+
+    signal(&w1, "-STOP");
+    wait_deployment(&alice, "d1", "taken over by w2", |v| {
+        v["worker"] != on_w1 && v["state"] == "live"
+    });
+    signal(&w1, "-CONT");
+    // w1 wakes with its lease long expired: its copy publishes nothing
+    // more and stops (it learns at its next heartbeat or shipment).
+    let direct = w1.client(Some(OPS));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = direct.get("/v1/deployments").expect(200).json();
+        if list["deployments"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "w1 still runs its copy: {list}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let done = wait_deployment(&alice, "d1", "every bar handled on w2", |v| v["bars"] == 2520);
+    assert_eq!(
+        (done["rejected_bars"].as_u64(), done["gap_bars"].as_u64()),
+        (Some(0), Some(0)),
+        "{done}"
+    );
+    // Every intent reached the webhook once: none from both workers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let journal = intents(&alice, "d1");
+    let mut delivered: Vec<u64>;
+    loop {
+        delivered = hook
+            .bodies()
+            .iter()
+            .map(|b| {
+                serde_json::from_str::<Value>(b).unwrap()["order_id"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        delivered.sort_unstable();
+        delivered.dedup();
+        if delivered.len() >= journal.len() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        hook.bodies().len(),
+        delivered.len(),
+        "an intent was delivered twice: {:?}",
+        hook.bodies()
+    );
+    let journaled: Vec<u64> = journal.iter().map(|i| i.0).collect();
+    assert_eq!(delivered, journaled, "the webhook got what the journal holds");
+
+    // A draining worker lets its leases go as it leaves: the deployment is
+    // back on w1 without waiting out a lease.
+    let mut w2 = w2;
+    let on_w2 = done["worker"].as_str().unwrap().to_owned();
+    assert!(w2.terminate().success());
+    let row = pg.psql("SELECT owner || ' ' || lease_until FROM deployments WHERE id = 'd1'");
+    assert!(
+        row.trim() == format!("{on_w2} 0") || !row.contains(&on_w2),
+        "the lease is let go or taken already: {row}"
+    );
+    let back = wait_deployment(&alice, "d1", "back on w1", |v| {
+        v["worker"] == on_w1 && v["state"] == "live"
+    });
+    assert_eq!(back["recovered_bars"], 2520, "{back}");
+    assert_eq!(intents(&alice, "d1"), journal, "the same journal, moved");
+}

@@ -126,6 +126,7 @@ fn launch(rig: &Rig, spec: DeploymentSpec, dir: &Path, cap: usize) -> (Handle, m
         policy: rig.policy.clone(),
         metrics: rig.metrics.clone(),
         feed: FeedSource::Channel(rx),
+        lease: None,
     })
     .expect("starts");
     (handle, tx)
@@ -518,6 +519,7 @@ fn fleet(base: &Path, n: usize, idle_secs: u64) -> Value {
                 policy: rig.policy.clone(),
                 metrics: rig.metrics.clone(),
                 feed: FeedSource::Channel(rx),
+                lease: None,
             });
             match r {
                 Ok(h) => started.push((h, tx)),

@@ -12,11 +12,13 @@
 
 pub mod feed;
 pub mod journal;
+pub mod lease;
 pub mod metrics;
 pub mod runner;
 pub mod spec;
 pub mod verify;
 
+pub use lease::Lease;
 pub use metrics::LiveMetrics;
 pub use runner::{start, CommandError, FeedSource, FillError, Handle, Launch, Lifecycle, StartError, Status};
 pub use spec::{DeploymentSpec, FeedSpec, SpecError};

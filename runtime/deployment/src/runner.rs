@@ -82,6 +82,9 @@ pub struct Launch {
     pub policy: Policy,
     pub metrics: LiveMetrics,
     pub feed: FeedSource,
+    /// The lease it runs under, if another process may take it over:
+    /// intents are published only while it is held.
+    pub lease: Option<crate::Lease>,
 }
 
 /// Why a deployment cannot start.
@@ -344,6 +347,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         policy,
         metrics,
         feed,
+        lease,
     } = launch;
     spec.validate()?;
     std::fs::create_dir_all(&dir).map_err(io_at(&dir))?;
@@ -455,6 +459,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
     };
     let actor = Actor {
         webhook,
+        lease,
         sequencer: Sequencer::new(spec.symbols.clone(), spec.interval_secs, replay_until),
         venue: spec.venue.clone().map(SimVenue::new),
         verifier: verify::Verifier {
@@ -570,6 +575,7 @@ struct Actor {
     tracker: DriftTracker,
     venue: Option<SimVenue>,
     webhook: Option<Webhook>,
+    lease: Option<crate::Lease>,
     verifier: verify::Verifier,
     intents_journal: Journal<Intent>,
     fills_journal: Journal<LiveFill>,
@@ -950,7 +956,11 @@ impl Actor {
             price: order.kind.price(),
             published_ms: now_ms(),
         };
-        let publish = !stale && self.gate.publishes() && !self.audit_blocked && intent.qty > 0.0;
+        let leased = self.lease.as_ref().is_none_or(crate::Lease::held);
+        if !leased {
+            tracing::warn!(deployment = %id, order = order.id, "the lease has expired here: the intent is not published");
+        }
+        let publish = !stale && leased && self.gate.publishes() && !self.audit_blocked && intent.qty > 0.0;
         if publish {
             self.publish(&intent);
         } else {

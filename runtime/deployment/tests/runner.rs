@@ -70,6 +70,15 @@ fn spec(rig: &Rig, overrides: &[(&str, &str)], venue: Option<VenueConfig>) -> De
 }
 
 fn launch(rig: &Rig, spec: DeploymentSpec, dir: &Path) -> (Handle, mpsc::Sender<FeedEvent>) {
+    launch_leased(rig, spec, dir, None)
+}
+
+fn launch_leased(
+    rig: &Rig,
+    spec: DeploymentSpec,
+    dir: &Path,
+    lease: Option<palisade_deployment::Lease>,
+) -> (Handle, mpsc::Sender<FeedEvent>) {
     let (tx, rx) = mpsc::channel(16_384);
     let handle = start(Launch {
         spec,
@@ -79,6 +88,7 @@ fn launch(rig: &Rig, spec: DeploymentSpec, dir: &Path) -> (Handle, mpsc::Sender<
         policy: rig.policy.clone(),
         metrics: rig.metrics.clone(),
         feed: FeedSource::Channel(rx),
+        lease,
     })
     .expect("starts");
     (handle, tx)
@@ -156,45 +166,6 @@ fn metric(rig: &Rig, name: &str, labels: &[(&str, &str)]) -> f64 {
     f64::NAN
 }
 
-/// A webhook receiver on a free port: every request's body, answered 200.
-async fn webhook_sink() -> (String, mpsc::UnboundedReceiver<String>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/intents", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            loop {
-                let n = s.read(&mut chunk).await.unwrap();
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    if body.len() >= len {
-                        tx.send(body.to_owned()).unwrap();
-                        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                            .await
-                            .unwrap();
-                        break;
-                    }
-                }
-                if n == 0 {
-                    break;
-                }
-            }
-        }
-    });
-    (url, rx)
-}
-
 #[test]
 fn clean_fills_keep_the_gate_open_and_match_the_paper_fills() {
     let rig = rig("sma_cross");
@@ -203,11 +174,11 @@ fn clean_fills_keep_the_gate_open_and_match_the_paper_fills() {
     rt().block_on(async {
         // Periodic signal checks run while bars keep arriving; intents also
         // go to a webhook.
-        let (hook_url, mut hooked) = webhook_sink().await;
+        let sink = palisade_testkit::http::WebhookSink::start();
         let spec = DeploymentSpec {
             verify_every: 100,
             webhook: Some(palisade_live::webhook::WebhookSpec {
-                url: hook_url,
+                url: sink.url.clone(),
                 authorization: None,
             }),
             ..spec(
@@ -241,15 +212,20 @@ fn clean_fills_keep_the_gate_open_and_match_the_paper_fills() {
         assert_eq!(check.orders, s2.intents_published);
         assert_eq!(h.status().signal_checked_orders, check.orders);
         // The webhook got every published intent, in order.
-        let mut ids = Vec::new();
-        while ids.len() < s2.intents_published as usize {
-            let body = tokio::time::timeout(Duration::from_secs(10), hooked.recv())
-                .await
-                .unwrap()
-                .unwrap();
-            let intent: Intent = serde_json::from_str(&body).unwrap();
-            ids.push(intent.order_id);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sink.bodies().len() < s2.intents_published as usize {
+            assert!(
+                Instant::now() < deadline,
+                "the webhook got {} intents",
+                sink.bodies().len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let ids: Vec<u64> = sink
+            .bodies()
+            .iter()
+            .map(|b| serde_json::from_str::<Intent>(b).unwrap().order_id)
+            .collect();
         let mut sorted = ids.clone();
         sorted.sort_unstable();
         assert_eq!(ids, sorted);
@@ -680,6 +656,31 @@ fn a_deployment_recovered_with_another_build_is_caught_by_its_replay() {
         assert!(matches!(s.gate, GateState::Suspended { manual: true }), "{s:?}");
         let audit = h.audit(0, 10).await;
         assert!(audit[0].reason.contains("signal"), "{audit:?}");
+        h.stop().await;
+    });
+}
+
+#[test]
+fn a_deployment_publishes_only_while_its_lease_is_held() {
+    let rig = rig("sma_cross");
+    let dir = tempfile::tempdir().unwrap();
+    let data = minute_dataset(600, 5);
+    rt().block_on(async {
+        let lease = palisade_deployment::Lease::until(Instant::now() + Duration::from_secs(600));
+        let spec = spec(&rig, &[("fast", "5"), ("slow", "20")], None);
+        let (h, tx) = launch_leased(&rig, spec, dir.path(), Some(lease.clone()));
+        send(&tx, &data, 0..300).await;
+        let held = bars_handled(&h, 300).await;
+        assert!(held.intents_published > 3, "{held:?}");
+        assert_eq!(held.intents_blocked, 0);
+        // Expired (a paused process, or one cut off from the store): the
+        // strategy goes on, nothing more is published.
+        lease.extend(Instant::now());
+        send(&tx, &data, 300..600).await;
+        let expired = bars_handled(&h, 600).await;
+        assert_eq!(expired.intents_published, held.intents_published, "{expired:?}");
+        assert!(expired.intents_blocked > 3, "{expired:?}");
+        assert_eq!(expired.state, Lifecycle::Live);
         h.stop().await;
     });
 }

@@ -246,6 +246,7 @@ impl Deployments {
         policy: &PolicyEntry,
         policy_name: &str,
         fresh: bool,
+        lease: Option<palisade_deployment::Lease>,
     ) -> Result<Status, DeploymentError> {
         check_id(&spec.id).map_err(|e| DeploymentError::Invalid(e.to_string()))?;
         spec.validate()
@@ -289,6 +290,7 @@ impl Deployments {
             policy: (*policy.policy).clone(),
             metrics: self.metrics.clone(),
             feed: FeedSource::WebSocket,
+            lease,
         })
         .map_err(|e| DeploymentError::Invalid(e.to_string()))?;
         let status = handle.status();

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use palisade_deployment::Lease;
 use sqlx::postgres::PgPool;
 use sqlx::Row;
 
@@ -55,9 +56,24 @@ const SHIP_TICK: Duration = Duration::from_secs(1);
 /// Longest answer read back from a worker (a long list of deployments).
 const MAX_FORWARDED_BYTES: usize = 64 << 20;
 
-/// Longest a forwarded request may take: the intents' long poll waits up
-/// to 60 s.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(75);
+/// Longest a worker may take to answer a forwarded request (beyond the
+/// wait a long poll of intents asks for): a paused or cut-off worker is
+/// answered for with a 503 rather than held on to.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest wait of the intents' long poll (`?wait=`).
+const LONGEST_POLL: Duration = Duration::from_secs(60);
+
+/// The wait a forwarded request asks the worker for (`wait=` in its query).
+fn asked_wait(path_and_query: &str) -> Duration {
+    let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+    let ms = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("wait="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    Duration::from_millis(ms).min(LONGEST_POLL)
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -91,14 +107,26 @@ pub struct Shipper {
     /// Bytes of each file (in [`FILES`]' order) that Postgres holds.
     shipped: tokio::sync::Mutex<[u64; FILES.len()]>,
     lost: AtomicBool,
+    /// The lease as this process's clock sees it: the deployment publishes
+    /// intents only while it is held.
+    pub lease: Lease,
 }
 
 /// One write of the log: bytes at an offset, or a cut (`None`).
 type Op = (usize, u64, Option<Vec<u8>>);
 
 impl Shipper {
-    pub fn new(id: &str, owner: &str, epoch: i64, dir: &Path, pool: PgPool, shipped: [u64; 5]) -> Shipper {
+    pub fn new(
+        id: &str,
+        owner: &str,
+        epoch: i64,
+        dir: &Path,
+        pool: PgPool,
+        shipped: [u64; 5],
+        lease: Lease,
+    ) -> Shipper {
         Shipper {
+            lease,
             id: id.to_owned(),
             owner: owner.to_owned(),
             epoch,
@@ -179,6 +207,7 @@ impl Shipper {
         .map_err(store)?;
         if held.is_none() {
             self.lost.store(true, Ordering::Release);
+            self.lease.lose();
             return Err(ShipError::Lost(self.id.clone()));
         }
         for (file, at, bytes) in ops {
@@ -583,9 +612,10 @@ impl Forwarder {
             }
         }
         let req = req.body(Body::from(body)).map_err(|e| format!("{uri}: {e}"))?;
-        let res = tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(req))
+        let limit = FORWARD_TIMEOUT + asked_wait(path_and_query);
+        let res = tokio::time::timeout(limit, self.client.request(req))
             .await
-            .map_err(|_| format!("{base}: no answer within {} s", FORWARD_TIMEOUT.as_secs()))?
+            .map_err(|_| format!("{base}: no answer within {} s", limit.as_secs()))?
             .map_err(|e| format!("{base}: {e}"))?;
         let status = res.status();
         let content_type = res.headers().get(header::CONTENT_TYPE).cloned();
@@ -603,6 +633,13 @@ impl Forwarder {
 use crate::deployments::DeploymentError;
 use crate::service::{Service, ServiceError};
 use crate::worker::Role;
+
+/// Where this process takes a lease asked for at `asked` to end: a tenth
+/// short of its life, for the clocks' drift (Postgres ends it at the
+/// earliest a full life after `asked`).
+fn lease_end(asked: Instant, ttl: Duration) -> Instant {
+    asked + ttl - ttl / 10
+}
 
 fn unavailable(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::StoreUnavailable(format!("the shared store: {e}"))
@@ -659,12 +696,17 @@ impl Service {
         let me = self.worker_info().id;
         let ttl = self.config.heartbeat_ttl();
         let ids = self.leases.ids();
+        let asked = Instant::now();
         match renew(&pool, &me, &ids, ttl).await {
             Ok(held) => {
-                *lock(&self.leases.renewed) = Some(Instant::now());
+                *lock(&self.leases.renewed) = Some(asked);
                 for id in ids {
-                    let epoch = self.leases.get(&id).map(|s| s.epoch);
-                    if held.get(&id).copied() != epoch {
+                    let shipper = self.leases.get(&id);
+                    if held.get(&id).copied() == shipper.as_ref().map(|s| s.epoch) {
+                        if let Some(s) = shipper {
+                            s.lease.extend(lease_end(asked, ttl));
+                        }
+                    } else {
                         tracing::warn!(deployment = %id, "lease lost; stopping the deployment here");
                         self.lose(&id).await;
                     }
@@ -709,7 +751,9 @@ impl Service {
     /// Stops deployment `id` here without marking it stopped: its lease is
     /// someone else's, or about to be.
     async fn lose(&self, id: &str) {
-        self.leases.remove(id);
+        if let Some(s) = self.leases.remove(id) {
+            s.lease.lose();
+        }
         self.deployments.abandon(id).await;
     }
 
@@ -735,6 +779,7 @@ impl Service {
         };
         let dir = self.deployments.folder(&id);
         let started = Instant::now();
+        let lease = Lease::until(lease_end(started, self.config.heartbeat_ttl()));
         let lengths = match restore(pool, &id, &me, row.epoch, &dir).await {
             Ok(l) => l,
             Err(e) => {
@@ -742,7 +787,15 @@ impl Service {
                 return;
             }
         };
-        let shipper = Arc::new(Shipper::new(&id, &me, row.epoch, &dir, pool.clone(), lengths));
+        let shipper = Arc::new(Shipper::new(
+            &id,
+            &me,
+            row.epoch,
+            &dir,
+            pool.clone(),
+            lengths,
+            lease,
+        ));
         self.leases.insert(shipper.clone());
         match self
             .deploy(&row.tenant, &row.strategy, &row.policy, spec, None)
@@ -781,6 +834,7 @@ impl Service {
         let url = self.leases.url.get().cloned().unwrap_or_default();
         let body = serde_json::to_string(spec).expect("a spec serializes");
         let ttl = self.config.heartbeat_ttl();
+        let lease = Lease::until(lease_end(Instant::now(), ttl));
         if !insert(
             pool,
             &spec.id,
@@ -814,6 +868,7 @@ impl Service {
             &dir,
             pool.clone(),
             [0; 5],
+            lease,
         )));
         Ok(())
     }
@@ -1011,6 +1066,17 @@ mod tests {
 
     fn w(file: &str, at: i64, bytes: Option<&[u8]>) -> (String, i64, Option<Vec<u8>>) {
         (file.to_owned(), at, bytes.map(<[u8]>::to_vec))
+    }
+
+    #[test]
+    fn a_long_polls_wait_extends_the_forwarding_timeout_up_to_a_minute() {
+        assert_eq!(asked_wait("/v1/deployments/d/intents"), Duration::ZERO);
+        assert_eq!(
+            asked_wait("/v1/deployments/d/intents?after=3&wait=2500"),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(asked_wait("/v1/deployments/d/intents?wait=600000"), LONGEST_POLL);
+        assert_eq!(asked_wait("/v1/deployments/d/intents?wait=x"), Duration::ZERO);
     }
 
     #[test]

@@ -466,9 +466,10 @@ impl Service {
                 .map_err(|e| ServiceError::InvalidJob(e.to_string()))?;
             self.lease_new(&spec, strategy, policy_name).await?;
         }
+        let lease = self.leases.get(&id).map(|s| s.lease.clone());
         let started = self
             .deployments
-            .start(spec, &compiled, &policy, policy_name, fresh);
+            .start(spec, &compiled, &policy, policy_name, fresh, lease);
         if fresh {
             self.leased_started(&id, started.is_ok()).await;
         }

@@ -382,3 +382,74 @@ impl Drop for Server {
         }
     }
 }
+
+/// A webhook receiver on a free loopback port, in a thread of its own:
+/// every request's body is kept, in arrival order, and answered 200.
+pub struct WebhookSink {
+    pub url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl WebhookSink {
+    pub fn start() -> WebhookSink {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a webhook sink");
+        let url = format!("http://{}/intents", listener.local_addr().expect("its address"));
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let kept = kept.clone();
+                std::thread::spawn(move || serve_hook(stream, &kept));
+            }
+        });
+        WebhookSink { url, bodies }
+    }
+
+    /// The bodies received so far.
+    pub fn bodies(&self) -> Vec<String> {
+        self.bodies.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Answers one connection's requests (keep-alive) until it closes.
+fn serve_hook(stream: std::net::TcpStream, kept: &std::sync::Mutex<Vec<String>>) {
+    use std::io::Write;
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut len = 0usize;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = l.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    len = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        kept.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(String::from_utf8_lossy(&body).into_owned());
+        if writer
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .is_err()
+        {
+            return;
+        }
+    }
+}
