@@ -753,6 +753,7 @@ impl Service {
     async fn lose(&self, id: &str) {
         if let Some(s) = self.leases.remove(id) {
             s.lease.lose();
+            self.metrics.leases_lost.inc();
         }
         self.deployments.abandon(id).await;
     }
@@ -802,6 +803,7 @@ impl Service {
             .await
         {
             Ok(_) => {
+                self.metrics.takeovers.inc();
                 tracing::info!(
                     deployment = %id,
                     epoch = row.epoch,
@@ -920,7 +922,10 @@ impl Service {
                         }
                         break;
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot ship a deployment's files; trying again"),
+                    Err(e) => {
+                        s.metrics.ship_failures.inc();
+                        tracing::warn!(error = %e, "cannot ship a deployment's files; trying again");
+                    }
                 }
                 let current = s
                     .leases
@@ -944,7 +949,10 @@ impl Service {
             ShipError::Lost(_) => ServiceError::Conflict(format!(
                 "deployment {id} moved to another worker before this was stored; send it again"
             )),
-            e => unavailable(e),
+            e => {
+                self.metrics.ship_failures.inc();
+                unavailable(e)
+            }
         })
     }
 

@@ -32,6 +32,9 @@
 //! | `palisade_worker_heartbeats_total` | | worker: heartbeats written |
 //! | `palisade_reclaimed_jobs_total` | | worker: jobs it took back from dead workers (re-queued, or failed after `max_attempts`) |
 //! | `palisade_requeued_lost_jobs_total` | | worker: queued jobs whose Redis entry was lost, given a new one |
+//! | `palisade_deployment_takeovers_total` | | worker: live deployments it took over (their lease expired or was let go) |
+//! | `palisade_deployment_leases_lost_total` | | worker: live deployments it stopped because their lease was another worker's, or could not be renewed in time |
+//! | `palisade_deployment_ship_failures_total` | | worker: shipments of deployments' files to the shared store that failed (retried) |
 //! | `process_*` | | the process's CPU seconds, resident memory, open files (Linux) |
 //!
 //! **Cardinality.** `strategy` is the manifest name; only the first
@@ -133,6 +136,9 @@ pub struct Metrics {
     pub worker_heartbeats: IntCounter,
     pub reclaimed: IntCounter,
     pub requeued_lost: IntCounter,
+    pub takeovers: IntCounter,
+    pub leases_lost: IntCounter,
+    pub ship_failures: IntCounter,
     labels: Mutex<HashSet<String>>,
     label_cap: usize,
 }
@@ -240,6 +246,18 @@ impl Metrics {
             "palisade_requeued_lost_jobs_total",
             "Queued jobs whose Redis entry was lost, given a new one",
         ));
+        let takeovers = must(IntCounter::new(
+            "palisade_deployment_takeovers_total",
+            "Live deployments this worker took over",
+        ));
+        let leases_lost = must(IntCounter::new(
+            "palisade_deployment_leases_lost_total",
+            "Live deployments stopped here because their lease was lost or could not be renewed in time",
+        ));
+        let ship_failures = must(IntCounter::new(
+            "palisade_deployment_ship_failures_total",
+            "Shipments of deployments' files to the shared store that failed",
+        ));
         let step_seconds = must(HistogramVec::new(
             HistogramOpts::new(
                 "palisade_step_duration_seconds",
@@ -325,6 +343,9 @@ impl Metrics {
             Box::new(worker_heartbeats.clone()),
             Box::new(reclaimed.clone()),
             Box::new(requeued_lost.clone()),
+            Box::new(takeovers.clone()),
+            Box::new(leases_lost.clone()),
+            Box::new(ship_failures.clone()),
         ] {
             must(registry.register(c));
         }
@@ -372,6 +393,9 @@ impl Metrics {
             worker_heartbeats,
             reclaimed,
             requeued_lost,
+            takeovers,
+            leases_lost,
+            ship_failures,
             labels: Mutex::new(HashSet::new()),
             label_cap,
         }
