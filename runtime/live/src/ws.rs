@@ -32,6 +32,13 @@ pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A connection attempt (TCP and WebSocket handshake) gives up after this.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection quiet this long gets a ping: a feed of daily bars is quiet
+/// for a day, and a half-open TCP connection (the feed's host gone without
+/// a FIN) would be quiet for ever.
+pub const PING_AFTER: Duration = Duration::from_secs(15);
+/// A connection that sends nothing this long after a ping, not even the
+/// pong, is dropped and the client reconnects.
+pub const PONG_WITHIN: Duration = Duration::from_secs(15);
 
 /// What the client tells its reader.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,6 +62,10 @@ pub struct ClientOptions {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub connect_timeout: Duration,
+    /// Quiet this long, the connection gets a ping ([`PING_AFTER`]).
+    pub ping_after: Duration,
+    /// ... and is dropped if nothing comes back within this ([`PONG_WITHIN`]).
+    pub pong_within: Duration,
 }
 
 impl ClientOptions {
@@ -68,6 +79,8 @@ impl ClientOptions {
             backoff_initial: BACKOFF_INITIAL,
             backoff_max: BACKOFF_MAX,
             connect_timeout: CONNECT_TIMEOUT,
+            ping_after: PING_AFTER,
+            pong_within: PONG_WITHIN,
         }
     }
 }
@@ -105,7 +118,7 @@ pub async fn run_client(
                 if tx.send(FeedEvent::Connected { url: url.clone() }).await.is_err() {
                     return Ok(());
                 }
-                match pump(ws, &tx, &mut stop).await {
+                match pump(ws, &tx, &mut stop, &options).await {
                     Pumped::Stopped => return Ok(()),
                     Pumped::Lost(reason) => reason,
                 }
@@ -193,23 +206,49 @@ enum Pumped {
 
 /// Forwards one connection's messages until it ends or the client stops.
 /// Pings are answered by tungstenite as it reads; binary frames are passed
-/// on as (lossy) UTF-8 text, which a JSON feed's parser then judges.
+/// on as (lossy) UTF-8 text, which a JSON feed's parser then judges. A
+/// connection quiet for `ping_after` gets a ping, and is dropped when
+/// nothing at all comes back within `pong_within` of it.
 async fn pump<S>(
     mut ws: WebSocketStream<S>,
     tx: &mpsc::Sender<FeedEvent>,
     stop: &mut watch::Receiver<bool>,
+    options: &ClientOptions,
 ) -> Pumped
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut heard = tokio::time::Instant::now();
+    let mut pinged = false;
     loop {
+        let quiet = if pinged {
+            options.ping_after + options.pong_within
+        } else {
+            options.ping_after
+        };
         let message = tokio::select! {
             message = ws.next() => message,
+            () = tokio::time::sleep_until(heard + quiet) => {
+                if pinged {
+                    let _ = ws.close(None).await;
+                    return Pumped::Lost(format!(
+                        "the feed sent nothing for {:?}, not even the pong to a ping",
+                        quiet
+                    ));
+                }
+                if let Err(error) = ws.send(WsMessage::Ping(Default::default())).await {
+                    return Pumped::Lost(format!("connection lost: {error}"));
+                }
+                pinged = true;
+                continue;
+            }
             () = stopped(stop) => {
                 let _ = ws.close(None).await;
                 return Pumped::Stopped;
             }
         };
+        heard = tokio::time::Instant::now();
+        pinged = false;
         let received = Instant::now();
         let text = match message {
             None => return Pumped::Lost("connection closed".to_owned()),
@@ -773,6 +812,60 @@ mod tests {
         }
         stop.send(true).unwrap();
         task.await.unwrap().unwrap();
+    }
+
+    /// A WebSocket server that accepts one client, then either keeps
+    /// reading (so it answers pings) or never reads again (a peer gone
+    /// without closing: no pong), sending nothing either way.
+    async fn silent_server(answers_pings: bool) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+            if answers_pings {
+                while let Some(Ok(_)) = ws.next().await {}
+            } else {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn a_quiet_feed_that_answers_pings_is_kept_and_one_that_does_not_is_dropped() {
+        for answers in [true, false] {
+            let (addr, server) = silent_server(answers).await;
+            let (tx, mut rx) = mpsc::channel(64);
+            let (stop_client, stop_rx) = watch::channel(false);
+            let mut options = ClientOptions::new(format!("ws://{addr}/"), Format::Palisade);
+            options.ping_after = Duration::from_millis(50);
+            options.pong_within = Duration::from_millis(150);
+            let client = tokio::spawn(run_client(options, || None, tx, stop_rx));
+            assert!(matches!(
+                next_event(&mut rx, "connected").await,
+                FeedEvent::Connected { .. }
+            ));
+            // Quiet for ten pings' worth: kept while the pongs come back,
+            // dropped within one ping and its wait when they do not.
+            let next = tokio::time::timeout(Duration::from_millis(600), rx.recv()).await;
+            if answers {
+                assert!(
+                    next.is_err(),
+                    "a quiet feed answering pings was dropped: {next:?}"
+                );
+            } else {
+                match next {
+                    Ok(Some(FeedEvent::Disconnected(reason))) => {
+                        assert!(reason.contains("not even the pong"), "{reason}")
+                    }
+                    other => panic!("a feed answering no ping was kept: {other:?}"),
+                }
+            }
+            stop_client.send(true).unwrap();
+            client.await.unwrap().unwrap();
+            server.abort();
+        }
     }
 
     #[tokio::test]
