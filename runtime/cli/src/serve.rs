@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// A worker's name in GET /v1/workers (default: the host name).
     #[arg(long)]
     worker_name: Option<String>,
+    /// The hosts deployments' feeds and webhooks may reach, comma-separated:
+    /// `host`, `host:port`, `*.domain` (default: any host).
+    #[arg(long)]
+    live_hosts: Option<String>,
     /// A worker's heartbeat interval, milliseconds (default 10000).
     #[arg(long)]
     heartbeat_interval_ms: Option<i64>,
@@ -99,6 +103,7 @@ impl ServeArgs {
             ("store", &self.store),
             ("queue", &self.queue),
             ("worker_name", &self.worker_name),
+            ("live_hosts", &self.live_hosts),
         ] {
             if let Some(v) = v {
                 o.push((key.into(), toml::Value::String(v.clone())));

@@ -384,3 +384,75 @@ fn a_strategy_that_traps_live_stops_its_deployment_only() {
     let (code, _, err) = cli(&["emergency-stop", "--tenant", "alice", "--release"]);
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn feeds_and_webhooks_reach_only_the_hosts_the_operator_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens(dir.path());
+    let feed = replay();
+    let server = Server::start(
+        PALISADE,
+        &dir.path().join("data"),
+        &[
+            "--tokens",
+            &tokens,
+            "--live-hosts",
+            "127.0.0.1, *.example.com:9443",
+        ],
+    );
+    let alice = server.client(Some(ALICE));
+    let strategy = alice.upload_module(&guest("sma_cross"));
+    let port = feed.1.trim_start_matches("ws://127.0.0.1:").trim_end_matches('/');
+    // The same feed by another name, a cloud metadata address, a
+    // look-alike domain: each refused, naming the host.
+    for (url, host) in [
+        (format!("ws://localhost:{port}/"), format!("localhost:{port}")),
+        (
+            "ws://169.254.169.254/".to_owned(),
+            "169.254.169.254:80".to_owned(),
+        ),
+        ("ws://example.com:9443/".to_owned(), "example.com:9443".to_owned()),
+        (
+            "ws://feed.example.com:9444/".to_owned(),
+            "feed.example.com:9444".to_owned(),
+        ),
+    ] {
+        let p = alice
+            .post_json("/v1/deployments", &deployment("h1", &strategy, &url, json!(null)))
+            .problem(422, "invalid-deployment");
+        let detail = p["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&host) && detail.contains("live_hosts"),
+            "{url}: {p}"
+        );
+    }
+    let mut d = deployment("h1", &strategy, &feed.1, json!(null));
+    d["webhook"] = json!({"url": "http://10.1.2.3/intents"});
+    let p = alice
+        .post_json("/v1/deployments", &d)
+        .problem(422, "invalid-deployment");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("webhook.url host 10.1.2.3:80"),
+        "{p}"
+    );
+    // An allowed host starts; nothing refused was kept.
+    d["webhook"] = json!({"url": "http://127.0.0.1:9/intents"});
+    let r = alice.post_json("/v1/deployments", &d);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let list = alice.get("/v1/deployments").expect(200).json();
+    assert_eq!(list["deployments"].as_array().unwrap().len(), 1, "{list}");
+    // A bad list is refused at start, naming the key.
+    let out = support::palisade(&[
+        "serve",
+        "--live-hosts",
+        "a,,b",
+        "--data-dir",
+        dir.path().join("d2").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("live_hosts") && err.contains("empty entry"), "{err}");
+}

@@ -182,6 +182,9 @@ pub struct Config {
     pub connect_timeout_ms: u64,
     /// A worker's name in `GET /v1/workers` (default: host name and pid).
     pub worker_name: Option<String>,
+    /// The hosts deployments' feeds and webhooks may reach, comma-separated
+    /// (`host`, `host:port`, `*.domain`); none: any host.
+    pub live_hosts: Option<String>,
 }
 
 impl Default for Config {
@@ -224,6 +227,7 @@ impl Default for Config {
             heartbeat_ttl_ms: DEFAULT_HEARTBEAT_TTL_MS,
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             worker_name: None,
+            live_hosts: None,
         }
     }
 }
@@ -253,6 +257,8 @@ pub enum ConfigError {
         value: String,
         allowed: &'static str,
     },
+    #[error("{key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
 }
 
 /// Values given on the command line, as `(key, value)` in [`Config`]'s key
@@ -323,6 +329,7 @@ impl Config {
             store: Some(String::new()),
             queue: Some(String::new()),
             worker_name: Some(String::new()),
+            live_hosts: Some(String::new()),
             ..Config::default()
         })
         .expect("the config serializes to a table");
@@ -499,6 +506,12 @@ impl Config {
                     allowed,
                 });
             }
+        }
+        if let Some(hosts) = &self.live_hosts {
+            crate::deployments::AllowedHosts::parse(hosts).map_err(|problem| ConfigError::Invalid {
+                key: "live_hosts",
+                problem,
+            })?;
         }
         if self.heartbeat_ttl_ms <= self.heartbeat_interval_ms {
             return Err(ConfigError::OutOfRange {

@@ -21,6 +21,75 @@ use serde::{Deserialize, Serialize};
 
 use crate::registry::{Compiled, PolicyEntry};
 
+/// The hosts deployments' feeds and webhooks may reach (`live_hosts`):
+/// `host`, `host:port` or `*.domain` (any subdomain of `domain`, not
+/// `domain` itself), compared without case. A deployment naming another
+/// host is refused at its start, so tenants cannot point the service at
+/// the operator's internal addresses.
+#[derive(Clone, Debug, Default)]
+pub struct AllowedHosts(Vec<(String, Option<u16>)>);
+
+impl AllowedHosts {
+    /// The list of `live_hosts`; an empty text allows nothing but is
+    /// refused (leave the key out to allow any host).
+    pub fn parse(text: &str) -> Result<AllowedHosts, String> {
+        let mut out = Vec::new();
+        for entry in text.split(',').map(str::trim) {
+            if entry.is_empty() {
+                return Err(format!(
+                    "{text:?}: an empty entry (a list is `host`, `host:port` or `*.domain`, comma-separated)"
+                ));
+            }
+            let (host, port) = match entry.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
+                    let port = p
+                        .parse::<u16>()
+                        .map_err(|_| format!("{entry:?}: the port {p:?} is not a number from 0 to 65535"))?;
+                    (h, Some(port))
+                }
+                _ => (entry, None),
+            };
+            let name = host.strip_prefix("*.").unwrap_or(host);
+            let ok = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+            if !ok {
+                return Err(format!("{entry:?}: not a host name, an address or `*.domain`"));
+            }
+            out.push((host.to_ascii_lowercase(), port));
+        }
+        Ok(AllowedHosts(out))
+    }
+
+    /// Whether `url` (ws:// or http://) names an allowed host; the error
+    /// names the host.
+    pub fn check(&self, what: &str, url: &str) -> Result<(), String> {
+        let uri: axum::http::Uri = url.parse().map_err(|_| format!("{what} {url:?} is not a URL"))?;
+        let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+        let port = uri.port_u16().or(match uri.scheme_str() {
+            Some("ws" | "http") => Some(80),
+            Some("wss" | "https") => Some(443),
+            _ => None,
+        });
+        let allowed = self.0.iter().any(|(pattern, p)| {
+            let name = match pattern.strip_prefix("*.") {
+                Some(domain) => host.len() > domain.len() + 1 && host.ends_with(&format!(".{domain}")),
+                None => host == *pattern,
+            };
+            name && p.is_none_or(|p| Some(p) == port)
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} host {host}{} is not one this service may reach (live_hosts)",
+                port.map(|p| format!(":{p}")).unwrap_or_default()
+            ))
+        }
+    }
+}
+
 /// What the service remembers about a deployment besides its spec.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Recorded {
@@ -715,4 +784,45 @@ fn write_recorded(dir: &Path, recorded: &Recorded) -> Result<(), DeploymentError
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(|e| DeploymentError::Internal(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AllowedHosts;
+
+    #[test]
+    fn allowed_hosts_match_name_port_and_subdomains_only() {
+        let a = AllowedHosts::parse("feeds.example.com:9443, *.binance.com,127.0.0.1 , hooks.example.com")
+            .unwrap();
+        for ok in [
+            "ws://feeds.example.com:9443/",
+            "ws://FEEDS.example.com:9443/x?y=1",
+            "ws://stream.binance.com:9443/ws",
+            "ws://a.b.binance.com/",
+            "ws://127.0.0.1:8765/",
+            "http://hooks.example.com/intents",
+            "http://hooks.example.com:8080/intents",
+        ] {
+            assert!(a.check("feed.url", ok).is_ok(), "{ok}");
+        }
+        for (bad, named) in [
+            ("ws://feeds.example.com/", "feeds.example.com:80"),
+            ("ws://feeds.example.com:9444/", "feeds.example.com:9444"),
+            ("ws://binance.com/", "binance.com:80"),
+            ("ws://evilbinance.com/", "evilbinance.com:80"),
+            ("ws://binance.com.evil.org/", "binance.com.evil.org:80"),
+            ("ws://127.0.0.2:8765/", "127.0.0.2:8765"),
+            ("http://169.254.169.254/latest/meta-data", "169.254.169.254:80"),
+            ("ws://localhost:8765/", "localhost:8765"),
+        ] {
+            let e = a.check("feed.url", bad).unwrap_err();
+            assert!(
+                e.contains(named) && e.contains("live_hosts") && e.starts_with("feed.url"),
+                "{bad}: {e}"
+            );
+        }
+        for bad in ["", "a,,b", "host:port", "host:70000", "ho st", "*.", "a/b"] {
+            assert!(AllowedHosts::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -451,6 +451,17 @@ impl Service {
         mut spec: DeploymentSpec,
         overrides: Option<Vec<(String, String)>>,
     ) -> Result<DeploymentStatus, ServiceError> {
+        if let Some(hosts) = &self.config.live_hosts {
+            let allowed = crate::deployments::AllowedHosts::parse(hosts).map_err(ServiceError::Internal)?;
+            allowed
+                .check("feed.url", &spec.feed.url)
+                .map_err(ServiceError::InvalidJob)?;
+            if let Some(hook) = &spec.webhook {
+                allowed
+                    .check("webhook.url", &hook.url)
+                    .map_err(ServiceError::InvalidJob)?;
+            }
+        }
         self.strategy(tenant, strategy).await?;
         let policy = self.registry.policy(policy_name)?;
         let compiled = self.compiled(strategy, &policy).await?;
