@@ -176,6 +176,16 @@ pub fn with_since(url: &str, since: i64) -> String {
         None => (url, None),
     };
     let (path, query) = base.split_once('?').unwrap_or((base, ""));
+    // `ws://host:port` has no path: the query needs one (`ws://host:port?q`
+    // would read `port?q` as the port).
+    let rooted;
+    let path = match path.split_once("://") {
+        Some((_, rest)) if !rest.contains('/') => {
+            rooted = format!("{path}/");
+            rooted.as_str()
+        }
+        _ => path,
+    };
     let mut params: Vec<String> = query
         .split('&')
         .filter(|p| !p.is_empty() && p.split('=').next() != Some("since"))
@@ -697,7 +707,8 @@ mod tests {
     #[test]
     fn since_is_set_and_other_parameters_kept() {
         let cases = [
-            ("ws://h:1", "ws://h:1?since=5"),
+            ("ws://h:1", "ws://h:1/?since=5"),
+            ("ws://h:1#x", "ws://h:1/?since=5#x"),
             ("ws://h:1/", "ws://h:1/?since=5"),
             ("ws://h:1/feed?speed=10", "ws://h:1/feed?speed=10&since=5"),
             (
@@ -709,6 +720,10 @@ mod tests {
         ];
         for (url, expected) in cases {
             assert_eq!(with_since(url, 5), expected, "with_since({url:?}, 5)");
+            // What the client connects to is a URL it can connect to.
+            check_url(&with_since(url, 5)).unwrap();
+            let request = with_since(url, 5).into_client_request().unwrap();
+            assert_eq!(request.uri().port_u16(), Some(1), "{url}");
         }
     }
 
