@@ -254,7 +254,17 @@ fn run(args: ServeArgs, role: Role) -> Result<ExitCode, InputError> {
                 bound.ip().to_string()
             };
             let host = if host.contains(':') { format!("[{host}]") } else { host };
-            service.serve_deployments(format!("http://{host}:{}", bound.port()));
+            // Its deployments' routes take tokens like the API's: without a
+            // tokens file every caller would be the operator, which only
+            // this machine may be.
+            if !service.tokens.is_open() || bound.ip().is_loopback() {
+                service.serve_deployments(format!("http://{host}:{}", bound.port()));
+            } else {
+                tracing::warn!(
+                    listening = %bound,
+                    "no tokens configured: this worker runs no live deployment (give it the API nodes' --tokens, or listen on loopback)"
+                );
+            }
         }
         match role {
             Role::Worker => println!("palisade worker {} on http://{bound}", service.worker_info().id),

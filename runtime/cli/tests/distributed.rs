@@ -764,12 +764,19 @@ fn a_worker_listens_where_its_environment_says_without_a_tokens_file() {
         &mut line,
     )
     .expect("its first line");
+    // Its probes answer anyone; without tokens it runs no deployment, so
+    // nobody on the network is the operator of one.
+    let c = Client::new(&format!("http://127.0.0.1:{port}"), None);
+    let health = c.get("/healthz").status;
+    let deployments = c.get("/v1/deployments").status;
+    let stops = c.post_json("/internal/stops/apply", &json!({})).status;
     let _ = child.kill();
     let _ = child.wait();
     assert!(
         line.ends_with(&format!(" on http://0.0.0.0:{port}\n")),
         "{line:?}"
     );
+    assert_eq!((health, deployments, stops), (200, 404, 404));
 }
 
 #[test]
@@ -1106,6 +1113,23 @@ fn a_deployment_moves_to_another_worker_when_its_worker_dies_losing_no_bar_and_n
         "suspended"
     );
 
+    // A stop lifted while its deployment moves is lifted where it lands.
+    ops.post_json("/v1/emergency-stop", &json!({"scope": "all"}))
+        .expect(200);
+    let on3 = wait_deployment(&alice, "d1", "stopped on w3", |v| v["gate"]["state"] == "stopped");
+    let w4 = worker(dir.path(), "w4", &args, &[]);
+    wait_workers(&ops, "w4 reachable", |w| {
+        w.iter().any(|x| x["name"] == "w4" && x["url"].is_string())
+    });
+    let mut w3 = w3;
+    w3.kill9();
+    ops.post_json("/v1/emergency-stop/release", &json!({"scope": "all"}))
+        .expect(200);
+    let landed = wait_deployment(&alice, "d1", "taken over by w4, released", |v| {
+        v["worker"] != on3["worker"] && v["state"] == "live" && v["gate"]["state"] == "suspended"
+    });
+    assert_eq!(landed["live_fills"], 1, "{landed}");
+
     // The list gathers every worker's; a stop is for good.
     let list = ops.get("/v1/deployments").expect(200).json();
     let ids: Vec<&str> = list["deployments"]
@@ -1121,7 +1145,7 @@ fn a_deployment_moves_to_another_worker_when_its_worker_dies_losing_no_bar_and_n
         pg.psql("SELECT stopped FROM deployments WHERE id = 'd1'").trim(),
         "t"
     );
-    drop(w3);
+    drop(w4);
 }
 
 fn signal(server: &Server, sig: &str) {
@@ -1228,4 +1252,96 @@ fn a_paused_worker_past_its_lease_publishes_nothing_and_a_draining_one_hands_its
     });
     assert_eq!(back["recovered_bars"], 2520, "{back}");
     assert_eq!(intents(&alice, "d1"), journal, "the same journal, moved");
+}
+
+#[test]
+fn a_takeover_of_many_deployments_longer_than_a_lease_runs_each_on_one_worker() {
+    use palisade_testkit::http::WebhookSink;
+    use support::{replay_at, tokens, ALICE, OPS};
+    let (_pg, _redis, dir, mut args) = servers();
+    args.extend(["--tokens".to_owned(), tokens(dir.path())]);
+    let node = api(dir.path(), "api", &args);
+    let mut w1 = worker(dir.path(), "w1", &args, &[]);
+    let (alice, ops) = (node.client(Some(ALICE)), node.client(Some(OPS)));
+    wait_workers(&ops, "w1 reachable", |w| w.iter().any(|x| x["url"].is_string()));
+    // About 6 ms a bar: the feeds run on through the takeover.
+    let feed = replay_at("14400000");
+    let hook = WebhookSink::start();
+    // Three strategies: a taker compiles each before it starts the first
+    // deployment of it, which makes the batch long.
+    let strategies: Vec<String> = ["sma_cross", "bollinger_revert", "donchian_breakout"]
+        .iter()
+        .map(|g| alice.upload_module(&guest(g)))
+        .collect();
+    let ids: Vec<String> = (0..15).map(|i| format!("m{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let mut spec = live_deployment(id, &strategies[i % 3], &feed.1);
+        spec["params"] = json!({});
+        spec["webhook"] = json!({"url": hook.url});
+        alice.post_json("/v1/deployments", &spec).expect(201);
+    }
+    for id in &ids {
+        wait_deployment(&alice, id, "200 bars on w1", |v| v["bars"].as_u64() >= Some(200));
+    }
+    // Takers with leases of 300 ms: starting fifteen deployments one after
+    // another takes longer than that, so their leases must be renewed
+    // while the batch runs, or the other taker claims them meanwhile.
+    let taker = |name: &str| {
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        all.extend([
+            "--worker-name",
+            name,
+            "--heartbeat-interval-ms",
+            "100",
+            "--heartbeat-ttl-ms",
+            "300",
+            "--executor-threads",
+            "1",
+        ]);
+        Server::start_worker(PALISADE, &dir.path().join(name), &all)
+    };
+    let (w2, w3) = (taker("w2"), taker("w3"));
+    wait_workers(&ops, "w2 and w3 reachable", |w| {
+        w.iter()
+            .filter(|x| x["name"] != "w1" && x["url"].is_string())
+            .count()
+            == 2
+    });
+    w1.kill9();
+    for id in &ids {
+        wait_deployment(&alice, id, "every bar handled after the move", |v| {
+            v["bars"] == 2520 && v["state"] == "live"
+        });
+    }
+    // Each runs on one worker, and every intent was sent once.
+    let listed = |w: &Server| -> Vec<String> {
+        w.client(Some(OPS)).get("/v1/deployments").expect(200).json()["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (on2, on3) = (listed(&w2), listed(&w3));
+    for id in &ids {
+        assert_eq!(
+            on2.contains(id) as u8 + on3.contains(id) as u8,
+            1,
+            "{id}: w2 runs {on2:?}, w3 runs {on3:?}"
+        );
+    }
+    let bodies = hook.bodies();
+    let mut sent: Vec<String> = bodies
+        .iter()
+        .map(|b| {
+            serde_json::from_str::<Value>(b).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let all = sent.len();
+    sent.sort();
+    sent.dedup();
+    assert_eq!(all, sent.len(), "an intent was sent twice");
 }

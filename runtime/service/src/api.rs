@@ -80,17 +80,22 @@ impl FromRequestParts<Arc<Service>> for Auth {
 /// The router of a worker (`palisade worker`): its probes and metrics.
 pub fn worker_router(service: Arc<Service>) -> Router {
     let json_limit = service.config.max_json_bytes as usize;
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        // The deployments it runs, for API nodes to forward to.
-        .nest(
-            "/v1",
-            deployment_routes(json_limit)
-                .route_layer(middleware::from_fn_with_state(service.clone(), while_starting)),
-        )
-        .route("/internal/stops/apply", post(apply_stops))
+        .route("/metrics", get(metrics));
+    if service.leases.url.get().is_some() {
+        // The deployments it runs, for API nodes to forward to (only when
+        // it runs deployments: with tokens, or on loopback).
+        router = router
+            .nest(
+                "/v1",
+                deployment_routes(json_limit)
+                    .route_layer(middleware::from_fn_with_state(service.clone(), while_starting)),
+            )
+            .route("/internal/stops/apply", post(apply_stops));
+    }
+    router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(service.clone(), observe))
@@ -315,9 +320,13 @@ async fn forward(service: &Arc<Service>, req: Request) -> Result<Response, ApiEr
             }
             Ok(answer.into_response())
         }
-        None if whole && method == Method::DELETE => {
+        None if whole
+            && method == Method::DELETE
+            && fleet::mark_stopped_if_free(pool, id)
+                .await
+                .map_err(unavailable)? =>
+        {
             // No worker runs it: stopped in the store, nobody takes it over.
-            fleet::mark_stopped(pool, id).await.map_err(unavailable)?;
             Ok(json_response(
                 StatusCode::OK,
                 &serde_json::json!({ "id": id, "tenant": row.tenant, "state": "stopped" }),
@@ -339,10 +348,11 @@ async fn while_starting(
     req: Request,
     next: Next,
 ) -> Response {
+    let lost_for = service.config.heartbeat_ttl() * 2;
     match params.get("id") {
-        Some(id) if service.leases.is_starting(id) => ApiError::Unavailable {
+        Some(id) if service.leases.is_unavailable(id, lost_for) => ApiError::Unavailable {
             detail: format!(
-                "deployment {id} is starting on this worker (recovering by replay); try again in a moment"
+                "deployment {id} is moving to or from this worker (recovering by replay); try again in a few seconds"
             ),
         }
         .into_response(),
@@ -1760,9 +1770,13 @@ async fn gate_deployment(
             &actor_of(&who),
             &r.reason,
         )
-        .await
-        .map_err(deployment_error)?;
-    service.shipped(&id).await?;
+        .await;
+    // Stored with the deployment before it is answered, refused or not: a
+    // refusal may stand on a change not shipped yet (distributed mode).
+    if !matches!(entry, Err(DeploymentError::NotFound(_))) {
+        service.shipped(&id).await?;
+    }
+    let entry = entry.map_err(deployment_error)?;
     Ok(json_response(StatusCode::OK, &entry))
 }
 
@@ -1837,12 +1851,13 @@ async fn report_fill(
         ts_ms: f.ts_ms,
         venue_fill_id: f.venue_fill_id,
     };
-    let snap = service
-        .deployments
-        .fill(&who.tenant, &id, fill)
-        .await
-        .map_err(deployment_error)?;
-    service.shipped(&id).await?;
+    let snap = service.deployments.fill(&who.tenant, &id, fill).await;
+    // Stored with the deployment before it is answered, applied or refused:
+    // a repeat is refused on a fill that may not be shipped yet.
+    if !matches!(snap, Err(DeploymentError::NotFound(_))) {
+        service.shipped(&id).await?;
+    }
+    let snap = snap.map_err(deployment_error)?;
     Ok(json_response(StatusCode::OK, &snap))
 }
 

@@ -452,6 +452,44 @@ impl Deployments {
         Ok((stopped, released))
     }
 
+    /// A deployment just taken over whose gate an emergency stop stopped
+    /// (its last transition says so) while no stop covers it any more: the
+    /// stop was lifted while no worker held it, so it is released now, as
+    /// it would have been where it ran.
+    pub async fn release_if_lifted(&self, id: &str) {
+        let Some(handle) = lock(&self.running).get(id).cloned() else {
+            return;
+        };
+        if handle.status().gate != palisade_live::GateState::Stopped || self.covering(&handle).is_some() {
+            return;
+        }
+        let entries = handle.audit(0, usize::MAX).await;
+        let by_scope = entries.last().is_some_and(|e| {
+            e.to == palisade_live::GateState::Stopped && e.reason.starts_with("an emergency stop (")
+        });
+        if by_scope {
+            let reason = "the emergency stop was lifted while the deployment moved between workers";
+            if let Err(e) = handle
+                .gate(Command::Release, "operator:emergency-stop", reason)
+                .await
+            {
+                tracing::warn!(deployment = %id, error = %e, "cannot release a lifted emergency stop");
+            }
+        }
+    }
+
+    /// Distributed mode: stops that cannot be read stop everything (until
+    /// they can be read again).
+    pub fn fail_closed(&self, why: &str) {
+        let everything = Imposed {
+            tenant: format!("emergency stops unreadable: {why}"),
+            operator: true,
+            reason: String::new(),
+        };
+        *lock(&self.stops) = HashMap::from([(Scope::All, everything)]);
+        self.publish_stops();
+    }
+
     /// Stops running deployment `id` in this process only (its lease was
     /// lost, or the worker drains): it is not marked stopped, and another
     /// worker takes it over.

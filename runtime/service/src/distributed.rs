@@ -812,6 +812,11 @@ impl Service {
                 Ok(n) => tracing::info!(changed = n, "policies replaced elsewhere are in force here"),
                 Err(e) => tracing::warn!(error = %e, "cannot read the replaced policies"),
             }
+            // Emergency stops imposed or lifted through another API node
+            // (palisade_emergency_stops).
+            if let Err(e) = s.deployments.reload_stops().await {
+                tracing::warn!(error = %e, "cannot read the emergency stops");
+            }
         });
     }
 

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use axum::http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use palisade_deployment::Lease;
 use sqlx::postgres::PgPool;
@@ -104,8 +104,8 @@ pub struct Shipper {
     pub epoch: i64,
     dir: PathBuf,
     pool: PgPool,
-    /// Bytes of each file (in [`FILES`]' order) that Postgres holds.
-    shipped: tokio::sync::Mutex<[u64; FILES.len()]>,
+    /// What Postgres holds of each file.
+    shipped: tokio::sync::Mutex<Shipped>,
     lost: AtomicBool,
     /// The lease as this process's clock sees it: the deployment publishes
     /// intents only while it is held.
@@ -115,6 +115,40 @@ pub struct Shipper {
 /// One write of the log: bytes at an offset, or a cut (`None`).
 type Op = (usize, u64, Option<Vec<u8>>);
 
+/// The last bytes shipped of each file are kept and compared with the file
+/// at each shipment: a tail cut and written again (a torn last line cut
+/// at open, then a new line) is shipped again from where it differs.
+const TAIL: usize = 4096;
+
+/// What Postgres holds of each file (in [`FILES`]' order): its length, and
+/// its last bytes (up to [`TAIL`]).
+#[derive(Clone, Debug, Default)]
+pub struct Shipped {
+    len: [u64; 5],
+    tail: [Vec<u8>; 5],
+}
+
+impl Shipped {
+    /// Files as restored: Postgres holds all of each.
+    pub fn of(files: &[Vec<u8>; 5]) -> Shipped {
+        let mut s = Shipped::default();
+        for (i, f) in files.iter().enumerate() {
+            s.len[i] = f.len() as u64;
+            s.tail[i] = f[f.len().saturating_sub(TAIL)..].to_vec();
+        }
+        s
+    }
+}
+
+/// Bytes `[from, to)` of the file at `path` (fewer if it is shorter).
+fn read_range(path: &Path, from: u64, to: u64) -> std::io::Result<Vec<u8>> {
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::with_capacity(to.saturating_sub(from) as usize);
+    file.take(to.saturating_sub(from)).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 impl Shipper {
     pub fn new(
         id: &str,
@@ -122,7 +156,7 @@ impl Shipper {
         epoch: i64,
         dir: &Path,
         pool: PgPool,
-        shipped: [u64; 5],
+        shipped: Shipped,
         lease: Lease,
     ) -> Shipper {
         Shipper {
@@ -150,10 +184,16 @@ impl Shipper {
         }
     }
 
-    /// What each file gained (or lost) since the last shipment.
-    fn changes(&self, shipped: &[u64; 5]) -> Result<(Vec<Op>, [u64; 5]), ShipError> {
+    /// Replaces what Postgres holds (the files were just restored).
+    pub async fn restored(&self, shipped: Shipped) {
+        *self.shipped.lock().await = shipped;
+    }
+
+    /// What each file gained (or lost, or had rewritten in its last bytes)
+    /// since the last shipment.
+    fn changes(&self, shipped: &Shipped) -> Result<(Vec<Op>, Shipped), ShipError> {
         let mut ops = Vec::new();
-        let mut next = *shipped;
+        let mut next = shipped.clone();
         for (i, name) in FILES.iter().enumerate() {
             let path = self.dir.join(name);
             let len = match std::fs::metadata(&path) {
@@ -161,22 +201,35 @@ impl Shipper {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
                 Err(e) => return Err(self.io(&path)(e)),
             };
-            if len < next[i] {
-                // Cut (a torn tail at open, a failed write cut back).
-                ops.push((i, len, None));
-                next[i] = len;
+            // Where the file and what Postgres holds part: the end of the
+            // shipped bytes, or the first of the kept tail that differs.
+            let tail = &shipped.tail[i];
+            let tail_at = shipped.len[i] - tail.len() as u64;
+            let mut same = shipped.len[i];
+            if len < tail_at {
+                same = len;
+            } else if !tail.is_empty() {
+                let now = read_range(&path, tail_at, shipped.len[i]).map_err(self.io(&path))?;
+                let common = now.iter().zip(tail).take_while(|(a, b)| a == b).count();
+                same = tail_at + common as u64;
+            } else {
+                same = same.min(len);
             }
-            if len > next[i] {
-                let mut file = std::fs::File::open(&path).map_err(self.io(&path))?;
-                file.seek(SeekFrom::Start(next[i])).map_err(self.io(&path))?;
-                let mut bytes = Vec::with_capacity((len - next[i]) as usize);
-                file.take(len - next[i])
-                    .read_to_end(&mut bytes)
-                    .map_err(self.io(&path))?;
-                let end = next[i] + bytes.len() as u64;
-                ops.push((i, next[i], Some(bytes)));
-                next[i] = end;
+            let mut kept = tail[..(same - tail_at.min(same)) as usize].to_vec();
+            if same < shipped.len[i] {
+                // Cut (a torn tail at open, a failed write cut back), and
+                // perhaps written again since.
+                ops.push((i, same, None));
             }
+            if len > same {
+                let bytes = read_range(&path, same, len).map_err(self.io(&path))?;
+                kept.extend_from_slice(&bytes);
+                next.len[i] = same + bytes.len() as u64;
+                ops.push((i, same, Some(bytes)));
+            } else {
+                next.len[i] = same;
+            }
+            next.tail[i] = kept[kept.len().saturating_sub(TAIL)..].to_vec();
         }
         Ok((ops, next))
     }
@@ -314,6 +367,18 @@ pub async fn remove(pool: &PgPool, id: &str, owner: &str) -> Result<(), sqlx::Er
     tx.commit().await
 }
 
+/// Marks a deployment no worker holds stopped for good (false: a worker
+/// holds it now).
+pub async fn mark_stopped_if_free(pool: &PgPool, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE deployments SET stopped = TRUE, lease_until = 0 WHERE id = $1 AND lease_until < {PG_NOW}"
+    )))
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Marks a deployment stopped for good: no worker takes it over.
 pub async fn mark_stopped(pool: &PgPool, id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE deployments SET stopped = TRUE, lease_until = 0 WHERE id = $1")
@@ -418,14 +483,33 @@ pub async fn restore(
     owner: &str,
     epoch: i64,
     dir: &Path,
-) -> Result<[u64; 5], String> {
+) -> Result<Shipped, String> {
     let rows =
         sqlx::query("SELECT file, at, bytes FROM deployment_chunks WHERE deployment = $1 ORDER BY seq")
             .bind(id)
             .fetch_all(pool)
             .await
             .map_err(|e| format!("the shared store: {e}"))?;
-    let files = replay_writes(rows.iter().map(|r| (r.get("file"), r.get("at"), r.get("bytes"))))?;
+    let writes = rows.len();
+    let files = replay_writes(
+        rows.into_iter()
+            .map(|r| (r.get("file"), r.get("at"), r.get("bytes"))),
+    )?;
+    let files = Arc::new(files);
+    let (written, into) = (files.clone(), dir.to_owned());
+    tokio::task::spawn_blocking(move || write_files(&into, &written))
+        .await
+        .map_err(|e| format!("writing the files: {e}"))??;
+    if writes > FILES.len() {
+        compact(pool, id, owner, epoch, &files)
+            .await
+            .map_err(|e| format!("the shared store: {e}"))?;
+    }
+    Ok(Shipped::of(&files))
+}
+
+/// Empties `dir` and writes the files into it, synced.
+fn write_files(dir: &Path, files: &[Vec<u8>; 5]) -> Result<(), String> {
     let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
     match std::fs::remove_dir_all(dir) {
         Ok(()) => {}
@@ -433,9 +517,7 @@ pub async fn restore(
         Err(e) => return Err(io(dir, e)),
     }
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let mut lengths = [0u64; 5];
     for (i, bytes) in files.iter().enumerate() {
-        lengths[i] = bytes.len() as u64;
         if bytes.is_empty() {
             continue;
         }
@@ -444,12 +526,7 @@ pub async fn restore(
             .and_then(|()| std::fs::File::open(&path)?.sync_all())
             .map_err(|e| io(&path, e))?;
     }
-    if rows.len() > FILES.len() {
-        compact(pool, id, owner, epoch, &files)
-            .await
-            .map_err(|e| format!("the shared store: {e}"))?;
-    }
-    Ok(lengths)
+    Ok(())
 }
 
 /// The files a log of shipped writes gives, in [`FILES`]' order: each
@@ -523,9 +600,10 @@ pub struct Leases {
     pub held: Mutex<HashMap<String, Arc<Shipper>>>,
     /// When the leases were last renewed.
     pub renewed: Mutex<Option<Instant>>,
-    /// Deployments claimed and not started yet (restoring, recovering):
-    /// their requests are answered 503, not 404.
-    pub starting: Mutex<std::collections::HashSet<String>>,
+    /// Deployments whose requests answer 503 here rather than 404: claimed
+    /// and not started yet (`None`), or lost at an instant (their lease may
+    /// look alive to API nodes for a while).
+    pub unavailable: Mutex<HashMap<String, Option<Instant>>>,
 }
 
 impl Leases {
@@ -545,8 +623,21 @@ impl Leases {
         lock(&self.held).keys().cloned().collect()
     }
 
-    pub fn is_starting(&self, id: &str) -> bool {
-        lock(&self.starting).contains(id)
+    pub fn count(&self) -> usize {
+        lock(&self.held).len()
+    }
+
+    /// Whether `shipper` is the one this worker holds for its deployment.
+    pub fn is_current(&self, shipper: &Arc<Shipper>) -> bool {
+        self.get(&shipper.id).is_some_and(|s| Arc::ptr_eq(&s, shipper))
+    }
+
+    /// Whether requests for `id` answer 503 here: starting, or lost less
+    /// than `for_lost` ago.
+    pub fn is_unavailable(&self, id: &str, for_lost: Duration) -> bool {
+        let mut map = lock(&self.unavailable);
+        map.retain(|_, lost| lost.is_none_or(|t| t.elapsed() < for_lost));
+        map.contains_key(id)
     }
 }
 
@@ -574,11 +665,19 @@ impl Default for Forwarder {
     }
 }
 
-/// A forwarded request's answer: status, content type, body.
+/// The headers of a worker's answer an API node passes on.
+const PASSED_ON: [header::HeaderName; 4] = [
+    header::CONTENT_TYPE,
+    header::LOCATION,
+    header::RETRY_AFTER,
+    header::WWW_AUTHENTICATE,
+];
+
+/// A forwarded request's answer: status, the headers passed on, body.
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
-    pub content_type: Option<HeaderValue>,
+    pub headers: HeaderMap,
     pub body: axum::body::Bytes,
 }
 
@@ -586,9 +685,7 @@ impl Answer {
     pub fn into_response(self) -> Response<Body> {
         let mut r = Response::new(Body::from(self.body));
         *r.status_mut() = self.status;
-        if let Some(ct) = self.content_type {
-            r.headers_mut().insert(header::CONTENT_TYPE, ct);
-        }
+        *r.headers_mut() = self.headers;
         r
     }
 }
@@ -618,13 +715,18 @@ impl Forwarder {
             .map_err(|_| format!("{base}: no answer within {} s", limit.as_secs()))?
             .map_err(|e| format!("{base}: {e}"))?;
         let status = res.status();
-        let content_type = res.headers().get(header::CONTENT_TYPE).cloned();
+        let mut headers = HeaderMap::new();
+        for name in PASSED_ON {
+            if let Some(v) = res.headers().get(&name) {
+                headers.insert(name, v.clone());
+            }
+        }
         let body = axum::body::to_bytes(Body::new(res.into_body()), MAX_FORWARDED_BYTES)
             .await
             .map_err(|e| format!("{base}: {e}"))?;
         Ok(Answer {
             status,
-            content_type,
+            headers,
             body,
         })
     }
@@ -731,21 +833,55 @@ impl Service {
             tracing::warn!(error = %e, "cannot read the emergency stops");
             return;
         }
-        if self.worker_state().draining.load(Ordering::Acquire) {
+        if self.worker_state().draining.load(Ordering::Acquire) || self.is_stopped() {
             return;
         }
         let Some(url) = self.leases.url.get().cloned() else {
             return;
         };
-        let room = self.deployments.max().saturating_sub(self.deployments.running());
-        match claim(&pool, &me, &url, room, ttl).await {
-            Ok(rows) => {
-                for row in rows {
-                    self.take_over(&pool, row).await;
-                }
+        // Room counts the leases held, started or not.
+        let room = self.deployments.max().saturating_sub(self.leases.count());
+        let asked = Instant::now();
+        let rows = match claim(&pool, &me, &url, room, ttl).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim deployments");
+                return;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot claim deployments"),
+        };
+        if rows.is_empty() {
+            return;
         }
+        // Held from the claim on: renewed by the next heartbeats, answered
+        // 503 until started; started one after another off this loop, so
+        // a long batch does not hold up the renewals.
+        let mut claimed = Vec::new();
+        for row in rows {
+            if let Some(old) = self.leases.remove(&row.id) {
+                // Our own copy from an expired lease: it publishes no more.
+                old.lease.lose();
+            }
+            let dir = self.deployments.folder(&row.id);
+            let lease = Lease::until(lease_end(asked, ttl));
+            let shipper = Arc::new(Shipper::new(
+                &row.id,
+                &me,
+                row.epoch,
+                &dir,
+                pool.clone(),
+                Shipped::default(),
+                lease,
+            ));
+            self.leases.insert(shipper.clone());
+            lock(&self.leases.unavailable).insert(row.id.clone(), None);
+            claimed.push((row, shipper));
+        }
+        let s = self.clone();
+        tokio::spawn(async move {
+            for (row, shipper) in claimed {
+                s.take_over(&pool, row, shipper).await;
+            }
+        });
     }
 
     /// Stops deployment `id` here without marking it stopped: its lease is
@@ -755,69 +891,70 @@ impl Service {
             s.lease.lose();
             self.metrics.leases_lost.inc();
         }
+        lock(&self.leases.unavailable).insert(id.to_owned(), Some(Instant::now()));
         self.deployments.abandon(id).await;
     }
 
-    /// Runs a deployment whose lease this worker just claimed: its files as
-    /// shipped, then recovery by replay as after any restart.
-    async fn take_over(self: &Arc<Self>, pool: &PgPool, row: DeploymentRow) {
+    /// Runs a deployment whose lease this worker claimed: its files as
+    /// shipped, then recovery by replay as after any restart. A takeover
+    /// that fails lets the lease go, for another worker to try.
+    async fn take_over(self: &Arc<Self>, pool: &PgPool, row: DeploymentRow, shipper: Arc<Shipper>) {
         let id = row.id.clone();
-        self.lose(&id).await;
-        lock(&self.leases.starting).insert(id.clone());
-        self.start_taken(pool, row).await;
-        lock(&self.leases.starting).remove(&id);
-    }
-
-    async fn start_taken(self: &Arc<Self>, pool: &PgPool, row: DeploymentRow) {
-        let id = row.id.clone();
-        let me = self.worker_info().id;
-        let spec: palisade_deployment::DeploymentSpec = match serde_json::from_str(&row.spec) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(deployment = %id, error = %e, "a deployment's spec does not parse; not taken over");
-                return;
-            }
-        };
-        let dir = self.deployments.folder(&id);
+        // A copy of ours from an earlier lease stops first.
+        self.deployments.abandon(&id).await;
         let started = Instant::now();
-        let lease = Lease::until(lease_end(started, self.config.heartbeat_ttl()));
-        let lengths = match restore(pool, &id, &me, row.epoch, &dir).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(deployment = %id, error = %e, "cannot restore a deployment's files; not taken over");
-                return;
-            }
-        };
-        let shipper = Arc::new(Shipper::new(
-            &id,
-            &me,
-            row.epoch,
-            &dir,
-            pool.clone(),
-            lengths,
-            lease,
-        ));
-        self.leases.insert(shipper.clone());
-        match self
-            .deploy(&row.tenant, &row.strategy, &row.policy, spec, None)
-            .await
-        {
-            Ok(_) => {
+        match self.start_taken(pool, &row, &shipper).await {
+            Ok(()) => {
                 self.metrics.takeovers.inc();
                 tracing::info!(
                     deployment = %id,
                     epoch = row.epoch,
-                    restored_ms = started.elapsed().as_millis() as u64,
+                    took_ms = started.elapsed().as_millis() as u64,
                     "took over a deployment; recovering by replay"
                 );
+                lock(&self.leases.unavailable).remove(&id);
                 self.ship_while_running(shipper);
             }
             Err(e) => {
-                // Its lease lapses; another worker (or this one) tries again.
-                tracing::error!(deployment = %id, error = %e, "a deployment taken over did not start");
-                self.leases.remove(&id);
+                tracing::error!(deployment = %id, error = %e, "a deployment taken over did not start; letting its lease go");
+                if self.leases.is_current(&shipper) {
+                    self.leases.remove(&id);
+                    shipper.lease.lose();
+                    lock(&self.leases.unavailable).insert(id.clone(), Some(Instant::now()));
+                    if let Err(e) = release(pool, &shipper.owner, std::slice::from_ref(&id)).await {
+                        tracing::warn!(deployment = %id, error = %e, "cannot let the lease go; it expires");
+                    }
+                }
             }
         }
+    }
+
+    async fn start_taken(
+        self: &Arc<Self>,
+        pool: &PgPool,
+        row: &DeploymentRow,
+        shipper: &Arc<Shipper>,
+    ) -> Result<(), String> {
+        let still_ours = || {
+            if self.leases.is_current(shipper) && shipper.lease.held() && !self.is_stopped() {
+                Ok(())
+            } else {
+                Err("its lease was lost (or this worker stops) before it started".to_owned())
+            }
+        };
+        still_ours()?;
+        let spec: palisade_deployment::DeploymentSpec =
+            serde_json::from_str(&row.spec).map_err(|e| format!("its spec does not parse: {e}"))?;
+        let dir = self.deployments.folder(&row.id);
+        let shipped = restore(pool, &row.id, &shipper.owner, row.epoch, &dir).await?;
+        shipper.restored(shipped).await;
+        still_ours()?;
+        self.deploy(&row.tenant, &row.strategy, &row.policy, spec, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        // An emergency stop lifted while it moved: no worker held it then.
+        self.deployments.release_if_lifted(&row.id).await;
+        Ok(())
     }
 
     /// A new deployment's row, before it starts (a worker): its lease is
@@ -859,7 +996,7 @@ impl Service {
         let dir = self.deployments.folder(&spec.id);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                let _ = remove(pool, &spec.id, &me).await;
+                self.forget(pool, &spec.id, &me).await;
                 return Err(ServiceError::Internal(format!("{}: {e}", dir.display())));
             }
         }
@@ -869,10 +1006,22 @@ impl Service {
             1,
             &dir,
             pool.clone(),
-            [0; 5],
+            Shipped::default(),
             lease,
         )));
         Ok(())
+    }
+
+    /// Forgets the row of a deployment that did not start; if that fails,
+    /// marks it stopped, so that no worker starts what the client was told
+    /// failed.
+    async fn forget(&self, pool: &PgPool, id: &str, owner: &str) {
+        if let Err(e) = remove(pool, id, owner).await {
+            tracing::warn!(deployment = %id, error = %e, "cannot forget a deployment that did not start; marking it stopped");
+            if let Err(e) = mark_stopped(pool, id).await {
+                tracing::error!(deployment = %id, error = %e, "cannot mark a deployment that did not start stopped; a worker may start it when its lease expires");
+            }
+        }
     }
 
     /// After a new deployment started (`ok`) or did not: ships from now on,
@@ -885,10 +1034,9 @@ impl Service {
             self.ship_while_running(shipper);
         } else {
             self.leases.remove(id);
+            shipper.lease.lose();
             if let Some(pool) = self.shared_pool() {
-                if let Err(e) = remove(pool, id, &shipper.owner).await {
-                    tracing::warn!(deployment = %id, error = %e, "cannot forget a deployment that did not start");
-                }
+                self.forget(pool, id, &shipper.owner).await;
             }
         }
     }
@@ -914,10 +1062,7 @@ impl Service {
                     Ok(()) => {}
                     Err(ShipError::Lost(_)) => {
                         tracing::warn!(deployment = %shipper.id, "lease lost; stopping the deployment here");
-                        if s.leases
-                            .get(&shipper.id)
-                            .is_some_and(|l| Arc::ptr_eq(&l, &shipper))
-                        {
+                        if s.leases.is_current(&shipper) {
                             s.lose(&shipper.id).await;
                         }
                         break;
@@ -927,11 +1072,7 @@ impl Service {
                         tracing::warn!(error = %e, "cannot ship a deployment's files; trying again");
                     }
                 }
-                let current = s
-                    .leases
-                    .get(&shipper.id)
-                    .is_some_and(|l| Arc::ptr_eq(&l, &shipper));
-                if ended || !current {
+                if ended || !s.leases.is_current(&shipper) {
                     break;
                 }
             }
@@ -942,13 +1083,19 @@ impl Service {
     /// so far (a worker; at once elsewhere): called before acknowledging a
     /// fill, a gate command or a stop.
     pub(crate) async fn shipped(&self, id: &str) -> Result<(), ServiceError> {
-        let Some(shipper) = self.leases.get(id) else {
+        if !self.leases_deployments() {
             return Ok(());
+        }
+        let moving = || {
+            ServiceError::StoreUnavailable(format!(
+                "deployment {id} is moving to another worker and this was not stored with it; send it again in a few seconds"
+            ))
+        };
+        let Some(shipper) = self.leases.get(id) else {
+            return Err(moving());
         };
         shipper.ship().await.map_err(|e| match e {
-            ShipError::Lost(_) => ServiceError::Conflict(format!(
-                "deployment {id} moved to another worker before this was stored; send it again"
-            )),
+            ShipError::Lost(_) => moving(),
             e => {
                 self.metrics.ship_failures.inc();
                 unavailable(e)
@@ -979,10 +1126,14 @@ impl Service {
             return;
         }
         for id in &ids {
+            // Whatever started meanwhile (a takeover, a create) stops too:
+            // once the leases go, another worker runs these.
+            self.deployments.abandon(id).await;
             if let Some(s) = self.leases.get(id) {
                 if let Err(e) = s.ship().await {
                     tracing::warn!(error = %e, "cannot ship a deployment's last writes");
                 }
+                s.lease.lose();
             }
         }
         match release(pool, &self.worker_info().id, &ids).await {

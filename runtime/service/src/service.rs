@@ -451,6 +451,16 @@ impl Service {
         mut spec: DeploymentSpec,
         overrides: Option<Vec<(String, String)>>,
     ) -> Result<DeploymentStatus, ServiceError> {
+        if self.is_stopped() {
+            return Err(ServiceError::Refused(Refused::ShuttingDown));
+        }
+        if self.role == Role::Worker && self.store.is_shared() {
+            // The stops in force now, not as of the last heartbeat; unread,
+            // the deployment starts stopped.
+            if let Err(e) = self.deployments.reload_stops().await {
+                self.deployments.fail_closed(&e.to_string());
+            }
+        }
         if let Some(hosts) = &self.config.live_hosts {
             let allowed = crate::deployments::AllowedHosts::parse(hosts).map_err(ServiceError::Internal)?;
             allowed
