@@ -206,8 +206,10 @@ impl Shipper {
             let tail = &shipped.tail[i];
             let tail_at = shipped.len[i] - tail.len() as u64;
             let mut same = shipped.len[i];
-            if len < tail_at {
-                same = len;
+            if len == 0 || len < tail_at {
+                // Cut below the kept tail (not something the files do):
+                // nothing is known to be the same, the whole is shipped.
+                same = 0;
             } else if !tail.is_empty() {
                 let now = read_range(&path, tail_at, shipped.len[i]).map_err(self.io(&path))?;
                 let common = now.iter().zip(tail).take_while(|(a, b)| a == b).count();
@@ -1225,6 +1227,63 @@ mod tests {
 
     fn w(file: &str, at: i64, bytes: Option<&[u8]>) -> (String, i64, Option<Vec<u8>>) {
         (file.to_owned(), at, bytes.map(<[u8]>::to_vec))
+    }
+
+    /// Ships `dir`'s changes into `log` (as if committed) and returns the
+    /// files the log gives.
+    fn ship_into(
+        shipper: &Shipper,
+        shipped: &mut Shipped,
+        log: &mut Vec<(String, i64, Option<Vec<u8>>)>,
+    ) -> [Vec<u8>; 5] {
+        let (ops, next) = shipper.changes(shipped).unwrap();
+        for (i, at, bytes) in ops {
+            log.push((FILES[i].to_owned(), at as i64, bytes));
+        }
+        *shipped = next;
+        replay_writes(log.clone()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn what_is_shipped_replays_into_the_files_even_when_a_tail_is_cut_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let lease = Lease::until(Instant::now() + Duration::from_secs(60));
+        let shipper = Shipper::new("d", "w", 1, dir.path(), pool, Shipped::default(), lease);
+        let (mut shipped, mut log) = (Shipped::default(), Vec::new());
+        let journal = dir.path().join("fills.jsonl");
+        let bars = dir.path().join("bars.log");
+        let check = |files: &[Vec<u8>; 5]| {
+            for (i, name) in FILES.iter().enumerate() {
+                let on_disk = std::fs::read(dir.path().join(name)).unwrap_or_default();
+                assert_eq!(files[i], on_disk, "{name}");
+            }
+        };
+        std::fs::write(&journal, b"{\"a\":1}\n{\"b\":").unwrap();
+        std::fs::write(&bars, vec![7u8; 10_000]).unwrap();
+        check(&ship_into(&shipper, &mut shipped, &mut log));
+        // A torn last line cut at open, then a longer line written: the
+        // same length or more, different bytes.
+        std::fs::write(&journal, b"{\"a\":1}\n{\"c\":2222}\n").unwrap();
+        // Bytes past the kept tail rewritten are not seen (the formats
+        // only ever cut a last record); the tail's are.
+        let mut b = vec![7u8; 10_000];
+        b[9_990] = 1;
+        b.extend_from_slice(b"more");
+        std::fs::write(&bars, &b).unwrap();
+        let files = ship_into(&shipper, &mut shipped, &mut log);
+        check(&files);
+        // Nothing changed: nothing shipped.
+        let before = log.len();
+        ship_into(&shipper, &mut shipped, &mut log);
+        assert_eq!(log.len(), before);
+        // Cut below the kept tail, then grown: shipped whole again.
+        let mut b = vec![7u8; 100];
+        b.extend_from_slice(b"grown again");
+        std::fs::write(&bars, &b).unwrap();
+        check(&ship_into(&shipper, &mut shipped, &mut log));
+        std::fs::remove_file(&journal).unwrap();
+        check(&ship_into(&shipper, &mut shipped, &mut log));
     }
 
     #[test]
