@@ -1086,6 +1086,7 @@ fn a_deployment_moves_to_another_worker_when_its_worker_dies_losing_no_bar_and_n
         "{}",
         r.text()
     );
+    assert_eq!(r.json()["unreached_workers"], json!([]), "{}", r.text());
     assert_eq!(
         alice.get("/v1/deployments/d1").expect(200).json()["gate"]["state"],
         "stopped"

@@ -2064,13 +2064,13 @@ async fn emergency_stop(
         .emergency_stop(scope, by, &actor_of(&who), &reason)
         .await
         .map_err(deployment_error)?;
+    let mut answer = serde_json::json!({ "stopped": stopped });
     if service.role == Role::Api {
-        stopped.extend(service.apply_stops_everywhere(&headers).await.0);
+        let applied = service.apply_stops_everywhere(&headers).await;
+        stopped.extend(applied.stopped);
+        answer = serde_json::json!({ "stopped": stopped, "unreached_workers": applied.unreached });
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({ "stopped": stopped }),
-    ))
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 #[utoipa::path(
@@ -2112,13 +2112,13 @@ async fn release_emergency_stop(
         .release(scope, &caller, &actor_of(&who), &reason)
         .await
         .map_err(deployment_error)?;
+    let mut answer = serde_json::json!({ "released": released });
     if service.role == Role::Api {
-        released.extend(service.apply_stops_everywhere(&headers).await.1);
+        let applied = service.apply_stops_everywhere(&headers).await;
+        released.extend(applied.released);
+        answer = serde_json::json!({ "released": released, "unreached_workers": applied.unreached });
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({ "released": released }),
-    ))
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 #[cfg(test)]

@@ -1162,15 +1162,19 @@ impl Service {
 
     /// An API node: asks every live worker to apply the emergency stops in
     /// force now; returns the ids they stopped and released.
-    pub(crate) async fn apply_stops_everywhere(&self, headers: &HeaderMap) -> (Vec<String>, Vec<String>) {
-        let (mut stopped, mut released) = (Vec::new(), Vec::new());
-        let Ok(workers) = self.workers().await else {
-            return (stopped, released);
+    pub(crate) async fn apply_stops_everywhere(&self, headers: &HeaderMap) -> StopsApplied {
+        let mut out = StopsApplied::default();
+        let workers = match self.workers().await {
+            Ok(w) => w,
+            Err(e) => {
+                out.unreached.push(format!("the workers' list: {e}"));
+                return out;
+            }
         };
-        for url in workers
+        for (worker, url) in workers
             .into_iter()
             .filter(|w| w.status != "down")
-            .filter_map(|w| w.url)
+            .filter_map(|w| w.url.map(|u| (w.id, u)))
         {
             match self
                 .forwarder
@@ -1185,25 +1189,37 @@ impl Service {
             {
                 Ok(a) if a.status.is_success() => {
                     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&a.body) {
-                        for (key, out) in [("stopped", &mut stopped), ("released", &mut released)] {
+                        for (key, into) in [("stopped", &mut out.stopped), ("released", &mut out.released)] {
                             if let Some(list) = v.get(key).and_then(|l| l.as_array()) {
-                                out.extend(list.iter().filter_map(|x| x.as_str().map(str::to_owned)));
+                                into.extend(list.iter().filter_map(|x| x.as_str().map(str::to_owned)));
                             }
                         }
                     }
                 }
                 Ok(a) => {
-                    tracing::warn!(worker = %url, status = %a.status, "a worker did not apply the emergency stops; it will within a heartbeat")
+                    tracing::warn!(worker = %url, status = %a.status, "a worker did not apply the emergency stops; it will within a heartbeat");
+                    out.unreached.push(worker);
                 }
                 Err(e) => {
-                    tracing::warn!(worker = %url, error = %e, "a worker did not apply the emergency stops; it will within a heartbeat")
+                    tracing::warn!(worker = %url, error = %e, "a worker did not apply the emergency stops; it will within a heartbeat");
+                    out.unreached.push(worker);
                 }
             }
         }
-        stopped.sort();
-        released.sort();
-        (stopped, released)
+        out.stopped.sort();
+        out.released.sort();
+        out
     }
+}
+
+/// What the workers did with the emergency stops an API node asked them to
+/// apply; `unreached` names the workers that did not answer (they apply
+/// them within a heartbeat).
+#[derive(Debug, Default)]
+pub struct StopsApplied {
+    pub stopped: Vec<String>,
+    pub released: Vec<String>,
+    pub unreached: Vec<String>,
 }
 
 impl From<DeploymentError> for ServiceError {
