@@ -476,23 +476,26 @@ pub async fn release(pool: &PgPool, owner: &str, ids: &[String]) -> Result<(), s
         .map(|_| ())
 }
 
+/// The shipped writes a restore read, to be compacted into one write per
+/// file once the deployment runs ([`compact`]).
+#[derive(Debug)]
+pub struct Compaction {
+    files: Arc<[Vec<u8>; 5]>,
+    /// The `seq`s of the writes read, ascending.
+    seqs: Vec<i64>,
+}
+
 /// Rebuilds deployment `id`'s files in `dir` (emptied first) from what was
-/// shipped, then compacts the log to one write per file under the claim's
-/// fence. Returns each file's length, what Postgres now holds.
-pub async fn restore(
-    pool: &PgPool,
-    id: &str,
-    owner: &str,
-    epoch: i64,
-    dir: &Path,
-) -> Result<Shipped, String> {
+/// shipped. Returns what Postgres holds of them, and, when the log has
+/// more than one write per file, what [`compact`] needs.
+pub async fn restore(pool: &PgPool, id: &str, dir: &Path) -> Result<(Shipped, Option<Compaction>), String> {
     let rows =
-        sqlx::query("SELECT file, at, bytes FROM deployment_chunks WHERE deployment = $1 ORDER BY seq")
+        sqlx::query("SELECT seq, file, at, bytes FROM deployment_chunks WHERE deployment = $1 ORDER BY seq")
             .bind(id)
             .fetch_all(pool)
             .await
             .map_err(|e| format!("the shared store: {e}"))?;
-    let writes = rows.len();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.get("seq")).collect();
     let files = replay_writes(
         rows.into_iter()
             .map(|r| (r.get("file"), r.get("at"), r.get("bytes"))),
@@ -502,12 +505,9 @@ pub async fn restore(
     tokio::task::spawn_blocking(move || write_files(&into, &written))
         .await
         .map_err(|e| format!("writing the files: {e}"))??;
-    if writes > FILES.len() {
-        compact(pool, id, owner, epoch, &files)
-            .await
-            .map_err(|e| format!("the shared store: {e}"))?;
-    }
-    Ok(Shipped::of(&files))
+    let shipped = Shipped::of(&files);
+    let compaction = (seqs.len() > FILES.len()).then_some(Compaction { files, seqs });
+    Ok((shipped, compaction))
 }
 
 /// Empties `dir` and writes the files into it, synced.
@@ -556,13 +556,20 @@ pub fn replay_writes(
     Ok(files)
 }
 
-async fn compact(
+/// Replaces the writes a restore read with one write per file, under the
+/// fence of the lease that read them. Writes shipped since (the
+/// deployment runs meanwhile) stay, after: the new writes take the last
+/// `seq`s of the ones they replace, below every later one.
+pub async fn compact(
     pool: &PgPool,
     id: &str,
     owner: &str,
     epoch: i64,
-    files: &[Vec<u8>; 5],
-) -> Result<(), sqlx::Error> {
+    c: &Compaction,
+) -> Result<bool, sqlx::Error> {
+    let (Some(&last), files) = (c.seqs.last(), &c.files) else {
+        return Ok(false);
+    };
     let mut tx = pool.begin().await?;
     let held: Option<i64> = sqlx::query_scalar(
         "SELECT epoch FROM deployments WHERE id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE",
@@ -573,24 +580,30 @@ async fn compact(
     .fetch_optional(&mut *tx)
     .await?;
     if held.is_none() {
-        return Ok(());
+        return Ok(false);
     }
-    sqlx::query("DELETE FROM deployment_chunks WHERE deployment = $1")
+    sqlx::query("DELETE FROM deployment_chunks WHERE deployment = $1 AND seq <= $2")
         .bind(id)
+        .bind(last)
         .execute(&mut *tx)
         .await?;
+    let mut seqs = c.seqs[c.seqs.len() - FILES.len()..].iter();
     for (i, bytes) in files.iter().enumerate() {
+        let seq = seqs.next().expect("one seq per file");
         if bytes.is_empty() {
             continue;
         }
-        sqlx::query("INSERT INTO deployment_chunks (deployment, file, at, bytes) VALUES ($1, $2, 0, $3)")
-            .bind(id)
-            .bind(FILES[i])
-            .bind(bytes)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO deployment_chunks (seq, deployment, file, at, bytes) VALUES ($1, $2, $3, 0, $4)",
+        )
+        .bind(seq)
+        .bind(id)
+        .bind(FILES[i])
+        .bind(bytes.as_slice())
+        .execute(&mut *tx)
+        .await?;
     }
-    tx.commit().await
+    tx.commit().await.map(|()| true)
 }
 
 /// A worker's side of the fleet: where it is reached, and the shippers of
@@ -948,12 +961,21 @@ impl Service {
         let spec: palisade_deployment::DeploymentSpec =
             serde_json::from_str(&row.spec).map_err(|e| format!("its spec does not parse: {e}"))?;
         let dir = self.deployments.folder(&row.id);
-        let shipped = restore(pool, &row.id, &shipper.owner, row.epoch, &dir).await?;
+        let (shipped, compaction) = restore(pool, &row.id, &dir).await?;
         shipper.restored(shipped).await;
         still_ours()?;
         self.deploy(&row.tenant, &row.strategy, &row.policy, spec, None)
             .await
             .map_err(|e| e.to_string())?;
+        if let Some(c) = compaction {
+            // Once it runs: the next takeover reads one write per file.
+            let (pool, id, owner, epoch) = (pool.clone(), row.id.clone(), shipper.owner.clone(), row.epoch);
+            tokio::spawn(async move {
+                if let Err(e) = compact(&pool, &id, &owner, epoch, &c).await {
+                    tracing::warn!(deployment = %id, error = %e, "cannot compact the shipped writes; the next takeover reads them all");
+                }
+            });
+        }
         // An emergency stop lifted while it moved: no worker held it then.
         self.deployments.release_if_lifted(&row.id).await;
         Ok(())
@@ -1300,6 +1322,104 @@ mod tests {
         check(&ship_into(&shipper, &mut shipped, &mut log));
         std::fs::remove_file(&journal).unwrap();
         check(&ship_into(&shipper, &mut shipped, &mut log));
+    }
+
+    /// Against a real Postgres: writes shipped, restored elsewhere, then
+    /// more shipped while the restored log is compacted; the next restore
+    /// gives the files as they are, and a worker that lost the lease can
+    /// neither ship nor compact.
+    #[test]
+    fn a_log_compacted_while_the_deployment_ships_restores_whole_and_fences_the_old_owner() {
+        palisade_testkit::servers::Postgres::require();
+        let pg = palisade_testkit::servers::Postgres::start();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tmp = tempfile::tempdir().unwrap();
+            let store = crate::storage::Storage::open_postgres(
+                &pg.url(),
+                &tmp.path().join("cache"),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+            let pool = store.postgres().unwrap().clone();
+            let ttl = Duration::from_secs(60);
+            assert!(insert(&pool, "d", "t", "{}", "s", "p", "w1", "http://w1", ttl)
+                .await
+                .unwrap());
+            let lease = || Lease::until(Instant::now() + ttl);
+            let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
+            std::fs::create_dir_all(&a).unwrap();
+            let w1 = Shipper::new("d", "w1", 1, &a, pool.clone(), Shipped::default(), lease());
+            let bars = a.join("bars.log");
+            let mut all = Vec::new();
+            for i in 0..20u8 {
+                all.extend_from_slice(&[i; 60]);
+                std::fs::write(&bars, &all).unwrap();
+                std::fs::write(
+                    a.join("audit.jsonl"),
+                    format!("{{\"n\":{i}}}\n").repeat(usize::from(i) + 1),
+                )
+                .unwrap();
+                w1.ship().await.unwrap();
+            }
+            // w2 claims (w1's lease made to expire), restores into b.
+            sqlx::query("UPDATE deployments SET lease_until = 0")
+                .execute(&pool)
+                .await
+                .unwrap();
+            let rows = claim(&pool, "w2", "http://w2", 10, ttl).await.unwrap();
+            assert_eq!((rows.len(), rows[0].epoch), (1, 2));
+            let (shipped, compaction) = restore(&pool, "d", &b).await.unwrap();
+            let compaction = compaction.expect("40 writes: compacted");
+            assert_eq!(std::fs::read(b.join("bars.log")).unwrap(), all);
+            // w1 learns it lost the lease at its next shipment.
+            all.extend_from_slice(&[99; 60]);
+            std::fs::write(&bars, &all).unwrap();
+            assert!(matches!(w1.ship().await, Err(ShipError::Lost(_))));
+            assert!(!w1.lease.held());
+            // w2 runs: a torn tail cut, more written, shipped before the
+            // compaction commits.
+            let w2 = Shipper::new("d", "w2", 2, &b, pool.clone(), Shipped::default(), lease());
+            w2.restored(shipped).await;
+            let mut now = std::fs::read(b.join("bars.log")).unwrap();
+            now.truncate(now.len() - 30);
+            now.extend_from_slice(&[7; 90]);
+            std::fs::write(b.join("bars.log"), &now).unwrap();
+            w2.ship().await.unwrap();
+            assert!(
+                !compact(&pool, "d", "w1", 1, &compaction).await.unwrap(),
+                "the old owner cannot compact"
+            );
+            assert!(compact(&pool, "d", "w2", 2, &compaction).await.unwrap());
+            now.extend_from_slice(b"after");
+            std::fs::write(b.join("bars.log"), &now).unwrap();
+            w2.ship().await.unwrap();
+            let count: i64 = sqlx::query_scalar("SELECT count(*) FROM deployment_chunks")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(
+                count, 5,
+                "two files compacted; a cut and a write, then a write, since"
+            );
+            let (_, again) = restore(&pool, "d", &c).await.unwrap();
+            assert!(
+                again.is_none(),
+                "five writes, one per file at most: nothing to compact"
+            );
+            for name in FILES {
+                assert_eq!(
+                    std::fs::read(c.join(name)).unwrap_or_default(),
+                    std::fs::read(b.join(name)).unwrap_or_default(),
+                    "{name}"
+                );
+            }
+        });
     }
 
     #[test]
