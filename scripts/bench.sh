@@ -7,7 +7,8 @@
 #                                       # only those sections
 #
 # Sections (scripts/bench.py says what each measures): process, ratios,
-# costs, criterion, service, load, uploads, soak, python, distributed. Each is
+# costs, criterion, service, load, uploads, soak, python, distributed, live,
+# takeover. Each is
 # written between its own markers in BENCHMARKS.md with the command, date, commit and machine,
 # so the file is never edited by hand. RUNS (default 5) sets the runs per
 # whole-process figure, SOAK_SECONDS (default 600) the soak's length.
