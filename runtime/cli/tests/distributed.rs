@@ -1346,3 +1346,58 @@ fn a_takeover_of_many_deployments_longer_than_a_lease_runs_each_on_one_worker() 
     sent.dedup();
     assert_eq!(all, sent.len(), "an intent was sent twice");
 }
+
+#[test]
+fn a_deployment_no_worker_can_start_is_stopped_after_three_takeovers_and_tenants_hold_on_tokenless_workers() {
+    use support::{replay_at, tokens, ALICE, BOB, OPS};
+    let (pg, _redis, dir, args) = servers();
+    // The API node checks tokens; the workers have none (on loopback):
+    // the API node tells them who the caller is.
+    let mut with_tokens = args.clone();
+    with_tokens.extend(["--tokens".to_owned(), tokens(dir.path())]);
+    let node = api(dir.path(), "api", &with_tokens);
+    let mut w1 = worker(dir.path(), "w1", &args, &[]);
+    let (alice, bob, ops) = (
+        node.client(Some(ALICE)),
+        node.client(Some(BOB)),
+        node.client(Some(OPS)),
+    );
+    wait_workers(&ops, "w1 reachable", |w| w.iter().any(|x| x["url"].is_string()));
+    let feed = replay_at("10000000");
+    let strategy = alice.upload_module(&guest("sma_cross"));
+    alice
+        .post_json("/v1/deployments", &live_deployment("x1", &strategy, &feed.1))
+        .expect(201);
+    let on_w1 = wait_deployment(&alice, "x1", "live on w1", |v| v["state"] == "live");
+    assert_eq!(on_w1["tenant"], "alice", "{on_w1}");
+    bob.get("/v1/deployments/x1").problem(404, "not-found");
+    assert_eq!(
+        pg.psql("SELECT tenant FROM deployments WHERE id = 'x1'").trim(),
+        "alice"
+    );
+    // The only other worker may not reach the feed's host: each takeover
+    // fails the same way, and the third stops it for good.
+    let w2 = worker(dir.path(), "w2", &args, &["--live-hosts", "feeds.example.com"]);
+    wait_workers(&ops, "w2 reachable", |w| {
+        w.iter().any(|x| x["name"] == "w2" && x["url"].is_string())
+    });
+    w1.kill9();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = alice.get("/v1/deployments/x1");
+        if r.status == 404 {
+            break;
+        }
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(Instant::now() < deadline, "x1 is still claimed: {}", r.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let row =
+        pg.psql("SELECT stopped || ' ' || failed_starts || ' ' || error FROM deployments WHERE id = 'x1'");
+    assert!(row.starts_with("true 3 ") && row.contains("live_hosts"), "{row}");
+    assert!(w2.log_text().contains("stopped for good"), "{}", w2.log_text());
+    assert_eq!(
+        ops.get("/v1/deployments").expect(200).json()["deployments"],
+        json!([])
+    );
+}

@@ -65,6 +65,22 @@ impl FromRequestParts<Arc<Service>> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, service: &Arc<Service>) -> Result<Self, Self::Rejection> {
+        if service.role == Role::Worker && service.tokens.is_open() {
+            // A worker without tokens (it listens on loopback only): the
+            // caller the forwarding API node authenticated, if it says.
+            let get = |name| {
+                parts
+                    .headers
+                    .get(name)
+                    .and_then(|v: &HeaderValue| v.to_str().ok())
+            };
+            if let Some(tenant) = get(crate::fleet::FORWARDED_TENANT) {
+                return Ok(Auth(Principal {
+                    tenant: tenant.to_owned(),
+                    operator: get(crate::fleet::FORWARDED_OPERATOR) == Some("true"),
+                }));
+            }
+        }
         let header = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -231,7 +247,18 @@ async fn forward(service: &Arc<Service>, req: Request) -> Result<Response, ApiEr
     );
     let path_and_query = path_and_query.as_str();
     let rest = path.strip_prefix("/deployments").unwrap_or_default();
-    let (method, headers) = (&parts.method, &parts.headers);
+    // Who the caller is, for a worker without tokens of its own.
+    let mut forwarded = parts.headers.clone();
+    forwarded.remove(crate::fleet::FORWARDED_TENANT);
+    forwarded.remove(crate::fleet::FORWARDED_OPERATOR);
+    if let Ok(tenant) = HeaderValue::from_str(&who.tenant) {
+        forwarded.insert(crate::fleet::FORWARDED_TENANT, tenant);
+        forwarded.insert(
+            crate::fleet::FORWARDED_OPERATOR,
+            HeaderValue::from_static(if who.operator { "true" } else { "false" }),
+        );
+    }
+    let (method, headers) = (&parts.method, &forwarded);
     let send = |url: String, body| async move {
         service
             .forwarder
@@ -1699,11 +1726,30 @@ async fn stop_deployment(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let status = service
-        .deployments
-        .stop(&who.tenant, who.operator, &id)
-        .await
-        .map_err(deployment_error)?;
+    let status = match service.deployments.stop(&who.tenant, who.operator, &id).await {
+        // Stopped here by an earlier DELETE whose answer was 503: this
+        // worker still holds its lease until the store says stopped.
+        Err(DeploymentError::NotFound(_)) if service.leases.get(&id).is_some() => {
+            let pool = service
+                .store
+                .postgres()
+                .ok_or_else(|| ApiError::Internal("a lease without a shared store".into()))?;
+            let row = crate::fleet::find(pool, &id)
+                .await
+                .map_err(|e| ApiError::Unavailable {
+                    detail: format!("the shared store cannot be read ({e}); try again later"),
+                })?;
+            if !row.is_some_and(|r| who.operator || r.tenant == who.tenant) {
+                return Err(deployment_error(DeploymentError::NotFound(id)));
+            }
+            service.leased_stopped(&id).await?;
+            return Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "id": id, "state": "stopped" }),
+            ));
+        }
+        other => other.map_err(deployment_error)?,
+    };
     service.leased_stopped(&id).await?;
     Ok(json_response(StatusCode::OK, &status))
 }

@@ -66,6 +66,18 @@ impl AllowedHosts {
     /// names the host.
     pub fn check(&self, what: &str, url: &str) -> Result<(), String> {
         let uri: axum::http::Uri = url.parse().map_err(|_| format!("{what} {url:?} is not a URL"))?;
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        if authority.contains('@') {
+            return Err(format!(
+                "{what}: a user name in the URL is not allowed (live_hosts compares hosts)"
+            ));
+        }
+        let explicit_port = authority
+            .rsplit_once(':')
+            .is_some_and(|(h, _)| !h.ends_with('[') && !authority.ends_with(']'));
+        if explicit_port && uri.port_u16().is_none() {
+            return Err(format!("{what}: {authority:?} has no valid port"));
+        }
         let host = uri.host().unwrap_or_default().to_ascii_lowercase();
         let port = uri.port_u16().or(match uri.scheme_str() {
             Some("ws" | "http") => Some(80),
@@ -225,6 +237,10 @@ pub struct Deployments {
     /// The shared store (distributed mode): the emergency stops are its
     /// table `emergency_stops`, not a file.
     shared: Option<sqlx::PgPool>,
+    /// Distributed mode (a worker): the stops as [`Deployments::sync_stops`]
+    /// last applied them, to find the ones lifted since (whatever read the
+    /// stops meanwhile).
+    applied: Mutex<HashMap<Scope, Imposed>>,
 }
 
 impl std::fmt::Debug for Deployments {
@@ -260,6 +276,7 @@ impl Deployments {
             max,
             starting: Mutex::new(()),
             shared,
+            applied: Mutex::new(HashMap::new()),
         };
         d.publish_stops();
         d
@@ -427,8 +444,9 @@ impl Deployments {
     /// running here: newly covered ones stop, ones no stop covers any more
     /// are released. Returns the ids stopped and released.
     pub async fn sync_stops(&self) -> Result<(Vec<String>, Vec<String>), DeploymentError> {
-        let before = lock(&self.stops).clone();
+        let before = lock(&self.applied).clone();
         let now = self.reload_stops().await?;
+        *lock(&self.applied) = now.clone();
         let handles: Vec<Handle> = lock(&self.running).values().cloned().collect();
         let (mut stopped, mut released) = (Vec::new(), Vec::new());
         for h in handles {
@@ -476,18 +494,6 @@ impl Deployments {
                 tracing::warn!(deployment = %id, error = %e, "cannot release a lifted emergency stop");
             }
         }
-    }
-
-    /// Distributed mode: stops that cannot be read stop everything (until
-    /// they can be read again).
-    pub fn fail_closed(&self, why: &str) {
-        let everything = Imposed {
-            tenant: format!("emergency stops unreadable: {why}"),
-            operator: true,
-            reason: String::new(),
-        };
-        *lock(&self.stops) = HashMap::from([(Scope::All, everything)]);
-        self.publish_stops();
     }
 
     /// Stops running deployment `id` in this process only (its lease was
@@ -859,6 +865,18 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+        for (bad, why) in [
+            ("ws://allowed@evil.org/", "user name"),
+            ("ws://127.0.0.1@evil.org/", "user name"),
+            ("ws://127.0.0.1:65536/", "no valid port"),
+        ] {
+            let e = a.check("feed.url", bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert!(AllowedHosts::parse("[::1]:8765")
+            .unwrap()
+            .check("f", "ws://[::1]:8765/")
+            .is_ok());
         for bad in ["", "a,,b", "host:port", "host:70000", "ho st", "*.", "a/b"] {
             assert!(AllowedHosts::parse(bad).is_err(), "{bad:?}");
         }

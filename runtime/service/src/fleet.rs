@@ -107,6 +107,10 @@ pub struct Shipper {
     /// What Postgres holds of each file.
     shipped: tokio::sync::Mutex<Shipped>,
     lost: AtomicBool,
+    /// The folder holds what Postgres holds plus this worker's writes: a
+    /// claimed deployment's folder is not that until it is restored (it
+    /// may hold an old copy), and is never shipped before.
+    ready: AtomicBool,
     /// The lease as this process's clock sees it: the deployment publishes
     /// intents only while it is held.
     pub lease: Lease,
@@ -168,6 +172,7 @@ impl Shipper {
             pool,
             shipped: tokio::sync::Mutex::new(shipped),
             lost: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
         }
     }
 
@@ -184,9 +189,17 @@ impl Shipper {
         }
     }
 
-    /// Replaces what Postgres holds (the files were just restored).
+    /// Replaces what Postgres holds (the files were just restored): ships
+    /// from now on.
     pub async fn restored(&self, shipped: Shipped) {
         *self.shipped.lock().await = shipped;
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// A new deployment's (an empty folder): ships from now on.
+    pub fn fresh(self) -> Shipper {
+        self.ready.store(true, Ordering::Release);
+        self
     }
 
     /// What each file gained (or lost, or had rewritten in its last bytes)
@@ -231,6 +244,18 @@ impl Shipper {
             } else {
                 next.len[i] = same;
             }
+            let want = (next.len[i] as usize).min(TAIL);
+            if kept.len() < want {
+                // After a cut the kept tail is short: fill it again from the
+                // bytes before it, which Postgres holds as they are.
+                let from = next.len[i] - want as u64;
+                let before = next.len[i] - kept.len() as u64;
+                let mut full = read_range(&path, from, before).map_err(self.io(&path))?;
+                if full.len() as u64 == before - from {
+                    full.extend_from_slice(&kept);
+                    kept = full;
+                }
+            }
             next.tail[i] = kept[kept.len().saturating_sub(TAIL)..].to_vec();
         }
         Ok((ops, next))
@@ -243,6 +268,9 @@ impl Shipper {
     pub async fn ship(&self) -> Result<(), ShipError> {
         if self.is_lost() {
             return Err(ShipError::Lost(self.id.clone()));
+        }
+        if !self.ready.load(Ordering::Acquire) {
+            return Ok(());
         }
         let mut shipped = self.shipped.lock().await;
         let (ops, next) = self.changes(&shipped)?;
@@ -485,6 +513,72 @@ pub struct Compaction {
     seqs: Vec<i64>,
 }
 
+/// Takeovers of a deployment that fail to start it in a row (its module
+/// refused, its feed's host no longer allowed, its log unreadable) before it
+/// is stopped for good, as the embedded service leaves a deployment that
+/// does not restart.
+pub const MAX_FAILED_STARTS: i64 = 3;
+
+/// Why a takeover did not start its deployment.
+#[derive(Debug)]
+pub enum TakeoverError {
+    /// It may start next time (the lease lost, the store unreachable).
+    Passing(String),
+    /// It will fail the same way on any worker.
+    Lasting(String),
+}
+
+impl TakeoverError {
+    pub fn message(&self) -> &str {
+        match self {
+            TakeoverError::Passing(m) | TakeoverError::Lasting(m) => m,
+        }
+    }
+}
+
+/// A takeover at `epoch` did not start the deployment: the lease goes, and
+/// a lasting failure is counted; the [`MAX_FAILED_STARTS`]th in a row
+/// stops it for good. True when it was stopped.
+pub async fn failed_start(
+    pool: &PgPool,
+    id: &str,
+    owner: &str,
+    epoch: i64,
+    error: &str,
+    lasting: bool,
+) -> Result<bool, sqlx::Error> {
+    let stopped: Option<bool> = sqlx::query_scalar(
+        "UPDATE deployments SET lease_until = 0, \
+         failed_starts = failed_starts + CASE WHEN $4 THEN 1 ELSE 0 END, \
+         error = CASE WHEN $4 THEN $5 ELSE error END, \
+         stopped = stopped OR (failed_starts + CASE WHEN $4 THEN 1 ELSE 0 END >= $6) \
+         WHERE id = $1 AND owner = $2 AND epoch = $3 RETURNING stopped",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(epoch)
+    .bind(lasting)
+    .bind(error)
+    .bind(MAX_FAILED_STARTS)
+    .fetch_optional(pool)
+    .await?;
+    Ok(stopped.unwrap_or(false))
+}
+
+/// A takeover started the deployment: its failures are forgotten.
+pub async fn started_ok(pool: &PgPool, id: &str, owner: &str, epoch: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deployments SET failed_starts = 0, error = NULL \
+         WHERE id = $1 AND owner = $2 AND epoch = $3 AND failed_starts > 0",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(epoch)
+    .execute(pool)
+    .await
+    .map(drop)
+}
+
 /// Rebuilds deployment `id`'s files in `dir` (emptied first) from what was
 /// shipped. Returns what Postgres holds of them, and, when the log has
 /// more than one write per file, what [`compact`] needs.
@@ -680,6 +774,13 @@ impl Default for Forwarder {
     }
 }
 
+/// The caller an API node authenticated, as it tells a worker that has no
+/// tokens of its own (one on loopback): without them every caller would be
+/// its operator. A worker with tokens authenticates the caller itself and
+/// ignores them.
+pub const FORWARDED_TENANT: &str = "x-palisade-tenant";
+pub const FORWARDED_OPERATOR: &str = "x-palisade-operator";
+
 /// The headers of a worker's answer an API node passes on.
 const PASSED_ON: [header::HeaderName; 4] = [
     header::CONTENT_TYPE,
@@ -718,7 +819,12 @@ impl Forwarder {
     ) -> Result<Answer, String> {
         let uri = format!("{}{path_and_query}", base.trim_end_matches('/'));
         let mut req = Request::builder().method(method).uri(&uri);
-        for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
+        for name in [
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static(FORWARDED_TENANT),
+            header::HeaderName::from_static(FORWARDED_OPERATOR),
+        ] {
             if let Some(v) = headers.get(&name) {
                 req = req.header(name, v);
             }
@@ -915,6 +1021,10 @@ impl Service {
     /// that fails lets the lease go, for another worker to try.
     async fn take_over(self: &Arc<Self>, pool: &PgPool, row: DeploymentRow, shipper: Arc<Shipper>) {
         let id = row.id.clone();
+        if !self.leases.is_current(&shipper) {
+            // Lost (and perhaps claimed again, by a later batch) meanwhile.
+            return;
+        }
         // A copy of ours from an earlier lease stops first.
         self.deployments.abandon(&id).await;
         let started = Instant::now();
@@ -928,16 +1038,36 @@ impl Service {
                     "took over a deployment; recovering by replay"
                 );
                 lock(&self.leases.unavailable).remove(&id);
+                if let Err(e) = started_ok(pool, &id, &shipper.owner, row.epoch).await {
+                    tracing::warn!(deployment = %id, error = %e, "cannot clear the deployment's failed takeovers");
+                }
                 self.ship_while_running(shipper);
             }
-            Err(e) => {
-                tracing::error!(deployment = %id, error = %e, "a deployment taken over did not start; letting its lease go");
-                if self.leases.is_current(&shipper) {
-                    self.leases.remove(&id);
-                    shipper.lease.lose();
-                    lock(&self.leases.unavailable).insert(id.clone(), Some(Instant::now()));
-                    if let Err(e) = release(pool, &shipper.owner, std::slice::from_ref(&id)).await {
-                        tracing::warn!(deployment = %id, error = %e, "cannot let the lease go; it expires");
+            Err(failure) => {
+                if !self.leases.is_current(&shipper) {
+                    // Lost meanwhile: whatever started is not ours to run.
+                    if self.leases.get(&id).is_none_or(|s| s.epoch <= shipper.epoch) {
+                        self.deployments.abandon(&id).await;
+                    }
+                    tracing::warn!(deployment = %id, error = %failure.message(), "a deployment taken over was lost before it ran");
+                    return;
+                }
+                self.deployments.abandon(&id).await;
+                self.leases.remove(&id);
+                shipper.lease.lose();
+                lock(&self.leases.unavailable).insert(id.clone(), Some(Instant::now()));
+                let lasting = matches!(failure, TakeoverError::Lasting(_));
+                match failed_start(pool, &id, &shipper.owner, row.epoch, failure.message(), lasting).await {
+                    Ok(true) => tracing::error!(
+                        deployment = %id,
+                        error = %failure.message(),
+                        "a deployment failed to start {MAX_FAILED_STARTS} times in a row on taking over; stopped for good (its files stay in the shared store)"
+                    ),
+                    Ok(false) => {
+                        tracing::error!(deployment = %id, error = %failure.message(), "a deployment taken over did not start; letting its lease go")
+                    }
+                    Err(e) => {
+                        tracing::warn!(deployment = %id, error = %e, "cannot let the lease go; it expires")
                     }
                 }
             }
@@ -949,24 +1079,43 @@ impl Service {
         pool: &PgPool,
         row: &DeploymentRow,
         shipper: &Arc<Shipper>,
-    ) -> Result<(), String> {
+    ) -> Result<(), TakeoverError> {
         let still_ours = || {
             if self.leases.is_current(shipper) && shipper.lease.held() && !self.is_stopped() {
                 Ok(())
             } else {
-                Err("its lease was lost (or this worker stops) before it started".to_owned())
+                Err(TakeoverError::Passing(
+                    "its lease was lost (or this worker stops) before it started".to_owned(),
+                ))
             }
         };
         still_ours()?;
-        let spec: palisade_deployment::DeploymentSpec =
-            serde_json::from_str(&row.spec).map_err(|e| format!("its spec does not parse: {e}"))?;
+        let spec: palisade_deployment::DeploymentSpec = serde_json::from_str(&row.spec)
+            .map_err(|e| TakeoverError::Lasting(format!("its spec does not parse: {e}")))?;
         let dir = self.deployments.folder(&row.id);
-        let (shipped, compaction) = restore(pool, &row.id, &dir).await?;
+        let (shipped, compaction) = restore(pool, &row.id, &dir)
+            .await
+            .map_err(TakeoverError::Passing)?;
         shipper.restored(shipped).await;
         still_ours()?;
-        self.deploy(&row.tenant, &row.strategy, &row.policy, spec, None)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.deploy_leased(
+            &row.tenant,
+            &row.strategy,
+            &row.policy,
+            spec,
+            None,
+            Some(shipper.lease.clone()),
+        )
+        .await
+        .map_err(|e| match e {
+            ServiceError::StoreUnavailable(_) | ServiceError::Refused(_) => {
+                TakeoverError::Passing(e.to_string())
+            }
+            e => TakeoverError::Lasting(e.to_string()),
+        })?;
+        // Lost while it started: it stops here (it published nothing: its
+        // lease clock had run out, or it is lost).
+        still_ours()?;
         if let Some(c) = compaction {
             // Once it runs: the next takeover reads one write per file.
             let (pool, id, owner, epoch) = (pool.clone(), row.id.clone(), shipper.owner.clone(), row.epoch);
@@ -1024,15 +1173,9 @@ impl Service {
                 return Err(ServiceError::Internal(format!("{}: {e}", dir.display())));
             }
         }
-        self.leases.insert(Arc::new(Shipper::new(
-            &spec.id,
-            &me,
-            1,
-            &dir,
-            pool.clone(),
-            Shipped::default(),
-            lease,
-        )));
+        self.leases.insert(Arc::new(
+            Shipper::new(&spec.id, &me, 1, &dir, pool.clone(), Shipped::default(), lease).fresh(),
+        ));
         Ok(())
     }
 
@@ -1134,8 +1277,12 @@ impl Service {
             return Ok(());
         };
         let shipped = self.shipped(id).await;
-        self.leases.remove(id);
+        // The lease is kept (renewed) until the row says stopped: a DELETE
+        // answered 503 here is sent again, and finds it here.
         mark_stopped(pool, id).await.map_err(unavailable)?;
+        if let Some(s) = self.leases.remove(id) {
+            s.lease.lose();
+        }
         shipped
     }
 
@@ -1354,7 +1501,7 @@ mod tests {
             let lease = || Lease::until(Instant::now() + ttl);
             let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
             std::fs::create_dir_all(&a).unwrap();
-            let w1 = Shipper::new("d", "w1", 1, &a, pool.clone(), Shipped::default(), lease());
+            let w1 = Shipper::new("d", "w1", 1, &a, pool.clone(), Shipped::default(), lease()).fresh();
             let bars = a.join("bars.log");
             let mut all = Vec::new();
             for i in 0..20u8 {
@@ -1374,6 +1521,19 @@ mod tests {
                 .unwrap();
             let rows = claim(&pool, "w2", "http://w2", 10, ttl).await.unwrap();
             assert_eq!((rows.len(), rows[0].epoch), (1, 2));
+            // Claimed, not restored yet: its folder (here w1's old copy)
+            // is not shipped, whatever it holds.
+            let unready = Shipper::new("d", "w2", 2, &a, pool.clone(), Shipped::default(), lease());
+            let rows_before: i64 = sqlx::query_scalar("SELECT count(*) FROM deployment_chunks")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            unready.ship().await.unwrap();
+            let rows_after: i64 = sqlx::query_scalar("SELECT count(*) FROM deployment_chunks")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(rows_before, rows_after, "nothing shipped before the restore");
             let (shipped, compaction) = restore(&pool, "d", &b).await.unwrap();
             let compaction = compaction.expect("40 writes: compacted");
             assert_eq!(std::fs::read(b.join("bars.log")).unwrap(), all);

@@ -448,17 +448,34 @@ impl Service {
         tenant: &str,
         strategy: &str,
         policy_name: &str,
+        spec: DeploymentSpec,
+        overrides: Option<Vec<(String, String)>>,
+    ) -> Result<DeploymentStatus, ServiceError> {
+        self.deploy_leased(tenant, strategy, policy_name, spec, overrides, None)
+            .await
+    }
+
+    /// [`Service::deploy`] under `taken`, the lease a worker claimed it
+    /// with (a new deployment's is made here, on a worker).
+    pub(crate) async fn deploy_leased(
+        self: &Arc<Self>,
+        tenant: &str,
+        strategy: &str,
+        policy_name: &str,
         mut spec: DeploymentSpec,
         overrides: Option<Vec<(String, String)>>,
+        taken: Option<palisade_deployment::Lease>,
     ) -> Result<DeploymentStatus, ServiceError> {
         if self.is_stopped() {
             return Err(ServiceError::Refused(Refused::ShuttingDown));
         }
         if self.role == Role::Worker && self.store.is_shared() {
             // The stops in force now, not as of the last heartbeat; unread,
-            // the deployment starts stopped.
+            // nothing starts.
             if let Err(e) = self.deployments.reload_stops().await {
-                self.deployments.fail_closed(&e.to_string());
+                return Err(ServiceError::StoreUnavailable(format!(
+                    "the emergency stops in force cannot be read ({e}); nothing starts until they can"
+                )));
             }
         }
         if let Some(hosts) = &self.config.live_hosts {
@@ -487,7 +504,12 @@ impl Service {
                 .map_err(|e| ServiceError::InvalidJob(e.to_string()))?;
             self.lease_new(&spec, strategy, policy_name).await?;
         }
-        let lease = self.leases.get(&id).map(|s| s.lease.clone());
+        let lease = taken.or_else(|| self.leases.get(&id).map(|s| s.lease.clone()));
+        if lease.is_none() && self.role == Role::Worker && self.store.is_shared() {
+            return Err(ServiceError::Internal(format!(
+                "deployment {id} has no lease on this worker"
+            )));
+        }
         let started = self
             .deployments
             .start(spec, &compiled, &policy, policy_name, fresh, lease);
