@@ -459,6 +459,9 @@ def takeover() -> tuple[str, str, str]:
     moves_text = "\n".join(f"- {labels[k]}" for k in s)
     recovery = statistics.median(m["recovery_ms"] for m in moves)
     restore = [s[k]["first_claim_restored_ms"]["median"] for k in s]
+    realtime = bool(rounds[0]["chunks_one_row_per_write"])
+    compacted_all = all(r[key]["rows"] <= 5 for r in rounds  # fleet.rs's FILES: a row per file at most
+                        for key in ("chunks_after_first_restore",) + (("chunks_after_last_restore",) if realtime else ()))
     text = (
         f"{t['bars']:,} one-minute bars ({'a year; ' if t['bars'] == 525_600 else ''}`{t['csv']}`, "
         f"gen_walk.py seed 16) served by `palisade feed replay --speed 0` into a deployment of `{MODULE}` "
@@ -480,14 +483,20 @@ def takeover() -> tuple[str, str, str]:
            f"deployment, claimed it again and restored it a second time, from the log the first restore "
            f"compacted)" if lost else "") + ".\n\n"
         f"What Postgres holds of the deployment's files (`SELECT sum(length(bytes)), count(*) FROM "
-        f"deployment_chunks`): as shipped {sizes('chunks_shipped')}; after the first restore's compaction "
+        f"deployment_chunks`): as shipped {sizes('chunks_shipped')}; after move 1 "
         f"{sizes('chunks_after_first_restore')}"
-        + (f"; as a real-time feed leaves it {sizes('chunks_one_row_per_write')}"
-           if rounds[0]["chunks_one_row_per_write"] else "")
-        + ". A restore of a log of more rows than files also compacts it (the rows deleted and the files "
-        "written back as one row each, in one transaction) before the deployment starts: move 1's and move "
-        "3's takeover times include it; move 1 of the first round also compiles the module, on a worker that "
-        "never ran it.\n\n"
+        + (f"; as a real-time feed leaves it {sizes('chunks_one_row_per_write')}, and after move 3 "
+           f"{sizes('chunks_after_last_restore')}" if realtime else "")
+        + ". A takeover that restores a log of more rows than files compacts it (the rows it read deleted and "
+        "the files written back as one row each, in one transaction, under the new lease's fence) in the "
+        "background once the deployment has started (since a16e796; before, the restore compacted it before "
+        "the start, and move 1's and move 3's takeover times included it): the takeover times above end at "
+        "the start and do not include it; it runs while the deployment recovers. "
+        + ("The rows after move 1" + (" and after move 3" if realtime else "")
+           + ", read once the move is measured (the deployment `live`, its recovery reported, then a lease's "
+           "life and a heartbeat more), show it "
+           + ("done: a row per non-empty file." if compacted_all else "NOT done in every round (more rows than files).")) + " "
+        "Move 1 of the first round also compiles the module, on a worker that never ran it.\n\n"
         "**Against the issue's target.** Recovery ≤ 2 s after kill -9 with a year of minute bars stored is "
         "the target of a process's restart over its own folder: see \"Live paper trading\" above (the "
         "deployment's `recovery_ms` and the wall time to `live`). A move between workers after kill -9 "
