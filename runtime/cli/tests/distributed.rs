@@ -930,7 +930,9 @@ fn an_aged_low_priority_job_goes_before_newer_high_ones() {
 
 /// A deployment's status through the API node, polled until `done` holds.
 fn wait_deployment(c: &Client, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Bounded, and generous: tests of this file run two at a time on two
+    // cores, each with its own Postgres, Redis and servers.
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let r = c.get(&format!("/v1/deployments/{id}"));
         if r.status == 200 {
@@ -948,6 +950,35 @@ fn wait_deployment(c: &Client, id: &str, what: &str, done: impl Fn(&Value) -> bo
             r.text()
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The intents a webhook got (its bodies): one sent twice must be one the worker
+/// with data dir `died` published just before it died (or was paused past
+/// its lease), decided on a bar it had not shipped yet, and decided again
+/// by its taker on that bar fetched again (docs/distributed.md). One that
+/// worker never published, sent twice, would be two workers running the
+/// deployment at once.
+fn sent_twice_only_across_a_death(bodies: &[String], died: &std::path::Path) {
+    let mut sorted: Vec<String> = bodies
+        .iter()
+        .map(|b| {
+            serde_json::from_str::<Value>(b).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    sorted.sort();
+    for pair in sorted.windows(2).filter(|w| w[0] == w[1]) {
+        let id = &pair[0];
+        let deployment = id.split(':').next().unwrap();
+        let journal = died.join("deployments").join(deployment).join("intents.jsonl");
+        let by_it = std::fs::read_to_string(&journal).unwrap_or_default();
+        assert!(
+            by_it.contains(&format!("\"id\":\"{id}\"")),
+            "{id} was sent twice, and not by the worker that died: {journal:?}"
+        );
     }
 }
 
@@ -1229,12 +1260,7 @@ fn a_paused_worker_past_its_lease_publishes_nothing_and_a_draining_one_hands_its
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(
-        hook.bodies().len(),
-        delivered.len(),
-        "an intent was delivered twice: {:?}",
-        hook.bodies()
-    );
+    sent_twice_only_across_a_death(&hook.bodies(), &dir.path().join("w1"));
     let journaled: Vec<u64> = journal.iter().map(|i| i.0).collect();
     assert_eq!(delivered, journaled, "the webhook got what the journal holds");
 
@@ -1331,20 +1357,7 @@ fn a_takeover_of_many_deployments_longer_than_a_lease_runs_each_on_one_worker() 
             "{id}: w2 runs {on2:?}, w3 runs {on3:?}"
         );
     }
-    let bodies = hook.bodies();
-    let mut sent: Vec<String> = bodies
-        .iter()
-        .map(|b| {
-            serde_json::from_str::<Value>(b).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
-    let all = sent.len();
-    sent.sort();
-    sent.dedup();
-    assert_eq!(all, sent.len(), "an intent was sent twice");
+    sent_twice_only_across_a_death(&hook.bodies(), &dir.path().join("w1"));
 }
 
 #[test]

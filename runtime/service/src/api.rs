@@ -388,9 +388,19 @@ async fn while_starting(
 }
 
 /// A worker: applies the emergency stops in force now (an API node asks
-/// after a stop is imposed or lifted).
-async fn apply_stops(State(service): State<Arc<Service>>, Auth(_who): Auth) -> ApiResult {
-    let (stopped, released) = service.deployments.sync_stops().await.map_err(deployment_error)?;
+/// after a stop is imposed or lifted, naming its scope in the body). The
+/// answer's `stopped` is every deployment here the scope holds stopped
+/// (its heartbeat may have applied the stop first).
+async fn apply_stops(State(service): State<Arc<Service>>, Auth(_who): Auth, body: Bytes) -> ApiResult {
+    let scope: Option<Scope> = if body.is_empty() {
+        None
+    } else {
+        Some(serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("a scope: {e}")))?)
+    };
+    let (mut stopped, released) = service.deployments.sync_stops().await.map_err(deployment_error)?;
+    if let Some(scope) = scope {
+        stopped = service.deployments.stopped_in(&scope);
+    }
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "stopped": stopped, "released": released }),
@@ -2107,12 +2117,12 @@ async fn emergency_stop(
     };
     let mut stopped = service
         .deployments
-        .emergency_stop(scope, by, &actor_of(&who), &reason)
+        .emergency_stop(scope.clone(), by, &actor_of(&who), &reason)
         .await
         .map_err(deployment_error)?;
     let mut answer = serde_json::json!({ "stopped": stopped });
     if service.role == Role::Api {
-        let applied = service.apply_stops_everywhere(&headers).await;
+        let applied = service.apply_stops_everywhere(&headers, &scope).await;
         stopped.extend(applied.stopped);
         answer = serde_json::json!({ "stopped": stopped, "unreached_workers": applied.unreached });
     }
@@ -2155,12 +2165,12 @@ async fn release_emergency_stop(
     };
     let mut released = service
         .deployments
-        .release(scope, &caller, &actor_of(&who), &reason)
+        .release(scope.clone(), &caller, &actor_of(&who), &reason)
         .await
         .map_err(deployment_error)?;
     let mut answer = serde_json::json!({ "released": released });
     if service.role == Role::Api {
-        let applied = service.apply_stops_everywhere(&headers).await;
+        let applied = service.apply_stops_everywhere(&headers, &scope).await;
         released.extend(applied.released);
         answer = serde_json::json!({ "released": released, "unreached_workers": applied.unreached });
     }

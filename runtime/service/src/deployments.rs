@@ -496,6 +496,17 @@ impl Deployments {
         }
     }
 
+    /// The running deployments `scope` covers whose gate is stopped.
+    pub fn stopped_in(&self, scope: &Scope) -> Vec<String> {
+        let mut ids: Vec<String> = lock(&self.running)
+            .values()
+            .filter(|h| scope.covers(h) && h.status().gate == palisade_live::GateState::Stopped)
+            .map(|h| h.id().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Stops running deployment `id` in this process only (its lease was
     /// lost, or the worker drains): it is not marked stopped, and another
     /// worker takes it over.

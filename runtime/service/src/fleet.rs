@@ -79,6 +79,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A transaction on a deployment's row that Postgres ends if its worker
+/// stops sending for a second in the middle of it (a paused or cut-off
+/// process): the row lock it holds would otherwise keep every other worker
+/// from claiming the deployment (claims skip locked rows) for as long as
+/// that process is stopped.
+async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL idle_in_transaction_session_timeout = '1s'")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
 /// Why a shipment did not commit.
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
@@ -278,7 +291,7 @@ impl Shipper {
             return Ok(());
         }
         let store = |e| ShipError::Store(self.id.clone(), e);
-        let mut tx = self.pool.begin().await.map_err(store)?;
+        let mut tx = begin(&self.pool).await.map_err(store)?;
         let held: Option<i64> = sqlx::query_scalar(
             "SELECT epoch FROM deployments WHERE id = $1 AND owner = $2 AND epoch = $3 FOR SHARE",
         )
@@ -382,7 +395,7 @@ pub async fn insert(
 
 /// Forgets a row whose deployment did not start (and everything shipped).
 pub async fn remove(pool: &PgPool, id: &str, owner: &str) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin(pool).await?;
     let gone = sqlx::query("DELETE FROM deployments WHERE id = $1 AND owner = $2")
         .bind(id)
         .bind(owner)
@@ -664,7 +677,7 @@ pub async fn compact(
     let (Some(&last), files) = (c.seqs.last(), &c.files) else {
         return Ok(false);
     };
-    let mut tx = pool.begin().await?;
+    let mut tx = begin(pool).await?;
     let held: Option<i64> = sqlx::query_scalar(
         "SELECT epoch FROM deployments WHERE id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE",
     )
@@ -1331,7 +1344,12 @@ impl Service {
 
     /// An API node: asks every live worker to apply the emergency stops in
     /// force now; returns the ids they stopped and released.
-    pub(crate) async fn apply_stops_everywhere(&self, headers: &HeaderMap) -> StopsApplied {
+    pub(crate) async fn apply_stops_everywhere(
+        &self,
+        headers: &HeaderMap,
+        scope: &crate::deployments::Scope,
+    ) -> StopsApplied {
+        let body = axum::body::Bytes::from(serde_json::to_vec(scope).expect("a scope serializes"));
         let mut out = StopsApplied::default();
         let workers = match self.workers().await {
             Ok(w) => w,
@@ -1347,13 +1365,7 @@ impl Service {
         {
             match self
                 .forwarder
-                .send(
-                    &url,
-                    Method::POST,
-                    "/internal/stops/apply",
-                    headers,
-                    Default::default(),
-                )
+                .send(&url, Method::POST, "/internal/stops/apply", headers, body.clone())
                 .await
             {
                 Ok(a) if a.status.is_success() => {
@@ -1519,6 +1531,23 @@ mod tests {
                 .execute(&pool)
                 .await
                 .unwrap();
+            // A worker stalled inside a transaction on the row (paused
+            // mid-shipment) holds its lock for a second at most: claims,
+            // which skip locked rows, go through once Postgres ends it.
+            let mut stalled = begin(&pool).await.unwrap();
+            sqlx::query("SELECT epoch FROM deployments WHERE id = 'd' FOR SHARE")
+                .execute(&mut *stalled)
+                .await
+                .unwrap();
+            assert!(
+                claim(&pool, "w2", "http://w2", 10, ttl).await.unwrap().is_empty(),
+                "locked: skipped"
+            );
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            assert!(
+                stalled.commit().await.is_err(),
+                "Postgres ended the stalled transaction"
+            );
             let rows = claim(&pool, "w2", "http://w2", 10, ttl).await.unwrap();
             assert_eq!((rows.len(), rows[0].epoch), (1, 2));
             // Claimed, not restored yet: its folder (here w1's old copy)
