@@ -53,6 +53,7 @@ pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod takeover;
 pub mod views;
 pub mod worker;
 
