@@ -424,7 +424,7 @@ def takeover() -> tuple[str, str, str]:
     labels = {
         "first_move": "move 1: the write log as shipped (`--speed 0`: a batch of bars per row)",
         "second_move": "move 2: after the first restore compacted it (a row per file)",
-        "one_row_per_write_move": "move 3: a row per bar and per journal line, as a real-time feed ships it",
+        "one_row_per_write_move": "move 3: a row per bar and per journal line, as a real-time feed ships it (a year of them: the worst case, since the worker running a deployment now compacts its log every 10,000 writes)",
     }
     parts = [
         ("wall time, kill -9 → the API node shows it `live` on the other worker", "wall_ms"),
@@ -485,7 +485,7 @@ def takeover() -> tuple[str, str, str]:
         f"What Postgres holds of the deployment's files (`SELECT sum(length(bytes)), count(*) FROM "
         f"deployment_chunks`): as shipped {sizes('chunks_shipped')}; after move 1 "
         f"{sizes('chunks_after_first_restore')}"
-        + (f"; as a real-time feed leaves it {sizes('chunks_one_row_per_write')}, and after move 3 "
+        + (f"; as a year of a real-time feed would leave it uncompacted {sizes('chunks_one_row_per_write')}, and after move 3 "
            f"{sizes('chunks_after_last_restore')}" if realtime else "")
         + ". A takeover that restores a log of more rows than files compacts it (the rows it read deleted and "
         "the files written back as one row each, in one transaction, under the new lease's fence) in the "

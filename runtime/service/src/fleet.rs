@@ -127,6 +127,8 @@ pub struct Shipper {
     /// claimed deployment's folder is not that until it is restored (it
     /// may hold an old copy), and is never shipped before.
     ready: AtomicBool,
+    /// Writes shipped since the log was last compacted by this shipper.
+    since_compaction: std::sync::atomic::AtomicU64,
     /// The lease as this process's clock sees it: the deployment publishes
     /// intents only while it is held.
     pub lease: Lease,
@@ -189,6 +191,7 @@ impl Shipper {
             shipped: tokio::sync::Mutex::new(shipped),
             lost: AtomicBool::new(false),
             ready: AtomicBool::new(false),
+            since_compaction: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -294,6 +297,7 @@ impl Shipper {
             return Ok(());
         }
         let store = |e| ShipError::Store(self.id.clone(), e);
+        let writes = ops.len() as u64;
         let mut tx = begin(&self.pool).await.map_err(store)?;
         let held: Option<i64> = sqlx::query_scalar(
             "SELECT epoch FROM deployments WHERE id = $1 AND owner = $2 AND epoch = $3 FOR SHARE",
@@ -323,9 +327,84 @@ impl Shipper {
         }
         tx.commit().await.map_err(store)?;
         *shipped = next;
+        self.since_compaction.fetch_add(writes, Ordering::Relaxed);
         Ok(())
     }
+
+    /// Writes shipped since this shipper last compacted the log.
+    pub fn since_compaction(&self) -> u64 {
+        self.since_compaction.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the deployment's whole shipped log with one write per file:
+    /// the files' shipped bytes, read back from the folder (the files only
+    /// grow, or lose a last record, which the kept tails check). Nothing is
+    /// shipped meanwhile; fenced like a shipment. False when skipped (a
+    /// tail rewritten since the last shipment: the next one ships it).
+    pub async fn compact_log(&self) -> Result<bool, ShipError> {
+        if self.is_lost() {
+            return Err(ShipError::Lost(self.id.clone()));
+        }
+        if !self.ready.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let shipped = self.shipped.lock().await;
+        let mut files: [Vec<u8>; 5] = Default::default();
+        for (i, name) in FILES.iter().enumerate() {
+            if shipped.len[i] == 0 {
+                continue;
+            }
+            let path = self.dir.join(name);
+            let bytes = read_range(&path, 0, shipped.len[i]).map_err(self.io(&path))?;
+            let tail = &shipped.tail[i];
+            if bytes.len() as u64 != shipped.len[i] || !bytes.ends_with(tail) {
+                return Ok(false);
+            }
+            files[i] = bytes;
+        }
+        let store = |e| ShipError::Store(self.id.clone(), e);
+        let mut tx = begin(&self.pool).await.map_err(store)?;
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT epoch FROM deployments WHERE id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE",
+        )
+        .bind(&self.id)
+        .bind(&self.owner)
+        .bind(self.epoch)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(store)?;
+        if held.is_none() {
+            self.lost.store(true, Ordering::Release);
+            self.lease.lose();
+            return Err(ShipError::Lost(self.id.clone()));
+        }
+        sqlx::query("DELETE FROM deployment_chunks WHERE deployment = $1")
+            .bind(&self.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(store)?;
+        for (i, bytes) in files.iter().enumerate() {
+            if bytes.is_empty() {
+                continue;
+            }
+            sqlx::query("INSERT INTO deployment_chunks (deployment, file, at, bytes) VALUES ($1, $2, 0, $3)")
+                .bind(&self.id)
+                .bind(FILES[i])
+                .bind(bytes.as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(store)?;
+        }
+        tx.commit().await.map_err(store)?;
+        self.since_compaction.store(0, Ordering::Relaxed);
+        Ok(true)
+    }
 }
+
+/// Writes a running deployment may ship before its log is compacted (about
+/// a week of one-minute bars): the log, and a takeover's restore, stay
+/// bounded however long it runs.
+pub const COMPACT_EVERY: u64 = 10_000;
 
 /// A deployment's row.
 #[derive(Clone, Debug)]
@@ -1059,6 +1138,41 @@ mod tests {
                     "{name}"
                 );
             }
+            // The running owner compacts its whole log (as it does every
+            // COMPACT_EVERY writes): one write per file, the same files;
+            // not while a tail was rewritten and not shipped yet; never the
+            // old owner.
+            assert!(w2.since_compaction() >= 2);
+            let mut bars_now = std::fs::read(b.join("bars.log")).unwrap();
+            let last = bars_now.len() - 1;
+            bars_now[last] ^= 0xff;
+            std::fs::write(b.join("bars.log"), &bars_now).unwrap();
+            assert!(
+                !w2.compact_log().await.unwrap(),
+                "a rewritten tail waits for its shipment"
+            );
+            w2.ship().await.unwrap();
+            assert!(w2.compact_log().await.unwrap());
+            assert_eq!(w2.since_compaction(), 0);
+            let count: i64 = sqlx::query_scalar("SELECT count(*) FROM deployment_chunks")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(count, 2, "bars.log and audit.jsonl, whole");
+            bars_now.extend_from_slice(b"and on");
+            std::fs::write(b.join("bars.log"), &bars_now).unwrap();
+            w2.ship().await.unwrap();
+            let d = tmp.path().join("d");
+            let (_, none) = restore(&pool, "d", &d).await.unwrap();
+            assert!(none.is_none());
+            for name in FILES {
+                assert_eq!(
+                    std::fs::read(d.join(name)).unwrap_or_default(),
+                    std::fs::read(b.join(name)).unwrap_or_default(),
+                    "{name}"
+                );
+            }
+            assert!(matches!(w1.compact_log().await, Err(ShipError::Lost(_))));
         });
     }
 

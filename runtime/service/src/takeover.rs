@@ -17,7 +17,7 @@ use sqlx::postgres::PgPool;
 
 use crate::fleet::{
     claim, compact, failed_start, insert, mark_stopped, release, remove, renew, restore, started_ok,
-    DeploymentRow, ShipError, Shipped, Shipper, TakeoverError, MAX_FAILED_STARTS, SHIP_TICK,
+    DeploymentRow, ShipError, Shipped, Shipper, TakeoverError, COMPACT_EVERY, MAX_FAILED_STARTS, SHIP_TICK,
 };
 
 use crate::deployments::DeploymentError;
@@ -397,6 +397,15 @@ impl Service {
                 let result = shipper.ship().await;
                 let Some(s) = me.upgrade() else { break };
                 match result {
+                    Ok(()) if shipper.since_compaction() >= COMPACT_EVERY => {
+                        match shipper.compact_log().await {
+                            Ok(_) => {}
+                            Err(ShipError::Lost(_)) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot compact the shipped writes; trying again later")
+                            }
+                        }
+                    }
                     Ok(()) => {}
                     Err(ShipError::Lost(_)) => {
                         tracing::warn!(deployment = %shipper.id, "lease lost; stopping the deployment here");
