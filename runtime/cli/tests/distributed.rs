@@ -43,14 +43,25 @@ fn api(dir: &std::path::Path, name: &str, args: &[String]) -> Server {
 }
 
 fn worker(dir: &std::path::Path, name: &str, args: &[String], extra: &[&str]) -> Server {
+    worker_beating(dir, name, args, (BEAT, TTL), extra)
+}
+
+/// A worker with its heartbeat interval and TTL (milliseconds).
+fn worker_beating(
+    dir: &std::path::Path,
+    name: &str,
+    args: &[String],
+    (beat, ttl): (&str, &str),
+    extra: &[&str],
+) -> Server {
     let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
     all.extend([
         "--worker-name",
         name,
         "--heartbeat-interval-ms",
-        BEAT,
+        beat,
         "--heartbeat-ttl-ms",
-        TTL,
+        ttl,
         "--max-running",
         "1",
         "--executor-threads",
@@ -1317,20 +1328,7 @@ fn a_takeover_of_many_deployments_longer_than_a_lease_runs_each_on_one_worker() 
     // Takers with leases of 300 ms: starting fifteen deployments one after
     // another takes longer than that, so their leases must be renewed
     // while the batch runs, or the other taker claims them meanwhile.
-    let taker = |name: &str| {
-        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
-        all.extend([
-            "--worker-name",
-            name,
-            "--heartbeat-interval-ms",
-            "100",
-            "--heartbeat-ttl-ms",
-            "300",
-            "--executor-threads",
-            "1",
-        ]);
-        Server::start_worker(PALISADE, &dir.path().join(name), &all)
-    };
+    let taker = |name: &str| worker_beating(dir.path(), name, &args, ("100", "300"), &[]);
     let (w2, w3) = (taker("w2"), taker("w3"));
     wait_workers(&ops, "w2 and w3 reachable", |w| {
         w.iter()

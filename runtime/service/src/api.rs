@@ -232,13 +232,7 @@ async fn forward(service: &Arc<Service>, req: Request) -> Result<Response, ApiEr
     let body = axum::body::to_bytes(body, limit as usize)
         .await
         .map_err(|_| ApiError::PayloadTooLarge { limit })?;
-    let pool = service
-        .store
-        .postgres()
-        .ok_or_else(|| ApiError::Internal("an API node without a shared store".into()))?;
-    let unavailable = |e: sqlx::Error| ApiError::Unavailable {
-        detail: format!("the shared store cannot be read ({e}); try again later"),
-    };
+    let pool = shared_store(service)?;
     // Nested under `/v1`, the router sees `/deployments…`.
     let path = parts.uri.path().to_owned();
     let path_and_query = format!(
@@ -278,7 +272,7 @@ async fn forward(service: &Arc<Service>, req: Request) -> Result<Response, ApiEr
         }
         let rows = fleet::list(pool, (!who.operator).then_some(who.tenant.as_str()))
             .await
-            .map_err(unavailable)?;
+            .map_err(store_unreadable)?;
         let mut statuses: HashMap<String, serde_json::Value> = HashMap::new();
         let mut urls: Vec<String> = rows
             .iter()
@@ -330,10 +324,9 @@ async fn forward(service: &Arc<Service>, req: Request) -> Result<Response, ApiEr
         what: "deployment",
         id: id.to_owned(),
     };
-    let row = fleet::find(pool, id)
-        .await
-        .map_err(unavailable)?
-        .filter(|r| !r.stopped && (who.operator || r.tenant == who.tenant))
+    let row = visible_row(service, &who, id)
+        .await?
+        .filter(|r| !r.stopped)
         .ok_or_else(not_found)?;
     let whole = rest.trim_start_matches('/') == id;
     match row.owner_url.clone().filter(|_| row.live) {
@@ -351,7 +344,7 @@ async fn forward(service: &Arc<Service>, req: Request) -> Result<Response, ApiEr
             && method == Method::DELETE
             && fleet::mark_stopped_if_free(pool, id)
                 .await
-                .map_err(unavailable)? =>
+                .map_err(store_unreadable)? =>
         {
             // No worker runs it: stopped in the store, nobody takes it over.
             Ok(json_response(
@@ -365,6 +358,33 @@ async fn forward(service: &Arc<Service>, req: Request) -> Result<Response, ApiEr
             ),
         }),
     }
+}
+
+/// The shared store (distributed mode).
+fn shared_store(service: &Service) -> Result<&sqlx::PgPool, ApiError> {
+    service
+        .store
+        .postgres()
+        .ok_or_else(|| ApiError::Internal("the distributed mode without a shared store".into()))
+}
+
+fn store_unreadable(e: sqlx::Error) -> ApiError {
+    ApiError::Unavailable {
+        detail: format!("the shared store cannot be read ({e}); try again later"),
+    }
+}
+
+/// Deployment `id`'s row in the shared store, if `who` may see it (its
+/// tenant's, or any for an operator).
+async fn visible_row(
+    service: &Service,
+    who: &Principal,
+    id: &str,
+) -> Result<Option<crate::fleet::DeploymentRow>, ApiError> {
+    let row = crate::fleet::find(shared_store(service)?, id)
+        .await
+        .map_err(store_unreadable)?;
+    Ok(row.filter(|r| who.operator || r.tenant == who.tenant))
 }
 
 /// A worker: a deployment it claimed and is still starting (restoring its
@@ -1740,16 +1760,7 @@ async fn stop_deployment(
         // Stopped here by an earlier DELETE whose answer was 503: this
         // worker still holds its lease until the store says stopped.
         Err(DeploymentError::NotFound(_)) if service.leases.get(&id).is_some() => {
-            let pool = service
-                .store
-                .postgres()
-                .ok_or_else(|| ApiError::Internal("a lease without a shared store".into()))?;
-            let row = crate::fleet::find(pool, &id)
-                .await
-                .map_err(|e| ApiError::Unavailable {
-                    detail: format!("the shared store cannot be read ({e}); try again later"),
-                })?;
-            if !row.is_some_and(|r| who.operator || r.tenant == who.tenant) {
+            if visible_row(&service, &who, &id).await?.is_none() {
                 return Err(deployment_error(DeploymentError::NotFound(id)));
             }
             service.leased_stopped(&id).await?;
@@ -2049,16 +2060,9 @@ async fn check_scope(
 ) -> Result<(), ApiError> {
     match scope {
         Scope::Deployment { deployment } if !releasing && service.role == Role::Api => {
-            let pool = service
-                .store
-                .postgres()
-                .ok_or_else(|| ApiError::Internal("an API node without a shared store".into()))?;
-            crate::fleet::find(pool, deployment)
-                .await
-                .map_err(|e| ApiError::Unavailable {
-                    detail: format!("the shared store cannot be read ({e}); try again later"),
-                })?
-                .filter(|r| !r.stopped && (who.operator || r.tenant == who.tenant))
+            visible_row(service, who, deployment)
+                .await?
+                .filter(|r| !r.stopped)
                 .map(drop)
                 .ok_or_else(|| ApiError::NotFound {
                     what: "deployment",

@@ -847,7 +847,7 @@ impl Service {
 
     /// Runs `each` every `period` while the service lives and is not
     /// stopping (a missed tick is delayed, not caught up).
-    fn every<F, Fut>(self: &Arc<Self>, period: Duration, each: F)
+    pub(crate) fn every<F, Fut>(self: &Arc<Self>, period: Duration, each: F)
     where
         F: Fn(Arc<Service>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send,

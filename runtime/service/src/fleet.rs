@@ -78,7 +78,8 @@ fn asked_wait(path_and_query: &str) -> Duration {
     Duration::from_millis(ms).min(LONGEST_POLL)
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// The guard of `m`, poisoned or not.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -87,7 +88,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// process): the row lock it holds would otherwise keep every other worker
 /// from claiming the deployment (claims skip locked rows) for as long as
 /// that process is stopped.
-async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+async fn begin(pool: &PgPool) -> Result<Tx, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET LOCAL idle_in_transaction_session_timeout = '1s'")
         .execute(&mut *tx)
@@ -299,35 +300,29 @@ impl Shipper {
         let store = |e| ShipError::Store(self.id.clone(), e);
         let writes = ops.len() as u64;
         let mut tx = begin(&self.pool).await.map_err(store)?;
-        let held: Option<i64> = sqlx::query_scalar(
-            "SELECT epoch FROM deployments WHERE id = $1 AND owner = $2 AND epoch = $3 FOR SHARE",
-        )
-        .bind(&self.id)
-        .bind(&self.owner)
-        .bind(self.epoch)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(store)?;
-        if held.is_none() {
-            self.lost.store(true, Ordering::Release);
-            self.lease.lose();
-            return Err(ShipError::Lost(self.id.clone()));
-        }
+        self.hold(&mut tx, false).await?;
         for (file, at, bytes) in ops {
-            sqlx::query(
-                "INSERT INTO deployment_chunks (deployment, file, at, bytes) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&self.id)
-            .bind(FILES[file])
-            .bind(at as i64)
-            .bind(bytes)
-            .execute(&mut *tx)
-            .await
-            .map_err(store)?;
+            insert_write(&mut tx, &self.id, None, FILES[file], at, bytes.as_deref())
+                .await
+                .map_err(store)?;
         }
         tx.commit().await.map_err(store)?;
         *shipped = next;
         self.since_compaction.fetch_add(writes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Locks the deployment's row in `tx` (`exclusive`: against shipments
+    /// too) while this shipper's lease holds; lost otherwise, for good.
+    async fn hold(&self, tx: &mut Tx, exclusive: bool) -> Result<(), ShipError> {
+        let held = holds(tx, &self.id, &self.owner, self.epoch, exclusive)
+            .await
+            .map_err(|e| ShipError::Store(self.id.clone(), e))?;
+        if !held {
+            self.lost.store(true, Ordering::Release);
+            self.lease.lose();
+            return Err(ShipError::Lost(self.id.clone()));
+        }
         Ok(())
     }
 
@@ -364,37 +359,15 @@ impl Shipper {
         }
         let store = |e| ShipError::Store(self.id.clone(), e);
         let mut tx = begin(&self.pool).await.map_err(store)?;
-        let held: Option<i64> = sqlx::query_scalar(
-            "SELECT epoch FROM deployments WHERE id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE",
-        )
-        .bind(&self.id)
-        .bind(&self.owner)
-        .bind(self.epoch)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(store)?;
-        if held.is_none() {
-            self.lost.store(true, Ordering::Release);
-            self.lease.lose();
-            return Err(ShipError::Lost(self.id.clone()));
-        }
+        self.hold(&mut tx, true).await?;
         sqlx::query("DELETE FROM deployment_chunks WHERE deployment = $1")
             .bind(&self.id)
             .execute(&mut *tx)
             .await
             .map_err(store)?;
-        for (i, bytes) in files.iter().enumerate() {
-            if bytes.is_empty() {
-                continue;
-            }
-            sqlx::query("INSERT INTO deployment_chunks (deployment, file, at, bytes) VALUES ($1, $2, 0, $3)")
-                .bind(&self.id)
-                .bind(FILES[i])
-                .bind(bytes.as_slice())
-                .execute(&mut *tx)
-                .await
-                .map_err(store)?;
-        }
+        write_whole(&mut tx, &self.id, &files, None)
+            .await
+            .map_err(store)?;
         tx.commit().await.map_err(store)?;
         self.since_compaction.store(0, Ordering::Relaxed);
         Ok(true)
@@ -760,15 +733,7 @@ pub async fn compact(
         return Ok(false);
     };
     let mut tx = begin(pool).await?;
-    let held: Option<i64> = sqlx::query_scalar(
-        "SELECT epoch FROM deployments WHERE id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE",
-    )
-    .bind(id)
-    .bind(owner)
-    .bind(epoch)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if held.is_none() {
+    if !holds(&mut tx, id, owner, epoch, true).await? {
         return Ok(false);
     }
     sqlx::query("DELETE FROM deployment_chunks WHERE deployment = $1 AND seq <= $2")
@@ -776,23 +741,70 @@ pub async fn compact(
         .bind(last)
         .execute(&mut *tx)
         .await?;
-    let mut seqs = c.seqs[c.seqs.len() - FILES.len()..].iter();
-    for (i, bytes) in files.iter().enumerate() {
-        let seq = seqs.next().expect("one seq per file");
-        if bytes.is_empty() {
-            continue;
-        }
-        sqlx::query(
-            "INSERT INTO deployment_chunks (seq, deployment, file, at, bytes) VALUES ($1, $2, $3, 0, $4)",
-        )
-        .bind(seq)
-        .bind(id)
-        .bind(FILES[i])
-        .bind(bytes.as_slice())
-        .execute(&mut *tx)
-        .await?;
-    }
+    write_whole(&mut tx, id, files, Some(&c.seqs[c.seqs.len() - FILES.len()..])).await?;
     tx.commit().await.map(|()| true)
+}
+
+/// A transaction on the shared store.
+type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+
+/// Whether `owner` holds deployment `id`'s lease at `epoch`, locking its
+/// row in `tx` when it does: shared by shipments, exclusive (`exclusive`)
+/// for compactions, and against claims either way.
+async fn holds(tx: &mut Tx, id: &str, owner: &str, epoch: i64, exclusive: bool) -> Result<bool, sqlx::Error> {
+    let sql = if exclusive {
+        "SELECT epoch FROM deployments WHERE id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE"
+    } else {
+        "SELECT epoch FROM deployments WHERE id = $1 AND owner = $2 AND epoch = $3 FOR SHARE"
+    };
+    let held: Option<i64> = sqlx::query_scalar(sql)
+        .bind(id)
+        .bind(owner)
+        .bind(epoch)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(held.is_some())
+}
+
+/// One write of deployment `id`'s log: `bytes` at `at` of `file`, or a cut
+/// (`None`); numbered `seq`, or the next number.
+async fn insert_write(
+    tx: &mut Tx,
+    id: &str,
+    seq: Option<i64>,
+    file: &str,
+    at: u64,
+    bytes: Option<&[u8]>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO deployment_chunks (seq, deployment, file, at, bytes) \
+         VALUES (COALESCE($1, nextval(pg_get_serial_sequence('deployment_chunks', 'seq'))), $2, $3, $4, $5)",
+    )
+    .bind(seq)
+    .bind(id)
+    .bind(file)
+    .bind(at as i64)
+    .bind(bytes)
+    .execute(&mut **tx)
+    .await
+    .map(drop)
+}
+
+/// Each non-empty file as one write at 0, numbered by `seqs` (one per file,
+/// in [`FILES`]' order) or by the next numbers.
+async fn write_whole(
+    tx: &mut Tx,
+    id: &str,
+    files: &[Vec<u8>; 5],
+    seqs: Option<&[i64]>,
+) -> Result<(), sqlx::Error> {
+    for (i, bytes) in files.iter().enumerate() {
+        if !bytes.is_empty() {
+            let seq = seqs.map(|s| s[i]);
+            insert_write(tx, id, seq, FILES[i], 0, Some(bytes)).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A worker's side of the fleet: where it is reached, and the shippers of
@@ -1073,13 +1085,24 @@ mod tests {
                 claim(&pool, "w2", "http://w2", 10, ttl).await.unwrap().is_empty(),
                 "locked: skipped"
             );
-            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            // Claimed as soon as Postgres lets the stalled one go (bounded).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let rows = loop {
+                let rows = claim(&pool, "w2", "http://w2", 10, ttl).await.unwrap();
+                if !rows.is_empty() {
+                    break rows;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the stalled transaction still holds the row"
+                );
+                tokio::task::yield_now().await;
+            };
+            assert_eq!((rows.len(), rows[0].epoch), (1, 2));
             assert!(
                 stalled.commit().await.is_err(),
                 "Postgres ended the stalled transaction"
             );
-            let rows = claim(&pool, "w2", "http://w2", 10, ttl).await.unwrap();
-            assert_eq!((rows.len(), rows[0].epoch), (1, 2));
             // Claimed, not restored yet: its folder (here w1's old copy)
             // is not shipped, whatever it holds.
             let unready = Shipper::new("d", "w2", 2, &a, pool.clone(), Shipped::default(), lease());

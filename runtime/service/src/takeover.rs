@@ -16,17 +16,13 @@ use palisade_deployment::Lease;
 use sqlx::postgres::PgPool;
 
 use crate::fleet::{
-    claim, compact, failed_start, insert, mark_stopped, release, remove, renew, restore, started_ok,
+    claim, compact, failed_start, insert, lock, mark_stopped, release, remove, renew, restore, started_ok,
     DeploymentRow, ShipError, Shipped, Shipper, TakeoverError, COMPACT_EVERY, MAX_FAILED_STARTS, SHIP_TICK,
 };
 
 use crate::deployments::DeploymentError;
 use crate::service::{Service, ServiceError};
 use crate::worker::Role;
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Where this process takes a lease asked for at `asked` to end: a tenth
 /// short of its life, for the clocks' drift (Postgres ends it at the
@@ -57,8 +53,6 @@ impl Service {
         if !self.leases_deployments() || self.leases.url.set(url).is_err() {
             return;
         }
-        let me = Arc::downgrade(self);
-        let period = self.config.heartbeat_interval();
         let first = self.clone();
         tokio::spawn(async move {
             // Beat now: API nodes learn where to reach this worker.
@@ -69,17 +63,9 @@ impl Service {
             {
                 tracing::warn!(error = %e, "cannot write the heartbeat");
             }
-            drop(first);
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(s) = me.upgrade() else { break };
-                if s.is_stopped() {
-                    break;
-                }
-                s.tend_deployments().await;
-            }
+        });
+        self.every(self.config.heartbeat_interval(), |s| async move {
+            s.tend_deployments().await
         });
     }
 
