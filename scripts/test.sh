@@ -12,6 +12,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 say() { printf '\n==> %s\n' "$*" >&2; }
 
+target_dir=${CARGO_TARGET_DIR:-target}
+mkdir -p "$target_dir"
+say "free disk where the build goes ($target_dir): $(df -h --output=avail "$target_dir" | tail -1 | tr -d ' ') (a fresh run needs about 15 GB)"
+
 say "checking formatting (cargo fmt --check)"
 cargo fmt --all -- --check
 
@@ -38,6 +42,7 @@ scripts/install-servers.sh
 
 say "running the host workspace's tests"
 cargo test -j2 --workspace
+say "the build directory now takes $(du -sh "$target_dir" | cut -f1)"
 
 say "validating the service's OpenAPI document (palisade openapi, openapi-spec-validator)"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/api/requirements.txt
