@@ -30,20 +30,19 @@ class SmaCross(Strategy):
     def init(self):
         if self.fast >= self.slow:
             raise InvalidParams(f"fast ({self.fast}) must be less than slow ({self.slow})")
-        # Per symbol: the two averages, and how fast compared with slow on
-        # the previous bar (-1, 0, 1, or None while not both defined).
-        self.pairs = [SmaPair(self.fast, self.slow)]
-        self.prev = [None]
+        # Per symbol (added as symbols appear): the two averages, and how
+        # fast compared with slow on the previous bar (-1, 0, 1, or None
+        # while not both defined).
+        self.pairs = []
+        self.prev = []
 
     def next(self, bar):
         s = bar.symbol
-        pairs = self.pairs
-        while len(pairs) <= s:
-            pairs.append(SmaPair(self.fast, self.slow))
-            self.prev.append(None)
-        pair = pairs[s]
-        pair.push(bar.close)
-        now = pair.compare()
+        try:
+            pair = self.pairs[s]
+        except IndexError:
+            pair = self.add_symbols(s)
+        now = pair.push_compare(bar.close)
         before = self.prev[s]
         self.prev[s] = now
         if before is None or now is None:
@@ -54,3 +53,10 @@ class SmaCross(Strategy):
         elif now < 0 and before >= 0:
             if self.position(s) > 0.0:
                 self.close(s)
+
+    def add_symbols(self, s):
+        """Averages for every symbol up to ``s``; returns symbol ``s``'s."""
+        while len(self.pairs) <= s:
+            self.pairs.append(SmaPair(self.fast, self.slow))
+            self.prev.append(None)
+        return self.pairs[s]

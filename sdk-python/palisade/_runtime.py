@@ -485,9 +485,15 @@ def _execute(strategy, cls, host):
 
     if histories is None and not per_timestamp:
         # The hot loop of most strategies: one call per bar, no history.
+        # A packing of 64 bytes is one bar and no fill (8 + 56 B + 48 F is
+        # 64 for B = 1, F = 0 only): its header need not be read.
         on_bar = strategy.next
+        one_bar = _HEADER.size + _BAR.size
         while True:
             data = host_next()
+            if len(data) == one_bar:
+                on_bar(new(Bar, bar_at(data, 8)))
+                continue
             nb, nf = header(data)
             if not nb:
                 break

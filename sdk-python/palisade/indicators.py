@@ -64,6 +64,13 @@ DEFAULT_SCALE = 100_000_000
 #: Largest magnitude of a quantized value, ``2**53``.
 _MAX_QUANTIZED = 1 << 53
 _MAX_QUANTIZED_F = float(_MAX_QUANTIZED)
+#: Floats that hold integers. ``SmaPair`` keeps its values and sums as
+#: floats while each is an integer of at most ``2**53`` in magnitude (a
+#: float holds such integers exactly, and adds and subtracts them exactly),
+#: which the interpreter handles faster than integers above ``2**30``.
+#: ``(y + _ROUNDER) - _ROUNDER`` is ``y`` rounded to an integer, halves to
+#: even, for ``|y| < 2**51``.
+_ROUNDER = 6755399441055744.0  # 1.5 * 2**52
 #: Marks a value that could not be quantized (NaN, infinite or out of range).
 _INVALID = None
 
@@ -124,7 +131,7 @@ def _mean_from(q, r, n, scale_f):
 def _mean(total, invalid, n, scale_f):
     if invalid:
         return _NAN
-    q, r = divmod(total, n)
+    q, r = divmod(int(total), n)
     return (float(q) + float(r) / float(n)) / scale_f
 
 
@@ -251,13 +258,15 @@ class SmaPair:
         "_scale_f",
         "_ring_invalid",
         "_full_valid",
+        "_float_max",
+        "_hot_max",
     )
 
     def __init__(self, fast, slow, scale=DEFAULT_SCALE):
         _check_exact(fast, scale, "sma pair fast")
         _check_exact(slow, scale, "sma pair slow")
         self._len = max(fast, slow)
-        self._ring = [0] * self._len
+
         self._fast_len = fast
         self._slow_len = slow
         self._scale = scale
@@ -267,15 +276,19 @@ class SmaPair:
     def push(self, x):
         """Adds ``x`` to both averages."""
         # The hot path of crossover strategies: both windows full, no invalid
-        # value in them, a valid input. Everything else goes to _push.
+        # value in them, a value within the float range. Everything else
+        # goes to _push. ``push_compare`` repeats these lines: a call costs
+        # more than they do in the interpreter.
         y = x * self._scale_f
-        if -_MAX_QUANTIZED_F <= y <= _MAX_QUANTIZED_F and self._full_valid:
-            q = int(y)
-            f = y - q
-            if f >= 0.5:
-                q += 1
-            elif f <= -0.5:
-                q -= 1
+        m = self._hot_max
+        if -m <= y <= m:
+            q = (y + _ROUNDER) - _ROUNDER
+            half = y - q
+            if half == 0.5:
+                if y > 0.0:
+                    q += 1.0
+            elif half == -0.5 and y < 0.0:
+                q -= 1.0
             ring = self._ring
             i = self._next
             # A full window of w values drops the value pushed w values ago
@@ -289,6 +302,11 @@ class SmaPair:
         self._push(_quantize(x, self._scale_f))
 
     def _push(self, q):
+        if self._float_max >= 0.0 and q is not None:
+            if -self._float_max <= q <= self._float_max:
+                q = float(q)
+            else:
+                self._to_integers()
         ring = self._ring
         n = self._len
         i = self._next
@@ -322,6 +340,46 @@ class SmaPair:
         if seen < n:
             self._seen = seen + 1
         self._full_valid = self._seen == n and self._ring_invalid == 0
+        self._hot_max = self._float_max if self._full_valid else -1.0
+
+    def _to_integers(self):
+        """Leaves floats for exact integers until the next ``reset``: a value
+        too large for float sums to stay exact arrived."""
+        self._ring = [None if v is None else int(v) for v in self._ring]
+        self._fast_sum = int(self._fast_sum)
+        self._slow_sum = int(self._slow_sum)
+        self._float_max = -1.0
+        self._hot_max = -1.0
+
+    def push_compare(self, x):
+        """``push(x)`` then ``compare()``, in one call: what a crossover rule
+        does on every bar, for less work than the two calls."""
+        y = x * self._scale_f
+        m = self._hot_max
+        if not -m <= y <= m:
+            self.push(x)
+            return self.compare()
+        q = (y + _ROUNDER) - _ROUNDER
+        half = y - q
+        if half == 0.5:
+            if y > 0.0:
+                q += 1.0
+        elif half == -0.5 and y < 0.0:
+            q -= 1.0
+        ring = self._ring
+        i = self._next
+        fast = self._fast_sum = self._fast_sum + (q - ring[i - self._fast_len])
+        slow = self._slow_sum = self._slow_sum + (q - ring[i - self._slow_len])
+        ring[i] = q
+        i += 1
+        self._next = 0 if i == self._len else i
+        a = fast * self._slow_len
+        b = slow * self._fast_len
+        if a > b:
+            return 1
+        if a < b:
+            return -1
+        return _compare(int(fast), self._fast_len, int(slow), self._slow_len)
 
     def compare(self):
         """The fast average compared with the slow one, exactly: ``-1``,
@@ -329,9 +387,7 @@ class SmaPair:
         holds a NaN or out-of-range value."""
         if self._seen != self._len or self._fast_invalid or self._slow_invalid:
             return None
-        x = self._fast_sum * self._slow_len
-        y = self._slow_sum * self._fast_len
-        return (x > y) - (x < y)
+        return _compare(int(self._fast_sum), self._fast_len, int(self._slow_sum), self._slow_len)
 
     def fast(self):
         """The fast average, or ``None`` during its warm-up."""
@@ -360,12 +416,18 @@ class SmaPair:
         """Forgets every value seen, keeping periods and scale."""
         self._next = 0
         self._seen = 0
-        self._fast_sum = 0
-        self._slow_sum = 0
+        self._fast_sum = 0.0
+        self._slow_sum = 0.0
         self._fast_invalid = 0
         self._slow_invalid = 0
         self._ring_invalid = 0  # invalid values anywhere in the ring
         self._full_valid = False  # ring full and free of invalid values
+        # Below this magnitude (after scaling) every value and every sum of a
+        # window is an integer that a float holds exactly, and rounds with
+        # _ROUNDER (see "Floats that hold integers" above).
+        self._float_max = float(min((1 << 53) // (self._len + 1), (1 << 51) - 1))
+        self._ring = [0.0] * self._len
+        self._hot_max = -1.0  # the hot paths' bound: _float_max once full and valid
 
 
 class Ema:

@@ -8,6 +8,7 @@
 import json
 import math
 import pathlib
+import random
 
 import pytest
 
@@ -21,6 +22,7 @@ from palisade.indicators import (
     Rsi,
     Sma,
     SmaPair,
+    _quantize,
 )
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "indicators.json"
@@ -56,7 +58,9 @@ def _same(a, b):
     return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
 
 
-def _make(case):
+def _make(case, fused=False):
+    """The indicator a fixture case describes and one step of it; with
+    ``fused``, an ``SmaPair`` is driven by ``push_compare``."""
     kind = case["indicator"]
     if kind == "sma":
         ind = Sma(case["period"], case["scale"])
@@ -65,8 +69,12 @@ def _make(case):
         ind = SmaPair(case["fast"], case["slow"], case["scale"])
 
         def step(x):
-            ind.push(x)
-            return [ind.fast(), ind.slow(), ind.compare()]
+            if fused:
+                now = ind.push_compare(x)
+            else:
+                ind.push(x)
+                now = ind.compare()
+            return [ind.fast(), ind.slow(), now]
 
         return ind, step
     if kind == "sma_compare":
@@ -113,7 +121,18 @@ def test_fixture_covers_every_indicator():
 
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_matches_rust(case):
-    ind, step = _make(case)
+    _check(case)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["indicator"] == "sma_pair"], ids=_case_id)
+def test_push_compare_is_push_then_compare(case):
+    """The fused call gives the Rust pair's values too, through NaN,
+    infinities, values out of range, resets and exact ties."""
+    _check(case, fused=True)
+
+
+def _check(case, fused=False):
+    ind, step = _make(case, fused)
     inputs = SERIES[case["series"]]
     start = case["from"]
     reset_at = case.get("reset_at")
@@ -140,6 +159,110 @@ def test_value_repeats_the_last_update():
     assert rs.mean() == rs.value().mean and rs.stddev() == rs.value().stddev
     assert all(i.is_ready() for i in (sma, ema, rsi, atr, bb, dc, rs))
     assert (sma.period, sma.scale, bb.k, dc.period) == (3, DEFAULT_SCALE, 2.0, 3)
+
+
+class _ExactPair:
+    """SmaPair's definition in integers only: the reference for the floats
+    SmaPair keeps while they are exact."""
+
+    def __init__(self, fast, slow, scale):
+        self.fast_len, self.slow_len, self.scale_f = fast, slow, float(scale)
+        self.values = []
+
+    def push(self, x):
+        self.values.append(_quantize(x, self.scale_f))
+
+    def _window(self, n):
+        return self.values[-n:] if len(self.values) >= n else None
+
+    def _mean(self, n):
+        w = self._window(n)
+        if w is None:
+            return None
+        if None in w:
+            return math.nan
+        q, r = divmod(sum(w), n)
+        return (float(q) + float(r) / float(n)) / self.scale_f
+
+    def outputs(self):
+        f, s = self._window(self.fast_len), self._window(self.slow_len)
+        if f is None or s is None or None in f or None in s:
+            now = None
+        else:
+            a, b = sum(f) * self.slow_len, sum(s) * self.fast_len
+            now = (a > b) - (a < b)
+        return [self._mean(self.fast_len), self._mean(self.slow_len), now]
+
+
+def _hostile_series(rng, n):
+    """Prices on a tick grid (ties), exact halves of the scale's unit,
+    negatives, values around the float bound of the longest window, a few
+    NaN, infinities and values beyond 2^53 after scaling."""
+    out, x = [], 100.0
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.55:
+            x = round(x + rng.choice((-1, 0, 1)) * 0.25, 2)
+            out.append(x)
+        elif r < 0.7:
+            out.append((rng.randrange(-10**9, 10**9) + 0.5) / 1e8)  # exact ties after scaling
+        elif r < 0.8:
+            out.append(rng.choice((1, -1)) * rng.uniform(1e6, 3e7))  # near the float bound of long windows
+        elif r < 0.85:
+            out.append(rng.choice((math.nan, math.inf, -math.inf, 1e300, -0.0)))
+        else:
+            out.append(rng.uniform(-200.0, 200.0))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_pair_is_exact_through_every_kind_of_value(seed):
+    """Against integer arithmetic: the float sums, their rounding, the
+    change to integers when a value is too large for them, and back after
+    ``reset``; ``push`` + ``compare`` and ``push_compare`` alike."""
+    rng = random.Random(seed)
+    fast, slow = rng.randrange(1, 40), rng.randrange(1, 400)
+    pair, fused, ref = SmaPair(fast, slow), SmaPair(fast, slow), _ExactPair(fast, slow, DEFAULT_SCALE)
+    values = _hostile_series(rng, 600)
+    if seed % 2:  # half the runs without the large values, staying in floats
+        values = [v for v in values if not (math.isfinite(v) and abs(v) > 1e5)]
+    for i, x in enumerate(values):
+        if i == 300 and seed % 3 == 0:
+            pair.reset(), fused.reset()
+            ref = _ExactPair(fast, slow, DEFAULT_SCALE)
+        pair.push(x)
+        got_fused = fused.push_compare(x)
+        ref.push(x)
+        want = ref.outputs()
+        assert _same([pair.fast(), pair.slow(), pair.compare()], want), (i, x)
+        assert _same([fused.fast(), fused.slow(), got_fused], want), (i, x)
+
+
+@pytest.mark.parametrize("fast, slow", [(3, 5), (5, 3), (2, 7), (1, 2), (30, 31)])
+def test_pair_is_exact_around_the_float_bound(fast, slow):
+    """Values on both sides of the bound below which sums stay in floats,
+    differing by one unit of the scale: products past 2^53 that floats would
+    round to a tie, and sums that floats would round, must still compare
+    and average exactly."""
+    rng = random.Random(fast * 100 + slow)
+    bound = (1 << 53) // (max(fast, slow) + 1) / DEFAULT_SCALE
+    for base in (bound * 0.999, bound * 1.001, 2.0**51 / DEFAULT_SCALE * 0.999, 2.0**51 / DEFAULT_SCALE * 1.001):
+        pair, fused, ref = SmaPair(fast, slow), SmaPair(fast, slow), _ExactPair(fast, slow, DEFAULT_SCALE)
+        for i in range(200):
+            x = base + rng.choice((-1, 0, 0, 1)) * 1e-8 * base / 1e7
+            pair.push(x)
+            got_fused = fused.push_compare(x)
+            ref.push(x)
+            want = ref.outputs()
+            assert _same([pair.fast(), pair.slow(), pair.compare()], want), (base, i, x)
+            assert _same([fused.fast(), fused.slow(), got_fused], want), (base, i, x)
+
+
+def test_rounding_in_floats_is_halves_away_from_zero():
+    pair = SmaPair(1, 1, scale=1)
+    for y in (0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 2.4999999999999996, -2.5000000000000004, 1e15 + 0.5, -(2.0**50) - 0.5):
+        assert pair.push_compare(y) == 0
+        assert pair.slow() == float(_quantize(y, 1.0)), y
 
 
 def test_a_tie_is_a_tie():
