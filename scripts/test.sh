@@ -14,7 +14,7 @@ say() { printf '\n==> %s\n' "$*" >&2; }
 
 target_dir=${CARGO_TARGET_DIR:-target}
 mkdir -p "$target_dir"
-say "free disk where the build goes ($target_dir): $(df -h --output=avail "$target_dir" | tail -1 | tr -d ' ') (a fresh run needs about 15 GB)"
+say "free disk where the build goes ($target_dir): $(df -h --output=avail "$target_dir" | tail -1 | tr -d ' ') (a fresh run writes about 7 GB there)"
 
 say "checking formatting (cargo fmt --check)"
 cargo fmt --all -- --check
