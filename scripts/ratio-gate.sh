@@ -61,7 +61,8 @@ def backtest(module):
                           "-p", f"slow={SLOW}", "--json"], capture_output=True, text=True)
     wall = time.perf_counter() - t
     if out.returncode != 0:
-        sys.exit(f"palisade backtest {module} failed: {out.stderr}")
+        # The JSON document names the outcome (a guest error, say) on stdout.
+        sys.exit(f"palisade backtest {module} failed (exit {out.returncode}): {out.stderr}{out.stdout[-2000:]}")
     return json.loads(out.stdout), wall
 
 
