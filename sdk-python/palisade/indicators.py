@@ -235,6 +235,8 @@ class SmaPair:
     the indicator of crossover rules. ``fast()``, ``slow()`` and
     ``compare()`` give what two ``Sma`` of the same lengths and scale would
     give, for about half the work. The lengths may be in either order.
+    Feed it Python floats (or ints): a NumPy ``float32`` is neither, and
+    would be rounded in single precision; pass ``float(x)``.
 
     >>> pair = SmaPair(1, 3)
     >>> for x in (0.3, 0.1, 0.2):
@@ -257,9 +259,9 @@ class SmaPair:
         "_scale",
         "_scale_f",
         "_ring_invalid",
-        "_full_valid",
         "_float_max",
         "_hot_max",
+        "_int_hot",
     )
 
     def __init__(self, fast, slow, scale=DEFAULT_SCALE):
@@ -275,10 +277,11 @@ class SmaPair:
 
     def push(self, x):
         """Adds ``x`` to both averages."""
-        # The hot path of crossover strategies: both windows full, no invalid
-        # value in them, a value within the float range. Everything else
-        # goes to _push. ``push_compare`` repeats these lines: a call costs
-        # more than they do in the interpreter.
+        # The hot paths of crossover strategies (both windows full, no
+        # invalid value in them): in floats, or in integers once a value was
+        # too large for floats. Everything else goes to _push.
+        # ``push_compare`` repeats the float path: a call costs more than
+        # these lines do in the interpreter.
         y = x * self._scale_f
         m = self._hot_max
         if -m <= y <= m:
@@ -289,17 +292,25 @@ class SmaPair:
                     q += 1.0
             elif half == -0.5 and y < 0.0:
                 q -= 1.0
-            ring = self._ring
-            i = self._next
-            # A full window of w values drops the value pushed w values ago
-            # (a negative index wraps around the ring).
-            self._fast_sum += q - ring[i - self._fast_len]
-            self._slow_sum += q - ring[i - self._slow_len]
-            ring[i] = q
-            i += 1
-            self._next = 0 if i == self._len else i
+        elif self._int_hot and -_MAX_QUANTIZED_F <= y <= _MAX_QUANTIZED_F:
+            q = int(y)
+            half = y - q  # exact: the fractional part of y
+            if half >= 0.5:
+                q += 1
+            elif half <= -0.5:
+                q -= 1
+        else:
+            self._push(_quantize(x, self._scale_f))
             return
-        self._push(_quantize(x, self._scale_f))
+        ring = self._ring
+        i = self._next
+        # A full window of w values drops the value pushed w values ago
+        # (a negative index wraps around the ring).
+        self._fast_sum += q - ring[i - self._fast_len]
+        self._slow_sum += q - ring[i - self._slow_len]
+        ring[i] = q
+        i += 1
+        self._next = 0 if i == self._len else i
 
     def _push(self, q):
         if self._float_max >= 0.0 and q is not None:
@@ -339,8 +350,9 @@ class SmaPair:
         self._next = 0 if i == n else i
         if seen < n:
             self._seen = seen + 1
-        self._full_valid = self._seen == n and self._ring_invalid == 0
-        self._hot_max = self._float_max if self._full_valid else -1.0
+        full_valid = self._seen == n and self._ring_invalid == 0
+        self._hot_max = self._float_max if full_valid else -1.0
+        self._int_hot = full_valid and self._float_max < 0.0
 
     def _to_integers(self):
         """Leaves floats for exact integers until the next ``reset``: a value
@@ -387,7 +399,13 @@ class SmaPair:
         holds a NaN or out-of-range value."""
         if self._seen != self._len or self._fast_invalid or self._slow_invalid:
             return None
-        return _compare(int(self._fast_sum), self._fast_len, int(self._slow_sum), self._slow_len)
+        x = self._fast_sum * self._slow_len
+        y = self._slow_sum * self._fast_len
+        if x == y and self._float_max >= 0.0:
+            # Float products that tie may be rounded: decide in integers (a
+            # float product never reverses the order of the exact ones).
+            return _compare(int(self._fast_sum), self._fast_len, int(self._slow_sum), self._slow_len)
+        return (x > y) - (x < y)
 
     def fast(self):
         """The fast average, or ``None`` during its warm-up."""
@@ -421,13 +439,16 @@ class SmaPair:
         self._fast_invalid = 0
         self._slow_invalid = 0
         self._ring_invalid = 0  # invalid values anywhere in the ring
-        self._full_valid = False  # ring full and free of invalid values
         # Below this magnitude (after scaling) every value and every sum of a
         # window is an integer that a float holds exactly, and rounds with
         # _ROUNDER (see "Floats that hold integers" above).
         self._float_max = float(min((1 << 53) // (self._len + 1), (1 << 51) - 1))
         self._ring = [0.0] * self._len
-        self._hot_max = -1.0  # the hot paths' bound: _float_max once full and valid
+        # The hot paths' switches, set once the ring is full and free of
+        # invalid values: the float path's bound (_float_max), or the
+        # integer path's flag once in integers.
+        self._hot_max = -1.0
+        self._int_hot = False
 
 
 class Ema:

@@ -427,6 +427,12 @@ def test_pack_next_is_the_wit_layout_and_the_loop_reads_it_back():
     assert struct.unpack_from("<qiiddddd", data, 8) == (bar[0], bar[1], 0, *bar[2:])
     assert struct.unpack_from("<qqiiddd", data, 8 + 2 * 56) == (fill[0], fill[1], fill[2], 0, *fill[3:])
     assert pack_next([]) == b"\0" * 8
+    # The hot loop takes a packing of 64 bytes for one bar and no fill
+    # without reading its header: no other count of bars and fills packs to
+    # that length.
+    assert (_runtime._HEADER.size, _runtime._BAR.size, _runtime._FILL.size) == (8, 56, 48)
+    lengths = {(b, f): len(pack_next([bar] * b, [fill] * f)) for b in range(4) for f in range(4)}
+    assert [k for k, n in lengths.items() if n == 64] == [(1, 0)]
 
     seen = []
 
