@@ -91,7 +91,17 @@ pub async fn claim(
         return Ok(Claimed::Failed);
     }
     // At most `tenant_cap` of one tenant's jobs run at once, on all the
-    // workers together (two claims at the same instant may both pass).
+    // workers together. Claims of one tenant's jobs take turns (a lock per
+    // tenant, held to the end of this transaction), so the count below sees
+    // every claim before it: two workers claiming at once cannot both pass.
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext('palisade-tenant:' || coalesce(tenant, ''))) \
+         FROM jobs WHERE id = $1",
+    )
+    .bind(job)
+    .execute(&mut *tx)
+    .await?;
     let row: Option<JobRecord> = sqlx::query_as(
         "UPDATE jobs SET state = 'running', attempts = attempts + 1, started = $2, progress = 0, worker = $3 \
          WHERE id = $1 AND state = 'queued' \
@@ -102,8 +112,9 @@ pub async fn claim(
     .bind(now)
     .bind(worker)
     .bind(tenant_cap as i64)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     if let Some(r) = row {
         return Ok(Claimed::Run(Box::new(r)));
     }
@@ -870,5 +881,76 @@ impl Service {
     fn set_queue_up(&self, up: bool) {
         self.queue_up.store(up, Ordering::Release);
         self.metrics.queue_up.set(i64::from(up));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against a real Postgres: sixteen claims of one tenant's queued jobs
+    /// at once, from as many tasks over the pool's connections, with caps of
+    /// 1 to 3: no more than the cap are ever running (without the per-tenant
+    /// lock, two to three times the cap ran).
+    #[test]
+    fn claims_at_the_same_instant_keep_a_tenants_cap() {
+        palisade_testkit::servers::Postgres::require();
+        let pg = palisade_testkit::servers::Postgres::start();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tmp = tempfile::tempdir().unwrap();
+            let store = crate::storage::Storage::open_postgres(
+                &pg.url(),
+                &tmp.path().join("cache"),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+            let pool = store.postgres().unwrap().clone();
+            for (round, cap) in [1usize, 2, 3, 1, 2, 3, 1, 2].into_iter().enumerate() {
+                let ids: Vec<String> = (0..16).map(|i| format!("j{round}-{i}")).collect();
+                for (i, id) in ids.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO jobs (id, seq, tenant, kind, strategy, dataset, spec, priority, \
+                         policy, policy_hash, state, created) \
+                         VALUES ($1, $2, $3, 'backtest', 's', 'd', '{}', 'normal', 'default', 'h', 'queued', 0)",
+                    )
+                    .bind(id)
+                    .bind((round * 100 + i) as i64)
+                    .bind(format!("tenant-{round}"))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                }
+                // All spawned before any is awaited.
+                let claims: Vec<_> = ids
+                    .iter()
+                    .map(|id| {
+                        let (pool, id) = (pool.clone(), id.clone());
+                        tokio::spawn(async move { claim(&pool, &id, "w", 5, cap).await })
+                    })
+                    .collect();
+                let mut ran = 0;
+                for c in claims {
+                    match c.await.unwrap().unwrap() {
+                        Claimed::Run(_) => ran += 1,
+                        Claimed::TenantBusy => {}
+                        other => panic!("unexpected claim result: {other:?}"),
+                    }
+                }
+                let running: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM jobs WHERE tenant = $1 AND state = 'running'",
+                )
+                .bind(format!("tenant-{round}"))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                assert_eq!((ran, running), (cap, cap as i64), "cap {cap}");
+            }
+        });
     }
 }
