@@ -894,23 +894,7 @@ mod tests {
     /// lock, two to three times the cap ran).
     #[test]
     fn claims_at_the_same_instant_keep_a_tenants_cap() {
-        palisade_testkit::servers::Postgres::require();
-        let pg = palisade_testkit::servers::Postgres::start();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let tmp = tempfile::tempdir().unwrap();
-            let store = crate::storage::Storage::open_postgres(
-                &pg.url(),
-                &tmp.path().join("cache"),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-            let pool = store.postgres().unwrap().clone();
+        crate::storage::with_postgres(|pool, _tmp| async move {
             for (round, cap) in [1usize, 2, 3, 1, 2, 3, 1, 2].into_iter().enumerate() {
                 let ids: Vec<String> = (0..16).map(|i| format!("j{round}-{i}")).collect();
                 for (i, id) in ids.iter().enumerate() {
@@ -942,13 +926,12 @@ mod tests {
                         other => panic!("unexpected claim result: {other:?}"),
                     }
                 }
-                let running: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM jobs WHERE tenant = $1 AND state = 'running'",
-                )
-                .bind(format!("tenant-{round}"))
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+                let running: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE tenant = $1 AND state = 'running'")
+                        .bind(format!("tenant-{round}"))
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
                 assert_eq!((ran, running), (cap, cap as i64), "cap {cap}");
             }
         });

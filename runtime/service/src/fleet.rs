@@ -1031,29 +1031,13 @@ mod tests {
     /// neither ship nor compact.
     #[test]
     fn a_log_compacted_while_the_deployment_ships_restores_whole_and_fences_the_old_owner() {
-        palisade_testkit::servers::Postgres::require();
-        let pg = palisade_testkit::servers::Postgres::start();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let tmp = tempfile::tempdir().unwrap();
-            let store = crate::storage::Storage::open_postgres(
-                &pg.url(),
-                &tmp.path().join("cache"),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-            let pool = store.postgres().unwrap().clone();
+        crate::storage::with_postgres(|pool, tmp| async move {
             let ttl = Duration::from_secs(60);
             assert!(insert(&pool, "d", "t", "{}", "s", "p", "w1", "http://w1", ttl)
                 .await
                 .unwrap());
             let lease = || Lease::until(Instant::now() + ttl);
-            let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
+            let (a, b, c) = (tmp.join("a"), tmp.join("b"), tmp.join("c"));
             std::fs::create_dir_all(&a).unwrap();
             let w1 = Shipper::new("d", "w1", 1, &a, pool.clone(), Shipped::default(), lease()).fresh();
             let bars = a.join("bars.log");
@@ -1185,7 +1169,7 @@ mod tests {
             bars_now.extend_from_slice(b"and on");
             std::fs::write(b.join("bars.log"), &bars_now).unwrap();
             w2.ship().await.unwrap();
-            let d = tmp.path().join("d");
+            let d = tmp.join("d");
             let (_, none) = restore(&pool, "d", &d).await.unwrap();
             assert!(none.is_none());
             for name in FILES {

@@ -1781,6 +1781,32 @@ async fn apply_postgres(pool: &PgPool, batch: &[(Write, Option<Ack>)]) -> Result
     tx.commit().await
 }
 
+/// For tests against a real Postgres (started by the test kit, skipped
+/// where Postgres is not installed): runs `test` on a two-thread runtime with
+/// the pool of a store opened on a fresh server (schema migrated) and a
+/// temporary directory that lives as long as the test.
+#[cfg(test)]
+pub(crate) fn with_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(PgPool, std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    palisade_testkit::servers::Postgres::require();
+    let pg = palisade_testkit::servers::Postgres::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Storage::open_postgres(&pg.url(), &tmp.path().join("cache"), Duration::from_secs(10))
+            .await
+            .unwrap();
+        test(store.postgres().unwrap().clone(), tmp.path().to_path_buf()).await;
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
