@@ -96,7 +96,7 @@ pub async fn claim(
     // every claim before it: two workers claiming at once cannot both pass.
     let mut tx = pool.begin().await?;
     sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtext('palisade-tenant:' || coalesce(tenant, ''))) \
+        "SELECT pg_advisory_xact_lock(hashtext('palisade-tenant:' || tenant)) \
          FROM jobs WHERE id = $1",
     )
     .bind(job)
