@@ -19,6 +19,7 @@ use palisade_deployment::{
 use palisade_live::{AuditEntry, Command, DriftError, DriftSnapshot, LiveFill};
 use serde::{Deserialize, Serialize};
 
+use crate::intent_log::IntentLog;
 use crate::registry::{Compiled, PolicyEntry};
 
 /// The hosts deployments' feeds and webhooks may reach (`live_hosts`):
@@ -241,6 +242,8 @@ pub struct Deployments {
     /// last applied them, to find the ones lifted since (whatever read the
     /// stops meanwhile).
     applied: Mutex<HashMap<Scope, Imposed>>,
+    /// The intent journals' indexes, for reading intents back.
+    intent_log: IntentLog,
 }
 
 impl std::fmt::Debug for Deployments {
@@ -277,6 +280,7 @@ impl Deployments {
             starting: Mutex::new(()),
             shared,
             applied: Mutex::new(HashMap::new()),
+            intent_log: IntentLog::new(),
         };
         d.publish_stops();
         d
@@ -741,21 +745,12 @@ impl Deployments {
     }
 
     /// The intents `id` published for orders after `after`, from its
-    /// journal (at most 1,000).
+    /// journal (at most 1,000; see [`IntentLog`]).
     pub fn intents_after(&self, id: &str, after: u64) -> Result<Vec<palisade_live::Intent>, String> {
         let path = self.folder(id).join("intents.jsonl");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        };
-        // A last line being written is skipped: it is not whole yet.
-        Ok(text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<palisade_live::Intent>(l).ok())
-            .filter(|i| i.order_id > after)
-            .take(1_000)
-            .collect())
+        self.intent_log
+            .after(&path, after)
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// The emergency stops in force.

@@ -44,6 +44,7 @@ pub mod deployments;
 pub mod distributed;
 pub mod execute;
 pub mod fleet;
+pub mod intent_log;
 pub mod jobs;
 pub mod metrics;
 pub mod problem;
