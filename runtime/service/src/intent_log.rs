@@ -144,7 +144,7 @@ impl FileIndex {
         let mut offset = self.len;
         let mut rest = bytes.as_slice();
         while let Some(n) = rest.iter().position(|&b| b == b'\n') {
-            if self.lines % every == 0 {
+            if self.lines.is_multiple_of(every) {
                 self.checkpoints.push((offset, self.max));
             }
             if let Ok(line) = serde_json::from_slice::<OrderId>(&rest[..n]) {
