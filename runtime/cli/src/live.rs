@@ -54,6 +54,12 @@ struct ReplayArgs {
     /// smallest step.
     #[arg(long)]
     interval: Option<i64>,
+    /// Serve wss:// (TLS) with this PEM certificate chain; needs --tls-key.
+    #[arg(long, requires = "tls_key", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -134,7 +140,7 @@ struct EmergencyArgs {
 struct RunArgs {
     /// The strategy: a wasm module, or Python source (a `.py` file).
     module: PathBuf,
-    /// The feed: `ws://host:port/path`.
+    /// The feed: `ws://host:port/path`, or `wss://…` over TLS (docs/feeds.md).
     #[arg(long)]
     feed: String,
     /// The feed's wire format: palisade or binance.
@@ -187,7 +193,7 @@ struct RunArgs {
     #[arg(long, default_value = "disk")]
     durability: Durability,
     /// POST every published intent (JSON, docs/live.md) to this
-    /// `http://` URL, in order, retried until acknowledged.
+    /// `http://` or `https://` URL, in order, retried until acknowledged.
     #[arg(long)]
     webhook: Option<String>,
     /// Bars between signal checks (offline replay); 0: never.
@@ -335,6 +341,11 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode, InputError> {
         )));
     }
     init_logs();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(palisade_live::tls::server_config(cert, key).map_err(InputError)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
     let data = Arc::new(load_data(&args.data)?);
     let rt = multi_thread()?;
     rt.block_on(async {
@@ -344,7 +355,7 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode, InputError> {
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         eprintln!(
-            "replaying {} bars of {} at {}x on ws://{addr}/ ({}); Ctrl-C stops",
+            "replaying {} bars of {} at {}x on {scheme}://{addr}/ ({}); Ctrl-C stops",
             data.len(),
             data.symbols().join(", "),
             args.speed,
@@ -354,6 +365,7 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode, InputError> {
             speed: args.speed,
             format: args.format,
             interval_secs: args.interval,
+            tls,
         };
         let server = tokio::spawn(serve_replay(listener, data, options, stop_rx));
         let _ = tokio::signal::ctrl_c().await;

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{guest, replay, tokens, Client, Server, ALICE, BOB, OPS, PALISADE};
+use support::{guest, replay, replay_with, tokens, Client, Server, ALICE, BOB, OPS, PALISADE};
 
 /// The sample's bars: 2,520 daily bars.
 const BARS: u64 = 2_520;
@@ -455,4 +455,86 @@ fn feeds_and_webhooks_reach_only_the_hosts_the_operator_allows() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("live_hosts") && err.contains("empty entry"), "{err}");
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, and its key,
+/// as PEM files in `dir`.
+fn certificate(dir: &std::path::Path, name: &str) -> (String, String) {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let key = rcgen::generate_simple_self_signed(names).unwrap();
+    let (cert, private) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    std::fs::write(&cert, key.cert.pem()).unwrap();
+    std::fs::write(&private, key.signing_key.serialize_pem()).unwrap();
+    (
+        cert.to_str().unwrap().to_owned(),
+        private.to_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn a_wss_feed_is_read_when_the_service_trusts_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (trusted, trusted_key) = certificate(dir.path(), "trusted");
+    let (other, other_key) = certificate(dir.path(), "other");
+
+    // The replay server refuses files that are not a certificate and its key.
+    for (cert, key, problem) in [
+        (
+            dir.path().join("none.pem").to_str().unwrap().to_owned(),
+            trusted_key.clone(),
+            "none.pem: no such file",
+        ),
+        (trusted_key.clone(), trusted_key.clone(), "no PEM certificate"),
+        (
+            trusted.clone(),
+            other_key.clone(),
+            "not a certificate and its key",
+        ),
+    ] {
+        let out = Command::new(PALISADE)
+            .args(["feed", "replay", &format!("SPY={}", support::sample_path())])
+            .args(["--listen", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(problem),
+            "{problem}: {stderr}"
+        );
+    }
+    let out = Command::new(PALISADE)
+        .args(["feed", "replay", "x.csv", "--tls-cert", &trusted])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
+
+    let good = replay_with("0", &["--tls-cert", &trusted, "--tls-key", &trusted_key]);
+    let bad = replay_with("0", &["--tls-cert", &other, "--tls-key", &other_key]);
+    assert!(good.1.starts_with("wss://localhost:"), "{}", good.1);
+    let tokens = tokens(dir.path());
+    let data = dir.path().join("data");
+    let server = Server::start_command_env(
+        PALISADE,
+        "serve",
+        &data,
+        &["--tokens", &tokens],
+        &[("SSL_CERT_FILE", &trusted)],
+    );
+    let alice = server.client(Some(ALICE));
+    let strategy = alice.upload_module(&guest("sma_cross"));
+    for (id, feed) in [("tls-good", &good.1), ("tls-bad", &bad.1)] {
+        let r = alice.post_json("/v1/deployments", &deployment(id, &strategy, feed, json!(null)));
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let s = wait(&alice, "tls-good", "every bar over wss", |v| v["bars"] == BARS);
+    assert_eq!(s["feed_connected"], true, "{s}");
+    assert!(s["feed_error"].is_null(), "{s}");
+    // The other certificate is not trusted: no bar, the reason in the status.
+    let s = wait(&alice, "tls-bad", "the feed refused", |v| {
+        !v["feed_error"].is_null()
+    });
+    let error = s["feed_error"].as_str().unwrap();
+    assert!(error.contains("certificate") && error.contains(&bad.1), "{error}");
+    assert_eq!(s["bars"], 0, "{s}");
+    assert_eq!(s["feed_connected"], false, "{s}");
 }

@@ -143,6 +143,9 @@ pub struct Status {
     pub size_factor: f64,
     pub drift: DriftSnapshot,
     pub feed_connected: bool,
+    /// Why the feed is down (the last failed connection or lost one, e.g.
+    /// an untrusted certificate); `None` while connected.
+    pub feed_error: Option<String>,
     /// Bars stored (replayed and live).
     pub bars: u64,
     pub last_bar_ts: Option<i64>,
@@ -400,6 +403,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         size_factor: gate.size_factor(),
         drift: tracker.snapshot(),
         feed_connected: false,
+        feed_error: None,
         bars: recovered_bars,
         last_bar_ts: replay_until,
         last_decided_ts: None,
@@ -747,12 +751,18 @@ impl Actor {
                 tracing::info!(deployment = %id, %url, "feed connected");
                 self.sequencer.reset_seq();
                 self.metrics.feed_up.with_label_values(&[&id]).set(1);
-                self.update(|s| s.feed_connected = true);
+                self.update(|s| {
+                    s.feed_connected = true;
+                    s.feed_error = None;
+                });
             }
             FeedEvent::Disconnected(reason) => {
                 tracing::warn!(deployment = %id, %reason, "feed down");
                 self.metrics.feed_up.with_label_values(&[&id]).set(0);
-                self.update(|s| s.feed_connected = false);
+                self.update(|s| {
+                    s.feed_connected = false;
+                    s.feed_error = Some(reason);
+                });
             }
             FeedEvent::Message { text, received } => match schema::parse(self.spec.feed.format, &text) {
                 Ok(Message::Bar(bar)) if bar.ts > now_ms() / 1000 + MAX_FUTURE_SECS => {

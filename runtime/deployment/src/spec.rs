@@ -56,7 +56,7 @@ fn default_verify_every() -> u64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedSpec {
-    /// `ws://…`.
+    /// `ws://…`, or `wss://…` over TLS.
     pub url: String,
     #[serde(default = "default_format")]
     pub format: Format,

@@ -16,6 +16,7 @@ pub mod intent;
 pub mod schema;
 pub mod sequencer;
 mod settings;
+pub mod tls;
 pub mod venue;
 pub mod webhook;
 pub mod ws;

@@ -1,11 +1,11 @@
 //! Intents delivered by webhook: each published intent is POSTed as its JSON
 //! (`docs/live.md`) to the organisation's endpoint, in order, at least once
 //! (a delivery that fails is retried with capped backoff before the next
-//! one; a receiver deduplicates by the intent's `id`). `http://` only, over a
-//! plain HTTP/1.1 connection per delivery; any 2xx answer is an
-//! acknowledgement.
+//! one; a receiver deduplicates by the intent's `id`). `http://` or
+//! `https://` ([`crate::tls`]), one HTTP/1.1 connection per delivery; any
+//! 2xx answer is an acknowledgement.
 //!
-//! What it does not do: TLS, redirects, persistence of undelivered intents
+//! What it does not do: redirects, persistence of undelivered intents
 //! across restarts (the deployment's intents journal holds them; the API's
 //! `GET /v1/deployments/{id}/intents` serves them).
 
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -23,7 +23,7 @@ use crate::intent::Intent;
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
-    /// `http://host:port/path`.
+    /// `http://host:port/path`, or `https://…` over TLS.
     pub url: String,
     /// Sent as the `Authorization` header, when set.
     #[serde(default)]
@@ -35,18 +35,21 @@ pub const QUEUE: usize = 10_000;
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The parts of an `http://` URL.
+/// The parts of an `http://` or `https://` URL.
 #[derive(Clone, Debug, PartialEq)]
 struct Target {
+    tls: bool,
     host: String,
     port: u16,
     path: String,
 }
 
 fn parse(url: &str) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("webhook url `{url}`: expected http:// (no TLS in this build)"))?;
+    let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => return Err(format!("webhook url `{url}`: expected http:// or https://")),
+    };
     let (authority, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
@@ -56,14 +59,18 @@ fn parse(url: &str) -> Result<Target, String> {
             p.parse::<u16>()
                 .map_err(|_| format!("webhook url `{url}`: bad port `{p}`"))?,
         ),
-        None => (authority, 80),
+        None => (authority, if tls { 443 } else { 80 }),
     };
     if host.is_empty() || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
         return Err(format!(
             "webhook url `{url}`: no host, or a path with spaces or control characters"
         ));
     }
+    if tls {
+        crate::tls::server_name(host).map_err(|e| format!("webhook url `{url}`: {e}"))?;
+    }
     Ok(Target {
+        tls,
         host: host.to_owned(),
         port,
         path,
@@ -117,6 +124,16 @@ impl Webhook {
     /// of every delivery and failed attempt. Ends when every `Webhook` clone
     /// is dropped (an intent being retried then is given up).
     pub fn start(spec: WebhookSpec, report: mpsc::UnboundedSender<Delivery>) -> Result<Webhook, String> {
+        Webhook::start_with(spec, report, crate::tls::client_config())
+    }
+
+    /// [`Webhook::start`], checking an `https://` receiver's certificate
+    /// with `tls`.
+    pub fn start_with(
+        spec: WebhookSpec,
+        report: mpsc::UnboundedSender<Delivery>,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Webhook, String> {
         spec.validate()?;
         let target = parse(&spec.url)?;
         let (tx, mut rx) = mpsc::channel::<(Intent, u64)>(QUEUE);
@@ -138,7 +155,7 @@ impl Webhook {
                         return;
                     }
                     attempts += 1;
-                    match post(&target, spec.authorization.as_deref(), &body).await {
+                    match post(&target, &tls, spec.authorization.as_deref(), &body).await {
                         Ok(()) => {
                             let intent_id = intent.id.clone();
                             let _ = report.send(Delivery::Delivered { intent_id, attempts });
@@ -170,47 +187,69 @@ impl Webhook {
 }
 
 /// One POST; `Ok` on a 2xx answer.
-async fn post(target: &Target, authorization: Option<&str>, body: &[u8]) -> Result<(), String> {
+async fn post(
+    target: &Target,
+    tls: &Arc<rustls::ClientConfig>,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<(), String> {
     let exchange = async {
-        let mut stream = TcpStream::connect((target.host.as_str(), target.port))
+        if target.tls {
+            let stream = crate::tls::connect(&target.host, target.port, tls.clone()).await?;
+            return exchange(stream, target, authorization, body).await;
+        }
+        let stream = TcpStream::connect((target.host.as_str(), target.port))
             .await
             .map_err(|e| format!("connect {}:{}: {e}", target.host, target.port))?;
-        let mut head = format!(
+        exchange(stream, target, authorization, body).await
+    };
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("no answer within {TIMEOUT:?}"))?
+}
+
+/// Sends the request over `stream` and reads the answer's status.
+async fn exchange<S>(
+    mut stream: S,
+    target: &Target,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut head = format!(
             "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: palisade-webhook\r\n",
             target.path,
             target.host,
             target.port,
             body.len()
         );
-        if let Some(a) = authorization {
-            head.push_str(&format!("Authorization: {a}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream
-            .write_all(head.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        stream.write_all(body).await.map_err(|e| e.to_string())?;
-        let mut answer = [0u8; 64];
-        let mut n = 0;
-        while n < 12 {
-            let read = stream.read(&mut answer[n..]).await.map_err(|e| e.to_string())?;
-            if read == 0 {
-                break;
-            }
-            n += read;
-        }
-        let line = String::from_utf8_lossy(&answer[..n]);
-        let status = line.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok());
-        match status {
-            Some(s) if (200..300).contains(&s) => Ok(()),
-            Some(s) => Err(format!("answered {s}")),
-            None => Err(format!("not an HTTP answer: {line:?}")),
-        }
-    };
-    tokio::time::timeout(TIMEOUT, exchange)
+    if let Some(a) = authorization {
+        head.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream
+        .write_all(head.as_bytes())
         .await
-        .map_err(|_| format!("no answer within {TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
+    stream.write_all(body).await.map_err(|e| e.to_string())?;
+    let mut answer = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        let read = stream.read(&mut answer[n..]).await.map_err(|e| e.to_string())?;
+        if read == 0 {
+            break;
+        }
+        n += read;
+    }
+    let line = String::from_utf8_lossy(&answer[..n]);
+    let status = line.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok());
+    match status {
+        Some(s) if (200..300).contains(&s) => Ok(()),
+        Some(s) => Err(format!("answered {s}")),
+        None => Err(format!("not an HTTP answer: {line:?}")),
+    }
 }
 
 #[cfg(test)]
@@ -240,27 +279,55 @@ mod tests {
         assert_eq!(
             parse("http://127.0.0.1:9000/hook?x=1").unwrap(),
             Target {
+                tls: false,
                 host: "127.0.0.1".into(),
                 port: 9000,
                 path: "/hook?x=1".into()
             }
         );
         assert_eq!(parse("http://h").unwrap().port, 80);
-        assert!(parse("https://h/").unwrap_err().contains("http://"));
+        let secure = parse("https://hooks.example.com/in").unwrap();
+        assert!(secure.tls && secure.port == 443 && secure.path == "/in");
+        assert_eq!(parse("https://h:8443").unwrap().port, 8443);
+        assert!(parse("ftp://h/").unwrap_err().contains("http:// or https://"));
+        assert!(parse("https://h_x!/").unwrap_err().contains("TLS server name"));
         assert!(parse("http://h:x/").unwrap_err().contains("port"));
         assert!(parse("http:///p").is_err());
         assert!(parse("http://h/a b").is_err());
     }
 
     /// A server answering the first `fail` requests 503, then 200; returns
-    /// the bodies it accepted.
-    async fn server(fail: usize, bodies: mpsc::UnboundedSender<String>) -> u16 {
+    /// the bodies it accepted. With `tls`, over TLS (a failed handshake
+    /// is no request).
+    async fn server(
+        fail: usize,
+        bodies: mpsc::UnboundedSender<String>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
             let mut seen = 0;
             loop {
-                let (mut s, _) = listener.accept().await.unwrap();
+                let (tcp, _) = listener.accept().await.unwrap();
+                match &tls {
+                    Some(tls) => match tokio_rustls::TlsAcceptor::from(tls.clone()).accept(tcp).await {
+                        Ok(s) => answer(s, &mut seen, fail, &bodies).await,
+                        Err(_) => continue,
+                    },
+                    None => answer(tcp, &mut seen, fail, &bodies).await,
+                }
+            }
+        });
+        port
+    }
+
+    async fn answer<S>(mut s: S, seen: &mut usize, fail: usize, bodies: &mpsc::UnboundedSender<String>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        {
+            {
                 let mut buf = vec![0u8; 4096];
                 let mut n = 0;
                 loop {
@@ -275,8 +342,8 @@ mod tests {
                             .parse()
                             .unwrap();
                         if body.len() >= len {
-                            seen += 1;
-                            if seen <= fail {
+                            *seen += 1;
+                            if *seen <= fail {
                                 s.write_all(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
                                     .await
                                     .unwrap();
@@ -293,14 +360,13 @@ mod tests {
                     }
                 }
             }
-        });
-        port
+        }
     }
 
     #[tokio::test]
     async fn intents_arrive_in_order_after_retries() {
         let (bodies_tx, mut bodies) = mpsc::unbounded_channel();
-        let port = server(2, bodies_tx).await;
+        let port = server(2, bodies_tx, None).await;
         let (report_tx, mut report) = mpsc::unbounded_channel();
         let spec = WebhookSpec {
             url: format!("http://127.0.0.1:{port}/hook"),
@@ -330,5 +396,63 @@ mod tests {
         assert_eq!(failed, 2);
         assert_eq!(delivered[0], ("d:1".to_owned(), 3));
         assert_eq!(delivered[2], ("d:3".to_owned(), 1));
+    }
+
+    #[tokio::test]
+    async fn https_receivers_are_reached_when_their_certificate_is_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = crate::tls::tests::self_signed(dir.path());
+        let server_tls = crate::tls::server_config(&cert, &key).unwrap();
+        let (bodies_tx, mut bodies) = mpsc::unbounded_channel();
+        let port = server(0, bodies_tx, Some(server_tls)).await;
+        let spec = |host: &str| WebhookSpec {
+            url: format!("https://{host}:{port}/hook"),
+            authorization: Some("Bearer k".into()),
+        };
+
+        // Trusted, by name and by address: delivered.
+        for host in ["localhost", "127.0.0.1"] {
+            let (report_tx, mut report) = mpsc::unbounded_channel();
+            let trusting = crate::tls::client_config_trusting(&cert).unwrap();
+            let hook = Webhook::start_with(spec(host), report_tx, trusting).unwrap();
+            assert!(hook.send(&intent(7)));
+            let got: Intent = serde_json::from_str(&bodies.recv().await.unwrap()).unwrap();
+            assert_eq!(got, intent(7));
+            let delivered = Delivery::Delivered {
+                intent_id: "d:7".into(),
+                attempts: 1,
+            };
+            assert_eq!(report.recv().await.unwrap(), delivered, "{host}");
+        }
+
+        // Not trusted (another certificate, or only the compiled-in and
+        // the host's roots): every attempt fails on the certificate, and
+        // nothing is delivered.
+        let other = tempfile::tempdir().unwrap();
+        let (other_cert, _) = crate::tls::tests::self_signed(other.path());
+        for tls in [
+            crate::tls::client_config_trusting(&other_cert).unwrap(),
+            crate::tls::client_config(),
+        ] {
+            let (report_tx, mut report) = mpsc::unbounded_channel();
+            let hook = Webhook::start_with(spec("localhost"), report_tx, tls).unwrap();
+            assert!(hook.send(&intent(8)));
+            match report.recv().await.unwrap() {
+                Delivery::Failed { error, .. } => assert!(error.contains("certificate"), "{error}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(bodies.try_recv().is_err(), "an untrusted receiver got an intent");
+
+        // Plain HTTP to the TLS port: fails, nothing delivered.
+        let (report_tx, mut report) = mpsc::unbounded_channel();
+        let plain = WebhookSpec {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            authorization: None,
+        };
+        let hook = Webhook::start(plain, report_tx).unwrap();
+        assert!(hook.send(&intent(9)));
+        assert!(matches!(report.recv().await.unwrap(), Delivery::Failed { .. }));
+        assert!(bodies.try_recv().is_err());
     }
 }

@@ -7,7 +7,8 @@
 //! backoff; asking a Palisade feed for the bars `since` the last stored one
 //! on each (re)connect is how nothing is missed or repeated across a
 //! disconnect. It does not parse messages ([`crate::schema`]) or check bars
-//! ([`crate::sequencer`]). Plain `ws://` only: no TLS is compiled in.
+//! ([`crate::sequencer`]). `ws://` and `wss://` ([`crate::tls`]): the
+//! replay server serves `wss://` when given a certificate and its key.
 
 use std::io;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::{http, Message as WsMessage};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::{Connector, WebSocketStream};
 
 use crate::schema::{bar_binance_json, bar_json, FeedBar, Format};
 
@@ -54,7 +55,7 @@ pub enum FeedEvent {
 /// Where and how the client connects.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
-    /// `ws://host:port/path?query`.
+    /// `ws://host:port/path?query`, or `wss://…` over TLS.
     pub url: String,
     /// Append `since=<last stored ts>` to the query on each (re)connect;
     /// Palisade feeds (the replay server) resume from it.
@@ -66,6 +67,9 @@ pub struct ClientOptions {
     pub ping_after: Duration,
     /// ... and is dropped if nothing comes back within this ([`PONG_WITHIN`]).
     pub pong_within: Duration,
+    /// What a `wss://` server's certificate is checked against; `None`
+    /// for [`crate::tls::client_config`] (the compiled-in roots and the host's).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ClientOptions {
@@ -81,6 +85,7 @@ impl ClientOptions {
             connect_timeout: CONNECT_TIMEOUT,
             ping_after: PING_AFTER,
             pong_within: PONG_WITHIN,
+            tls: None,
         }
     }
 }
@@ -102,6 +107,7 @@ pub async fn run_client(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ClientError> {
     check_url(&options.url)?;
+    let tls = options.tls.clone().unwrap_or_else(crate::tls::client_config);
     let mut backoff = Backoff::new(options.backoff_initial, options.backoff_max);
     while !*stop.borrow() {
         let url = match (options.resume, since()) {
@@ -109,7 +115,7 @@ pub async fn run_client(
             _ => options.url.clone(),
         };
         let attempt = tokio::select! {
-            attempt = tokio::time::timeout(options.connect_timeout, tokio_tungstenite::connect_async_with_config(url.as_str(), Some(client_config()), true)) => attempt,
+            attempt = tokio::time::timeout(options.connect_timeout, tokio_tungstenite::connect_async_tls_with_config(url.as_str(), Some(client_config()), true, Some(Connector::Rustls(tls.clone())))) => attempt,
             () = stopped(&mut stop) => return Ok(()),
         };
         let reason = match attempt {
@@ -156,17 +162,15 @@ pub fn check_url(url: &str) -> Result<(), ClientError> {
         url: url.to_owned(),
         problem,
     };
+    if !url.starts_with("ws://") && !url.starts_with("wss://") {
+        return Err(bad("expected a ws:// or wss:// url".to_owned()));
+    }
+    let request = url.into_client_request().map_err(|e| bad(e.to_string()))?;
     if url.starts_with("wss://") {
-        return Err(bad(
-            "wss:// needs TLS, which this build does not include; use ws://".to_owned(),
-        ));
+        let host = request.uri().host().unwrap_or_default();
+        crate::tls::server_name(host).map_err(bad)?;
     }
-    if !url.starts_with("ws://") {
-        return Err(bad("expected a ws:// url".to_owned()));
-    }
-    url.into_client_request()
-        .map(drop)
-        .map_err(|e| bad(e.to_string()))
+    Ok(())
 }
 
 /// `url` with its `since` query parameter set to `since` (other parameters kept).
@@ -324,6 +328,9 @@ pub struct ReplayOptions {
     /// The bar interval written into Binance klines (their close time);
     /// `None` takes the smallest step between the data's timestamps.
     pub interval_secs: Option<i64>,
+    /// Serve `wss://` with this certificate and key
+    /// ([`crate::tls::server_config`]); `None` serves `ws://`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Why the replay server cannot start.
@@ -423,16 +430,35 @@ fn check_speed(speed: f64) -> Result<f64, String> {
     }
 }
 
-/// Answers one TCP connection: 426 without a WebSocket upgrade, 400 for a
-/// bad query, else the replay.
+/// How long a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Answers one TCP connection: 426 without a WebSocket upgrade (plain
+/// `ws://` only: over TLS the request is not seen before the handshake),
+/// 400 for a bad query, else the replay.
 async fn serve_connection(
     mut stream: TcpStream,
     served: &Served,
     stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
+    if let Some(tls) = &served.options.tls {
+        let accept = tokio_rustls::TlsAcceptor::from(tls.clone()).accept(stream);
+        let stream = tokio::time::timeout(TLS_HANDSHAKE_WITHIN, accept)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no TLS handshake in 10 s"))??;
+        return handshake_and_replay(stream, served, stop).await;
+    }
     if !wants_upgrade(&stream).await? {
         return refuse_plain_http(&mut stream).await;
     }
+    handshake_and_replay(stream, served, stop).await
+}
+
+/// The WebSocket handshake (its query read into a plan), then the replay.
+async fn handshake_and_replay<S>(stream: S, served: &Served, stop: watch::Receiver<bool>) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut plan = None;
     // The error type is tungstenite's callback contract, not ours to shrink.
     #[allow(clippy::result_large_err)]
@@ -470,7 +496,16 @@ async fn wants_upgrade(stream: &TcpStream) -> io::Result<bool> {
         if n == buf.len() || head.windows(4).any(|w| w == b"\r\n\r\n") {
             return Ok(has_upgrade_header(&String::from_utf8_lossy(head)));
         }
-        // Only part of the head has arrived: peek again once more is in.
+        // Only part of the head has arrived: peek again once more is in
+        // (a peek answers at once while anything is unread, so the
+        // deadline is checked here too: a client sending half a head and
+        // nothing more is dropped, not polled for ever).
+        if tokio::time::Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no whole request head in 5 s",
+            ));
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -565,8 +600,8 @@ enum Flow {
 }
 
 /// Plays the bars after `plan.since` to one client, then idles until closed.
-async fn replay(
-    mut ws: WebSocketStream<TcpStream>,
+async fn replay<S: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: WebSocketStream<S>,
     served: &Served,
     plan: &Plan,
     mut stop: watch::Receiver<bool>,
@@ -603,8 +638,8 @@ async fn replay(
 
 /// Waits until `due` (forever without one), reading (and so answering
 /// pings) meanwhile; `Closed` when the client went away or `stop` turned true.
-async fn wait_until(
-    ws: &mut WebSocketStream<TcpStream>,
+async fn wait_until<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
     due: Option<tokio::time::Instant>,
     stop: &mut watch::Receiver<bool>,
 ) -> Flow {
@@ -674,16 +709,24 @@ mod tests {
         Arc::new(Dataset::from_bars(names, bars).expect("test bars are valid"))
     }
 
-    /// A replay server on 127.0.0.1 (`addr` or port 0): its address, its stop switch, its task.
-    async fn start_server(
-        addr: &str,
-        data: Arc<Dataset>,
-        speed: f64,
-    ) -> (
+    type Server = (
         String,
         watch::Sender<bool>,
         tokio::task::JoinHandle<Result<(), ReplayError>>,
-    ) {
+    );
+
+    /// A replay server on 127.0.0.1 (`addr` or port 0): its address, its stop switch, its task.
+    async fn start_server(addr: &str, data: Arc<Dataset>, speed: f64) -> Server {
+        start_server_with(addr, data, speed, None).await
+    }
+
+    /// [`start_server`], serving `wss://` with `tls`.
+    async fn start_server_with(
+        addr: &str,
+        data: Arc<Dataset>,
+        speed: f64,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Server {
         let listener = TcpListener::bind(addr).await.expect("bind the replay server");
         let addr = listener.local_addr().unwrap().to_string();
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -691,6 +734,7 @@ mod tests {
             speed,
             format: Format::Palisade,
             interval_secs: None,
+            tls,
         };
         let task = tokio::spawn(serve_replay(listener, data, options, stop_rx));
         (addr, stop_tx, task)
@@ -733,6 +777,7 @@ mod tests {
             speed: 10.0,
             format: Format::Palisade,
             interval_secs: None,
+            tls: None,
         };
         let plan = |since, speed, format| Ok(Plan { since, speed, format });
         let cases = [
@@ -787,13 +832,114 @@ mod tests {
     #[test]
     fn bad_urls_are_refused_before_connecting() {
         for (url, problem) in [
-            ("wss://stream.example/ws", "wss:// needs TLS"),
-            ("http://h:1/", "expected a ws:// url"),
+            ("http://h:1/", "expected a ws:// or wss:// url"),
+            ("https://h:1/", "expected a ws:// or wss:// url"),
+            ("wss://h_x!:1/", "not a valid TLS server name"),
         ] {
             let error = check_url(url).unwrap_err().to_string();
             assert!(error.contains(problem), "{url}: {error}");
         }
         check_url("ws://127.0.0.1:9/feed?x=1").expect("a ws url is fine");
+        check_url("wss://stream.example/ws").expect("a wss url is fine");
+        check_url("wss://127.0.0.1:9443/").expect("a wss url to an address is fine");
+    }
+
+    /// Reads `n` messages from a client of `url` trusting `tls`, or the
+    /// first failure to connect.
+    async fn read_feed(
+        url: String,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        n: usize,
+    ) -> Result<Vec<String>, String> {
+        let (tx, mut rx) = mpsc::channel(64);
+        let (stop_client, stop_rx) = watch::channel(false);
+        let mut options = ClientOptions::new(url, Format::Palisade);
+        options.tls = tls;
+        let client = tokio::spawn(run_client(options, || None, tx, stop_rx));
+        let mut messages = Vec::new();
+        let outcome = loop {
+            match next_event(&mut rx, "a message").await {
+                FeedEvent::Connected { .. } => {}
+                FeedEvent::Message { text, .. } => {
+                    messages.push(text);
+                    if messages.len() == n {
+                        break Ok(messages);
+                    }
+                }
+                FeedEvent::Disconnected(reason) => break Err(reason),
+            }
+        };
+        stop_client.send(true).unwrap();
+        client.await.unwrap().unwrap();
+        outcome
+    }
+
+    #[tokio::test]
+    async fn a_wss_feed_is_read_when_its_certificate_is_trusted_and_refused_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = crate::tls::tests::self_signed(dir.path());
+        let server_tls = crate::tls::server_config(&cert, &key).unwrap();
+        let data = dataset(&["A"], 5, 60);
+        let (addr, stop, task) = start_server_with("127.0.0.1:0", data.clone(), 0.0, Some(server_tls)).await;
+        let port = addr.rsplit_once(':').unwrap().1;
+        let trusting = || Some(crate::tls::client_config_trusting(&cert).unwrap());
+
+        // Trusted, by name and by address: every bar, in order.
+        for host in ["localhost", "127.0.0.1"] {
+            let messages = read_feed(format!("wss://{host}:{port}/"), trusting(), 5)
+                .await
+                .unwrap();
+            let ts: Vec<i64> = messages
+                .iter()
+                .map(|m| match parse(Format::Palisade, m) {
+                    Ok(Message::Bar(bar)) => bar.ts,
+                    other => panic!("not a bar: {other:?}"),
+                })
+                .collect();
+            let expected: Vec<i64> = data.bars().iter().map(|b| b.ts).collect();
+            assert_eq!(ts, expected, "{host}");
+        }
+
+        // Another certificate trusted, or only the compiled-in and the
+        // host's roots: refused on the certificate, no bar read.
+        let other = tempfile::tempdir().unwrap();
+        let (other_cert, _) = crate::tls::tests::self_signed(other.path());
+        for tls in [
+            Some(crate::tls::client_config_trusting(&other_cert).unwrap()),
+            None,
+        ] {
+            let error = read_feed(format!("wss://localhost:{port}/"), tls, 1)
+                .await
+                .unwrap_err();
+            assert!(error.contains("certificate"), "{error}");
+        }
+        // A trusted certificate for another name.
+        let named = tempfile::tempdir().unwrap();
+        let elsewhere = rcgen::generate_simple_self_signed(vec!["feeds.example".to_owned()]).unwrap();
+        let (cert_elsewhere, key_elsewhere) = (named.path().join("c.pem"), named.path().join("k.pem"));
+        std::fs::write(&cert_elsewhere, elsewhere.cert.pem()).unwrap();
+        std::fs::write(&key_elsewhere, elsewhere.signing_key.serialize_pem()).unwrap();
+        let tls = crate::tls::server_config(&cert_elsewhere, &key_elsewhere).unwrap();
+        let (named_addr, stop_named, named_task) =
+            start_server_with("127.0.0.1:0", data.clone(), 0.0, Some(tls)).await;
+        let trusts_it = Some(crate::tls::client_config_trusting(&cert_elsewhere).unwrap());
+        let error = read_feed(format!("wss://{named_addr}/"), trusts_it, 1)
+            .await
+            .unwrap_err();
+        assert!(error.contains("certificate not valid for name"), "{error}");
+        // Plain ws:// to the TLS server, and wss:// to a plain one: refused.
+        read_feed(format!("ws://127.0.0.1:{port}/"), None, 1)
+            .await
+            .unwrap_err();
+        let (plain, stop_plain, plain_task) = start_server("127.0.0.1:0", data, 0.0).await;
+        read_feed(format!("wss://{plain}/"), trusting(), 1)
+            .await
+            .unwrap_err();
+
+        for (stop, task) in [(stop, task), (stop_plain, plain_task), (stop_named, named_task)] {
+            stop.send(true).unwrap();
+            task.await.unwrap().unwrap();
+        }
     }
 
     #[tokio::test]

@@ -1579,7 +1579,7 @@ pub struct DeploymentRequest {
     /// The bar interval in seconds (gaps, feed lag).
     #[serde(default)]
     interval_secs: Option<i64>,
-    /// `{"url": "ws://…", "format": "palisade" | "binance"}`.
+    /// `{"url": "ws://…" or "wss://…", "format": "palisade" | "binance"}`.
     #[schema(value_type = Object)]
     feed: palisade_deployment::FeedSpec,
     /// Parameter values by name.

@@ -63,7 +63,7 @@ impl AllowedHosts {
         Ok(AllowedHosts(out))
     }
 
-    /// Whether `url` (ws:// or http://) names an allowed host; the error
+    /// Whether `url` (ws://, wss://, http:// or https://) names an allowed host; the error
     /// names the host.
     pub fn check(&self, what: &str, url: &str) -> Result<(), String> {
         let uri: axum::http::Uri = url.parse().map_err(|_| format!("{what} {url:?} is not a URL"))?;

@@ -267,6 +267,18 @@ impl Server {
     /// `--listen 127.0.0.1:0` unless `args` have a `--listen`) and waits
     /// for the line that says where it listens.
     pub fn start_command(bin: &str, command: &str, data_dir: &Path, args: &[&str]) -> Server {
+        Server::start_command_env(bin, command, data_dir, args, &[])
+    }
+
+    /// [`Server::start_command`] with `env` added to the process's
+    /// environment.
+    pub fn start_command_env(
+        bin: &str,
+        command: &str,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let log = data_dir.with_extension("log");
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -282,6 +294,7 @@ impl Server {
             .arg(data_dir)
             .args(args)
             .env("PALISADE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr);
         let mut child = cmd

@@ -45,6 +45,12 @@ impl Drop for Replay {
 /// `palisade feed replay` of the sample at `speed` (0: full speed) on a
 /// free port.
 pub fn replay_at(speed: &str) -> Replay {
+    replay_with(speed, &[])
+}
+
+/// [`replay_at`] with more arguments (`--tls-cert`, `--tls-key`: the URL
+/// is then `wss://localhost:PORT/`).
+pub fn replay_with(speed: &str, more: &[&str]) -> Replay {
     let port = palisade_testkit::servers::free_port();
     let data = format!("SPY={}", sample_path());
     let child = std::process::Command::new(PALISADE)
@@ -57,6 +63,7 @@ pub fn replay_at(speed: &str) -> Replay {
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])
+        .args(more)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -69,7 +76,12 @@ pub fn replay_at(speed: &str) -> Replay {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    Replay(child, format!("ws://127.0.0.1:{port}/"))
+    let url = if more.contains(&"--tls-cert") {
+        format!("wss://localhost:{port}/")
+    } else {
+        format!("ws://127.0.0.1:{port}/")
+    };
+    Replay(child, url)
 }
 
 /// `palisade feed replay` of the sample at full speed on a free port.
