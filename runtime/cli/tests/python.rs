@@ -47,9 +47,35 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// `<target tmp>/<name>-<this process>`. The first call removes what
+/// earlier runs of these tests left there (`<name>-<pid>` of a process
+/// that is gone), so the folders do not pile up run after run.
+fn scratch(name: &str) -> PathBuf {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    SWEPT.call_once(|| {
+        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let stem = file.strip_suffix(".log").unwrap_or(&file);
+            let Some((prefix, pid)) = stem.rsplit_once('-') else {
+                continue;
+            };
+            let ours = prefix.starts_with("python-");
+            let gone = pid
+                .parse::<u32>()
+                .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists());
+            if ours && gone {
+                let _ = std::fs::remove_dir_all(entry.path());
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    });
+    root.join(format!("{name}-{}", std::process::id()))
+}
+
 /// Writes a strategy source to a fresh file and returns its path.
 fn source_file(name: &str, contents: &[u8]) -> String {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("python-cli-{}", std::process::id()));
+    let dir = scratch("python-cli");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
@@ -430,7 +456,7 @@ fn a_server_without_the_runtime_refuses_python_uploads() {
 }
 
 fn tempfile_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let dir = scratch(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
     dir
