@@ -39,41 +39,63 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, PartialEq)]
 struct Target {
     tls: bool,
+    /// What to connect to (an IPv6 address without its brackets).
     host: String,
     port: u16,
+    /// The `Host` header: the URL's authority as written.
+    authority: String,
     path: String,
 }
 
 fn parse(url: &str) -> Result<Target, String> {
-    let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
-        (Some(rest), _) => (true, rest),
-        (None, Some(rest)) => (false, rest),
-        (None, None) => return Err(format!("webhook url `{url}`: expected http:// or https://")),
+    let bad = |problem: &str| format!("webhook url `{url}`: {problem}");
+    if url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(bad("spaces or control characters"));
+    }
+    // The same parser as the service's host allow-list (`live_hosts`), so
+    // both read the same host out of a URL.
+    let uri: tokio_tungstenite::tungstenite::http::Uri =
+        url.parse().map_err(|e| bad(&format!("not a URL ({e})")))?;
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(bad("expected http:// or https://")),
     };
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| format!("webhook url `{url}`: bad port `{p}`"))?,
-        ),
-        None => (authority, if tls { 443 } else { 80 }),
-    };
-    if host.is_empty() || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-        return Err(format!(
-            "webhook url `{url}`: no host, or a path with spaces or control characters"
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad(
+            "a user name in the URL is not supported (use `authorization`)",
         ));
     }
+    let explicit_port = authority
+        .as_str()
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.ends_with(']'));
+    let port = match uri.port_u16() {
+        Some(p) => p,
+        None if explicit_port => return Err(bad(&format!("bad port in `{authority}`"))),
+        None => {
+            if tls {
+                443
+            } else {
+                80
+            }
+        }
+    };
+    let host = uri.host().unwrap_or_default();
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
     if tls {
-        crate::tls::server_name(host).map_err(|e| format!("webhook url `{url}`: {e}"))?;
+        crate::tls::server_name(host).map_err(|e| bad(&e))?;
     }
     Ok(Target {
         tls,
-        host: host.to_owned(),
+        // A literal IPv6 address is connected to without its brackets.
+        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
         port,
-        path,
+        authority: authority.as_str().to_owned(),
+        path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
     })
 }
 
@@ -219,10 +241,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: palisade-webhook\r\n",
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: palisade-webhook\r\n",
             target.path,
-            target.host,
-            target.port,
+            target.authority,
             body.len()
         );
     if let Some(a) = authorization {
@@ -282,18 +303,32 @@ mod tests {
                 tls: false,
                 host: "127.0.0.1".into(),
                 port: 9000,
+                authority: "127.0.0.1:9000".into(),
                 path: "/hook?x=1".into()
             }
         );
-        assert_eq!(parse("http://h").unwrap().port, 80);
+        let plain = parse("http://h").unwrap();
+        assert_eq!(
+            (plain.port, plain.path.as_str(), plain.authority.as_str()),
+            (80, "/", "h")
+        );
         let secure = parse("https://hooks.example.com/in").unwrap();
         assert!(secure.tls && secure.port == 443 && secure.path == "/in");
         assert_eq!(parse("https://h:8443").unwrap().port, 8443);
+        let v6 = parse("https://[::1]/hook").unwrap();
+        assert_eq!(
+            (v6.host.as_str(), v6.port, v6.authority.as_str()),
+            ("::1", 443, "[::1]")
+        );
+        assert_eq!(parse("http://[::1]:8080/").unwrap().port, 8080);
         assert!(parse("ftp://h/").unwrap_err().contains("http:// or https://"));
         assert!(parse("https://h_x!/").unwrap_err().contains("TLS server name"));
         assert!(parse("http://h:x/").unwrap_err().contains("port"));
+        assert!(parse("http://h:99999/").unwrap_err().contains("port"));
+        assert!(parse("http://u:p@h/").unwrap_err().contains("user name"));
         assert!(parse("http:///p").is_err());
         assert!(parse("http://h/a b").is_err());
+        assert!(parse("http://h/a\r\nX: y").is_err());
     }
 
     /// A server answering the first `fail` requests 503, then 200; returns
@@ -396,6 +431,33 @@ mod tests {
         assert_eq!(failed, 2);
         assert_eq!(delivered[0], ("d:1".to_owned(), 3));
         assert_eq!(delivered[2], ("d:3".to_owned(), 1));
+    }
+
+    #[tokio::test]
+    async fn a_receiver_at_an_ipv6_address_is_reached() {
+        let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+            eprintln!("no IPv6 loopback here: skipped");
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        let (heads_tx, mut heads) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut b = [0u8; 4096];
+            let n = s.read(&mut b).await.unwrap();
+            heads_tx
+                .send(String::from_utf8_lossy(&b[..n]).into_owned())
+                .unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+        });
+        let target = parse(&format!("http://[::1]:{port}/hook")).unwrap();
+        post(&target, &crate::tls::client_config(), None, b"{}")
+            .await
+            .expect("delivered to [::1]");
+        let head = heads.recv().await.unwrap();
+        assert!(head.contains(&format!("\r\nHost: [::1]:{port}\r\n")), "{head}");
     }
 
     #[tokio::test]

@@ -129,9 +129,10 @@ pub async fn run_client(
                     Pumped::Lost(reason) => reason,
                 }
             }
-            Ok(Err(error)) => format!("cannot connect to {url}: {error}"),
+            Ok(Err(error)) => format!("cannot connect to {}: {error}", redacted(&url)),
             Err(_) => format!(
-                "cannot connect to {url}: no answer in {:?}",
+                "cannot connect to {}: no answer in {:?}",
+                redacted(&url),
                 options.connect_timeout
             ),
         };
@@ -166,11 +167,32 @@ pub fn check_url(url: &str) -> Result<(), ClientError> {
         return Err(bad("expected a ws:// or wss:// url".to_owned()));
     }
     let request = url.into_client_request().map_err(|e| bad(e.to_string()))?;
+    let uri = request.uri();
+    // `host:99999` parses with no port at all, and would connect to the
+    // scheme's default.
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    if authority.rsplit_once(':').is_some_and(|(_, p)| !p.ends_with(']')) && uri.port_u16().is_none() {
+        return Err(bad(format!("`{authority}` has no valid port")));
+    }
     if url.starts_with("wss://") {
-        let host = request.uri().host().unwrap_or_default();
-        crate::tls::server_name(host).map_err(bad)?;
+        crate::tls::server_name(uri.host().unwrap_or_default()).map_err(bad)?;
     }
     Ok(())
+}
+
+/// `url` without its query, fragment and user name: what an error that an
+/// API may show says of it (a token in the query stays out of statuses).
+pub fn redacted(url: &str) -> String {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    let url = &url[..end];
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// `url` with its `since` query parameter set to `since` (other parameters kept).
@@ -432,6 +454,9 @@ fn check_speed(speed: f64) -> Result<f64, String> {
 
 /// How long a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
+/// How long a client has to send its whole request head (and the server
+/// to answer it).
+const REQUEST_HEAD_WITHIN: Duration = Duration::from_secs(5);
 
 /// Answers one TCP connection: 426 without a WebSocket upgrade (plain
 /// `ws://` only: over TLS the request is not seen before the handshake),
@@ -471,9 +496,15 @@ where
             Err(problem) => Err(bad_request(problem)),
         }
     };
-    let ws = tokio_tungstenite::accept_hdr_async(stream, callback)
-        .await
-        .map_err(io::Error::other)?;
+    // A client that stalls inside its request head is dropped (over TLS
+    // nothing was peeked: this is the only bound there).
+    let ws = tokio::time::timeout(
+        REQUEST_HEAD_WITHIN,
+        tokio_tungstenite::accept_hdr_async(stream, callback),
+    )
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no WebSocket handshake in 5 s"))?
+    .map_err(io::Error::other)?;
     let plan = plan.expect("the handshake succeeded, so the query was read");
     replay(ws, served, &plan, stop).await.map_err(io::Error::other)
 }
@@ -481,7 +512,7 @@ where
 /// Reads the request head without consuming it: does it ask for a WebSocket?
 async fn wants_upgrade(stream: &TcpStream) -> io::Result<bool> {
     let mut buf = [0u8; 8192];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + REQUEST_HEAD_WITHIN;
     loop {
         let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
             .await
@@ -821,6 +852,18 @@ mod tests {
     }
 
     #[test]
+    fn urls_in_errors_lose_their_query_and_user() {
+        for (url, shown) in [
+            ("wss://h:1/ws?token=s3cret&since=5", "wss://h:1/ws"),
+            ("wss://user:pw@h/ws#frag", "wss://h/ws"),
+            ("ws://h:1?since=5", "ws://h:1"),
+            ("ws://h:1/", "ws://h:1/"),
+        ] {
+            assert_eq!(redacted(url), shown);
+        }
+    }
+
+    #[test]
     fn backoff_doubles_up_to_its_cap_and_resets() {
         let mut backoff = Backoff::new(BACKOFF_INITIAL, BACKOFF_MAX);
         let waits: Vec<u128> = (0..8).map(|_| backoff.next_wait().as_millis()).collect();
@@ -839,6 +882,12 @@ mod tests {
             let error = check_url(url).unwrap_err().to_string();
             assert!(error.contains(problem), "{url}: {error}");
         }
+        for url in ["wss://feeds.example:99999/x", "ws://h:0x/", "ws://h:/"] {
+            let error = check_url(url).unwrap_err().to_string();
+            assert!(error.contains("no valid port"), "{url}: {error}");
+        }
+        check_url("ws://[::1]:9/").expect("an IPv6 address with a port is fine");
+        check_url("wss://[::1]/").expect("an IPv6 address without a port is fine");
         check_url("ws://127.0.0.1:9/feed?x=1").expect("a ws url is fine");
         check_url("wss://stream.example/ws").expect("a wss url is fine");
         check_url("wss://127.0.0.1:9443/").expect("a wss url to an address is fine");
@@ -973,6 +1022,59 @@ mod tests {
         }
         stop.send(true).unwrap();
         task.await.unwrap().unwrap();
+    }
+
+    /// Whether the server closes a connection whose client stalls inside
+    /// its request head: reads until EOF (or an error), bounded at 9 s.
+    async fn dropped_within_9s<S: AsyncRead + Unpin>(mut s: S) -> bool {
+        let mut b = [0u8; 256];
+        let read_to_end = async {
+            loop {
+                match s.read(&mut b).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(9), read_to_end)
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn clients_stalling_inside_their_request_head_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = crate::tls::tests::self_signed(dir.path());
+        let tls = crate::tls::server_config(&cert, &key).unwrap();
+        let data = dataset(&["A"], 5, 60);
+        let (tls_addr, stop_tls, tls_task) =
+            start_server_with("127.0.0.1:0", data.clone(), 0.0, Some(tls)).await;
+        let (addr, stop, task) = start_server("127.0.0.1:0", data, 0.0).await;
+
+        // Over TLS, after the handshake: half a head, then nothing.
+        let tcp = TcpStream::connect(&tls_addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(crate::tls::client_config_trusting(&cert).unwrap());
+        let mut secure = connector
+            .connect(crate::tls::server_name("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        secure.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        secure.flush().await.unwrap();
+        // Plain, a head longer than the server peeks at (an upgrade asked
+        // for in its first 8 KiB), never ended.
+        let mut plain = TcpStream::connect(&addr).await.unwrap();
+        let mut head = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n".to_vec();
+        head.extend(std::iter::repeat_n(b'a', 9_000));
+        plain.write_all(&head).await.unwrap();
+
+        let (secure_dropped, plain_dropped) =
+            tokio::join!(dropped_within_9s(secure), dropped_within_9s(plain));
+        assert!(secure_dropped, "a TLS client stalling in its head was kept");
+        assert!(plain_dropped, "a client stalling in a long head was kept");
+        for (stop, task) in [(stop_tls, tls_task), (stop, task)] {
+            stop.send(true).unwrap();
+            task.await.unwrap().unwrap();
+        }
     }
 
     /// A WebSocket server that accepts one client, then either keeps

@@ -1993,6 +1993,7 @@ async fn deployment_intents(
     let mut intents = service
         .deployments
         .intents_after(&id, after)
+        .await
         .map_err(ApiError::Internal)?;
     if intents.is_empty() {
         let wait = Duration::from_millis(q.wait.unwrap_or(0).min(60_000));

@@ -243,7 +243,7 @@ pub struct Deployments {
     /// stops meanwhile).
     applied: Mutex<HashMap<Scope, Imposed>>,
     /// The intent journals' indexes, for reading intents back.
-    intent_log: IntentLog,
+    intent_log: std::sync::Arc<IntentLog>,
 }
 
 impl std::fmt::Debug for Deployments {
@@ -280,7 +280,7 @@ impl Deployments {
             starting: Mutex::new(()),
             shared,
             applied: Mutex::new(HashMap::new()),
-            intent_log: IntentLog::new(),
+            intent_log: std::sync::Arc::new(IntentLog::new()),
         };
         d.publish_stops();
         d
@@ -746,11 +746,14 @@ impl Deployments {
 
     /// The intents `id` published for orders after `after`, from its
     /// journal (at most 1,000; see [`IntentLog`]).
-    pub fn intents_after(&self, id: &str, after: u64) -> Result<Vec<palisade_live::Intent>, String> {
+    pub async fn intents_after(&self, id: &str, after: u64) -> Result<Vec<palisade_live::Intent>, String> {
         let path = self.folder(id).join("intents.jsonl");
-        self.intent_log
-            .after(&path, after)
-            .map_err(|e| format!("{}: {e}", path.display()))
+        let log = self.intent_log.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            log.after(&path, after)
+                .map_err(|e| format!("{}: {e}", path.display()))
+        });
+        read.await.map_err(|e| format!("reading intents: {e}"))?
     }
 
     /// The emergency stops in force.

@@ -12,15 +12,20 @@
 //! other disorder, only makes a read start earlier.
 //!
 //! A file replaced (restored by a takeover, or a new deployment of the same
-//! id), shorter than indexed, or whose last indexed bytes changed is indexed
-//! again from its start.
+//! id: another inode, or the same inode number reused with another creation
+//! time), shorter than indexed, or whose last indexed bytes changed is
+//! indexed again from its start.
+//!
+//! Each file's index has its own lock, held while it is checked and grown;
+//! the reading itself is streamed and stops at [`MAX_INTENTS`]. Reads block:
+//! async callers run them on the blocking pool.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use palisade_live::Intent;
 
@@ -35,14 +40,15 @@ pub const MAX_INTENTS: usize = 1_000;
 /// The indexes of the journals read so far, by path.
 #[derive(Debug, Default)]
 pub struct IntentLog {
-    files: Mutex<HashMap<PathBuf, FileIndex>>,
+    files: Mutex<HashMap<PathBuf, Arc<Mutex<FileIndex>>>>,
     checkpoint_lines: u64,
 }
 
 #[derive(Debug, Default)]
 struct FileIndex {
-    /// Device and inode of the file indexed.
-    identity: (u64, u64),
+    /// Device, inode and creation time (ns; 0 where the file system does
+    /// not say) of the file indexed.
+    identity: (u64, u64, u128),
     /// Bytes indexed: whole lines only.
     len: u64,
     /// Per checkpoint: a line's offset, and the largest order id of the
@@ -86,11 +92,18 @@ impl IntentLog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let meta = file.metadata()?;
         let (start, end) = {
-            let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
-            let index = files.entry(path.to_owned()).or_default();
-            let identity = (meta.dev(), meta.ino());
+            let index = self.index(path);
+            let mut index = lock(&index);
+            // Read under the lock: a length read before it could be older
+            // than what another reader indexed meanwhile.
+            let meta = file.metadata()?;
+            let created = meta
+                .created()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            let identity = (meta.dev(), meta.ino(), created);
             if index.identity != identity || meta.len() < index.len || !index.tail_matches(&mut file)? {
                 *index = FileIndex {
                     identity,
@@ -111,15 +124,29 @@ impl IntentLog {
             (index.checkpoints[k.saturating_sub(1)].0, index.len)
         };
         file.seek(SeekFrom::Start(start))?;
-        let mut bytes = Vec::with_capacity((end - start) as usize);
-        file.take(end - start).read_to_end(&mut bytes)?;
-        Ok(bytes
-            .split(|&b| b == b'\n')
-            .filter_map(|l| serde_json::from_slice::<Intent>(l).ok())
-            .filter(|i| i.order_id > after)
-            .take(MAX_INTENTS)
-            .collect())
+        let mut lines = BufReader::new(file.take(end - start));
+        let (mut intents, mut line) = (Vec::new(), Vec::new());
+        while intents.len() < MAX_INTENTS {
+            line.clear();
+            if lines.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            match serde_json::from_slice::<Intent>(line.strip_suffix(b"\n").unwrap_or(&line)) {
+                Ok(intent) if intent.order_id > after => intents.push(intent),
+                _ => {}
+            }
+        }
+        Ok(intents)
     }
+
+    /// The index of `path`, made empty on first use.
+    fn index(&self, path: &Path) -> Arc<Mutex<FileIndex>> {
+        lock(&self.files).entry(path.to_owned()).or_default().clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl FileIndex {
@@ -291,5 +318,32 @@ mod tests {
         assert_eq!(ids(&log, &path, 0), vec![60, 61, 62]);
         append(&path, &line(63));
         assert_eq!(ids(&log, &path, 61), vec![62, 63]);
+    }
+
+    #[test]
+    fn a_reader_that_waited_for_the_lock_keeps_what_another_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intents.jsonl");
+        let log = IntentLog::with_checkpoints(4);
+        append(&path, &(1..=100).map(line).collect::<String>());
+        assert_eq!(ids(&log, &path, 99), vec![100]);
+        std::thread::scope(|scope| {
+            // A reader waits for the index while another grows it past
+            // what the file held when the first started.
+            let index = log.index(&path);
+            let mut held = lock(&index);
+            let reader = scope.spawn(|| ids(&log, &path, 100));
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            append(&path, &(101..=110).map(line).collect::<String>());
+            let mut file = File::open(&path).unwrap();
+            let len = file.metadata().unwrap().len();
+            held.extend(&mut file, len, 4).unwrap();
+            let grown = held.checkpoints.len();
+            drop(held);
+            assert_eq!(reader.join().unwrap(), (101..=110).collect::<Vec<_>>());
+            let index = lock(&index);
+            assert_eq!(index.len, len, "indexed again from the start");
+            assert_eq!(index.checkpoints.len(), grown);
+        });
     }
 }
