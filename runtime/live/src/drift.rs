@@ -208,10 +208,15 @@ impl DriftKind {
 /// Each kind's `value / threshold`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DriftScores {
+    #[serde(deserialize_with = "lenient")]
     pub price: f64,
+    #[serde(deserialize_with = "lenient")]
     pub volume: f64,
+    #[serde(deserialize_with = "lenient")]
     pub latency: f64,
+    #[serde(deserialize_with = "lenient")]
     pub pnl: f64,
+    #[serde(deserialize_with = "lenient")]
     pub signal: f64,
 }
 
@@ -232,16 +237,21 @@ impl DriftScores {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DriftSnapshot {
     /// Mean |bps| over the window's matched fills.
+    #[serde(deserialize_with = "lenient")]
     pub price_bps: f64,
     /// Percent of the window's published quantity not filled.
+    #[serde(deserialize_with = "lenient")]
     pub volume_pct: f64,
     /// Mean ms from publication to the last fill over the window.
+    #[serde(deserialize_with = "lenient")]
     pub latency_ms: f64,
     /// Paper minus live PnL, percent of the initial cash (signed).
+    #[serde(deserialize_with = "lenient")]
     pub pnl_pct: f64,
     /// Mismatched orders reported by the offline replay.
     pub signal: u64,
     /// The largest of the kinds' scores; ≥ 1 crosses the threshold.
+    #[serde(deserialize_with = "lenient")]
     pub score: f64,
     /// Matched fills since the tracker (re)started.
     pub fills_matched: u64,
@@ -274,7 +284,12 @@ impl DriftSnapshot {
     pub fn describe_crossed(&self) -> String {
         let describe = |k: DriftKind| {
             let (value, unit, score) = (self.value(k), k.unit(), self.scores.of(k));
-            format!("{} drift {value:.2}{unit} ({score:.2}× its threshold)", k.name())
+            format!(
+                "{} drift {}{unit} ({}× its threshold)",
+                k.name(),
+                short(value),
+                short(score)
+            )
         };
         self.crossed()
             .into_iter()
@@ -284,9 +299,41 @@ impl DriftSnapshot {
     }
 }
 
+/// `x` with two decimals, or in scientific notation when that would be
+/// long (a reason stays readable whatever the drift).
+fn short(x: f64) -> String {
+    if x.abs() < 1e9 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3e}")
+    }
+}
+
+/// `x` as a finite number: the measures of absurd fills (a price of 1e308
+/// against 100) would overflow to infinity, or give NaN, which JSON cannot
+/// hold. Either is as far over any threshold as a number can be.
+fn finite(x: f64) -> f64 {
+    if x.is_nan() {
+        f64::MAX
+    } else {
+        x.clamp(-f64::MAX, f64::MAX)
+    }
+}
+
+/// Reads a measure that an older build may have written as `null` (JSON's
+/// rendering of a non-finite number) as the largest number.
+fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::MAX))
+}
+
 /// The most live fills one intent may have (partial fills of a real venue
 /// are far fewer; a client repeating dust fills is refused).
 pub const MAX_FILLS_PER_INTENT: u32 = 10_000;
+
+/// How much earlier than its intent's publication a live fill may be
+/// stamped (the execution system's clock may run behind ours); earlier
+/// still is refused, and a fill within it counts as no latency at all.
+pub const FILL_CLOCK_SKEW_MS: i64 = 5_000;
 
 /// Why the tracker refused a fill or an intent. The service answers 404 to
 /// [`DriftError::UnknownIntent`] and 422 to the others.
@@ -311,6 +358,14 @@ pub enum DriftError {
         which: &'static str,
         filled: f64,
         qty: f64,
+    },
+    #[error(
+        "a fill of intent {intent_id} at ts_ms {ts_ms} is before the intent was published at {published_ms} (more than {FILL_CLOCK_SKEW_MS} ms)"
+    )]
+    FillBeforeIntent {
+        intent_id: String,
+        ts_ms: i64,
+        published_ms: i64,
     },
     #[error("fill {venue_fill_id} of intent {intent_id} was already reported")]
     DuplicateFill {
@@ -514,6 +569,13 @@ impl DriftTracker {
             }
         }
         check_room(id, "live", t.live.qty + fill.qty, t.qty)?;
+        if fill.ts_ms < t.published_ms.saturating_sub(FILL_CLOCK_SKEW_MS) {
+            return Err(DriftError::FillBeforeIntent {
+                intent_id: id.to_owned(),
+                ts_ms: fill.ts_ms,
+                published_ms: t.published_ms,
+            });
+        }
         if t.live_fills >= MAX_FILLS_PER_INTENT {
             return Err(DriftError::TooManyFills {
                 intent_id: id.to_owned(),
@@ -601,12 +663,18 @@ impl DriftTracker {
         let volume_pct = self.volume_pct();
         let latency_ms = mean(self.settled.iter().filter_map(|s| s.latency_ms));
         let pnl_pct = self.pnl_pct();
+        let (price_bps, volume_pct, latency_ms, pnl_pct) = (
+            finite(price_bps),
+            finite(volume_pct),
+            finite(latency_ms),
+            finite(pnl_pct),
+        );
         let scores = DriftScores {
-            price: price_bps / p.price_bps,
-            volume: volume_pct / p.volume_pct,
-            latency: latency_ms / p.latency_ms,
-            pnl: pnl_pct.abs() / p.pnl_pct,
-            signal: self.signal as f64 / p.signal,
+            price: finite(price_bps / p.price_bps),
+            volume: finite(volume_pct / p.volume_pct),
+            latency: finite(latency_ms / p.latency_ms),
+            pnl: finite(pnl_pct.abs() / p.pnl_pct),
+            signal: finite(self.signal as f64 / p.signal),
         };
         let score = DriftKind::ALL
             .into_iter()
@@ -693,7 +761,7 @@ impl DriftTracker {
         }
         t.settled = true;
         if t.epoch == self.epoch {
-            let latency_ms = t.last_live_ms.map(|ms| (ms - t.published_ms) as f64);
+            let latency_ms = t.last_live_ms.map(|ms| (ms - t.published_ms).max(0) as f64);
             let settled = Settled {
                 qty: t.qty,
                 filled: t.live.qty,
@@ -813,13 +881,50 @@ mod tests {
     }
 
     #[test]
+    fn absurd_fills_give_the_largest_finite_drift_which_reads_back() {
+        let mut t = with_intents(2);
+        t.on_paper_fill("d:1", 10.0, 100.0).unwrap();
+        t.on_live_fill(&fill("d:1", 10.0, 1e308, 1_500)).unwrap();
+        let s = t.snapshot();
+        assert_eq!((s.price_bps, s.score), (f64::MAX, f64::MAX), "{s:?}");
+        assert!(s.scores.price.is_finite() && s.scores.price > 1e300, "{s:?}");
+        assert!(s.crossed().contains(&DriftKind::Price));
+        let reason = s.describe_crossed();
+        assert!(reason.len() < 200 && reason.contains("e308"), "{reason}");
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(!json.contains("null"), "{json}");
+        assert_eq!(serde_json::from_str::<DriftSnapshot>(&json).unwrap(), s);
+        // What an older build wrote for infinity reads back as the largest.
+        let old = json.replace("1.7976931348623157e+308", "null");
+        assert!(old.contains("null"), "{old}");
+        let read: DriftSnapshot = serde_json::from_str(&old).unwrap();
+        assert_eq!((read.price_bps, read.score), (f64::MAX, f64::MAX));
+    }
+
+    #[test]
+    fn fills_stamped_before_their_intent_are_refused_beyond_the_clock_skew() {
+        // Intent 1 is published at 1,000 ms.
+        let mut t = with_intents(1);
+        let early = 1_000 - FILL_CLOCK_SKEW_MS - 1;
+        match t.on_live_fill(&fill("d:1", 4.0, 100.0, early)) {
+            Err(DriftError::FillBeforeIntent {
+                published_ms: 1_000, ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        // Within the skew: accepted, counted as no latency (not negative).
+        t.on_live_fill(&fill("d:1", 10.0, 100.0, early + 1)).unwrap();
+        assert_eq!(t.snapshot().latency_ms, 0.0, "{:?}", t.snapshot());
+    }
+
+    #[test]
     fn price_drift_is_the_mean_over_the_last_window_matched_fills() {
         let mut t = with_intents(7);
         let lives = [100.2, 100.0, 100.0, 100.0, 100.0, 100.1, 100.0];
         for (i, live) in (1..).zip(lives) {
             let id = format!("d:{i}");
             t.on_paper_fill(&id, 10.0, 100.0).unwrap();
-            t.on_live_fill(&fill(&id, 10.0, live, i)).unwrap();
+            t.on_live_fill(&fill(&id, 10.0, live, i * 1_000)).unwrap();
             if i == 2 {
                 // Fewer than the window: the mean of what exists.
                 assert!(close(t.snapshot().price_bps, 10.0));
