@@ -298,6 +298,34 @@ fn drift_suspends_the_gate_operators_override_and_a_killed_service_recovers_by_r
         .client(Some(ALICE))
         .get("/v1/deployments/d1")
         .problem(404, "not-found");
+
+    // A tenant's stop of its own tenant: seen by it and by operators, not
+    // by another tenant; an operator's stop on the same scope takes it
+    // over, and then only an operator lifts it.
+    let (alice, bob, ops) = (
+        server.client(Some(ALICE)),
+        server.client(Some(BOB)),
+        server.client(Some(OPS)),
+    );
+    let scope = json!({"scope": "tenant", "tenant": "alice", "reason": "tenant drill"});
+    alice.post_json("/v1/emergency-stop", &scope).expect(200);
+    let seen = |c: &Client| c.get("/v1/deployments").expect(200).json()["emergency_stops"].clone();
+    assert_eq!(seen(&alice).as_array().unwrap().len(), 1, "{}", seen(&alice));
+    assert_eq!(seen(&bob), json!([]), "another tenant's stop is not bob's to see");
+    let held = json!({"scope": "tenant", "tenant": "alice", "reason": "compliance hold"});
+    ops.post_json("/v1/emergency-stop", &held).expect(200);
+    let stops = seen(&ops);
+    assert_eq!(stops[0]["imposed_by"]["operator"], true, "{stops}");
+    assert_eq!(stops[0]["imposed_by"]["reason"], "compliance hold", "{stops}");
+    let release = json!({"scope": "tenant", "tenant": "alice"});
+    alice
+        .post_json("/v1/emergency-stop/release", &release)
+        .problem(403, "forbidden");
+    // A tenant's repeat does not take it back.
+    alice.post_json("/v1/emergency-stop", &scope).expect(200);
+    assert_eq!(seen(&ops)[0]["imposed_by"]["operator"], true);
+    ops.post_json("/v1/emergency-stop/release", &release).expect(200);
+    assert_eq!(seen(&ops), json!([]));
 }
 
 #[test]

@@ -84,6 +84,12 @@ fn bad(key: &str, problem: impl Into<String>) -> SpecError {
 /// The longest deployment id.
 pub const MAX_ID_LEN: usize = 64;
 
+/// Most symbols one deployment trades.
+pub const MAX_SYMBOLS: usize = 1_000;
+
+/// Longest symbol name, in bytes.
+pub const MAX_SYMBOL_LEN: usize = 64;
+
 impl DeploymentSpec {
     /// Checks every setting, naming the first that is wrong.
     pub fn validate(&self) -> Result<(), SpecError> {
@@ -93,6 +99,25 @@ impl DeploymentSpec {
         }
         if self.symbols.is_empty() {
             return Err(bad("symbols", "name at least one symbol"));
+        }
+        if self.symbols.len() > MAX_SYMBOLS {
+            return Err(bad(
+                "symbols",
+                format!("{} symbols; at most {MAX_SYMBOLS}", self.symbols.len()),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for symbol in &self.symbols {
+            if symbol.is_empty() || symbol.len() > MAX_SYMBOL_LEN || symbol.chars().any(char::is_control) {
+                let shown: String = symbol.chars().take(MAX_SYMBOL_LEN).collect();
+                return Err(bad(
+                    "symbols",
+                    format!("{shown:?}: a symbol is 1 to {MAX_SYMBOL_LEN} bytes, no control characters"),
+                ));
+            }
+            if !seen.insert(symbol) {
+                return Err(bad("symbols", format!("`{symbol}` is named twice")));
+            }
         }
         if let Some(i) = self.interval_secs.filter(|&i| i <= 0) {
             return Err(bad("interval_secs", format!("{i} is not > 0")));
@@ -145,5 +170,46 @@ pub fn check_id(id: &str) -> Result<(), SpecError> {
             "id",
             format!("`{id}` must be 1 to {MAX_ID_LEN} characters of A-Z, a-z, 0-9, _ and -"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(symbols: serde_json::Value) -> DeploymentSpec {
+        serde_json::from_value(serde_json::json!({
+            "id": "d", "tenant": "t", "symbols": symbols, "feed": {"url": "ws://127.0.0.1:9/"},
+            "params": [], "seed": 0
+        }))
+        .expect("a spec")
+    }
+
+    #[test]
+    fn symbols_are_named_once_each_within_bounds() {
+        spec(serde_json::json!(["SPY", "QQQ"])).validate().unwrap();
+        let many: Vec<String> = (0..=MAX_SYMBOLS).map(|i| format!("S{i}")).collect();
+        let all_but_one = serde_json::json!(many[..MAX_SYMBOLS]);
+        spec(all_but_one).validate().unwrap();
+        for (symbols, problem) in [
+            (serde_json::json!([]), "at least one"),
+            (serde_json::json!(many), "1001 symbols; at most 1000"),
+            (serde_json::json!(["SPY", "SPY"]), "`SPY` is named twice"),
+            (serde_json::json!([""]), "1 to 64 bytes"),
+            (serde_json::json!(["A\nB"]), "no control characters"),
+            (serde_json::json!(["x".repeat(65)]), "1 to 64 bytes"),
+        ] {
+            let error = spec(symbols).validate().unwrap_err().to_string();
+            assert!(error.contains("symbols") && error.contains(problem), "{error}");
+        }
+        spec(serde_json::json!(["x".repeat(64)])).validate().unwrap();
+    }
+
+    #[test]
+    fn a_long_feed_url_is_not_echoed_whole() {
+        let mut s = spec(serde_json::json!(["SPY"]));
+        s.feed.url = format!("http://h/{}", "a".repeat(100_000));
+        let error = s.validate().unwrap_err().to_string();
+        assert!(error.len() < 400 && error.contains("feed.url"), "{}", error.len());
     }
 }

@@ -160,7 +160,11 @@ fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig 
 /// Refuses a URL the client could never connect to.
 pub fn check_url(url: &str) -> Result<(), ClientError> {
     let bad = |problem: String| ClientError::Url {
-        url: url.to_owned(),
+        // An error echoes at most the URL's first 200 characters.
+        url: match url.char_indices().nth(200) {
+            Some((end, _)) => format!("{}…", &url[..end]),
+            None => url.to_owned(),
+        },
         problem,
     };
     if !url.starts_with("ws://") && !url.starts_with("wss://") {

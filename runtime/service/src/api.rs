@@ -313,7 +313,9 @@ async fn forward(service: &Arc<Service>, req: Request) -> Result<Response, ApiEr
             .reload_stops()
             .await
             .map_err(deployment_error)?;
-        let stops = service.deployments.stops();
+        let stops = service.deployments.stops_seen_by(&who.tenant, who.operator, |d| {
+            rows.iter().any(|r| r.id == d && r.tenant == who.tenant)
+        });
         return Ok(json_response(
             StatusCode::OK,
             &serde_json::json!({ "deployments": list, "emergency_stops": stops }),
@@ -1710,7 +1712,7 @@ async fn create_deployment(State(service): State<Arc<Service>>, Auth(who): Auth,
 )]
 async fn list_deployments(State(service): State<Arc<Service>>, Auth(who): Auth) -> ApiResult {
     let list = service.deployments.list(&who.tenant, who.operator);
-    let stops = service.deployments.stops();
+    let stops = service.deployments.stops_for(&who.tenant, who.operator);
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "deployments": list, "emergency_stops": stops }),

@@ -371,18 +371,31 @@ impl Deployments {
             policy: policy_name.to_owned(),
             stopped: false,
         };
-        write_recorded(&dir, &recorded)?;
-        let handle = start(Launch {
-            spec,
-            dir,
-            sandbox: compiled.sandbox.clone(),
-            strategy: compiled.strategy.clone(),
-            policy: (*policy.policy).clone(),
-            metrics: self.metrics.clone(),
-            feed: FeedSource::WebSocket,
-            lease,
-        })
-        .map_err(|e| DeploymentError::Invalid(e.to_string()))?;
+        let launch = |dir: PathBuf| {
+            write_recorded(&dir, &recorded)?;
+            start(Launch {
+                spec,
+                dir,
+                sandbox: compiled.sandbox.clone(),
+                strategy: compiled.strategy.clone(),
+                policy: (*policy.policy).clone(),
+                metrics: self.metrics.clone(),
+                feed: FeedSource::WebSocket,
+                lease,
+            })
+            .map_err(|e| DeploymentError::Invalid(e.to_string()))
+        };
+        let handle = match launch(dir.clone()) {
+            Ok(h) => h,
+            Err(e) => {
+                // A new deployment that did not start leaves nothing behind
+                // (its id stays free); a restarted one keeps its files.
+                if fresh {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                return Err(e);
+            }
+        };
         let status = handle.status();
         lock(&self.running).insert(handle.id().to_owned(), handle.clone());
         Ok(status)
@@ -653,8 +666,14 @@ impl Deployments {
                 scope: scope.clone(),
                 imposed_by: by,
             };
+            // An operator's stop takes over a tenant's on the same scope (so
+            // the tenant can no longer lift it); any other repeat changes
+            // nothing.
             sqlx::query(
-                "INSERT INTO emergency_stops (key, stop) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                "INSERT INTO emergency_stops (key, stop) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE \
+                 SET stop = excluded.stop \
+                 WHERE (excluded.stop::jsonb -> 'imposed_by' ->> 'operator')::boolean \
+                 AND NOT coalesce((emergency_stops.stop::jsonb -> 'imposed_by' ->> 'operator')::boolean, false)",
             )
             .bind(&key)
             .bind(serde_json::to_string(&stop).expect("a stop serializes"))
@@ -664,7 +683,8 @@ impl Deployments {
             self.reload_stops().await?;
         } else {
             let mut stops = lock(&self.stops);
-            if !stops.contains_key(&scope) {
+            let takes_over = by.operator && stops.get(&scope).is_some_and(|held| !held.operator);
+            if !stops.contains_key(&scope) || takes_over {
                 let mut next = stops.clone();
                 next.insert(scope.clone(), by);
                 self.save_stops(&next)?;
@@ -758,12 +778,39 @@ impl Deployments {
 
     /// The emergency stops in force.
     pub fn stops(&self) -> Vec<StopInForce> {
-        lock(&self.stops)
-            .iter()
-            .map(|(scope, by)| StopInForce {
-                scope: scope.clone(),
-                imposed_by: by.clone(),
-            })
+        self.stops_seen_by("", true, |_| true)
+    }
+
+    /// The emergency stops in force that `tenant` may see: every one for
+    /// an operator; else those over everything, over the tenant, over one
+    /// of its deployments, or imposed by it (another tenant's stops, and
+    /// their reasons, stay that tenant's).
+    pub fn stops_for(&self, tenant: &str, operator: bool) -> Vec<StopInForce> {
+        self.stops_seen_by(tenant, operator, |d| self.get(tenant, false, d).is_ok())
+    }
+
+    /// [`Deployments::stops_for`], with `owns` telling the tenant's
+    /// deployments (an API node knows them from the shared store).
+    pub fn stops_seen_by(
+        &self,
+        tenant: &str,
+        operator: bool,
+        owns: impl Fn(&str) -> bool,
+    ) -> Vec<StopInForce> {
+        let visible = |scope: &Scope, by: &Imposed| {
+            operator
+                || by.tenant == tenant && !by.operator
+                || match scope {
+                    Scope::All => true,
+                    Scope::Tenant { tenant: t } => t == tenant,
+                    Scope::Deployment { deployment } => owns(deployment),
+                }
+        };
+        let stops = lock(&self.stops).clone();
+        stops
+            .into_iter()
+            .filter(|(scope, by)| visible(scope, by))
+            .map(|(scope, imposed_by)| StopInForce { scope, imposed_by })
             .collect()
     }
 
@@ -841,7 +888,87 @@ fn write_recorded(dir: &Path, recorded: &Recorded) -> Result<(), DeploymentError
 
 #[cfg(test)]
 mod tests {
-    use super::AllowedHosts;
+    use super::{AllowedHosts, Deployments, Imposed, Scope};
+
+    fn by(tenant: &str, operator: bool, reason: &str) -> Imposed {
+        Imposed {
+            tenant: tenant.into(),
+            operator,
+            reason: reason.into(),
+        }
+    }
+
+    /// An operator's stop takes over a tenant's on the same scope, in the
+    /// embedded mode's file and in the distributed mode's shared table; a
+    /// tenant's repeat takes nothing back; stops are seen by whom they
+    /// concern.
+    async fn an_operators_stop_takes_over(d: &Deployments) {
+        let scope = Scope::Tenant {
+            tenant: "alice".into(),
+        };
+        let imposer = |d: &Deployments| d.stops()[0].imposed_by.clone();
+        d.emergency_stop(
+            scope.clone(),
+            by("alice", false, "drill"),
+            "tenant:alice",
+            "drill",
+        )
+        .await
+        .unwrap();
+        assert!(!imposer(d).operator);
+        assert_eq!(d.stops_for("alice", false).len(), 1);
+        assert!(
+            d.stops_for("bob", false).is_empty(),
+            "alice's stop is not bob's to see"
+        );
+        d.emergency_stop(scope.clone(), by("ops", true, "hold"), "operator:ops", "hold")
+            .await
+            .unwrap();
+        assert!(imposer(d).operator && imposer(d).reason == "hold");
+        d.emergency_stop(
+            scope.clone(),
+            by("alice", false, "again"),
+            "tenant:alice",
+            "again",
+        )
+        .await
+        .unwrap();
+        assert!(imposer(d).operator, "a tenant's repeat took the stop back");
+        let alice = by("alice", false, "");
+        let refused = d
+            .release(scope.clone(), &alice, "tenant:alice", "")
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("only an operator"), "{refused}");
+        d.release(scope, &by("ops", true, ""), "operator:ops", "")
+            .await
+            .unwrap();
+        assert!(d.stops().is_empty());
+        // Everything: seen by every tenant.
+        d.emergency_stop(Scope::All, by("ops", true, "all"), "operator:ops", "all")
+            .await
+            .unwrap();
+        assert_eq!(d.stops_for("bob", false).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_operators_stop_takes_over_a_tenants_in_the_embedded_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = prometheus::Registry::new();
+        let d = Deployments::new(dir.path(), &registry, 10, None);
+        an_operators_stop_takes_over(&d).await;
+        // Stored so: a restart reads the operator's stop.
+        let again = Deployments::new(dir.path(), &prometheus::Registry::new(), 10, None);
+        assert!(again.stops()[0].imposed_by.operator);
+    }
+
+    #[test]
+    fn an_operators_stop_takes_over_a_tenants_in_the_shared_store() {
+        crate::storage::with_postgres(|pool, tmp| async move {
+            let d = Deployments::new(&tmp, &prometheus::Registry::new(), 10, Some(pool));
+            an_operators_stop_takes_over(&d).await;
+        });
+    }
 
     #[test]
     fn allowed_hosts_match_name_port_and_subdomains_only() {
