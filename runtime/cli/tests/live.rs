@@ -550,13 +550,22 @@ fn a_wss_feed_is_read_when_the_service_trusts_its_certificate() {
     );
     let alice = server.client(Some(ALICE));
     let strategy = alice.upload_module(&guest("sma_cross"));
+    // A webhook nobody answers: its failures are in the status.
+    let closed = palisade_testkit::servers::free_port();
     for (id, feed) in [("tls-good", &good.1), ("tls-bad", &bad.1)] {
-        let r = alice.post_json("/v1/deployments", &deployment(id, &strategy, feed, json!(null)));
+        let mut d = deployment(id, &strategy, feed, json!(null));
+        d["webhook"] = json!({"url": format!("http://127.0.0.1:{closed}/hook")});
+        let r = alice.post_json("/v1/deployments", &d);
         assert_eq!(r.status, 201, "{}", r.text());
     }
     let s = wait(&alice, "tls-good", "every bar over wss", |v| v["bars"] == BARS);
     assert_eq!(s["feed_connected"], true, "{s}");
     assert!(s["feed_error"].is_null(), "{s}");
+    let s = wait(&alice, "tls-good", "a failed webhook delivery", |v| {
+        !v["webhook_error"].is_null()
+    });
+    let error = s["webhook_error"].as_str().unwrap();
+    assert!(error.contains(&format!("127.0.0.1:{closed}")), "{error}");
     // The other certificate is not trusted: no bar, the reason in the status.
     let s = wait(&alice, "tls-bad", "the feed refused", |v| {
         !v["feed_error"].is_null()

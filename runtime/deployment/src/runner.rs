@@ -146,6 +146,9 @@ pub struct Status {
     /// Why the feed is down (the last failed connection or lost one, e.g.
     /// an untrusted certificate); `None` while connected.
     pub feed_error: Option<String>,
+    /// The last failed webhook delivery (it is being retried); `None` once
+    /// one succeeds, and without a webhook.
+    pub webhook_error: Option<String>,
     /// Bars stored (replayed and live).
     pub bars: u64,
     pub last_bar_ts: Option<i64>,
@@ -404,6 +407,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         drift: tracker.snapshot(),
         feed_connected: false,
         feed_error: None,
+        webhook_error: None,
         bars: recovered_bars,
         last_bar_ts: replay_until,
         last_decided_ts: None,
@@ -458,7 +462,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
 
     let last_order = old_orders.last().map_or(0, |o| o.id);
     let webhook = match &spec.webhook {
-        Some(hook) => Some(start_webhook(hook.clone(), &spec.id)?),
+        Some(hook) => Some(start_webhook(hook.clone(), &spec.id, status_tx.clone())?),
         None => None,
     };
     let actor = Actor {
@@ -500,6 +504,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         bars_since_check: 0,
         checked: checked_tx,
         ended: false,
+        reject_log: LogBudget::new(Instant::now()),
     };
     tokio::spawn(actor.run(asks_rx, feed_rx, decisions_rx, strategy_task, checked_rx));
     Ok(Handle {
@@ -511,8 +516,9 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
     })
 }
 
-/// Starts the webhook's delivery task, logging its failed attempts.
-fn start_webhook(spec: WebhookSpec, id: &str) -> Result<Webhook, StartError> {
+/// Starts the webhook's delivery task, logging its failed attempts; the
+/// status's `webhook_error` holds the last one until a delivery succeeds.
+fn start_webhook(spec: WebhookSpec, id: &str, status: watch::Sender<Status>) -> Result<Webhook, StartError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let hook = Webhook::start(spec, tx).map_err(|e| {
         StartError::Spec(crate::spec::SpecError {
@@ -525,12 +531,18 @@ fn start_webhook(spec: WebhookSpec, id: &str) -> Result<Webhook, StartError> {
         while let Some(d) = rx.recv().await {
             match d {
                 WebhookDelivery::Failed { intent_id, error } => {
-                    tracing::warn!(deployment = %id, intent = %intent_id, %error, "webhook delivery failed; retrying")
+                    tracing::warn!(deployment = %id, intent = %intent_id, %error, "webhook delivery failed; retrying");
+                    let error = format!("intent {intent_id}: {error}");
+                    status.send_modify(|s| s.webhook_error = Some(error));
                 }
                 WebhookDelivery::Revoked { intent_id } => {
                     tracing::warn!(deployment = %id, intent = %intent_id, "webhook delivery revoked: the gate stopped publishing first")
                 }
-                WebhookDelivery::Delivered { .. } => {}
+                WebhookDelivery::Delivered { .. } => {
+                    if status.borrow().webhook_error.is_some() {
+                        status.send_modify(|s| s.webhook_error = None);
+                    }
+                }
             }
         }
     });
@@ -616,6 +628,52 @@ struct Actor {
     bars_since_check: u64,
     checked: mpsc::UnboundedSender<Checked>,
     ended: bool,
+    /// Bounds the log lines of rejected bars (every one is still counted).
+    reject_log: LogBudget,
+}
+
+/// Rejected bars logged one by one, at most [`REJECT_LOG_LINES`] every
+/// [`REJECT_LOG_WINDOW`]; past that they are counted, and the count is
+/// logged once the window is over: a feed sending junk as fast as it can
+/// cannot fill the disk with the service's log.
+#[derive(Debug)]
+struct LogBudget {
+    window_start: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+/// Rejection lines logged per window, at most.
+pub const REJECT_LOG_LINES: u32 = 20;
+/// The window over which [`REJECT_LOG_LINES`] apply.
+pub const REJECT_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+impl LogBudget {
+    fn new(now: Instant) -> LogBudget {
+        LogBudget {
+            window_start: now,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether one more line may be logged at `now`; when a window ends,
+    /// first returns how many were not logged in it.
+    fn take(&mut self, now: Instant) -> (bool, u64) {
+        let mut ended = 0;
+        if now.duration_since(self.window_start) >= REJECT_LOG_WINDOW {
+            ended = std::mem::take(&mut self.suppressed);
+            self.window_start = now;
+            self.logged = 0;
+        }
+        if self.logged < REJECT_LOG_LINES {
+            self.logged += 1;
+            (true, ended)
+        } else {
+            self.suppressed += 1;
+            (false, ended)
+        }
+    }
 }
 
 /// A finished signal check, back to the actor.
@@ -788,12 +846,18 @@ impl Actor {
         }
     }
 
-    fn reject(&self, reject: &Reject, text: &str) {
+    fn reject(&mut self, reject: &Reject, text: &str) {
         let id = &self.spec.id;
         let reason = reject.kind.as_str();
         self.metrics.feed_rejected.with_label_values(&[id, reason]).inc();
-        let shown: String = text.chars().take(200).collect();
-        tracing::warn!(deployment = %id, reason, problem = %reject.message, message = %shown, "bar rejected");
+        let (log, unlogged) = self.reject_log.take(Instant::now());
+        if unlogged > 0 {
+            tracing::warn!(deployment = %id, unlogged, "bars rejected and counted but not logged one by one (more than {REJECT_LOG_LINES} in {REJECT_LOG_WINDOW:?})");
+        }
+        if log {
+            let shown: String = text.chars().take(200).collect();
+            tracing::warn!(deployment = %id, reason, problem = %reject.message, message = %shown, "bar rejected");
+        }
         self.update(|s| s.rejected_bars += 1);
     }
 
@@ -1286,5 +1350,26 @@ impl Actor {
         }
         self.update(|s| s.failure = Some(failure));
         self.set_lifecycle(Lifecycle::Failed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_bars_are_logged_within_a_budget_and_the_rest_counted() {
+        let t0 = Instant::now();
+        let mut budget = LogBudget::new(t0);
+        let logged = (0..1_000).filter(|_| budget.take(t0).0).count();
+        assert_eq!(logged, REJECT_LOG_LINES as usize);
+        // Just before the window ends: still over budget.
+        let late = t0 + REJECT_LOG_WINDOW - Duration::from_millis(1);
+        assert_eq!(budget.take(late), (false, 0));
+        // The next window: logged again, and the last window's unlogged
+        // count (1,000 - 20 + 1) reported once.
+        let next = t0 + REJECT_LOG_WINDOW;
+        assert_eq!(budget.take(next), (true, 981));
+        assert_eq!(budget.take(next), (true, 0));
     }
 }

@@ -72,6 +72,7 @@ fn parse(url: &str) -> Result<Target, String> {
         .rsplit_once(':')
         .is_some_and(|(_, p)| !p.ends_with(']'));
     let port = match uri.port_u16() {
+        Some(0) => return Err(bad("port 0 is not a port to connect to")),
         Some(p) => p,
         None if explicit_port => return Err(bad(&format!("bad port in `{authority}`"))),
         None => {
@@ -325,6 +326,7 @@ mod tests {
         assert!(parse("https://h_x!/").unwrap_err().contains("TLS server name"));
         assert!(parse("http://h:x/").unwrap_err().contains("port"));
         assert!(parse("http://h:99999/").unwrap_err().contains("port"));
+        assert!(parse("https://127.0.0.1:0/hook").unwrap_err().contains("port 0"));
         assert!(parse("http://u:p@h/").unwrap_err().contains("user name"));
         assert!(parse("http:///p").is_err());
         assert!(parse("http://h/a b").is_err());

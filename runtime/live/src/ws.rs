@@ -175,7 +175,9 @@ pub fn check_url(url: &str) -> Result<(), ClientError> {
     // `host:99999` parses with no port at all, and would connect to the
     // scheme's default.
     let authority = uri.authority().map_or("", |a| a.as_str());
-    if authority.rsplit_once(':').is_some_and(|(_, p)| !p.ends_with(']')) && uri.port_u16().is_none() {
+    if authority.rsplit_once(':').is_some_and(|(_, p)| !p.ends_with(']')) && uri.port_u16().is_none()
+        || uri.port_u16() == Some(0)
+    {
         return Err(bad(format!("`{authority}` has no valid port")));
     }
     if url.starts_with("wss://") {
@@ -886,7 +888,12 @@ mod tests {
             let error = check_url(url).unwrap_err().to_string();
             assert!(error.contains(problem), "{url}: {error}");
         }
-        for url in ["wss://feeds.example:99999/x", "ws://h:0x/", "ws://h:/"] {
+        for url in [
+            "wss://feeds.example:99999/x",
+            "ws://h:0x/",
+            "ws://h:/",
+            "ws://h:0/",
+        ] {
             let error = check_url(url).unwrap_err().to_string();
             assert!(error.contains("no valid port"), "{url}: {error}");
         }
