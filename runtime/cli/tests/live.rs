@@ -329,6 +329,56 @@ fn drift_suspends_the_gate_operators_override_and_a_killed_service_recovers_by_r
 }
 
 #[test]
+fn a_deployment_whose_files_cannot_be_read_is_listed_as_failed_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens(dir.path());
+    let feed = replay();
+    let data = dir.path().join("data");
+    let mut server = service(&data, &tokens);
+    let alice = server.client(Some(ALICE));
+    let strategy = alice.upload_module(&guest("sma_cross"));
+    alice
+        .post_json(
+            "/v1/deployments",
+            &deployment("hurt", &strategy, &feed.1, json!(null)),
+        )
+        .expect(201);
+    wait(&alice, "hurt", "every bar", |v| v["bars"] == BARS);
+    server.kill9();
+    // A complete line that is not an audit entry: corruption, refused.
+    let audit = data.join("deployments/hurt/audit.jsonl");
+    let mut text = std::fs::read_to_string(&audit).unwrap_or_default();
+    text.push_str("{\"not\": \"an entry\"}\n");
+    std::fs::write(&audit, &text).unwrap();
+
+    let server = service(&data, &tokens);
+    let (alice, ops) = (server.client(Some(ALICE)), server.client(Some(OPS)));
+    let s = alice.get("/v1/deployments/hurt").expect(200).json();
+    assert_eq!(s["state"], "failed", "{s}");
+    assert!(s["start_error"].as_str().unwrap().contains("audit.jsonl"), "{s}");
+    let metrics = ops.get("/metrics").expect(200).text();
+    assert!(
+        metrics.contains("palisade_deployments{state=\"failed\"} 1"),
+        "{metrics}"
+    );
+    // Its files are kept as they were; DELETE stops it for good.
+    assert_eq!(std::fs::read_to_string(&audit).unwrap(), text);
+    alice.delete("/v1/deployments/hurt").expect(200);
+    alice.get("/v1/deployments/hurt").problem(404, "not-found");
+    let metrics = ops.get("/metrics").expect(200).text();
+    assert!(
+        metrics.contains("palisade_deployments{state=\"failed\"} 0"),
+        "{metrics}"
+    );
+    drop(server);
+    let server = service(&data, &tokens);
+    server
+        .client(Some(ALICE))
+        .get("/v1/deployments/hurt")
+        .problem(404, "not-found");
+}
+
+#[test]
 fn a_strategy_that_traps_live_stops_its_deployment_only() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = tokens(dir.path());

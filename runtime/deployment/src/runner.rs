@@ -149,6 +149,9 @@ pub struct Status {
     /// The last failed webhook delivery (it is being retried); `None` once
     /// one succeeds, and without a webhook.
     pub webhook_error: Option<String>,
+    /// Why the deployment's stored files could not be opened when the
+    /// service started ([`Handle::unstartable`]); it does not run.
+    pub start_error: Option<String>,
     /// Bars stored (replayed and live).
     pub bars: u64,
     pub last_bar_ts: Option<i64>,
@@ -221,6 +224,42 @@ enum Ask {
     Stop,
 }
 
+impl Status {
+    /// A deployment's status before anything happened: recovering, the
+    /// gate open at full size, every count zero.
+    fn new(spec: &DeploymentSpec) -> Status {
+        Status {
+            id: spec.id.clone(),
+            tenant: spec.tenant.clone(),
+            state: Lifecycle::Recovering,
+            failure: None,
+            gate: GateState::Open,
+            gate_since_ms: 0,
+            size_factor: 1.0,
+            drift: DriftSnapshot::default(),
+            feed_connected: false,
+            feed_error: None,
+            webhook_error: None,
+            start_error: None,
+            bars: 0,
+            last_bar_ts: None,
+            last_decided_ts: None,
+            recovered_bars: 0,
+            recovery_ms: None,
+            rejected_bars: 0,
+            gap_bars: 0,
+            intents_published: 0,
+            intents_blocked: 0,
+            paper_fills: 0,
+            live_fills: 0,
+            audit_blocked: false,
+            signal_check_running: false,
+            signal_checked_orders: 0,
+            signal_mismatches: 0,
+        }
+    }
+}
+
 /// A handle on a running deployment; cheap to clone.
 #[derive(Clone)]
 pub struct Handle {
@@ -229,6 +268,18 @@ pub struct Handle {
     asks: mpsc::UnboundedSender<Ask>,
     status: watch::Receiver<Status>,
     intents: broadcast::Sender<Intent>,
+    /// An unstartable deployment's count in `palisade_deployments`, given
+    /// back when its last handle goes.
+    _counted: Option<Arc<Counted>>,
+}
+
+/// One count in a gauge, taken back on drop.
+struct Counted(prometheus::IntGauge);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl std::fmt::Debug for Handle {
@@ -238,6 +289,33 @@ impl std::fmt::Debug for Handle {
 }
 
 impl Handle {
+    /// A deployment whose stored files could not be opened (its restart
+    /// failed): listed as failed, with `error` in its status's
+    /// `start_error`, counted in `palisade_deployments{state="failed"}`,
+    /// answering every command as gone. Its files are left as they are.
+    pub fn unstartable(spec: &DeploymentSpec, error: String, metrics: &LiveMetrics) -> Handle {
+        let gauge = metrics
+            .deployments
+            .with_label_values(&[Lifecycle::Failed.label()]);
+        gauge.inc();
+        let status = Status {
+            state: Lifecycle::Failed,
+            gate: GateState::Suspended { manual: true },
+            start_error: Some(error),
+            ..Status::new(spec)
+        };
+        let (_, status) = watch::channel(status);
+        let (asks, _) = mpsc::unbounded_channel();
+        Handle {
+            id: spec.id.clone(),
+            tenant: spec.tenant.clone(),
+            asks,
+            status,
+            intents: broadcast::channel(1).0,
+            _counted: Some(Arc::new(Counted(gauge))),
+        }
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -397,32 +475,15 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
     metrics.add(&id, spec.interval_secs);
     metrics.gate(&id, gate.state());
     let status = Status {
-        id: id.clone(),
-        tenant: spec.tenant.clone(),
-        state: Lifecycle::Recovering,
-        failure: None,
         gate: gate.state(),
         gate_since_ms: gate.since_ms(),
         size_factor: gate.size_factor(),
         drift: tracker.snapshot(),
-        feed_connected: false,
-        feed_error: None,
-        webhook_error: None,
         bars: recovered_bars,
         last_bar_ts: replay_until,
-        last_decided_ts: None,
         recovered_bars,
-        recovery_ms: None,
-        rejected_bars: 0,
-        gap_bars: 0,
-        intents_published: 0,
-        intents_blocked: 0,
-        paper_fills: 0,
         live_fills: old_fills.len() as u64,
-        audit_blocked: false,
-        signal_check_running: false,
-        signal_checked_orders: 0,
-        signal_mismatches: 0,
+        ..Status::new(&spec)
     };
     metrics
         .deployments
@@ -513,6 +574,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         asks: asks_tx,
         status: status_rx,
         intents: intents_tx,
+        _counted: None,
     })
 }
 

@@ -571,6 +571,13 @@ impl Deployments {
             .collect()
     }
 
+    /// Lists a deployment that did not restart as failed, with `error`
+    /// ([`Handle::unstartable`]); `DELETE` stops it for good as any other.
+    pub fn unstartable(&self, spec: &DeploymentSpec, error: String) {
+        let handle = Handle::unstartable(spec, error, &self.metrics);
+        lock(&self.running).entry(spec.id.clone()).or_insert(handle);
+    }
+
     /// Stops a deployment for good (it is not restarted with the service).
     pub async fn stop(&self, tenant: &str, operator: bool, id: &str) -> Result<Status, DeploymentError> {
         let handle = self.get(tenant, operator, id)?;

@@ -429,13 +429,17 @@ impl Service {
                     &spec.tenant.clone(),
                     &recorded.strategy,
                     &recorded.policy,
-                    spec,
+                    spec.clone(),
                     None,
                 )
                 .await
             {
                 Ok(_) => tracing::info!(deployment = %id, "deployment restarted; recovering by replay"),
-                Err(e) => tracing::error!(deployment = %id, error = %e, "deployment not restarted"),
+                Err(e) => {
+                    tracing::error!(deployment = %id, error = %e, "deployment not restarted");
+                    // Listed as failed, saying why, rather than gone.
+                    self.deployments.unstartable(&spec, e.to_string());
+                }
             }
         }
     }
