@@ -149,8 +149,20 @@ fn drift_suspends_the_gate_operators_override_and_a_killed_service_recovers_by_r
     // Overrides: force_open needs a reason; resume steps to 25 %.
     let p = alice
         .post_json("/v1/deployments/d1/gate", &json!({"action": "force_open"}))
-        .problem(409, "conflict");
+        .problem(422, "invalid-deployment");
     assert!(p["detail"].as_str().unwrap().contains("reason"), "{p}");
+    let long = json!({"action": "suspend", "reason": "x".repeat(1_001)});
+    let p = alice
+        .post_json("/v1/deployments/d1/gate", &long)
+        .problem(422, "invalid-deployment");
+    assert!(p["detail"].as_str().unwrap().contains("at most 1000"), "{p}");
+    let p = ops
+        .post_json(
+            "/v1/emergency-stop/release",
+            &json!({"scope": "tenant", "tenant": "nobody"}),
+        )
+        .problem(404, "not-found");
+    assert!(p["detail"].as_str().unwrap().contains("tenant nobody"), "{p}");
     let e = alice
         .post_json(
             "/v1/deployments/d1/gate",

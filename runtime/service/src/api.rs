@@ -1640,6 +1640,23 @@ fn deployment_error(e: DeploymentError) -> ApiError {
     }
 }
 
+/// Longest reason a gate command or an emergency stop may give, in bytes
+/// (it is written to the audit log of every deployment concerned).
+const MAX_REASON_BYTES: usize = 1_000;
+
+fn check_reason(reason: &str) -> Result<(), ApiError> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(ApiError::InvalidDeployment(format!(
+            "reason: {} bytes; at most {MAX_REASON_BYTES}",
+            reason.len()
+        )));
+    }
+    if reason.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(ApiError::InvalidDeployment("reason: control characters".into()));
+    }
+    Ok(())
+}
+
 /// Who an audit entry names: the caller's tenant, marked when an operator.
 fn actor_of(who: &Principal) -> String {
     if who.operator {
@@ -1815,11 +1832,11 @@ pub struct FillRequest {
     responses(
         (status = 400, description = "the request is malformed", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "the body is over its size limit", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "the content is refused (the problem names why)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "the content is refused (the problem names why: an unknown action, a missing reason for force_open, a reason over 1,000 bytes)", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "the audit entry of the transition", body = Object),
         (status = 401, description = "no valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no such deployment for this tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "not allowed from the gate's state (or a reason is missing)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "not allowed from the gate's state", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn gate_deployment(
@@ -1829,6 +1846,7 @@ async fn gate_deployment(
     body: Bytes,
 ) -> ApiResult {
     let r: GateRequest = parse_settings(&body, ApiError::InvalidDeployment)?;
+    check_reason(&r.reason)?;
     let entry = service
         .deployments
         .gate(
@@ -2073,12 +2091,16 @@ async fn check_scope(
                 })
         }
         Scope::Deployment { .. } if releasing => Ok(()),
-        Scope::All if !who.operator => Err(ApiError::Forbidden(
-            "only operators may stop every deployment".into(),
-        )),
-        Scope::Tenant { tenant } if !who.operator && tenant != &who.tenant => Err(ApiError::Forbidden(
-            "only operators may stop another tenant's deployments".into(),
-        )),
+        Scope::All if !who.operator => Err(ApiError::Forbidden(format!(
+            "only operators may {} every deployment",
+            if releasing { "release" } else { "stop" }
+        ))),
+        Scope::Tenant { tenant } if !who.operator && tenant != &who.tenant => {
+            Err(ApiError::Forbidden(format!(
+                "only operators may {} another tenant's deployments",
+                if releasing { "release" } else { "stop" }
+            )))
+        }
         Scope::Deployment { deployment } => service
             .deployments
             .get(&who.tenant, who.operator, deployment)
@@ -2110,6 +2132,7 @@ async fn emergency_stop(
     body: Bytes,
 ) -> ApiResult {
     let r: EmergencyRequest = parse_settings(&body, ApiError::InvalidDeployment)?;
+    check_reason(&r.reason)?;
     let scope = r.scope()?;
     check_scope(&who, &scope, &service, false).await?;
     let reason = if r.reason.trim().is_empty() {
@@ -2158,6 +2181,7 @@ async fn release_emergency_stop(
     body: Bytes,
 ) -> ApiResult {
     let r: EmergencyRequest = parse_settings(&body, ApiError::InvalidDeployment)?;
+    check_reason(&r.reason)?;
     let scope = r.scope()?;
     check_scope(&who, &scope, &service, true).await?;
     let reason = if r.reason.trim().is_empty() {

@@ -137,6 +137,10 @@ pub enum DeploymentError {
 impl From<CommandError> for DeploymentError {
     fn from(e: CommandError) -> Self {
         match e {
+            // A missing reason is the request's fault, not the gate's state.
+            CommandError::Gate(g @ palisade_live::GateError::MissingReason { .. }) => {
+                DeploymentError::Invalid(g.to_string())
+            }
             CommandError::Gate(g) => DeploymentError::Conflict(g.to_string()),
             CommandError::Gone => DeploymentError::Conflict(e.to_string()),
             CommandError::Io(_) => DeploymentError::Internal(e.to_string()),
@@ -151,6 +155,16 @@ pub enum Scope {
     Deployment { deployment: String },
     Tenant { tenant: String },
     All,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Deployment { deployment } => write!(f, "deployment {deployment}"),
+            Scope::Tenant { tenant } => write!(f, "tenant {tenant}"),
+            Scope::All => f.write_str("every deployment"),
+        }
+    }
 }
 
 impl Scope {
@@ -730,7 +744,7 @@ impl Deployments {
         if let Some(pool) = &self.shared {
             let stops = self.reload_stops().await?;
             let Some(by) = stops.get(&scope) else {
-                return Err(DeploymentError::NotFound(format!("emergency stop {scope:?}")));
+                return Err(DeploymentError::NotFound(format!("emergency stop over {scope}")));
             };
             check_release(by, caller)?;
             let key = serde_json::to_string(&scope).expect("a scope serializes");
@@ -743,7 +757,7 @@ impl Deployments {
         } else {
             let mut stops = lock(&self.stops);
             let Some(by) = stops.get(&scope) else {
-                return Err(DeploymentError::NotFound(format!("emergency stop {scope:?}")));
+                return Err(DeploymentError::NotFound(format!("emergency stop over {scope}")));
             };
             check_release(by, caller)?;
             let mut next = stops.clone();
