@@ -1107,7 +1107,12 @@ fn a_deployment_moves_to_another_worker_when_its_worker_dies_losing_no_bar_and_n
 
     // A fill acknowledged by the new worker survives its death too.
     let intent = format!("d1:{}", moved_intents[0].0);
-    let fill = json!({"intent_id": intent, "qty": 1.0, "price": 100.0, "ts_ms": 1_700_000_000_000_i64,
+    // Filled now: a fill stamped before its intent was published is refused.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let fill = json!({"intent_id": intent, "qty": 1.0, "price": 100.0, "ts_ms": now_ms,
         "venue_fill_id": "v-1"});
     alice.post_json("/v1/deployments/d1/fills", &fill).expect(200);
     let second = alice.get("/v1/deployments/d1").expect(200).json()["worker"]

@@ -19,7 +19,7 @@
 //! already journaled are not published again; the books are rebuilt from the
 //! intents and fills journals, and the gate from the audit log.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -490,6 +490,8 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         .with_label_values(&[Lifecycle::Recovering.label()])
         .inc();
     let (status_tx, status_rx) = watch::channel(status);
+    // Owned by the actor alone: the status's watch closes when it ends.
+    let status_tx = Arc::new(status_tx);
     let (asks_tx, asks_rx) = mpsc::unbounded_channel();
     let (intents_tx, _) = broadcast::channel(1024);
     let (bars_tx, bars_rx) = mpsc::unbounded_channel();
@@ -523,7 +525,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
 
     let last_order = old_orders.last().map_or(0, |o| o.id);
     let webhook = match &spec.webhook {
-        Some(hook) => Some(start_webhook(hook.clone(), &spec.id, status_tx.clone())?),
+        Some(hook) => Some(start_webhook(hook.clone(), &spec.id, Arc::downgrade(&status_tx))?),
         None => None,
     };
     let actor = Actor {
@@ -565,7 +567,7 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         bars_since_check: 0,
         checked: checked_tx,
         ended: false,
-        reject_log: LogBudget::new(Instant::now()),
+        reject_log: HashMap::new(),
     };
     tokio::spawn(actor.run(asks_rx, feed_rx, decisions_rx, strategy_task, checked_rx));
     Ok(Handle {
@@ -579,8 +581,13 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
 }
 
 /// Starts the webhook's delivery task, logging its failed attempts; the
-/// status's `webhook_error` holds the last one until a delivery succeeds.
-fn start_webhook(spec: WebhookSpec, id: &str, status: watch::Sender<Status>) -> Result<Webhook, StartError> {
+/// status's `webhook_error` holds the last one until a delivery succeeds
+/// (while the deployment's actor lives: the task holds no strong reference).
+fn start_webhook(
+    spec: WebhookSpec,
+    id: &str,
+    status: std::sync::Weak<watch::Sender<Status>>,
+) -> Result<Webhook, StartError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let hook = Webhook::start(spec, tx).map_err(|e| {
         StartError::Spec(crate::spec::SpecError {
@@ -595,13 +602,15 @@ fn start_webhook(spec: WebhookSpec, id: &str, status: watch::Sender<Status>) -> 
                 WebhookDelivery::Failed { intent_id, error } => {
                     tracing::warn!(deployment = %id, intent = %intent_id, %error, "webhook delivery failed; retrying");
                     let error = format!("intent {intent_id}: {error}");
-                    status.send_modify(|s| s.webhook_error = Some(error));
+                    if let Some(status) = status.upgrade() {
+                        status.send_modify(|s| s.webhook_error = Some(error));
+                    }
                 }
                 WebhookDelivery::Revoked { intent_id } => {
                     tracing::warn!(deployment = %id, intent = %intent_id, "webhook delivery revoked: the gate stopped publishing first")
                 }
                 WebhookDelivery::Delivered { .. } => {
-                    if status.borrow().webhook_error.is_some() {
+                    if let Some(status) = status.upgrade().filter(|s| s.borrow().webhook_error.is_some()) {
                         status.send_modify(|s| s.webhook_error = None);
                     }
                 }
@@ -670,7 +679,7 @@ struct Actor {
     venue_bars: VecDeque<Vec<Bar>>,
     bars_tx: Option<mpsc::UnboundedSender<Delivery>>,
     intents_tx: broadcast::Sender<Intent>,
-    status: watch::Sender<Status>,
+    status: Arc<watch::Sender<Status>>,
     started: Instant,
     last_ts: Arc<AtomicI64>,
     stop: watch::Sender<bool>,
@@ -690,14 +699,17 @@ struct Actor {
     bars_since_check: u64,
     checked: mpsc::UnboundedSender<Checked>,
     ended: bool,
-    /// Bounds the log lines of rejected bars (every one is still counted).
-    reject_log: LogBudget,
+    /// Bounds the log lines of rejected bars, per kind of rejection (every
+    /// one is still counted).
+    reject_log: HashMap<&'static str, LogBudget>,
 }
 
-/// Rejected bars logged one by one, at most [`REJECT_LOG_LINES`] every
-/// [`REJECT_LOG_WINDOW`]; past that they are counted, and the count is
-/// logged once the window is over: a feed sending junk as fast as it can
-/// cannot fill the disk with the service's log.
+/// Rejected bars of one kind logged one by one, at most
+/// [`REJECT_LOG_LINES`] every [`REJECT_LOG_WINDOW`]; past that they are
+/// counted, and the count is logged once the window is over (with the next
+/// rejection, or by the actor's timer): a feed sending junk as fast as it
+/// can cannot fill the disk with the service's log, nor hide the first
+/// rejection of another kind.
 #[derive(Debug)]
 struct LogBudget {
     window_start: Instant,
@@ -709,6 +721,10 @@ struct LogBudget {
 pub const REJECT_LOG_LINES: u32 = 20;
 /// The window over which [`REJECT_LOG_LINES`] apply.
 pub const REJECT_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+fn log_unlogged(id: &str, reason: &str, unlogged: u64) {
+    tracing::warn!(deployment = %id, reason, unlogged, "bars rejected and counted but not logged one by one (more than {REJECT_LOG_LINES} in {REJECT_LOG_WINDOW:?})");
+}
 
 impl LogBudget {
     fn new(now: Instant) -> LogBudget {
@@ -722,12 +738,7 @@ impl LogBudget {
     /// Whether one more line may be logged at `now`; when a window ends,
     /// first returns how many were not logged in it.
     fn take(&mut self, now: Instant) -> (bool, u64) {
-        let mut ended = 0;
-        if now.duration_since(self.window_start) >= REJECT_LOG_WINDOW {
-            ended = std::mem::take(&mut self.suppressed);
-            self.window_start = now;
-            self.logged = 0;
-        }
+        let ended = self.flush(now);
         if self.logged < REJECT_LOG_LINES {
             self.logged += 1;
             (true, ended)
@@ -735,6 +746,17 @@ impl LogBudget {
             self.suppressed += 1;
             (false, ended)
         }
+    }
+
+    /// Once the window is over at `now`: starts the next, returning how
+    /// many were not logged in the one that ended.
+    fn flush(&mut self, now: Instant) -> u64 {
+        if now.duration_since(self.window_start) < REJECT_LOG_WINDOW {
+            return 0;
+        }
+        self.window_start = now;
+        self.logged = 0;
+        std::mem::take(&mut self.suppressed)
     }
 }
 
@@ -912,9 +934,14 @@ impl Actor {
         let id = &self.spec.id;
         let reason = reject.kind.as_str();
         self.metrics.feed_rejected.with_label_values(&[id, reason]).inc();
-        let (log, unlogged) = self.reject_log.take(Instant::now());
+        let now = Instant::now();
+        let budget = self
+            .reject_log
+            .entry(reason)
+            .or_insert_with(|| LogBudget::new(now));
+        let (log, unlogged) = budget.take(now);
         if unlogged > 0 {
-            tracing::warn!(deployment = %id, unlogged, "bars rejected and counted but not logged one by one (more than {REJECT_LOG_LINES} in {REJECT_LOG_WINDOW:?})");
+            log_unlogged(id, reason, unlogged);
         }
         if log {
             let shown: String = text.chars().take(200).collect();
@@ -1321,6 +1348,13 @@ impl Actor {
     }
 
     fn on_timer(&mut self) {
+        let at = Instant::now();
+        for (reason, budget) in &mut self.reject_log {
+            let unlogged = budget.flush(at);
+            if unlogged > 0 {
+                log_unlogged(&self.spec.id, reason, unlogged);
+            }
+        }
         let now = now_ms();
         if let Some(venue) = &mut self.venue {
             for report in venue.due(now) {
@@ -1433,5 +1467,13 @@ mod tests {
         let next = t0 + REJECT_LOG_WINDOW;
         assert_eq!(budget.take(next), (true, 981));
         assert_eq!(budget.take(next), (true, 0));
+        // A flood that stops: the timer's flush reports what was not
+        // logged once the window is over, and only then.
+        for _ in 0..50 {
+            budget.take(next);
+        }
+        assert_eq!(budget.flush(next + REJECT_LOG_WINDOW / 2), 0);
+        assert_eq!(budget.flush(next + REJECT_LOG_WINDOW), 32);
+        assert_eq!(budget.flush(next + REJECT_LOG_WINDOW * 3), 0);
     }
 }

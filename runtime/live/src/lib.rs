@@ -27,3 +27,16 @@ pub use gate::{Command, Gate, GateError, GatePolicy, GateState, Transition};
 pub use intent::{Intent, IntentError, LiveFill, OrderKind, Side};
 pub use settings::ConfigError;
 pub use venue::{DriftInjection, SimVenue, VenueConfig, VenueError, VenueReport};
+
+/// Most characters of a client's value that an error echoes.
+pub const ECHO_CHARS: usize = 200;
+
+/// `text` cut to its first [`ECHO_CHARS`] characters (marked with `…`):
+/// what an error echoes of a value a client sent (a URL, a host), so a
+/// 100 KB value does not come back 100 KB long.
+pub fn clipped(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(ECHO_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]).into(),
+        None => text.into(),
+    }
+}

@@ -84,7 +84,8 @@ pub async fn connect(
 /// literal removed).
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(bare.to_owned()).map_err(|e| format!("`{host}` is not a valid TLS server name: {e}"))
+    ServerName::try_from(bare.to_owned())
+        .map_err(|e| format!("`{}` is not a valid TLS server name: {e}", crate::clipped(host)))
 }
 
 /// A server configuration from a PEM certificate chain and a PEM private

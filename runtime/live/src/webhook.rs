@@ -48,7 +48,7 @@ struct Target {
 }
 
 fn parse(url: &str) -> Result<Target, String> {
-    let bad = |problem: &str| format!("webhook url `{url}`: {problem}");
+    let bad = |problem: &str| format!("webhook url `{}`: {problem}", crate::clipped(url));
     if url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
         return Err(bad("spaces or control characters"));
     }
@@ -329,6 +329,8 @@ mod tests {
         assert!(parse("https://127.0.0.1:0/hook").unwrap_err().contains("port 0"));
         assert!(parse("http://u:p@h/").unwrap_err().contains("user name"));
         assert!(parse("http:///p").is_err());
+        let long = parse(&format!("ftp://{}/", "a".repeat(100_000))).unwrap_err();
+        assert!(long.len() < 400 && long.contains('…'), "{} bytes", long.len());
         assert!(parse("http://h/a b").is_err());
         assert!(parse("http://h/a\r\nX: y").is_err());
     }

@@ -160,11 +160,7 @@ fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig 
 /// Refuses a URL the client could never connect to.
 pub fn check_url(url: &str) -> Result<(), ClientError> {
     let bad = |problem: String| ClientError::Url {
-        // An error echoes at most the URL's first 200 characters.
-        url: match url.char_indices().nth(200) {
-            Some((end, _)) => format!("{}…", &url[..end]),
-            None => url.to_owned(),
-        },
+        url: crate::clipped(url).into_owned(),
         problem,
     };
     if !url.starts_with("ws://") && !url.starts_with("wss://") {
@@ -178,7 +174,7 @@ pub fn check_url(url: &str) -> Result<(), ClientError> {
     if authority.rsplit_once(':').is_some_and(|(_, p)| !p.ends_with(']')) && uri.port_u16().is_none()
         || uri.port_u16() == Some(0)
     {
-        return Err(bad(format!("`{authority}` has no valid port")));
+        return Err(bad(format!("`{}` has no valid port", crate::clipped(authority))));
     }
     if url.starts_with("wss://") {
         crate::tls::server_name(uri.host().unwrap_or_default()).map_err(bad)?;

@@ -1651,8 +1651,16 @@ fn check_reason(reason: &str) -> Result<(), ApiError> {
             reason.len()
         )));
     }
-    if reason.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(ApiError::InvalidDeployment("reason: control characters".into()));
+    // Control characters, line and paragraph separators, and the
+    // direction overrides that make a log line read other than it is.
+    let hostile = |c: char| {
+        c.is_control() && c != '\t'
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    };
+    if reason.chars().any(hostile) {
+        return Err(ApiError::InvalidDeployment(
+            "reason: control characters, line separators or direction overrides".into(),
+        ));
     }
     Ok(())
 }

@@ -66,7 +66,9 @@ impl AllowedHosts {
     /// Whether `url` (ws://, wss://, http:// or https://) names an allowed host; the error
     /// names the host.
     pub fn check(&self, what: &str, url: &str) -> Result<(), String> {
-        let uri: axum::http::Uri = url.parse().map_err(|_| format!("{what} {url:?} is not a URL"))?;
+        let uri: axum::http::Uri = url
+            .parse()
+            .map_err(|_| format!("{what} {:?} is not a URL", palisade_live::clipped(url)))?;
         let authority = uri.authority().map_or("", |a| a.as_str());
         if authority.contains('@') {
             return Err(format!(
@@ -77,7 +79,10 @@ impl AllowedHosts {
             .rsplit_once(':')
             .is_some_and(|(h, _)| !h.ends_with('[') && !authority.ends_with(']'));
         if explicit_port && uri.port_u16().is_none() {
-            return Err(format!("{what}: {authority:?} has no valid port"));
+            return Err(format!(
+                "{what}: {:?} has no valid port",
+                palisade_live::clipped(authority)
+            ));
         }
         let host = uri.host().unwrap_or_default().to_ascii_lowercase();
         let port = uri.port_u16().or(match uri.scheme_str() {
@@ -96,7 +101,8 @@ impl AllowedHosts {
             Ok(())
         } else {
             Err(format!(
-                "{what} host {host}{} is not one this service may reach (live_hosts)",
+                "{what} host {}{} is not one this service may reach (live_hosts)",
+                palisade_live::clipped(&host),
                 port.map(|p| format!(":{p}")).unwrap_or_default()
             ))
         }
@@ -378,6 +384,7 @@ impl Deployments {
                 spec.id
             )));
         }
+        let created = !dir.exists();
         std::fs::create_dir_all(&dir)
             .map_err(|e| DeploymentError::Internal(format!("{}: {e}", dir.display())))?;
         let recorded = Recorded {
@@ -404,7 +411,7 @@ impl Deployments {
             Err(e) => {
                 // A new deployment that did not start leaves nothing behind
                 // (its id stays free); a restarted one keeps its files.
-                if fresh {
+                if fresh && created {
                     let _ = std::fs::remove_dir_all(&dir);
                 }
                 return Err(e);
@@ -748,12 +755,25 @@ impl Deployments {
             };
             check_release(by, caller)?;
             let key = serde_json::to_string(&scope).expect("a scope serializes");
-            sqlx::query("DELETE FROM emergency_stops WHERE key = $1")
-                .bind(&key)
-                .execute(pool)
-                .await
-                .map_err(|e| DeploymentError::Unavailable(format!("the shared store: {e}")))?;
-            self.reload_stops().await?;
+            // A tenant deletes only a tenant's stop: an operator's that took
+            // it over since it was read stays.
+            let deleted = sqlx::query(
+                "DELETE FROM emergency_stops WHERE key = $1 \
+                 AND ($2 OR NOT coalesce((stop::jsonb -> 'imposed_by' ->> 'operator')::boolean, false))",
+            )
+            .bind(&key)
+            .bind(caller.operator)
+            .execute(pool)
+            .await
+            .map_err(|e| DeploymentError::Unavailable(format!("the shared store: {e}")))?
+            .rows_affected();
+            let stops = self.reload_stops().await?;
+            if deleted == 0 {
+                return match stops.get(&scope) {
+                    Some(by) => check_release(by, caller).map(|()| Vec::new()),
+                    None => Err(DeploymentError::NotFound(format!("emergency stop over {scope}"))),
+                };
+            }
         } else {
             let mut stops = lock(&self.stops);
             let Some(by) = stops.get(&scope) else {
