@@ -583,8 +583,8 @@ pub struct Compaction {
 
 /// Takeovers of a deployment that fail to start it in a row (its module
 /// refused, its feed's host no longer allowed, its log unreadable) before it
-/// is stopped for good, as the embedded service leaves a deployment that
-/// does not restart.
+/// is stopped for good (the embedded service instead keeps one that does
+/// not restart listed as failed).
 pub const MAX_FAILED_STARTS: i64 = 3;
 
 /// Why a takeover did not start its deployment.
