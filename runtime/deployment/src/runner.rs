@@ -164,7 +164,10 @@ pub struct Status {
     pub recovery_ms: Option<f64>,
     pub rejected_bars: u64,
     pub gap_bars: u64,
+    /// Intents published over the deployment's life (its journal's).
     pub intents_published: u64,
+    /// Orders not published (gate closed, stale on recovery) since this
+    /// process started the deployment.
     pub intents_blocked: u64,
     pub paper_fills: u64,
     pub live_fills: u64,
@@ -483,6 +486,8 @@ pub fn start(launch: Launch) -> Result<Handle, StartError> {
         last_bar_ts: replay_until,
         recovered_bars,
         live_fills: old_fills.len() as u64,
+        // Published over the deployment's life, as its journal holds them.
+        intents_published: old_intents.len() as u64,
         ..Status::new(&spec)
     };
     metrics
