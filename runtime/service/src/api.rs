@@ -301,6 +301,9 @@ async fn forward(service: &Arc<Service>, req: Request) -> Result<Response, ApiEr
         let list: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| {
+                if let Some(error) = &r.failed {
+                    return failed_row(r, error);
+                }
                 let mut v = statuses.remove(&r.id).filter(|_| r.live).unwrap_or_else(
                     || serde_json::json!({ "id": r.id, "tenant": r.tenant, "state": "moving" }),
                 );
@@ -328,9 +331,27 @@ async fn forward(service: &Arc<Service>, req: Request) -> Result<Response, ApiEr
     };
     let row = visible_row(service, &who, id)
         .await?
-        .filter(|r| !r.stopped)
+        .filter(|r| !r.stopped || r.failed.is_some())
         .ok_or_else(not_found)?;
     let whole = rest.trim_start_matches('/') == id;
+    if let Some(error) = &row.failed {
+        // Stopped after failed takeovers: shown, and stopped for good by
+        // DELETE; nothing else reaches it.
+        return match (whole, method) {
+            (true, &Method::GET) => Ok(json_response(StatusCode::OK, &failed_row(&row, error))),
+            (true, &Method::DELETE) => {
+                fleet::mark_stopped(pool, id).await.map_err(store_unreadable)?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({ "id": id, "tenant": row.tenant, "state": "stopped" }),
+                ))
+            }
+            _ => Err(ApiError::Conflict(format!(
+                "deployment {id} did not start on {} takeovers in a row ({error}); DELETE it",
+                fleet::MAX_FAILED_STARTS
+            ))),
+        };
+    }
     match row.owner_url.clone().filter(|_| row.live) {
         Some(url) => {
             let answer = send(url, body).await?;
@@ -360,6 +381,14 @@ async fn forward(service: &Arc<Service>, req: Request) -> Result<Response, ApiEr
             ),
         }),
     }
+}
+
+/// How an API node shows a deployment stopped after failed takeovers: as
+/// the embedded service shows one that did not restart.
+fn failed_row(r: &crate::fleet::DeploymentRow, error: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id, "tenant": r.tenant, "state": "failed", "start_error": error, "worker": null
+    })
 }
 
 /// The shared store (distributed mode).

@@ -393,6 +393,9 @@ pub struct DeploymentRow {
     pub epoch: i64,
     /// Whether the lease is alive now (by Postgres's clock).
     pub live: bool,
+    /// Why it was stopped after [`MAX_FAILED_STARTS`] failed takeovers
+    /// (until a `DELETE` stops it for good): listed as failed.
+    pub failed: Option<String>,
 }
 
 fn row_of(r: &sqlx::postgres::PgRow) -> DeploymentRow {
@@ -407,13 +410,17 @@ fn row_of(r: &sqlx::postgres::PgRow) -> DeploymentRow {
         owner_url: r.get("owner_url"),
         epoch: r.get("epoch"),
         live: r.get("live"),
+        // Only the listing's SELECT has it (a claim's RETURNING does not).
+        failed: r.try_get("failed").ok().flatten(),
     }
 }
 
 fn select_rows(filter: &str) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(format!(
         "SELECT id, tenant, spec, strategy, policy, stopped, owner, owner_url, epoch, \
-         (lease_until > {PG_NOW}) AS live FROM deployments {filter}"
+         (lease_until > {PG_NOW}) AS live, \
+         CASE WHEN stopped AND failed_starts >= {MAX_FAILED_STARTS} THEN coalesce(error, '') END AS failed \
+         FROM deployments {filter}"
     ))
 }
 
@@ -477,9 +484,10 @@ pub async fn mark_stopped_if_free(pool: &PgPool, id: &str) -> Result<bool, sqlx:
     Ok(done.rows_affected() == 1)
 }
 
-/// Marks a deployment stopped for good: no worker takes it over.
+/// Marks a deployment stopped for good: no worker takes it over, and one
+/// stopped after failed takeovers is no longer listed.
 pub async fn mark_stopped(pool: &PgPool, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deployments SET stopped = TRUE, lease_until = 0 WHERE id = $1")
+    sqlx::query("UPDATE deployments SET stopped = TRUE, lease_until = 0, failed_starts = 0 WHERE id = $1")
         .bind(id)
         .execute(pool)
         .await
@@ -500,15 +508,19 @@ pub async fn find(pool: &PgPool, id: &str) -> Result<Option<DeploymentRow>, sqlx
 pub async fn list(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<DeploymentRow>, sqlx::Error> {
     let rows = match tenant {
         Some(t) => {
-            sqlx::query(select_rows("WHERE NOT stopped AND tenant = $1 ORDER BY id"))
-                .bind(t)
-                .fetch_all(pool)
-                .await?
+            sqlx::query(select_rows(&format!(
+                "WHERE (NOT stopped OR failed_starts >= {MAX_FAILED_STARTS}) AND tenant = $1 ORDER BY id"
+            )))
+            .bind(t)
+            .fetch_all(pool)
+            .await?
         }
         None => {
-            sqlx::query(select_rows("WHERE NOT stopped ORDER BY id"))
-                .fetch_all(pool)
-                .await?
+            sqlx::query(select_rows(&format!(
+                "WHERE NOT stopped OR failed_starts >= {MAX_FAILED_STARTS} ORDER BY id"
+            )))
+            .fetch_all(pool)
+            .await?
         }
     };
     Ok(rows.iter().map(row_of).collect())
@@ -583,8 +595,8 @@ pub struct Compaction {
 
 /// Takeovers of a deployment that fail to start it in a row (its module
 /// refused, its feed's host no longer allowed, its log unreadable) before it
-/// is stopped for good (the embedded service instead keeps one that does
-/// not restart listed as failed).
+/// is stopped, listed as failed until a `DELETE`, as the embedded service
+/// lists a deployment that does not restart.
 pub const MAX_FAILED_STARTS: i64 = 3;
 
 /// Why a takeover did not start its deployment.
