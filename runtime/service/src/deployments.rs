@@ -20,6 +20,7 @@ use palisade_live::{AuditEntry, Command, DriftError, DriftSnapshot, LiveFill};
 use serde::{Deserialize, Serialize};
 
 use crate::intent_log::IntentLog;
+use crate::lock;
 use crate::registry::{Compiled, PolicyEntry};
 
 /// The hosts deployments' feeds and webhooks may reach (`live_hosts`):
@@ -270,10 +271,6 @@ impl std::fmt::Debug for Deployments {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deployments").field("dir", &self.dir).finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Deployments {

@@ -35,6 +35,8 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use palisade_deployment::Lease;
+
+use crate::lock;
 use sqlx::postgres::PgPool;
 use sqlx::Row;
 
@@ -76,11 +78,6 @@ fn asked_wait(path_and_query: &str) -> Duration {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     Duration::from_millis(ms).min(LONGEST_POLL)
-}
-
-/// The guard of `m`, poisoned or not.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A transaction on a deployment's row that Postgres ends if its worker

@@ -25,7 +25,9 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use crate::lock;
 
 use palisade_live::Intent;
 
@@ -143,10 +145,6 @@ impl IntentLog {
     fn index(&self, path: &Path) -> Arc<Mutex<FileIndex>> {
         lock(&self.files).entry(path.to_owned()).or_default().clone()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl FileIndex {

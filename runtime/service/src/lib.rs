@@ -58,6 +58,12 @@ pub mod takeover;
 pub mod views;
 pub mod worker;
 
+/// The guard of `m`, poisoned or not: a panic elsewhere does not take the
+/// shared state down with it.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub use config::Config;
 pub use server::{listen_address, serve};
 pub use service::{ResultRead, Service, ServiceError, StartError};

@@ -41,6 +41,7 @@ use palisade_run::{Cause, Failure, Policy, PolicyError};
 use palisade_sandbox::compiler::{CompileError, CompileLimits};
 use palisade_sandbox::{CompiledModule, EngineSettings, ModuleInfo, PythonRuntime, Sandbox};
 
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::storage::{sha256_hex, Blob, Storage, StorageError};
 
@@ -231,10 +232,6 @@ impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry").finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Registry {

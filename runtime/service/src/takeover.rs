@@ -16,9 +16,10 @@ use palisade_deployment::Lease;
 use sqlx::postgres::PgPool;
 
 use crate::fleet::{
-    claim, compact, failed_start, insert, lock, mark_stopped, release, remove, renew, restore, started_ok,
+    claim, compact, failed_start, insert, mark_stopped, release, remove, renew, restore, started_ok,
     DeploymentRow, ShipError, Shipped, Shipper, TakeoverError, COMPACT_EVERY, MAX_FAILED_STARTS, SHIP_TICK,
 };
+use crate::lock;
 
 use crate::deployments::DeploymentError;
 use crate::service::{Service, ServiceError};
