@@ -40,3 +40,17 @@ pub fn clipped(text: &str) -> std::borrow::Cow<'_, str> {
         None => text.into(),
     }
 }
+
+/// Whether a URL's `authority` writes a port that did not read as one
+/// (`parsed`, the URI parser's port): `h:99999`, `h:x` or `h:` parse as no
+/// port at all, and would otherwise reach the scheme's default. The colons
+/// of a bracketed IPv6 address are not a port.
+pub fn port_unreadable(authority: &str, parsed: Option<u16>) -> bool {
+    parsed.is_none() && authority.rsplit_once(':').is_some_and(|(_, p)| !p.ends_with(']'))
+}
+
+/// `host` without the brackets of a literal IPv6 address: what is
+/// connected to, and the name its certificate is checked for.
+pub fn unbracketed(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
+}

@@ -83,8 +83,7 @@ pub async fn connect(
 /// The name a certificate must carry for `host` (brackets of an IPv6
 /// literal removed).
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(bare.to_owned())
+    ServerName::try_from(crate::unbracketed(host).to_owned())
         .map_err(|e| format!("`{}` is not a valid TLS server name: {e}", crate::clipped(host)))
 }
 

@@ -67,14 +67,12 @@ fn parse(url: &str) -> Result<Target, String> {
             "a user name in the URL is not supported (use `authorization`)",
         ));
     }
-    let explicit_port = authority
-        .as_str()
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| !p.ends_with(']'));
     let port = match uri.port_u16() {
         Some(0) => return Err(bad("port 0 is not a port to connect to")),
         Some(p) => p,
-        None if explicit_port => return Err(bad(&format!("bad port in `{authority}`"))),
+        None if crate::port_unreadable(authority.as_str(), None) => {
+            return Err(bad(&format!("bad port in `{authority}`")))
+        }
         None => {
             if tls {
                 443
@@ -93,7 +91,7 @@ fn parse(url: &str) -> Result<Target, String> {
     Ok(Target {
         tls,
         // A literal IPv6 address is connected to without its brackets.
-        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        host: crate::unbracketed(host).to_owned(),
         port,
         authority: authority.as_str().to_owned(),
         path: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),

@@ -171,9 +171,7 @@ pub fn check_url(url: &str) -> Result<(), ClientError> {
     // `host:99999` parses with no port at all, and would connect to the
     // scheme's default.
     let authority = uri.authority().map_or("", |a| a.as_str());
-    if authority.rsplit_once(':').is_some_and(|(_, p)| !p.ends_with(']')) && uri.port_u16().is_none()
-        || uri.port_u16() == Some(0)
-    {
+    if crate::port_unreadable(authority, uri.port_u16()) || uri.port_u16() == Some(0) {
         return Err(bad(format!("`{}` has no valid port", crate::clipped(authority))));
     }
     if url.starts_with("wss://") {

@@ -76,10 +76,7 @@ impl AllowedHosts {
                 "{what}: a user name in the URL is not allowed (live_hosts compares hosts)"
             ));
         }
-        let explicit_port = authority
-            .rsplit_once(':')
-            .is_some_and(|(h, _)| !h.ends_with('[') && !authority.ends_with(']'));
-        if explicit_port && uri.port_u16().is_none() {
+        if palisade_live::port_unreadable(authority, uri.port_u16()) {
             return Err(format!(
                 "{what}: {:?} has no valid port",
                 palisade_live::clipped(authority)
