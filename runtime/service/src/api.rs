@@ -2116,6 +2116,7 @@ async fn check_scope(
     service: &Service,
     releasing: bool,
 ) -> Result<(), ApiError> {
+    let verb = if releasing { "release" } else { "stop" };
     match scope {
         Scope::Deployment { deployment } if !releasing && service.role == Role::Api => {
             visible_row(service, who, deployment)
@@ -2129,15 +2130,11 @@ async fn check_scope(
         }
         Scope::Deployment { .. } if releasing => Ok(()),
         Scope::All if !who.operator => Err(ApiError::Forbidden(format!(
-            "only operators may {} every deployment",
-            if releasing { "release" } else { "stop" }
+            "only operators may {verb} every deployment"
         ))),
-        Scope::Tenant { tenant } if !who.operator && tenant != &who.tenant => {
-            Err(ApiError::Forbidden(format!(
-                "only operators may {} another tenant's deployments",
-                if releasing { "release" } else { "stop" }
-            )))
-        }
+        Scope::Tenant { tenant } if !who.operator && tenant != &who.tenant => Err(ApiError::Forbidden(
+            format!("only operators may {verb} another tenant's deployments"),
+        )),
         Scope::Deployment { deployment } => service
             .deployments
             .get(&who.tenant, who.operator, deployment)
