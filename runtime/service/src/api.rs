@@ -334,23 +334,19 @@ async fn forward(service: &Arc<Service>, req: Request) -> Result<Response, ApiEr
         .filter(|r| !r.stopped || r.failed.is_some())
         .ok_or_else(not_found)?;
     let whole = rest.trim_start_matches('/') == id;
-    if let Some(error) = &row.failed {
-        // Stopped after failed takeovers: shown, and stopped for good by
-        // DELETE; nothing else reaches it.
-        return match (whole, method) {
-            (true, &Method::GET) => Ok(json_response(StatusCode::OK, &failed_row(&row, error))),
-            (true, &Method::DELETE) => {
-                fleet::mark_stopped(pool, id).await.map_err(store_unreadable)?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &serde_json::json!({ "id": id, "tenant": row.tenant, "state": "stopped" }),
-                ))
-            }
-            _ => Err(ApiError::Conflict(format!(
+    // Stopped after failed takeovers: shown, and stopped for good by DELETE
+    // (below, as any deployment no worker holds); nothing else reaches it.
+    match &row.failed {
+        Some(error) if whole && method == Method::GET => {
+            return Ok(json_response(StatusCode::OK, &failed_row(&row, error)));
+        }
+        Some(error) if !(whole && method == Method::DELETE) => {
+            return Err(ApiError::Conflict(format!(
                 "deployment {id} did not start on {} takeovers in a row ({error}); DELETE it",
                 fleet::MAX_FAILED_STARTS
-            ))),
-        };
+            )));
+        }
+        _ => {}
     }
     match row.owner_url.clone().filter(|_| row.live) {
         Some(url) => {

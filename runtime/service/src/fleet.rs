@@ -470,10 +470,11 @@ pub async fn remove(pool: &PgPool, id: &str, owner: &str) -> Result<(), sqlx::Er
 }
 
 /// Marks a deployment no worker holds stopped for good (false: a worker
-/// holds it now).
+/// holds it now); one stopped after failed takeovers is no longer listed.
 pub async fn mark_stopped_if_free(pool: &PgPool, id: &str) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE deployments SET stopped = TRUE, lease_until = 0 WHERE id = $1 AND lease_until < {PG_NOW}"
+        "UPDATE deployments SET stopped = TRUE, lease_until = 0, failed_starts = 0 \
+         WHERE id = $1 AND lease_until < {PG_NOW}"
     )))
     .bind(id)
     .execute(pool)
