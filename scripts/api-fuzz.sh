@@ -45,6 +45,22 @@ say "starting palisade serve on a loopback port"
 start_palisade "$dir" "$bin" --tokens "$dir/tokens.toml"
 addr=$PALISADE_URL
 
+# A server's first Python upload compiles the Python runtime (seconds in a
+# release build, longer in this debug one on a busy machine): done here,
+# once, so that no fuzzed request waits for it past schemathesis's 10 s
+# read timeout.
+say "compiling the server's Python runtime (one Python upload)"
+PALISADE_URL="$addr" TOKEN="$token" python3 - <<'PY'
+import os, sys, urllib.request
+with open("sdk-python/examples/sma_cross.py", "rb") as f:
+    body = f.read()
+request = urllib.request.Request(
+    os.environ["PALISADE_URL"] + "/v1/strategies", data=body, method="POST",
+    headers={"Authorization": "Bearer " + os.environ["TOKEN"], "Content-Type": "text/x-python"})
+with urllib.request.urlopen(request, timeout=600) as answer:
+    print(f"uploaded sma_cross.py: {answer.status}", file=sys.stderr)
+PY
+
 say "schemathesis against $addr for ${seconds}s (every check)"
 status=0
 (cd tests/api && PALISADE_ROOT="$root" SCHEMATHESIS_HOOKS=schemathesis_hooks \

@@ -8,16 +8,57 @@ exists at run time and nothing else does: the strategy module allowlist is
 imported below, once, at build time.
 """
 
+import dis
 import sys
+from functools import partial
+from types import SimpleNamespace
 
+import componentize_py_runtime
 import wit_world
 from componentize_py_types import Err
-from wit_world.imports import host
+from wit_world.imports import host as _host_module
 
 from palisade import _runtime
 
 for _name in sorted(_runtime.ALLOWED_MODULES):
     __import__(_name)
+
+
+def _direct(function):
+    """A host import without arguments, called without the Python frame of
+    componentize-py's generated wrapper, whose whole body is
+    ``return componentize_py_runtime.call_import(INDEX, [])``: the same call
+    as a ``partial``, which the event loop's iterators call from C. The
+    wrapper itself if its code is not that (another componentize-py)."""
+    steps = [(i.opname, i.argval) for i in dis.get_instructions(function)]
+    shape = [
+        ("RESUME", 0),
+        ("LOAD_GLOBAL", "componentize_py_runtime"),
+        ("LOAD_ATTR", "call_import"),
+        ("PUSH_NULL", None),
+        ("LOAD_SMALL_INT", None),
+        ("BUILD_LIST", 0),
+        ("CALL", 2),
+        ("STORE_FAST", "result"),
+        ("LOAD_FAST_BORROW", "result"),
+        ("RETURN_VALUE", None),
+    ]
+    if len(steps) != len(shape) or function.__code__.co_argcount:
+        return function
+    for (op, arg), (want_op, want_arg) in zip(steps, shape):
+        if op != want_op or (want_arg is not None and arg != want_arg):
+            return function
+    index = steps[4][1]
+    if type(index) is not int:
+        return function
+    return partial(componentize_py_runtime.call_import, index, [])
+
+
+#: The `host` interface as the SDK uses it: the generated functions, with
+#: the two called once per timestamp made direct.
+host = SimpleNamespace(**{n: getattr(_host_module, n) for n in dir(_host_module) if not n.startswith("_")})
+host.next = _direct(_host_module.next)
+host.next_bar = _direct(_host_module.next_bar)
 
 _ERRORS = {
     "syntax": wit_world.Error_Syntax,

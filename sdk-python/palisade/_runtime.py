@@ -12,7 +12,10 @@ component calls (its ``describe`` and ``run`` exports), also usable natively.
   the fills (``on_fill``) and the bars (``on_timestamp``, by default ``next``
   per bar), and ``finish`` once after ``host.next()`` hands over no bars.
   ``host.next()`` returns the timestamp packed as bytes (``pack_next``
-  writes that form, for hosts written in Python such as ``MockHost``).
+  writes that form, for hosts written in Python such as ``MockHost``);
+  ``host.next_bar()``, when the host has it, returns a timestamp of one bar
+  and no fill as that bar's 56 bytes alone, and ``b""`` for any other,
+  which ``host.next()`` then hands over.
 - ``execute(cls, host)`` is that loop for a class already loaded (native
   tests: ``palisade.testing.run_strategy``).
 
@@ -33,7 +36,11 @@ import builtins
 import json
 import math
 import struct
+from collections import deque
+from functools import partial
+from itertools import repeat, starmap
 
+from . import _fields
 from .strategy import NAME_RE, Bar, Fill, Int, Strategy, StrategyError, declared_params
 
 __all__ = ["ALLOWED_MODULES", "RuntimeFailure", "describe", "execute", "manifest", "pack_next", "run"]
@@ -45,6 +52,9 @@ __all__ = ["ALLOWED_MODULES", "RuntimeFailure", "describe", "execute", "manifest
 _HEADER = struct.Struct("<II")
 _BAR = struct.Struct("<qi4xddddd")
 _FILL = struct.Struct("<qqi4xddd")
+#: The length of a packing of one bar and no fill, what ``host.next_bar()``
+#: returns without its header (no other count of bars and fills packs to it).
+ONE_BAR_PACKING = _HEADER.size + _BAR.size
 
 
 def pack_next(bars, fills=()):
@@ -167,6 +177,7 @@ class _Loader:
         self.filename = filename
         self.source = source
         self.forbidden = None
+        self.tree = None
 
     def guarded_import(self, name, globals=None, locals=None, fromlist=(), level=0):
         if level:
@@ -190,6 +201,7 @@ class _Loader:
         try:
             tree = compile(self.source, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
             code = compile(tree, filename, "exec", dont_inherit=True)
+            self.tree = tree
         except SyntaxError as e:
             line = e.lineno if e.lineno is not None else 0
             raise RuntimeFailure("syntax", f"{filename}, line {line}: {e.msg}") from None
@@ -401,7 +413,7 @@ def describe(filename, source):
 def run(filename, source, host):
     """Loads a strategy source and runs it over ``host`` to the end."""
     loader, cls, _m = _load(filename, source)
-    loader.guard(execute, cls, host)
+    loader.guard(execute, cls, host, lambda: _fields.plan(cls, loader.tree, filename))
 
 
 def _overrides(cls, method):
@@ -445,18 +457,22 @@ def _history_containers(cls, n_symbols):
     return [deque(maxlen=keep) for _ in range(n_symbols)]
 
 
-def execute(cls, host):
+def execute(cls, host, fields_plan=None):
     """Runs a loaded strategy class over ``host``: set-up, every timestamp,
     finish. ``InvalidParams`` and ``StrategyError`` become ``host.fail``;
-    other exceptions propagate as raised."""
+    other exceptions propagate as raised. ``fields_plan()`` gives the fast
+    path's ``_fields.Plan`` or ``None`` (default: made from the source of
+    the class's module, when it can be read)."""
     strategy = object.__new__(cls)
+    if fields_plan is None:
+        fields_plan = lambda: _fields.plan_from_source(cls)  # noqa: E731
     try:
-        _execute(strategy, cls, host)
+        _execute(strategy, cls, host, fields_plan)
     except StrategyError as e:
         host.fail(e.kind, str(e) or type(e).__name__)
 
 
-def _execute(strategy, cls, host):
+def _execute(strategy, cls, host, fields_plan):
     params = declared_params(cls)
     d = strategy.__dict__
     d["_host"] = host
@@ -484,26 +500,46 @@ def _execute(strategy, cls, host):
             on_fill(new(Fill, fill_at(data, base + 48 * k)))
 
     if histories is None and not per_timestamp:
-        # The hot loop of most strategies: one call per bar, no history.
-        # A packing of 64 bytes is one bar and no fill (8 + 56 B + 48 F is
-        # 64 for B = 1, F = 0 only): its header need not be read.
-        on_bar = strategy.next
-        one_bar = _HEADER.size + _BAR.size
+        # The hot loop of most strategies: `next` per bar, no history, and
+        # no Python code of the loop's own per bar: chained iterators call
+        # `next`. With one symbol, almost every timestamp is one bar and no
+        # fill, which host.next_bar() hands over alone (its 56 bytes); it
+        # returns b"" for any other (fills, the end), which host.next() then
+        # hands over whole. With several symbols, host.next() hands over
+        # each.
+        next_bar = getattr(host, "next_bar", None) if n_symbols == 1 else None
+        plan = None if "next" in d else fields_plan()
+        if plan is not None:
+            # `next` reads only fields of its bar: it gets them (see _fields).
+            on_bar = plan.function.__get__(strategy)
+            alone, fields_at = plan.unpack, plan.unpack_from
+
+            def lone_bars():
+                return starmap(on_bar, map(alone, iter(next_bar, b"")))
+
+            def bars_of(data, nb):
+                return starmap(on_bar, map(fields_at, repeat(data, nb), range(8, 8 + 56 * nb, 56)))
+        else:
+            on_bar = strategy.next
+            make_bar = partial(new, Bar)
+
+            def lone_bars():
+                return map(on_bar, map(make_bar, map(_BAR.unpack, iter(next_bar, b""))))
+
+            def bars_of(data, nb):
+                return map(on_bar, map(make_bar, map(bar_at, repeat(data, nb), range(8, 8 + 56 * nb, 56))))
+
+        drain = deque(maxlen=0).extend
         while True:
+            if next_bar is not None:
+                drain(lone_bars())
             data = host_next()
-            if len(data) == one_bar:
-                on_bar(new(Bar, bar_at(data, 8)))
-                continue
             nb, nf = header(data)
             if not nb:
                 break
             if nf and on_fill is not None:
                 deliver_fills(data, nb, nf)
-            if nb == 1:
-                on_bar(new(Bar, bar_at(data, 8)))
-            else:
-                for off in range(8, 8 + 56 * nb, 56):
-                    on_bar(new(Bar, bar_at(data, off)))
+            drain(bars_of(data, nb))
     else:
         on_timestamp = strategy.on_timestamp
         appends = None if histories is None else [h.append for h in histories]

@@ -136,6 +136,8 @@ class MockHost:
             self.params[name] = float(value)
         self.delivered = 0
         self.ended = False
+        # A timestamp next_bar advanced to but could not hand over alone.
+        self._held = None
         self.positions = [0.0] * len(self.symbols)
         self.cash_balance = float(cash)
         self.last_close = [0.0] * len(self.symbols)
@@ -187,6 +189,9 @@ class MockHost:
         return len(self.symbols)
 
     def next(self):
+        if self._held is not None:
+            data, self._held = self._held, None
+            return data
         if self.ended:
             raise MockHostError("next() was called again after it handed over no bars (the runtime stops such a run)")
         start = self.delivered
@@ -202,6 +207,15 @@ class MockHost:
             self._fill_at_open(i)
         self.delivered = end
         return _runtime.pack_next(self.bars[start:end], self._new_fills)
+
+    def next_bar(self):
+        if self._held is not None:
+            return b""
+        data = self.next()
+        if len(data) == _runtime.ONE_BAR_PACKING:
+            return data[8:]
+        self._held = data
+        return b""
 
     def order(self, symbol, qty, kind, price):
         current = self._current()

@@ -427,12 +427,12 @@ def test_pack_next_is_the_wit_layout_and_the_loop_reads_it_back():
     assert struct.unpack_from("<qiiddddd", data, 8) == (bar[0], bar[1], 0, *bar[2:])
     assert struct.unpack_from("<qqiiddd", data, 8 + 2 * 56) == (fill[0], fill[1], fill[2], 0, *fill[3:])
     assert pack_next([]) == b"\0" * 8
-    # The hot loop takes a packing of 64 bytes for one bar and no fill
-    # without reading its header: no other count of bars and fills packs to
+    # MockHost.next_bar tells a timestamp of one bar and no fill by its
+    # packing's length, 64 bytes: no other count of bars and fills packs to
     # that length.
     assert (_runtime._HEADER.size, _runtime._BAR.size, _runtime._FILL.size) == (8, 56, 48)
     lengths = {(b, f): len(pack_next([bar] * b, [fill] * f)) for b in range(4) for f in range(4)}
-    assert [k for k, n in lengths.items() if n == 64] == [(1, 0)]
+    assert [k for k, n in lengths.items() if n == 64] == [(1, 0)] and _runtime.ONE_BAR_PACKING == 64
 
     seen = []
 
@@ -459,3 +459,79 @@ def test_pack_next_is_the_wit_layout_and_the_loop_reads_it_back():
     execute(Recorder, Packed())
     other = bar[:1] + (4,) + bar[2:]
     assert seen == [("fill", fill), ("fill", fill), ("bar", bar), ("bar", other)]
+
+
+def test_next_bar_hands_over_lone_bars_and_holds_the_rest_for_next():
+    # Two symbols: the first timestamp has both (held), then one bar each.
+    bars = [(0, 0, 1.0, 1.0, 1.0, 1.0, 1.0), (0, 1, 2.0, 2.0, 2.0, 2.0, 1.0), (60, 0, 3.0, 3.0, 3.0, 3.0, 1.0)]
+    host = MockHost(bars, symbols=["A", "B"])
+    assert host.next_bar() == b"" and host.next_bar() == b""
+    assert len(host.next()) == 8 + 2 * 56
+    alone = host.next_bar()
+    assert len(alone) == 56 and _runtime._BAR.unpack(alone) == bars[2]
+    # The end is held too, and handed over by next.
+    assert host.next_bar() == b"" and host.next() == _runtime.pack_next([])
+
+
+def test_a_host_without_next_bar_gets_every_timestamp_through_next():
+    from palisade import Strategy
+    from palisade._runtime import execute, pack_next
+
+    seen = []
+
+    class Recorder(Strategy):
+        def next(self, bar):
+            seen.append(bar.close)
+
+    class Plain:
+        def __init__(self):
+            self.steps = iter([pack_next([(60 * i, 0, 1.0, 1.0, 1.0, float(i), 1.0)]) for i in range(3)] + [pack_next([])])
+
+        def next(self):
+            return next(self.steps)
+
+        def symbol_count(self):
+            return 1
+
+    for plan in (None, lambda: None):
+        seen.clear()
+        execute(Recorder, Plain(), plan)
+        assert seen == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("symbols", [1, 2])
+def test_lone_bars_come_through_next_bar_and_the_rest_through_next(symbols):
+    calls = {"next": 0, "next_bar": 0, "lone": 0}
+
+    class Counting(MockHost):
+        inside = False
+
+        def next(self):
+            calls["next"] += not self.inside
+            return super().next()
+
+        def next_bar(self):
+            calls["next_bar"] += 1
+            self.inside = True
+            data = super().next_bar()
+            self.inside = False
+            calls["lone"] += bool(data)
+            return data
+
+    source = HEAD + src("""
+    class S(Strategy):
+        def next(self, bar):
+            if bar.ts == 60 * 3:
+                self.buy(1.0, bar.symbol)
+            self.log(f"{bar.symbol} {bar.close}")
+    """)
+    bars = [(60 * i, s, float(i), float(i), float(i), float(i), 1.0) for i in range(8) for s in range(symbols)]
+    host = Counting(bars, params={}, symbols=[str(s) for s in range(symbols)])
+    _runtime.run("strategy.py", source, host)
+    assert [m for _, m in host.logs] == [f"{s} {float(i)}" for i in range(8) for s in range(symbols)]
+    assert [o.qty for o in host.orders] == [1.0] * symbols and host.fills
+    if symbols == 1:
+        # 7 lone bars; the one with the fill and the end through next.
+        assert calls == {"next": 2, "next_bar": 9, "lone": 7}
+    else:
+        assert calls == {"next": 9, "next_bar": 0, "lone": 0}

@@ -114,6 +114,9 @@ pub struct PyState {
     now: Arc<AtomicI64>,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
+    /// A timestamp `next-bar` advanced to but could not hand over alone
+    /// (several bars, fills, or the end): the next `next` call returns it.
+    held: Option<Vec<u8>>,
 }
 
 impl HasRun for PyState {
@@ -171,6 +174,7 @@ impl PyState {
             now,
             stdout,
             stderr,
+            held: None,
         }
     }
 
@@ -312,7 +316,20 @@ pub fn define(linker: &mut Linker<PyState>) -> wasmtime::Result<()> {
     h.func_wrap("symbol-count", |store: StoreContextMut<'_, PyState>, (): ()| {
         Ok((i32::try_from(store.data().run.session.symbol_count()).unwrap_or(i32::MAX),))
     })?;
-    h.func_wrap("next", next)?;
+    h.func_wrap(
+        "next",
+        |mut store: StoreContextMut<'_, PyState>, (): ()| match store.data_mut().held.take() {
+            Some(packed) => Ok((packed,)),
+            None => Ok((advance(store)?,)),
+        },
+    )?;
+    h.func_wrap("next-bar", |mut store: StoreContextMut<'_, PyState>, (): ()| {
+        if store.data().held.is_some() {
+            return Ok((Vec::new(),));
+        }
+        let packed = advance(store.as_context_mut())?;
+        Ok((alone(&mut store, packed),))
+    })?;
     h.func_wrap(
         "order",
         |mut store: StoreContextMut<'_, PyState>, (symbol, qty, kind, price): (i32, f64, i32, f64)| {
@@ -402,30 +419,65 @@ pub fn define(linker: &mut Linker<PyState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// Replaces `next` in `linker` (a copy of [`define`]'s) with the live one,
-/// as `host::define_live` does for core modules: the run's feed is told
-/// what the strategy decided, and when no stored bar is left the instance
-/// waits for the feed's next bars before they are handed over.
+/// Replaces `next` and `next-bar` in `linker` (a copy of [`define`]'s) with
+/// the live ones, as `host::define_live` does for core modules: before
+/// advancing, they wait for the feed ([`wait_for_feed`]); a timestamp held
+/// by `next-bar` is handed over at once.
 pub fn define_live(linker: &mut Linker<PyState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     let mut h = linker.instance(HOST_INTERFACE)?;
     h.func_wrap_async("next", |mut store: StoreContextMut<'_, PyState>, (): ()| {
         Box::new(async move {
-            let (mut feed, wait) = host::take_feed(&mut store.data_mut().run)?;
-            let bars = if wait { feed.next().await } else { None };
-            host::give_feed(&mut store.data_mut().run, feed, bars)?;
-            next(store, ())
+            if let Some(packed) = store.data_mut().held.take() {
+                return Ok((packed,));
+            }
+            wait_for_feed(&mut store).await?;
+            Ok((advance(store)?,))
+        })
+    })?;
+    h.func_wrap_async("next-bar", |mut store: StoreContextMut<'_, PyState>, (): ()| {
+        Box::new(async move {
+            if store.data().held.is_some() {
+                return Ok((Vec::new(),));
+            }
+            wait_for_feed(&mut store).await?;
+            let packed = advance(store.as_context_mut())?;
+            Ok((alone(&mut store, packed),))
         })
     })?;
     linker.allow_shadowing(false);
     Ok(())
 }
 
-/// `next`: hands over the next timestamp's bars and the fills at its opens,
-/// packed (see the WIT file), and grants its fuel and deadline window (as
-/// `next_bars` does for core modules). Each fill costs what `poll_fill` costs
-/// a core module.
-fn next(mut store: StoreContextMut<'_, PyState>, (): ()) -> wasmtime::Result<(Vec<u8>,)> {
+/// A live run's wait before advancing: the run's feed is told what the
+/// strategy decided, and when no stored bar is left the instance waits for
+/// the feed's next bars.
+async fn wait_for_feed(store: &mut StoreContextMut<'_, PyState>) -> wasmtime::Result<()> {
+    let (mut feed, wait) = host::take_feed(&mut store.data_mut().run)?;
+    let bars = if wait { feed.next().await } else { None };
+    host::give_feed(&mut store.data_mut().run, feed, bars)
+}
+
+/// `next-bar`'s answer for a timestamp `advance` packed: its one bar's 56
+/// bytes when it is one bar and no fill, else nothing, the packing being
+/// held for the next `next` call.
+fn alone(store: &mut StoreContextMut<'_, PyState>, mut packed: Vec<u8>) -> Vec<u8> {
+    let one = packed.len() == NEXT_HEADER + Bar::SIZE
+        && packed[..4] == 1u32.to_le_bytes()
+        && packed[4..8] == [0; 4];
+    if one {
+        packed.drain(..NEXT_HEADER);
+        return packed;
+    }
+    store.data_mut().held = Some(packed);
+    Vec::new()
+}
+
+/// Advances to the next timestamp: its bars and the fills at its opens,
+/// packed as `next` hands them over (see the WIT file), and grants its fuel
+/// and deadline window (as `next_bars` does for core modules). Each fill
+/// costs what `poll_fill` costs a core module.
+fn advance(mut store: StoreContextMut<'_, PyState>) -> wasmtime::Result<Vec<u8>> {
     let data = store.data_mut();
     let st = &mut data.run;
     let deadline = host::deadline_tick(&st.ticks, st.limits.deadline_per_event);
@@ -454,5 +506,5 @@ fn next(mut store: StoreContextMut<'_, PyState>, (): ()) -> wasmtime::Result<(Ve
     for _ in 0..fills {
         host::charge(&mut store, "next", Fill::SIZE as u64)?;
     }
-    Ok((out,))
+    Ok(out)
 }

@@ -1,0 +1,326 @@
+"""The fast path: ``next`` handed its bar's fields instead of a ``Bar``
+(``palisade._fields``), only where no strategy could tell, and with the same
+results, errors and lines as the ``Bar`` path."""
+
+import pytest
+from conftest import EXAMPLES, failure, src
+
+from palisade import _fields, _runtime
+from palisade.testing import MockHost, resolve_params
+
+HEAD = "from palisade import Strategy, Int, Float\nimport math\n"
+
+BARS = [
+    (60 * i, i % 2, 10.0 + i, 11.0 + i, 9.0 + i, 10.5 + i * (-1) ** i, 100.0 + i) for i in range(12)
+]
+
+
+def loaded(body, filename="strategy.py"):
+    loader = _runtime._Loader(filename, HEAD + src(body))
+    cls = loader.load()
+    return loader, cls
+
+
+def plan_of(body):
+    loader, cls = loaded(body)
+    return _fields.plan(cls, loader.tree, "strategy.py")
+
+
+def run_both(body, bars=BARS, symbols=("A", "B")):
+    """Runs a source with the fast path allowed and with Bar tuples only;
+    returns both hosts (logs, orders)."""
+    hosts = []
+    for fast in (True, False):
+        loader, cls = loaded(body)
+        host = MockHost(list(bars), params=resolve_params(cls), symbols=list(symbols))
+        make = (lambda: _fields.plan(cls, loader.tree, "strategy.py")) if fast else (lambda: None)
+        loader.guard(_runtime.execute, cls, host, make)
+        hosts.append(host)
+    return hosts
+
+
+def test_a_next_that_reads_fields_gets_them_in_bar_order():
+    plan = plan_of("""
+    class S(Strategy):
+        def next(self, bar):
+            self.log(f"{bar.close} {bar.symbol} {bar.ts}")
+    """)
+    assert plan is not None and plan.fields == ("ts", "symbol", "close")
+    assert plan.function.__name__ == "next" and plan.function.__qualname__ == "S.next"
+
+
+def test_every_field_reads_the_same_value_either_way():
+    body = """
+    class S(Strategy):
+        def next(self, bar):
+            self.log(repr((bar.ts, bar.symbol, bar.open, bar.high, bar.low, bar.close, bar.volume)))
+            self.log(repr((type(bar.ts), type(bar.symbol), type(bar.close))))
+    """
+    assert plan_of(body).fields == ("ts", "symbol", "open", "high", "low", "close", "volume")
+    fast, slow = run_both(body)
+    assert fast.logs == slow.logs and len(fast.logs) == 2 * len(BARS)
+
+
+def test_a_next_that_reads_no_field_is_called_without_arguments():
+    body = """
+    class S(Strategy):
+        def init(self):
+            self.n = 0
+
+        def next(self, bar):
+            self.n += 1
+            self.log(str(self.n))
+    """
+    assert plan_of(body).fields == ()
+    fast, slow = run_both(body)
+    assert fast.logs == slow.logs and fast.logs[-1] == (2, str(len(BARS)))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "self.helper(bar)",
+        "x = bar[5]",
+        "x = bar",
+        "bar.close = 1.0",
+        "del bar",
+        "bar = None",
+        "(bar := 3)",
+        "for bar in range(2): pass",
+        "x = bar.count(1.0)",
+        "x = bar._asdict()",
+        "x = getattr(bar, 'close')",
+        "x = [bar.close for _ in range(2)]",
+        "x = (lambda: bar.close)()",
+        "x = [b.close for bar in [1] for b in []]",
+        "x = locals()",
+        "x = vars()",
+        "x = dir()",
+        "x = eval('1')",
+        "exec('x = 1')",
+        "yield 1",
+        "x = super().next",
+        "x = __class__",
+        "try:\n    pass\nexcept ValueError as bar:\n    pass",
+        "match 1:\n    case bar:\n        pass",
+        "match {}:\n    case {**bar}:\n        pass",
+        "import math as bar",
+        "def inner(bar):\n    return bar\n",
+        "class Inner:\n    bar = 1\n",
+        "x, *bar = (1, 2)",
+        "bar.close += 1",
+        "print(*bar)",
+        "x = bar.close if bar else 0",
+    ],
+)
+def test_any_other_use_of_the_bar_keeps_the_bar(code):
+    body = "class S(Strategy):\n    def helper(self, b):\n        pass\n\n    def next(self, bar):\n"
+    body += "".join(f"        {line}\n" for line in code.splitlines())
+    body += "        self.log(str(bar.close))\n"
+    loader = _runtime._Loader("strategy.py", HEAD + body)
+    cls = loader.load()
+    assert _fields.plan(cls, loader.tree, "strategy.py") is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Not exactly (self, bar).
+        "class S(Strategy):\n    def next(self, bar, extra=1):\n        self.log(str(bar.close))\n",
+        "class S(Strategy):\n    def next(self, *bars):\n        pass\n",
+        "class S(Strategy):\n    def next(self, bar, *, k=1):\n        pass\n",
+        # Decorated.
+        "def deco(f):\n    return f\n\nclass S(Strategy):\n    @deco\n    def next(self, bar):\n        self.log(str(bar.close))\n",
+        # Not a def of the class.
+        "def f(self, bar):\n    self.log(str(bar.close))\n\nclass S(Strategy):\n    next = f\n",
+        "class S(Strategy):\n    next = lambda self, bar: None\n",
+        # Replaced after its def.
+        "class S(Strategy):\n    def next(self, bar):\n        pass\n    def other(self, bar):\n        self.log(str(bar.close))\n    next = other\n",
+        # Not overridden at all.
+        "class S(Strategy):\n    pass\n",
+        # A generator.
+        "class S(Strategy):\n    def next(self, bar):\n        x = bar.close\n        yield x\n",
+    ],
+)
+def test_next_itself_must_be_a_plain_def_taking_self_and_bar(body):
+    loader = _runtime._Loader("strategy.py", HEAD + body)
+    cls = loader.load()
+    assert _fields.plan(cls, loader.tree, "strategy.py") is None
+
+
+def test_a_next_inherited_from_a_base_in_the_source_is_planned():
+    plan = plan_of("""
+    class Base(Strategy):
+        def next(self, bar):
+            self.log(str(bar.high))
+
+    class S(Base):
+        pass
+    """)
+    assert plan is not None and plan.fields == ("high",)
+
+
+def test_a_nested_scope_without_the_bar_does_not_matter():
+    body = """
+    class S(Strategy):
+        def next(self, bar):
+            c, o = bar.close, bar.open
+            self.log(str(sorted([c, 1.0], key=lambda v: -v)) + str([v * 2 for v in (c, o)]))
+    """
+    assert plan_of(body).fields == ("open", "close")
+    fast, slow = run_both(body)
+    assert fast.logs == slow.logs
+
+
+def test_private_names_are_mangled_as_in_the_class():
+    body = """
+    class S(Strategy):
+        def init(self):
+            self.__seen = 0
+
+        def next(self, bar):
+            self.__seen += 1
+            self.log(f"{self.__seen} {self._S__seen} {bar.close}")
+    """
+    assert plan_of(body) is not None
+    fast, slow = run_both(body)
+    assert fast.logs == slow.logs
+
+
+def test_an_exception_names_the_same_line_either_way():
+    body = """
+    class S(Strategy):
+        def next(self, bar):
+            if bar.ts > 120:
+                x = bar.close / 0
+    """
+    messages = set()
+    for fast in (True, False):
+        loader, cls = loaded(body)
+        host = MockHost(list(BARS), params={})
+        make = (lambda: _fields.plan(cls, loader.tree, "strategy.py")) if fast else (lambda: None)
+        messages.add(failure(loader.guard, _runtime.execute, cls, host, make))
+    assert messages == {("exception", "ZeroDivisionError: float division by zero (strategy.py, line 6)")}
+
+
+def test_the_run_uses_the_fast_path_and_the_original_next_is_intact():
+    body = """
+    class S(Strategy):
+        def init(self):
+            self.calls = []
+
+        def next(self, bar):
+            self.log(f"{bar.close}")
+
+        def finish(self):
+            # The strategy's own next still takes a Bar.
+            self.next(self._last)
+    """
+    loader, cls = loaded(body)
+    made = []
+
+    def make():
+        made.append(_fields.plan(cls, loader.tree, "strategy.py"))
+        return made[-1]
+
+    bar = _runtime.Bar(0, 0, 1.0, 1.0, 1.0, 7.5, 1.0)
+    cls._last = bar
+    host = MockHost(list(BARS), params={}, symbols=["A", "B"])
+    loader.guard(_runtime.execute, cls, host, make)
+    assert made and made[0] is not None
+    assert host.logs[-1] == (2, "7.5")
+
+
+def test_an_instance_next_set_in_init_is_what_runs():
+    body = """
+    class S(Strategy):
+        def init(self):
+            self.next = self.other
+
+        def next(self, bar):
+            self.log("class next")
+
+        def other(self, bar):
+            self.log(f"instance next {bar.close}")
+    """
+    loader, cls = loaded(body)
+    host = MockHost(list(BARS), params={}, symbols=["A", "B"])
+    loader.guard(_runtime.execute, cls, host, lambda: _fields.plan(cls, loader.tree, "strategy.py"))
+    assert host.logs and all(m.startswith("instance next") for _, m in host.logs)
+
+
+def test_on_timestamp_and_history_keep_bars():
+    for body in (
+        """
+        class S(Strategy):
+            def on_timestamp(self, bars):
+                for bar in bars:
+                    self.next(bar)
+
+            def next(self, bar):
+                self.log(str(bar.close))
+        """,
+        """
+        class S(Strategy):
+            def next(self, bar):
+                self.log(str(len(self.history(bar.symbol))))
+        """,
+    ):
+        loader, cls = loaded(body)
+        host = MockHost(list(BARS), params={}, symbols=["A", "B"])
+        loader.guard(_runtime.execute, cls, host, lambda: pytest.fail("no plan is asked for"))
+        assert len(host.logs) == len(BARS)
+
+
+@pytest.mark.parametrize("name", ["sma_cross", "bollinger_revert", "donchian_breakout"])
+def test_the_examples_take_the_fast_path_with_the_same_trades(name):
+    from test_examples import walk
+
+    path = EXAMPLES / f"{name}.py"
+    loader = _runtime._Loader(path.name, path.read_text())
+    cls = loader.load()
+    plan = _fields.plan(cls, loader.tree, path.name)
+    assert plan is not None
+    runs = []
+    for make in (lambda: plan, lambda: None):
+        host = MockHost(walk(3000, 5, 2), params=resolve_params(cls))
+        _runtime.execute(cls, host, make)
+        runs.append((host.trades(), host.logs))
+    assert runs[0] == runs[1] and runs[0][0]
+
+
+def test_native_classes_are_planned_from_their_module_source(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    from sma_cross import SmaCross
+
+    plan = _fields.plan_from_source(SmaCross)
+    assert plan is not None and plan.fields == ("symbol", "close")
+    # A class defined inside a function is not top level: no plan.
+
+    class Local(SmaCross):
+        def next(self, bar):
+            return bar.close
+
+    assert _fields.plan_from_source(Local) is None
+
+
+def test_a_source_too_deep_to_copy_keeps_the_bar_and_runs():
+    # 400 nested negations: compiled fine, too deep for the copy.
+    body = "class S(Strategy):\n    def next(self, bar):\n        self.log(str(" + "-" * 400 + "bar.close))\n"
+    loader = _runtime._Loader("strategy.py", HEAD + body)
+    cls = loader.load()
+    assert _fields.plan(cls, loader.tree, "strategy.py") is None
+    host = MockHost([1.0, 2.0], params={})
+    loader.guard(_runtime.execute, cls, host, lambda: _fields.plan(cls, loader.tree, "strategy.py"))
+    assert host.logs == [(2, "1.0"), (2, "2.0")]
+
+
+def test_a_next_from_another_file_is_not_planned():
+    body = """
+    ns = {}
+    exec("def next(self, bar):\\n    return bar.close\\n", ns)
+
+    class S(Strategy):
+        next = ns["next"]
+    """
+    assert plan_of(body) is None
