@@ -2,7 +2,7 @@
 could tell the difference: the runtime's fast path.
 
 Building a ``Bar`` and reading its fields back costs, in the sandbox, about
-a quarter of a sma-cross bar. A strategy whose ``next(self, bar)`` only
+a fifth of a sma-cross bar. A strategy whose ``next(self, bar)`` only
 ever reads ``bar.<field>`` never needs the tuple: ``plan`` compiles a copy
 of that method taking the fields it reads as arguments (``bar.close``
 becomes a local bound to the close), and the event loop unpacks just those
@@ -20,7 +20,6 @@ the original's, so an exception reads the same either way.
 """
 
 import ast
-import copy
 import struct
 
 from .strategy import Bar, Strategy
@@ -45,8 +44,18 @@ assert tuple(_LAYOUT) == Bar._fields
 #: copy is compiled outside the class, with other local names).
 _OBSERVERS = frozenset({"super", "__class__", "locals", "vars", "dir", "eval", "exec"})
 
-_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.GeneratorExp, ast.ListComp, ast.SetComp, ast.DictComp)
-_GENERATORS = (ast.Yield, ast.YieldFrom, ast.Await)
+_SCOPES = frozenset(
+    {ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.GeneratorExp, ast.ListComp, ast.SetComp, ast.DictComp}
+)
+#: Nodes that make a ``next`` a generator or coroutine.
+_REFUSED = frozenset({ast.Yield, ast.YieldFrom, ast.Await})
+#: Nodes that bind a name other than through an ``ast.Name`` (``_binds``).
+_BINDERS = frozenset(
+    {ast.ExceptHandler, ast.Global, ast.Nonlocal, ast.alias, ast.MatchAs, ast.MatchStar, ast.MatchMapping}
+)
+#: The copy's locals for the fields read: ``_palisade_<bar>_<field>`` (with
+#: more leading underscores if the source has such a name anywhere).
+_LOCAL_PREFIX = "_palisade_"
 
 
 class Plan:
@@ -79,43 +88,62 @@ def fields_struct(fields):
     return struct.Struct(fmt)
 
 
-def plan(cls, tree, filename):
+def plan(cls, tree, source, filename):
     """The fast path for ``cls.next``, or ``None`` when the loop must hand
-    over ``Bar`` tuples. ``tree`` is the AST of the source that defined the
-    class (compiled from ``filename``). Never raises: whatever goes wrong
-    (a source too deeply nested to copy, say) leaves the ``Bar`` path."""
+    over ``Bar`` tuples. ``source`` is the text of the module that defined
+    the class, ``tree`` its AST (compiled from ``filename``; not changed).
+    Never raises: whatever goes wrong leaves the ``Bar`` path."""
     try:
-        return _plan(cls, tree, filename)
+        return _plan(cls, tree, source, filename)
     except Exception:
         return None
 
 
-def _plan(cls, tree, filename):
+def _plan(cls, tree, source, filename):
     found = _method(cls)
     if found is None:
         return None
     owner, function = found
-    if function.__code__.co_filename != filename:
+    if function.__code__.co_filename != filename or _has_future_imports(tree):
         return None
     node = _definition(tree, owner, function)
     if node is None:
         return None
-    rewritten = _rewrite(node)
-    if rewritten is None:
+    reads = _reads(node)
+    if reads is None:
         return None
-    fn_node, fields = rewritten
-    # Compiled inside a class of the same name, so that private names are
-    # mangled as in the original.
-    wrapper = ast.ClassDef(name=owner.__name__, bases=[], keywords=[], body=[fn_node], decorator_list=[])
-    if "type_params" in ast.ClassDef._fields:
-        wrapper.type_params = []
-    module = ast.Module(body=[wrapper], type_ignores=[])
-    ast.copy_location(wrapper, node)
-    ast.fix_missing_locations(module)
-    code = compile(module, filename, "exec", dont_inherit=True)
+    fields = tuple(f for f in _LAYOUT if any(a.attr == f for a in reads))
+    # The copy is the method's own lines with each `bar.<field>` read and
+    # the `bar` parameter replaced by locals (edited at the AST's byte
+    # offsets, so strings and comments are untouched), compiled inside a
+    # class of the same name (private names are mangled as in the original)
+    # on the same lines: parsing and compiling a function's text is the
+    # interpreter's C code, far cheaper than rewriting an AST in Python.
+    lines = source.encode("utf-8").splitlines(keepends=True)
+    prefix = f"{_LOCAL_PREFIX}{node.args.args[1].arg}_"
+    used = source.encode("utf-8")
+    while any((prefix + f).encode() in used for f in fields):
+        prefix = "_" + prefix
+    local = {f: prefix + f for f in fields}
+    bar_arg = node.args.args[1]
+    edits = [(a.lineno, a.col_offset, a.end_col_offset, local[a.attr]) for a in reads]
+    edits.append((bar_arg.lineno, bar_arg.col_offset, bar_arg.end_col_offset, ", ".join(local[f] for f in fields)))
+    if any(a.end_lineno != a.lineno for a in reads) or bar_arg.end_lineno != bar_arg.lineno:
+        return None
+    for line, start, end, text in sorted(edits, reverse=True):
+        b = lines[line - 1]
+        lines[line - 1] = b[:start] + text.encode() + b[end:]
+    body = b"".join(lines[node.lineno - 1 : node.end_lineno]).decode("utf-8")
+    text = "\n" * (node.lineno - 2) + f"class {owner.__name__}:\n" + body
+    code = compile(text, filename, "exec", dont_inherit=True)
     scratch = {}
     exec(code, function.__globals__, scratch)
-    return Plan(scratch[owner.__name__].__dict__["next"], fields)
+    copied = scratch[owner.__name__].__dict__["next"]
+    if copied.__code__.co_firstlineno != function.__code__.co_firstlineno:
+        return None
+    if copied.__code__.co_argcount != 1 + len(fields):
+        return None
+    return Plan(copied, fields)
 
 
 def plan_from_source(cls):
@@ -133,7 +161,7 @@ def plan_from_source(cls):
         tree = compile(source, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
     except Exception:
         return None
-    return plan(cls, tree, filename)
+    return plan(cls, tree, source, filename)
 
 
 def _method(cls):
@@ -165,70 +193,54 @@ def _definition(tree, owner, function):
     return None
 
 
-def _rewrite(node):
-    """A copy of ``node`` taking the fields it reads, with those fields, or
-    ``None`` when ``bar`` is used in any other way."""
+def _reads(node):
+    """The ``bar.<field>`` reads (``ast.Attribute`` nodes) of a ``def
+    next(self, bar)``, or ``None`` when ``bar`` is used in any other way or
+    the method could observe the change (see the module's docstring)."""
     a = node.args
-    params = a.posonlyargs + a.args
-    if len(params) != 2 or a.vararg or a.kwonlyargs or a.kwarg or a.defaults or a.kw_defaults:
+    if a.posonlyargs or len(a.args) != 2 or a.vararg or a.kwonlyargs or a.kwarg or a.defaults or a.kw_defaults:
         return None
-    if getattr(node, "type_params", None):
+    if getattr(node, "type_params", None) or node.returns is not None or a.args[0].annotation is not None:
         return None
-    bar = params[1].arg
-    reads = {}
-    for sub in ast.walk(node):
-        if (
-            isinstance(sub, ast.Attribute)
-            and isinstance(sub.value, ast.Name)
-            and sub.value.id == bar
-            and sub.attr in _LAYOUT
-            and isinstance(sub.ctx, ast.Load)
-        ):
-            reads[id(sub.value)] = sub.attr
-    for sub in ast.walk(node):
-        if sub is node:
-            continue
-        if isinstance(sub, _GENERATORS):
-            return None
-        if isinstance(sub, ast.Name):
-            if sub.id in _OBSERVERS or (sub.id == bar and id(sub) not in reads):
+    bar = a.args[1].arg
+    reads, read_names = [], set()
+    attribute, name, load = ast.Attribute, ast.Name, ast.Load
+    # Depth first, each node before its children (an Attribute before the
+    # Name it reads); a walk of its own, as ast.walk's generators cost
+    # several times as much in the sandbox.
+    stack = list(node.body)
+    while stack:
+        sub = stack.pop()
+        kind = type(sub)
+        if kind is attribute:
+            value = sub.value
+            if type(value) is name and value.id == bar and sub.attr in _LAYOUT and type(sub.ctx) is load:
+                reads.append(sub)
+                read_names.add(id(value))
+        elif kind is name:
+            if sub.id in _OBSERVERS or (sub.id == bar and id(sub) not in read_names):
                 return None
-        elif isinstance(sub, _SCOPES) and _mentions(sub, bar):
+            continue
+        elif kind in _REFUSED:
             return None
-        elif _binds(sub, bar):
+        elif kind in _SCOPES:
+            if _mentions(sub, bar):
+                return None
+        elif kind in _BINDERS and _binds(sub, bar):
             return None
-    fields = tuple(f for f in _LAYOUT if f in reads.values())
-    local = {f: f"{bar}.{f}" for f in fields}
+        for field in sub._fields:
+            child = getattr(sub, field, None)
+            if type(child) is list:
+                stack.extend(c for c in child if isinstance(c, ast.AST))
+            elif isinstance(child, ast.AST):
+                stack.append(child)
+    return reads
 
-    class Substitute(ast.NodeTransformer):
-        def visit_Attribute(self, sub):
-            if id(sub.value) in reads:
-                return ast.copy_location(ast.Name(id=local[sub.attr], ctx=ast.Load()), sub)
-            return self.generic_visit(sub)
 
-    copied = copy.deepcopy(node)
-    # deepcopy made new nodes: find the reads again in the copy.
-    reads = {
-        id(sub.value): sub.attr
-        for sub in ast.walk(copied)
-        if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name) and sub.value.id == bar
-    }
-    copied = Substitute().visit(copied)
-    self_arg = ast.arg(arg=params[0].arg)
-    copied.args = ast.arguments(
-        posonlyargs=[],
-        args=[self_arg] + [ast.arg(arg=local[f]) for f in fields],
-        vararg=None,
-        kwonlyargs=[],
-        kw_defaults=[],
-        kwarg=None,
-        defaults=[],
-    )
-    for arg in copied.args.args:
-        ast.copy_location(arg, params[0])
-    copied.returns = None
-    copied.decorator_list = []
-    return copied, fields
+def _has_future_imports(tree):
+    """Whether the module has ``from __future__ import ...`` (which changes
+    how its code compiles: the copy would not)."""
+    return any(isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__" for stmt in tree.body)
 
 
 def _mentions(scope, name):

@@ -413,7 +413,7 @@ def describe(filename, source):
 def run(filename, source, host):
     """Loads a strategy source and runs it over ``host`` to the end."""
     loader, cls, _m = _load(filename, source)
-    loader.guard(execute, cls, host, lambda: _fields.plan(cls, loader.tree, filename))
+    loader.guard(execute, cls, host, lambda: _fields.plan(cls, loader.tree, source, filename))
 
 
 def _overrides(cls, method):
@@ -508,6 +508,9 @@ def _execute(strategy, cls, host, fields_plan):
         # hands over whole. With several symbols, host.next() hands over
         # each.
         next_bar = getattr(host, "next_bar", None) if n_symbols == 1 else None
+        # The first timestamp comes first, so that the plan (about as much
+        # fuel as loading the source) is made in its window, not init's.
+        data = host_next()
         plan = None if "next" in d else fields_plan()
         if plan is not None:
             # `next` reads only fields of its bar: it gets them (see _fields).
@@ -531,15 +534,15 @@ def _execute(strategy, cls, host, fields_plan):
 
         drain = deque(maxlen=0).extend
         while True:
-            if next_bar is not None:
-                drain(lone_bars())
-            data = host_next()
             nb, nf = header(data)
             if not nb:
                 break
             if nf and on_fill is not None:
                 deliver_fills(data, nb, nf)
             drain(bars_of(data, nb))
+            if next_bar is not None:
+                drain(lone_bars())
+            data = host_next()
     else:
         on_timestamp = strategy.on_timestamp
         appends = None if histories is None else [h.append for h in histories]

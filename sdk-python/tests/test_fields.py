@@ -23,7 +23,7 @@ def loaded(body, filename="strategy.py"):
 
 def plan_of(body):
     loader, cls = loaded(body)
-    return _fields.plan(cls, loader.tree, "strategy.py")
+    return _fields.plan(cls, loader.tree, loader.source, "strategy.py")
 
 
 def run_both(body, bars=BARS, symbols=("A", "B")):
@@ -33,7 +33,7 @@ def run_both(body, bars=BARS, symbols=("A", "B")):
     for fast in (True, False):
         loader, cls = loaded(body)
         host = MockHost(list(bars), params=resolve_params(cls), symbols=list(symbols))
-        make = (lambda: _fields.plan(cls, loader.tree, "strategy.py")) if fast else (lambda: None)
+        make = (lambda: _fields.plan(cls, loader.tree, loader.source, "strategy.py")) if fast else (lambda: None)
         loader.guard(_runtime.execute, cls, host, make)
         hosts.append(host)
     return hosts
@@ -119,7 +119,7 @@ def test_any_other_use_of_the_bar_keeps_the_bar(code):
     body += "        self.log(str(bar.close))\n"
     loader = _runtime._Loader("strategy.py", HEAD + body)
     cls = loader.load()
-    assert _fields.plan(cls, loader.tree, "strategy.py") is None
+    assert _fields.plan(cls, loader.tree, loader.source, "strategy.py") is None
 
 
 @pytest.mark.parametrize(
@@ -145,7 +145,7 @@ def test_any_other_use_of_the_bar_keeps_the_bar(code):
 def test_next_itself_must_be_a_plain_def_taking_self_and_bar(body):
     loader = _runtime._Loader("strategy.py", HEAD + body)
     cls = loader.load()
-    assert _fields.plan(cls, loader.tree, "strategy.py") is None
+    assert _fields.plan(cls, loader.tree, loader.source, "strategy.py") is None
 
 
 def test_a_next_inherited_from_a_base_in_the_source_is_planned():
@@ -198,7 +198,7 @@ def test_an_exception_names_the_same_line_either_way():
     for fast in (True, False):
         loader, cls = loaded(body)
         host = MockHost(list(BARS), params={})
-        make = (lambda: _fields.plan(cls, loader.tree, "strategy.py")) if fast else (lambda: None)
+        make = (lambda: _fields.plan(cls, loader.tree, loader.source, "strategy.py")) if fast else (lambda: None)
         messages.add(failure(loader.guard, _runtime.execute, cls, host, make))
     assert messages == {("exception", "ZeroDivisionError: float division by zero (strategy.py, line 6)")}
 
@@ -220,7 +220,7 @@ def test_the_run_uses_the_fast_path_and_the_original_next_is_intact():
     made = []
 
     def make():
-        made.append(_fields.plan(cls, loader.tree, "strategy.py"))
+        made.append(_fields.plan(cls, loader.tree, loader.source, "strategy.py"))
         return made[-1]
 
     bar = _runtime.Bar(0, 0, 1.0, 1.0, 1.0, 7.5, 1.0)
@@ -245,7 +245,7 @@ def test_an_instance_next_set_in_init_is_what_runs():
     """
     loader, cls = loaded(body)
     host = MockHost(list(BARS), params={}, symbols=["A", "B"])
-    loader.guard(_runtime.execute, cls, host, lambda: _fields.plan(cls, loader.tree, "strategy.py"))
+    loader.guard(_runtime.execute, cls, host, lambda: _fields.plan(cls, loader.tree, loader.source, "strategy.py"))
     assert host.logs and all(m.startswith("instance next") for _, m in host.logs)
 
 
@@ -279,7 +279,7 @@ def test_the_examples_take_the_fast_path_with_the_same_trades(name):
     path = EXAMPLES / f"{name}.py"
     loader = _runtime._Loader(path.name, path.read_text())
     cls = loader.load()
-    plan = _fields.plan(cls, loader.tree, path.name)
+    plan = _fields.plan(cls, loader.tree, loader.source, path.name)
     assert plan is not None
     runs = []
     for make in (lambda: plan, lambda: None):
@@ -304,15 +304,21 @@ def test_native_classes_are_planned_from_their_module_source(monkeypatch):
     assert _fields.plan_from_source(Local) is None
 
 
-def test_a_source_too_deep_to_copy_keeps_the_bar_and_runs():
-    # 400 nested negations: compiled fine, too deep for the copy.
-    body = "class S(Strategy):\n    def next(self, bar):\n        self.log(str(" + "-" * 400 + "bar.close))\n"
-    loader = _runtime._Loader("strategy.py", HEAD + body)
-    cls = loader.load()
-    assert _fields.plan(cls, loader.tree, "strategy.py") is None
-    host = MockHost([1.0, 2.0], params={})
-    loader.guard(_runtime.execute, cls, host, lambda: _fields.plan(cls, loader.tree, "strategy.py"))
-    assert host.logs == [(2, "1.0"), (2, "2.0")]
+@pytest.mark.parametrize("depth", [50, 400, 900])
+def test_deeply_nested_code_runs_the_same_whether_planned_or_not(depth):
+    # Nested negations: the rewrite recurses through them, and may give up
+    # (a plan is never an error); the run's output is the same either way.
+    body = "class S(Strategy):\n    def next(self, bar):\n        self.log(str(" + "-" * depth + "bar.close))\n"
+    logs = []
+    for make in ("plan", "none"):
+        loader = _runtime._Loader("strategy.py", HEAD + body)
+        cls = loader.load()
+        host = MockHost([1.0, 2.0], params={})
+        planned = (lambda: _fields.plan(cls, loader.tree, loader.source, "strategy.py")) if make == "plan" else (lambda: None)
+        loader.guard(_runtime.execute, cls, host, planned)
+        logs.append(host.logs)
+    sign = "-" if depth % 2 else ""
+    assert logs[0] == logs[1] == [(2, f"{sign}1.0"), (2, f"{sign}2.0")]
 
 
 def test_a_next_from_another_file_is_not_planned():

@@ -531,7 +531,8 @@ def test_lone_bars_come_through_next_bar_and_the_rest_through_next(symbols):
     assert [m for _, m in host.logs] == [f"{s} {float(i)}" for i in range(8) for s in range(symbols)]
     assert [o.qty for o in host.orders] == [1.0] * symbols and host.fills
     if symbols == 1:
-        # 7 lone bars; the one with the fill and the end through next.
-        assert calls == {"next": 2, "next_bar": 9, "lone": 7}
+        # The first timestamp, the one with the fill and the end through
+        # next; the 6 others alone through next_bar.
+        assert calls == {"next": 3, "next_bar": 8, "lone": 6}
     else:
         assert calls == {"next": 9, "next_bar": 0, "lone": 0}
