@@ -12,15 +12,27 @@ fields from the host's bytes and calls the copy. The strategy's own
 The copy is made only when nothing could observe it: the method is a plain
 function defined in a top-level class of the strategy's source, takes
 exactly ``(self, bar)``, and its body uses ``bar`` only as ``bar.<field>``
-read, in no nested function, lambda, comprehension or class, with no
-``super()``, ``__class__``, ``locals()``, ``vars()``, ``dir()``, ``eval`` or
-``exec``, and is not a generator. Anything else, and the loop hands over a
-``Bar`` as always. Line numbers, the file name and the function's name are
-the original's, so an exception reads the same either way.
+read, in no nested function, lambda, comprehension or class, no match value
+pattern and no ``{...=}`` f-string field, with no ``super()``,
+``__class__``, ``locals()``, ``vars()``, ``dir()``, ``eval`` or ``exec``,
+and is not a generator; the source nowhere names what could look at a
+frame, a function's code or the builtins (``_INTROSPECTION``); ``Bar``'s
+accessors are its own; and the method the instance resolves when the run
+starts is that one. Anything else, and the loop hands over a ``Bar`` as
+always. Line numbers, the file name and the function's name are the
+original's, so an exception reads the same either way. The copy is only
+compiled, never run at module level: building it runs none of the
+strategy's code.
+
+What remains observable, by design: the fuel a run uses, and frames
+reached by means the source does not name (none that the import allowlist
+lets a strategy reach).
 """
 
 import ast
+import re
 import struct
+import warnings
 
 from .strategy import Bar, Strategy
 
@@ -53,6 +65,17 @@ _REFUSED = frozenset({ast.Yield, ast.YieldFrom, ast.Await})
 _BINDERS = frozenset(
     {ast.ExceptHandler, ast.Global, ast.Nonlocal, ast.alias, ast.MatchAs, ast.MatchStar, ast.MatchMapping}
 )
+#: The accessors ``Bar`` was made with (a strategy that replaces one keeps
+#: the ``Bar`` path).
+_ACCESSORS = {f: Bar.__dict__[f] for f in Bar._fields}
+#: Words in a source that could observe a frame's locals, a function's code
+#: or the builtins (aliases included: the whole source is searched): such a
+#: strategy keeps the ``Bar`` path.
+_INTROSPECTION = re.compile(
+    r"\b(locals|eval|exec|compile|getattr|__builtins__|__build_class__|__code__|__getattribute__"
+    r"|__class__|__globals__|tb_frame|f_back|f_locals|f_code|gi_frame|cr_frame|ag_frame)\b"
+    r"|\b(vars|dir)\s*\(\s*\)"
+)
 #: The copy's locals for the fields read: ``_palisade_<bar>_<field>`` (with
 #: more leading underscores if the source has such a name anywhere).
 _LOCAL_PREFIX = "_palisade_"
@@ -60,15 +83,16 @@ _LOCAL_PREFIX = "_palisade_"
 
 class Plan:
     """How the loop calls a strategy's ``next``: ``function(strategy,
-    *values)``, the values of ``fields`` (the ``Bar`` fields the method
+    *values)``, for ``original`` (the strategy's ``next``), the values of ``fields`` (the ``Bar`` fields the method
     reads, in ``Bar`` order) read from a packed bar by ``unpack(bar)`` (its
     56 bytes alone) or ``unpack_from(data, offset)``."""
 
-    __slots__ = ("function", "fields", "unpack", "unpack_from")
+    __slots__ = ("function", "fields", "original", "unpack", "unpack_from")
 
-    def __init__(self, function, fields):
+    def __init__(self, function, fields, original):
         self.function = function
         self.fields = fields
+        self.original = original
         layout = fields_struct(fields)
         self.unpack = layout.unpack
         self.unpack_from = layout.unpack_from
@@ -106,6 +130,8 @@ def _plan(cls, tree, source, filename):
     owner, function = found
     if function.__code__.co_filename != filename or _has_future_imports(tree):
         return None
+    if _INTROSPECTION.search(source) or _bar_patched():
+        return None
     node = _definition(tree, owner, function)
     if node is None:
         return None
@@ -121,8 +147,10 @@ def _plan(cls, tree, source, filename):
     # interpreter's C code, far cheaper than rewriting an AST in Python.
     lines = source.encode("utf-8").splitlines(keepends=True)
     prefix = f"{_LOCAL_PREFIX}{node.args.args[1].arg}_"
-    used = source.encode("utf-8")
-    while any((prefix + f).encode() in used for f in fields):
+    # Not a name the method or its nested code uses (as the compiler sees
+    # names: normalized), nor one written anywhere in the source.
+    used = _names(function.__code__)
+    while any(prefix + f in used or prefix + f in source for f in fields):
         prefix = "_" + prefix
     local = {f: prefix + f for f in fields}
     bar_arg = node.args.args[1]
@@ -135,15 +163,47 @@ def _plan(cls, tree, source, filename):
         lines[line - 1] = b[:start] + text.encode() + b[end:]
     body = b"".join(lines[node.lineno - 1 : node.end_lineno]).decode("utf-8")
     text = "\n" * (node.lineno - 2) + f"class {owner.__name__}:\n" + body
-    code = compile(text, filename, "exec", dont_inherit=True)
-    scratch = {}
-    exec(code, function.__globals__, scratch)
-    copied = scratch[owner.__name__].__dict__["next"]
-    if copied.__code__.co_firstlineno != function.__code__.co_firstlineno:
+    with warnings.catch_warnings():
+        # The original's compile warned already.
+        warnings.simplefilter("ignore")
+        module = compile(text, filename, "exec", dont_inherit=True)
+    # Only compiled, never run: the copy is made from its code object, so
+    # no class is built and no annotation evaluated again.
+    code = _code_named(_code_named(module, owner.__name__), "next")
+    if code is None or code.co_firstlineno != function.__code__.co_firstlineno or code.co_argcount != 1 + len(fields):
         return None
-    if copied.__code__.co_argcount != 1 + len(fields):
+    copied = type(function)(code, function.__globals__, "next")
+    if copied.__builtins__ is not function.__builtins__:
+        # The module's builtins were replaced after `next` was defined.
         return None
-    return Plan(copied, fields)
+    copied.__qualname__ = function.__qualname__
+    copied.__module__ = function.__module__
+    copied.__doc__ = function.__doc__
+    return Plan(copied, fields, function)
+
+
+def _code_named(code, name):
+    """The code object named ``name`` among ``code``'s constants."""
+    if code is None:
+        return None
+    for const in code.co_consts:
+        if type(const) is type(code) and const.co_name == name:
+            return const
+    return None
+
+
+def _names(code):
+    """Every name ``code`` and the code nested in it use."""
+    names = set(code.co_names) | set(code.co_varnames) | set(code.co_freevars) | set(code.co_cellvars)
+    for const in code.co_consts:
+        if type(const) is type(code):
+            names |= _names(const)
+    return names
+
+
+def _bar_patched():
+    """Whether ``Bar``'s field accessors are not the ones it was made with."""
+    return any(Bar.__dict__.get(f) is not a for f, a in _ACCESSORS.items())
 
 
 def plan_from_source(cls):
@@ -223,6 +283,13 @@ def _reads(node):
             continue
         elif kind in _REFUSED:
             return None
+        elif kind is ast.MatchValue:
+            value = sub.value
+            if type(value) is attribute and type(value.value) is name and value.value.id == bar:
+                # `case bar.close:` compares; `case local:` would capture.
+                return None
+        elif kind is ast.JoinedStr and _debug_text(sub, bar):
+            return None
         elif kind in _SCOPES:
             if _mentions(sub, bar):
                 return None
@@ -235,6 +302,19 @@ def _reads(node):
             elif isinstance(child, ast.AST):
                 stack.append(child)
     return reads
+
+
+def _debug_text(joined, bar):
+    """Whether an f-string shows ``bar``'s text with ``=`` (``{bar.close=}``
+    prints "bar.close=", the copy would print its local's name)."""
+    values = joined.values
+    for i in range(1, len(values)):
+        before = values[i - 1]
+        if type(before) is ast.Constant and type(values[i]) is ast.FormattedValue:
+            text = str(before.value).rstrip()
+            if text.endswith("=") and f"{bar}." in text:
+                return True
+    return False
 
 
 def _has_future_imports(tree):

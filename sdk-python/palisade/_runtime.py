@@ -511,7 +511,14 @@ def _execute(strategy, cls, host, fields_plan):
         # The first timestamp comes first, so that the plan (about as much
         # fuel as loading the source) is made in its window, not init's.
         data = host_next()
-        plan = None if "next" in d else fields_plan()
+        plan = fields_plan()
+        on_bar = strategy.next
+        if plan is not None and not (
+            getattr(on_bar, "__func__", None) is plan.original and getattr(on_bar, "__self__", None) is strategy
+        ):
+            # What runs is not the method planned (an instance attribute, a
+            # class swapped in init, a __getattribute__ of its own).
+            plan = None
         if plan is not None:
             # `next` reads only fields of its bar: it gets them (see _fields).
             on_bar = plan.function.__get__(strategy)
@@ -523,7 +530,6 @@ def _execute(strategy, cls, host, fields_plan):
             def bars_of(data, nb):
                 return starmap(on_bar, map(fields_at, repeat(data, nb), range(8, 8 + 56 * nb, 56)))
         else:
-            on_bar = strategy.next
             make_bar = partial(new, Bar)
 
             def lone_bars():

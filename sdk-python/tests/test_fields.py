@@ -390,3 +390,133 @@ def test_a_module_with_future_imports_keeps_the_bar():
     plain = source.replace("from __future__ import annotations", "#")
     tree = compile(plain, "native.py", "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
     assert _fields.plan(namespace["S"], tree, plain, "native.py") is not None
+
+
+# -- found by an adversarial review ------------------------------------------
+
+
+def test_a_debug_f_string_shows_the_bars_text_so_keeps_the_bar():
+    body = """
+    class S(Strategy):
+        def next(self, bar):
+            self.log(f"{bar.close=} {bar.close * 2 = }")
+    """
+    assert plan_of(body) is None
+    fast, slow = run_both(body)
+    assert fast.logs == slow.logs and fast.logs[0][1].startswith("bar.close=")
+    # The usual f-strings are fine.
+    assert plan_of('class S(Strategy):\n    def next(self, bar):\n        self.log(f"close={bar.close}")\n')
+
+
+def test_a_match_value_pattern_reading_the_bar_keeps_the_bar():
+    body = """
+    class S(Strategy):
+        def next(self, bar):
+            match [999.0]:
+                case [bar.close]:
+                    self.log("matched")
+                case _:
+                    self.log("no")
+    """
+    assert plan_of(body) is None
+    fast, slow = run_both(body)
+    assert fast.logs == slow.logs and fast.logs[0] == (2, "no")
+
+
+def test_a_name_equal_to_a_generated_local_after_normalization_is_avoided():
+    # A fullwidth letter normalizes (NFKC) to the local the copy would use.
+    body = """
+    _palisade_bar_\uff43lose = "GLOBAL"
+
+    class S(Strategy):
+        def next(self, bar):
+            self.log(str(bar.close) + " " + _palisade_bar_\uff43lose)
+    """
+    plan = plan_of(body)
+    assert plan is None or "_palisade_bar_close" not in plan.function.__code__.co_varnames
+    fast, slow = run_both(body)
+    assert fast.logs == slow.logs and fast.logs[0][1].endswith("GLOBAL")
+
+
+@pytest.mark.parametrize(
+    "module_code",
+    [
+        # Building the copy must not run the strategy's code again.
+        "calls = []\n_orig = __builtins__['__build_class__']\n"
+        "def hook(*a, **k):\n    calls.append(a[1])\n    return _orig(*a, **k)\n"
+        "__builtins__['__build_class__'] = hook\n",
+        # Builtins replaced after next was defined (see below: appended).
+        "",
+    ],
+)
+def test_building_the_copy_runs_nothing_and_keeps_the_builtins(module_code):
+    body = module_code + src("""
+    calls = globals().get("calls", [])
+
+    class S(Strategy):
+        def next(self, bar):
+            self.log(str(len(calls)) + " " + str(len("abc")) + " " + str(bar.close))
+    """)
+    if not module_code:
+        body += "__builtins__ = dict(__builtins__, len=lambda x: 42)\n"
+    fast, slow = run_both(body)
+    assert fast.logs == slow.logs
+
+
+def test_what_runs_is_the_method_the_instance_resolves():
+    body = """
+    class S(Strategy):
+        def init(self):
+            class Other(S):
+                def next(self, bar):
+                    self.log("other " + str(bar.close))
+
+            self.__class__ = Other
+
+        def next(self, bar):
+            self.log("planned " + str(bar.close))
+    """
+    fast, slow = run_both(body)
+    assert fast.logs == slow.logs and fast.logs[0][1].startswith("other")
+    # The same with the introspection words out of the source: the runtime
+    # itself checks what the instance resolves.
+    loader, cls = loaded(body.replace("self.__class__ = Other", "object.__setattr__(self, 'next', Other.next.__get__(self))"))
+    plan = _fields.plan(cls, loader.tree, loader.source, "strategy.py")
+    assert plan is not None
+    host = MockHost(list(BARS), params={}, symbols=["A", "B"])
+    loader.guard(_runtime.execute, cls, host, lambda: plan)
+    assert host.logs[0][1].startswith("other")
+
+
+def test_a_patched_bar_class_keeps_the_bar():
+    body = """
+    import palisade
+
+    class S(Strategy):
+        def next(self, bar):
+            self.log(str(bar.close))
+    """
+    from palisade import Bar
+
+    original = Bar.close
+    try:
+        Bar.close = property(lambda b: tuple.__getitem__(b, 5) * 100)
+        assert plan_of(body) is None
+        fast, slow = run_both(body)
+        assert fast.logs == slow.logs
+    finally:
+        Bar.close = original
+    assert plan_of(body) is not None
+
+
+@pytest.mark.parametrize(
+    "trick",
+    [
+        "L = locals\n",
+        "E = eval\n",
+        "def frame(e):\n    return e.__traceback__.tb_frame.f_locals\n",
+        "def swap(f, g):\n    f.__code__ = g.__code__\n",
+    ],
+)
+def test_a_source_that_could_look_at_frames_or_code_keeps_the_bar(trick):
+    assert plan_of(trick + "class S(Strategy):\n    def next(self, bar):\n        self.log(str(bar.close))\n") is None
