@@ -421,7 +421,7 @@ pub fn define(linker: &mut Linker<PyState>) -> wasmtime::Result<()> {
 
 /// Replaces `next` and `next-bar` in `linker` (a copy of [`define`]'s) with
 /// the live ones, as `host::define_live` does for core modules: before
-/// advancing, they wait for the feed ([`wait_for_feed`]); a timestamp held
+/// advancing, they wait for the feed (`wait_for_feed`); a timestamp held
 /// by `next-bar` is handed over at once.
 pub fn define_live(linker: &mut Linker<PyState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
