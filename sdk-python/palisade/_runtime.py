@@ -214,6 +214,11 @@ class _Loader:
         self.guard(exec, code, namespace)
         return find_strategy(namespace, filename)
 
+    def fields_plan(self, cls):
+        """The fast path's ``_fields.Plan`` for ``cls``, a class this source
+        defined, or ``None``."""
+        return _fields.plan(cls, self.tree, self.source, self.filename)
+
     def namespace(self):
         guarded_builtins = dict(builtins.__dict__)
         guarded_builtins["__import__"] = self.guarded_import
@@ -413,7 +418,7 @@ def describe(filename, source):
 def run(filename, source, host):
     """Loads a strategy source and runs it over ``host`` to the end."""
     loader, cls, _m = _load(filename, source)
-    loader.guard(execute, cls, host, lambda: _fields.plan(cls, loader.tree, source, filename))
+    loader.guard(execute, cls, host, lambda: loader.fields_plan(cls))
 
 
 def _overrides(cls, method):

@@ -213,7 +213,7 @@ class MockHost:
             return b""
         data = self.next()
         if len(data) == _runtime.ONE_BAR_PACKING:
-            return data[8:]
+            return data[_runtime._HEADER.size :]
         self._held = data
         return b""
 

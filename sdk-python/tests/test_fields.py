@@ -23,7 +23,12 @@ def loaded(body, filename="strategy.py"):
 
 def plan_of(body):
     loader, cls = loaded(body)
-    return _fields.plan(cls, loader.tree, loader.source, "strategy.py")
+    return loader.fields_plan(cls)
+
+
+def planned(loader, cls, fast):
+    """What the run asks for the fast path's plan: the runtime's, or none."""
+    return (lambda: loader.fields_plan(cls)) if fast else (lambda: None)
 
 
 def run_both(body, bars=BARS, symbols=("A", "B")):
@@ -33,7 +38,7 @@ def run_both(body, bars=BARS, symbols=("A", "B")):
     for fast in (True, False):
         loader, cls = loaded(body)
         host = MockHost(list(bars), params=resolve_params(cls), symbols=list(symbols))
-        make = (lambda: _fields.plan(cls, loader.tree, loader.source, "strategy.py")) if fast else (lambda: None)
+        make = planned(loader, cls, fast)
         loader.guard(_runtime.execute, cls, host, make)
         hosts.append(host)
     return hosts
@@ -119,7 +124,7 @@ def test_any_other_use_of_the_bar_keeps_the_bar(code):
     body += "        self.log(str(bar.close))\n"
     loader = _runtime._Loader("strategy.py", HEAD + body)
     cls = loader.load()
-    assert _fields.plan(cls, loader.tree, loader.source, "strategy.py") is None
+    assert loader.fields_plan(cls) is None
 
 
 @pytest.mark.parametrize(
@@ -145,7 +150,7 @@ def test_any_other_use_of_the_bar_keeps_the_bar(code):
 def test_next_itself_must_be_a_plain_def_taking_self_and_bar(body):
     loader = _runtime._Loader("strategy.py", HEAD + body)
     cls = loader.load()
-    assert _fields.plan(cls, loader.tree, loader.source, "strategy.py") is None
+    assert loader.fields_plan(cls) is None
 
 
 def test_a_next_inherited_from_a_base_in_the_source_is_planned():
@@ -198,7 +203,7 @@ def test_an_exception_names_the_same_line_either_way():
     for fast in (True, False):
         loader, cls = loaded(body)
         host = MockHost(list(BARS), params={})
-        make = (lambda: _fields.plan(cls, loader.tree, loader.source, "strategy.py")) if fast else (lambda: None)
+        make = planned(loader, cls, fast)
         messages.add(failure(loader.guard, _runtime.execute, cls, host, make))
     assert messages == {("exception", "ZeroDivisionError: float division by zero (strategy.py, line 6)")}
 
@@ -220,7 +225,7 @@ def test_the_run_uses_the_fast_path_and_the_original_next_is_intact():
     made = []
 
     def make():
-        made.append(_fields.plan(cls, loader.tree, loader.source, "strategy.py"))
+        made.append(loader.fields_plan(cls))
         return made[-1]
 
     bar = _runtime.Bar(0, 0, 1.0, 1.0, 1.0, 7.5, 1.0)
@@ -245,7 +250,7 @@ def test_an_instance_next_set_in_init_is_what_runs():
     """
     loader, cls = loaded(body)
     host = MockHost(list(BARS), params={}, symbols=["A", "B"])
-    loader.guard(_runtime.execute, cls, host, lambda: _fields.plan(cls, loader.tree, loader.source, "strategy.py"))
+    loader.guard(_runtime.execute, cls, host, lambda: loader.fields_plan(cls))
     assert host.logs and all(m.startswith("instance next") for _, m in host.logs)
 
 
@@ -279,7 +284,7 @@ def test_the_examples_take_the_fast_path_with_the_same_trades(name):
     path = EXAMPLES / f"{name}.py"
     loader = _runtime._Loader(path.name, path.read_text())
     cls = loader.load()
-    plan = _fields.plan(cls, loader.tree, loader.source, path.name)
+    plan = loader.fields_plan(cls)
     assert plan is not None
     runs = []
     for make in (lambda: plan, lambda: None):
@@ -310,12 +315,11 @@ def test_deeply_nested_code_runs_the_same_whether_planned_or_not(depth):
     # (a plan is never an error); the run's output is the same either way.
     body = "class S(Strategy):\n    def next(self, bar):\n        self.log(str(" + "-" * depth + "bar.close))\n"
     logs = []
-    for make in ("plan", "none"):
+    for fast in (True, False):
         loader = _runtime._Loader("strategy.py", HEAD + body)
         cls = loader.load()
         host = MockHost([1.0, 2.0], params={})
-        planned = (lambda: _fields.plan(cls, loader.tree, loader.source, "strategy.py")) if make == "plan" else (lambda: None)
-        loader.guard(_runtime.execute, cls, host, planned)
+        loader.guard(_runtime.execute, cls, host, planned(loader, cls, fast))
         logs.append(host.logs)
     sign = "-" if depth % 2 else ""
     assert logs[0] == logs[1] == [(2, f"{sign}1.0"), (2, f"{sign}2.0")]
@@ -481,7 +485,7 @@ def test_what_runs_is_the_method_the_instance_resolves():
     # The same with the introspection words out of the source: the runtime
     # itself checks what the instance resolves.
     loader, cls = loaded(body.replace("self.__class__ = Other", "object.__setattr__(self, 'next', Other.next.__get__(self))"))
-    plan = _fields.plan(cls, loader.tree, loader.source, "strategy.py")
+    plan = loader.fields_plan(cls)
     assert plan is not None
     host = MockHost(list(BARS), params={}, symbols=["A", "B"])
     loader.guard(_runtime.execute, cls, host, lambda: plan)
