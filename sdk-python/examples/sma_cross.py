@@ -9,6 +9,12 @@ market; on a cross below while long, close the position at market. The SMAs
 are exact (SmaPair compares integer sums), so a tie is a tie whatever the
 rounding.
 
+The host computes the pair for every symbol (`self.indicator`): each bar
+carries `bar.cross`, the pair's crossing at that bar (1.0 above, -1.0
+below, 0.0 none, NaN until two bars compare), exactly what pushing the
+closes into a SmaPair in Python and comparing with the previous bar would
+give, without running Python for it.
+
 Run it: palisade backtest sdk-python/examples/sma_cross.py --data bars.csv
 """
 
@@ -30,33 +36,13 @@ class SmaCross(Strategy):
     def init(self):
         if self.fast >= self.slow:
             raise InvalidParams(f"fast ({self.fast}) must be less than slow ({self.slow})")
-        # Per symbol (added as symbols appear): the two averages, and how
-        # fast compared with slow on the previous bar (-1, 0, 1, or None
-        # while not both defined).
-        self.pairs = []
-        self.prev = []
+        self.indicator("cross", SmaPair(self.fast, self.slow), line="cross")
 
     def next(self, bar):
-        s = bar.symbol
-        try:
-            pair = self.pairs[s]
-        except IndexError:
-            pair = self.add_symbols(s)
-        now = pair.push_compare(bar.close)
-        before = self.prev[s]
-        self.prev[s] = now
-        if before is None or now is None:
-            return
-        if now > 0 and before <= 0:
-            if self.position(s) == 0.0:
-                self.buy(self.size, s)
-        elif now < 0 and before >= 0:
-            if self.position(s) > 0.0:
-                self.close(s)
-
-    def add_symbols(self, s):
-        """Averages for every symbol up to ``s``; returns symbol ``s``'s."""
-        while len(self.pairs) <= s:
-            self.pairs.append(SmaPair(self.fast, self.slow))
-            self.prev.append(None)
-        return self.pairs[s]
+        cross = bar.cross
+        if cross > 0:
+            if self.position(bar.symbol) == 0.0:
+                self.buy(self.size, bar.symbol)
+        elif cross < 0:
+            if self.position(bar.symbol) > 0.0:
+                self.close(bar.symbol)

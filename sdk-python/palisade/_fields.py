@@ -83,47 +83,60 @@ _LOCAL_PREFIX = "_palisade_"
 
 class Plan:
     """How the loop calls a strategy's ``next``: ``function(strategy,
-    *values)``, for ``original`` (the strategy's ``next``), the values of ``fields`` (the ``Bar`` fields the method
-    reads, in ``Bar`` order) read from a packed bar by ``unpack(bar)`` (its
-    56 bytes alone) or ``unpack_from(data, offset)``."""
+    *values)``, for ``original`` (the strategy's ``next``), the values of
+    ``fields`` (the fields the method reads, in the packing's order) read
+    from a packed bar by ``unpack(bar)`` (its record alone) or
+    ``unpack_from(data, offset)``."""
 
     __slots__ = ("function", "fields", "original", "unpack", "unpack_from")
 
-    def __init__(self, function, fields, original):
+    def __init__(self, function, fields, original, indicators=()):
         self.function = function
         self.fields = fields
         self.original = original
-        layout = fields_struct(fields)
+        layout = fields_struct(fields, indicators)
         self.unpack = layout.unpack
         self.unpack_from = layout.unpack_from
 
 
-def fields_struct(fields):
-    """A struct reading ``fields`` (in ``Bar`` order) out of a packed bar."""
+def _layout(indicators):
+    """Where each field of a packed bar sits: ``_LAYOUT``, then one f64 per
+    declared indicator; and the record's size."""
+    layout = dict(_LAYOUT)
+    for i, name in enumerate(indicators):
+        layout[name] = (_BAR_SIZE + 8 * i, "d")
+    return layout, _BAR_SIZE + 8 * len(indicators)
+
+
+def fields_struct(fields, indicators=()):
+    """A struct reading ``fields`` (in the packing's order) out of a packed
+    bar followed by the values of ``indicators``."""
+    layout, size = _layout(indicators)
     fmt, at = "<", 0
     for name in fields:
-        offset, code = _LAYOUT[name]
+        offset, code = layout[name]
         if offset > at:
             fmt += f"{offset - at}x"
         fmt += code
         at = offset + struct.calcsize("<" + code)
-    if at < _BAR_SIZE:
-        fmt += f"{_BAR_SIZE - at}x"
+    if at < size:
+        fmt += f"{size - at}x"
     return struct.Struct(fmt)
 
 
-def plan(cls, tree, source, filename):
+def plan(cls, tree, source, filename, indicators=()):
     """The fast path for ``cls.next``, or ``None`` when the loop must hand
     over ``Bar`` tuples. ``source`` is the text of the module that defined
-    the class, ``tree`` its AST (compiled from ``filename``; not changed).
-    Never raises: whatever goes wrong leaves the ``Bar`` path."""
+    the class, ``tree`` its AST (compiled from ``filename``; not changed);
+    ``indicators`` the names of the declared indicators, fields after the
+    bar's own. Never raises: whatever goes wrong leaves the ``Bar`` path."""
     try:
-        return _plan(cls, tree, source, filename)
+        return _plan(cls, tree, source, filename, tuple(indicators))
     except Exception:
         return None
 
 
-def _plan(cls, tree, source, filename):
+def _plan(cls, tree, source, filename, indicators):
     found = _method(cls)
     if found is None:
         return None
@@ -135,10 +148,11 @@ def _plan(cls, tree, source, filename):
     node = _definition(tree, owner, function)
     if node is None:
         return None
-    reads = _reads(node)
+    layout, _size = _layout(indicators)
+    reads = _reads(node, layout)
     if reads is None:
         return None
-    fields = tuple(f for f in _LAYOUT if any(a.attr == f for a in reads))
+    fields = tuple(f for f in layout if any(a.attr == f for a in reads))
     # The copy is the method's own lines with each `bar.<field>` read and
     # the `bar` parameter replaced by locals (edited at the AST's byte
     # offsets, so strings and comments are untouched), compiled inside a
@@ -179,7 +193,7 @@ def _plan(cls, tree, source, filename):
     copied.__qualname__ = function.__qualname__
     copied.__module__ = function.__module__
     copied.__doc__ = function.__doc__
-    return Plan(copied, fields, function)
+    return Plan(copied, fields, function, indicators)
 
 
 def _code_named(code, name):
@@ -206,7 +220,7 @@ def _bar_patched():
     return any(Bar.__dict__.get(f) is not a for f, a in _ACCESSORS.items())
 
 
-def plan_from_source(cls):
+def plan_from_source(cls, indicators=()):
     """``plan`` for a class imported the usual way (native tests): its
     module's source is read back, and no plan is made if it cannot be."""
     try:
@@ -221,7 +235,7 @@ def plan_from_source(cls):
         tree = compile(source, filename, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
     except Exception:
         return None
-    return plan(cls, tree, source, filename)
+    return plan(cls, tree, source, filename, indicators)
 
 
 def _method(cls):
@@ -253,10 +267,11 @@ def _definition(tree, owner, function):
     return None
 
 
-def _reads(node):
-    """The ``bar.<field>`` reads (``ast.Attribute`` nodes) of a ``def
-    next(self, bar)``, or ``None`` when ``bar`` is used in any other way or
-    the method could observe the change (see the module's docstring)."""
+def _reads(node, layout):
+    """The ``bar.<field>`` reads (``ast.Attribute`` nodes, ``field`` in
+    ``layout``) of a ``def next(self, bar)``, or ``None`` when ``bar`` is
+    used in any other way or the method could observe the change (see the
+    module's docstring)."""
     a = node.args
     if a.posonlyargs or len(a.args) != 2 or a.vararg or a.kwonlyargs or a.kwarg or a.defaults or a.kw_defaults:
         return None
@@ -274,7 +289,7 @@ def _reads(node):
         kind = type(sub)
         if kind is attribute:
             value = sub.value
-            if type(value) is name and value.id == bar and sub.attr in _LAYOUT and type(sub.ctx) is load:
+            if type(value) is name and value.id == bar and sub.attr in layout and type(sub.ctx) is load:
                 reads.append(sub)
                 read_names.add(id(value))
         elif kind is name:

@@ -41,7 +41,7 @@ from functools import partial
 from itertools import repeat, starmap
 
 from . import _fields
-from .strategy import NAME_RE, Bar, Fill, Int, Strategy, StrategyError, declared_params
+from .strategy import NAME_RE, Bar, Fill, Int, Strategy, StrategyError, bar_type, declared_params
 
 __all__ = ["ALLOWED_MODULES", "RuntimeFailure", "describe", "execute", "manifest", "pack_next", "run"]
 
@@ -57,12 +57,17 @@ _FILL = struct.Struct("<qqi4xddd")
 ONE_BAR_PACKING = _HEADER.size + _BAR.size
 
 
-def pack_next(bars, fills=()):
+def pack_next(bars, fills=(), values=()):
     """One timestamp as ``host.next()`` returns it: ``bars`` as tuples
-    ``(ts, symbol, open, high, low, close, volume)``, ``fills`` as tuples
-    ``(order_id, ts, symbol, qty, price, commission)``."""
+    ``(ts, symbol, open, high, low, close, volume)``, each followed by the
+    declared indicators' values (``values``, a tuple of floats per bar, or
+    none), ``fills`` as tuples ``(order_id, ts, symbol, qty, price,
+    commission)``."""
     parts = [_HEADER.pack(len(bars), len(fills))]
-    parts += [_BAR.pack(*b) for b in bars]
+    if values:
+        parts += [_BAR.pack(*b) + struct.pack(f"<{len(v)}d", *v) for b, v in zip(bars, values, strict=True)]
+    else:
+        parts += [_BAR.pack(*b) for b in bars]
     parts += [_FILL.pack(*f) for f in fills]
     return b"".join(parts)
 
@@ -214,10 +219,11 @@ class _Loader:
         self.guard(exec, code, namespace)
         return find_strategy(namespace, filename)
 
-    def fields_plan(self, cls):
+    def fields_plan(self, cls, indicators=()):
         """The fast path's ``_fields.Plan`` for ``cls``, a class this source
-        defined, or ``None``."""
-        return _fields.plan(cls, self.tree, self.source, self.filename)
+        defined, whose bars carry the values of ``indicators``, or
+        ``None``."""
+        return _fields.plan(cls, self.tree, self.source, self.filename, indicators)
 
     def namespace(self):
         guarded_builtins = dict(builtins.__dict__)
@@ -418,7 +424,7 @@ def describe(filename, source):
 def run(filename, source, host):
     """Loads a strategy source and runs it over ``host`` to the end."""
     loader, cls, _m = _load(filename, source)
-    loader.guard(execute, cls, host, lambda: loader.fields_plan(cls))
+    loader.guard(execute, cls, host, lambda indicators: loader.fields_plan(cls, indicators))
 
 
 def _overrides(cls, method):
@@ -465,12 +471,12 @@ def _history_containers(cls, n_symbols):
 def execute(cls, host, fields_plan=None):
     """Runs a loaded strategy class over ``host``: set-up, every timestamp,
     finish. ``InvalidParams`` and ``StrategyError`` become ``host.fail``;
-    other exceptions propagate as raised. ``fields_plan()`` gives the fast
-    path's ``_fields.Plan`` or ``None`` (default: made from the source of
-    the class's module, when it can be read)."""
+    other exceptions propagate as raised. ``fields_plan(indicators)`` gives
+    the fast path's ``_fields.Plan`` or ``None`` (default: made from the
+    source of the class's module, when it can be read)."""
     strategy = object.__new__(cls)
     if fields_plan is None:
-        fields_plan = lambda: _fields.plan_from_source(cls)  # noqa: E731
+        fields_plan = partial(_fields.plan_from_source, cls)
     try:
         _execute(strategy, cls, host, fields_plan)
     except StrategyError as e:
@@ -489,18 +495,24 @@ def _execute(strategy, cls, host, fields_plan):
     if histories is not None:
         d["_histories"] = histories
         d["_history_views"] = [None] * n_symbols
+    d["_indicator_names"] = []
     strategy.__init__()
     strategy.init()
+    # Declaring is over; each bar is followed by the indicators' values.
+    names = d["_indicator_names"] = tuple(d["_indicator_names"])
+    size = _BAR.size + 8 * len(names)
+    record = struct.Struct(_BAR.format + "d" * len(names)) if names else _BAR
+    bar_cls = bar_type(names)
 
     host_next = host.next
     new = tuple.__new__
-    header, bar_at, fill_at = _HEADER.unpack_from, _BAR.unpack_from, _FILL.unpack_from
+    header, bar_at, fill_at = _HEADER.unpack_from, record.unpack_from, _FILL.unpack_from
     on_fill = strategy.on_fill if _overrides(cls, "on_fill") else None
     per_timestamp = _overrides(cls, "on_timestamp")
 
     def deliver_fills(data, nb, nf):
         # The fills follow the timestamp's nb bars (rare: off the hot path).
-        base = 8 + 56 * nb
+        base = 8 + size * nb
         for k in range(nf):
             on_fill(new(Fill, fill_at(data, base + 48 * k)))
 
@@ -516,7 +528,7 @@ def _execute(strategy, cls, host, fields_plan):
         # The first timestamp comes first, so that the plan (about as much
         # fuel as loading the source) is made in its window, not init's.
         data = host_next()
-        plan = fields_plan()
+        plan = fields_plan(names)
         on_bar = strategy.next
         if plan is not None and not (
             getattr(on_bar, "__func__", None) is plan.original and getattr(on_bar, "__self__", None) is strategy
@@ -533,15 +545,15 @@ def _execute(strategy, cls, host, fields_plan):
                 return starmap(on_bar, map(alone, iter(next_bar, b"")))
 
             def bars_of(data, nb):
-                return starmap(on_bar, map(fields_at, repeat(data, nb), range(8, 8 + 56 * nb, 56)))
+                return starmap(on_bar, map(fields_at, repeat(data, nb), range(8, 8 + size * nb, size)))
         else:
-            make_bar = partial(new, Bar)
+            make_bar = partial(new, bar_cls)
 
             def lone_bars():
-                return map(on_bar, map(make_bar, map(_BAR.unpack, iter(next_bar, b""))))
+                return map(on_bar, map(make_bar, map(record.unpack, iter(next_bar, b""))))
 
             def bars_of(data, nb):
-                return map(on_bar, map(make_bar, map(bar_at, repeat(data, nb), range(8, 8 + 56 * nb, 56))))
+                return map(on_bar, map(make_bar, map(bar_at, repeat(data, nb), range(8, 8 + size * nb, size))))
 
         drain = deque(maxlen=0).extend
         while True:
@@ -564,7 +576,7 @@ def _execute(strategy, cls, host, fields_plan):
                 break
             if nf and on_fill is not None:
                 deliver_fills(data, nb, nf)
-            batch = [new(Bar, bar_at(data, off)) for off in range(8, 8 + 56 * nb, 56)]
+            batch = [new(bar_cls, bar_at(data, off)) for off in range(8, 8 + size * nb, size)]
             if appends is not None:
                 # Every bar of this timestamp is recorded before any is
                 # handled: all are known at its close, none is later.

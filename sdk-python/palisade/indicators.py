@@ -872,3 +872,145 @@ class RollingStats:
         self._m2 = 0.0
         self._bad = 0
         self._stale = False
+
+
+# ---------------------------------------------------------------------------
+# Indicators the host computes (Strategy.indicator)
+# ---------------------------------------------------------------------------
+
+#: The bar fields an indicator may read (``of``), as the WIT ``indicator``
+#: call numbers them; a bar tuple holds field ``i`` at ``2 + i``.
+HOST_FIELDS = ("open", "high", "low", "close", "volume")
+#: The WIT ``indicator`` call's kinds: per class, or per class and line.
+_HOST_KINDS = {
+    Sma: 0,
+    SmaPair: {None: 1, "cross": 11},
+    Ema: 2,
+    Rsi: 3,
+    Atr: 4,
+    Donchian: {"upper": 5, "lower": 6, "middle": 7},
+    Bollinger: {"upper": 8, "middle": 9, "lower": 10},
+}
+#: Classes that read fields of their own (not ``of``).
+_OWN_FIELDS = {Atr: "high, low and close", Donchian: "high and low"}
+_U32_MAX = (1 << 32) - 1
+#: The host's limits (``runtime/sandbox/src/indicators.rs``): indicators per
+#: strategy, and bytes of windows all symbols together.
+HOST_MAX_INDICATORS = 16
+HOST_MAX_WINDOW_BYTES = 16 << 20
+
+
+def host_window_bytes(kind, period, slow):
+    """Bytes of window the host counts for one symbol's instance."""
+    if kind in (0, 8, 9, 10):
+        return 8 * period
+    if kind in (1, 11):
+        return 8 * max(period, slow)
+    if kind in (5, 6, 7):
+        return 32 * period
+    return 0
+
+
+def host_declaration(indicator, line=None, of=None):
+    """The WIT ``indicator`` call's arguments ``(kind, field, period, slow,
+    k, scale)`` for an indicator instance (only its settings are read), the
+    ``line`` of a channel or bands (``"upper"``, ``"middle"``, ``"lower"``)
+    and the field it reads (``of``, default ``"close"``). Raises
+    ``TypeError`` or ``ValueError`` naming what is wrong."""
+    cls = type(indicator)
+    kind = _HOST_KINDS.get(cls)
+    if kind is None:
+        names = ", ".join(c.__name__ for c in _HOST_KINDS)
+        raise TypeError(
+            f"the host computes {names} (the classes themselves, not subclasses), not {cls.__name__}: "
+            "update any other indicator yourself in next"
+        )
+    if isinstance(kind, dict):
+        if line not in kind:
+            lines = " or ".join(repr(k) for k in kind if k is not None)
+            what = "several lines: pick one with" if None not in kind else "one other line,"
+            raise ValueError(f"{cls.__name__} has {what} line={lines}, not {line!r}")
+        kind = kind[line]
+    elif line is not None:
+        raise ValueError(f"{cls.__name__} has one value: it takes no line (got {line!r})")
+    if cls in _OWN_FIELDS:
+        if of is not None:
+            raise ValueError(f"{cls.__name__} reads {_OWN_FIELDS[cls]}: it takes no of= (got {of!r})")
+        field = 3
+    else:
+        of = "close" if of is None else of
+        if of not in HOST_FIELDS:
+            raise ValueError(f"of= names a bar field ({', '.join(HOST_FIELDS)}), not {of!r}")
+        field = HOST_FIELDS.index(of)
+    slow, k, scale = 0, 0.0, 0
+    if cls is SmaPair:
+        period, slow = indicator.periods
+        scale = indicator.scale
+    elif cls is Donchian:
+        period = indicator._period
+    else:
+        period = indicator.period
+    if cls in (Sma, Bollinger):
+        scale = indicator.scale
+    if cls is Bollinger:
+        k = indicator.k
+    for what, n in (("period", period), ("slow period", slow)):
+        if n > _U32_MAX:
+            raise ValueError(f"{cls.__name__} {what} must be below 2^32 for the host to compute it, got {n}")
+    return kind, field, period, slow, k, scale
+
+
+def host_updater(kind, field, period, slow, k, scale):
+    """What the host computes for one symbol, in Python (``MockHost``): a
+    function from a bar tuple ``(ts, symbol, open, high, low, close,
+    volume)`` to the indicator's value after it (NaN while undefined).
+    Raises ``ValueError`` for settings the host refuses."""
+    if type(field) is not int or not 0 <= field < len(HOST_FIELDS):
+        raise ValueError(f"unknown field {field!r}")
+    at = 2 + field
+    nan = _NAN
+
+    def value(v):
+        return nan if v is None else float(v)
+
+    if kind == 0:
+        update = Sma(period, scale).update
+        return lambda b: value(update(b[at]))
+    if kind in (1, 11):
+        if slow == 0:
+            raise ValueError("sma pair slow period must be at least 1")
+        push = SmaPair(period, slow, scale).push_compare
+        if kind == 1:
+            return lambda b: value(push(b[at]))
+        before = [None]
+
+        def cross(b):
+            now, was = push(b[at]), before[0]
+            before[0] = now
+            if now is None or was is None:
+                return nan
+            if now > 0:
+                return 0.0 if was > 0 else 1.0
+            if now < 0:
+                return 0.0 if was < 0 else -1.0
+            return 0.0
+
+        return cross
+    if kind == 2:
+        update = Ema(period).update
+        return lambda b: value(update(b[at]))
+    if kind == 3:
+        update = Rsi(period).update
+        return lambda b: value(update(b[at]))
+    if kind == 4:
+        update = Atr(period).update
+        return lambda b: value(update(b[3], b[4], b[5]))
+    if kind in (5, 6, 7):
+        update = Donchian(period).update
+        i = kind - 5  # DonchianChannel(upper, lower, middle)
+        return lambda b: nan if (c := update(b[3], b[4])) is None else c[i]
+    if kind in (8, 9, 10):
+        update = Bollinger(period, k, scale).update
+        i = (2, 1, 0)[kind - 8]  # BollingerBands(lower, middle, upper, stddev)
+        return lambda b: nan if (c := update(b[at])) is None else c[i]
+    raise ValueError(f"unknown indicator kind {kind!r}")

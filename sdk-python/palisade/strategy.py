@@ -14,6 +14,7 @@ stamped later than the timestamp being handled.
 """
 
 import enum
+import keyword
 import re
 from collections import namedtuple
 
@@ -235,6 +236,23 @@ class History:
     def __repr__(self):
         return f"History({len(self._bars)} bars)"
 
+    def __getattr__(self, name):
+        # The columns of declared indicators (Strategy.indicator).
+        bars = self._bars
+        fields = type(bars[0])._fields if bars else Bar._fields
+        if name in fields[len(Bar._fields) :]:
+            return Column(bars, fields.index(name))
+        raise AttributeError(f"History has no column {name!r}")
+
+
+def bar_type(names):
+    """``Bar`` with the declared indicators' values after its fields, read
+    as ``bar.<name>`` (``Bar`` itself when there are none)."""
+    if not names:
+        return Bar
+    fields = namedtuple("Bar", Bar._fields + tuple(names))
+    return type("Bar", (fields, Bar), {"__slots__": (), "__module__": Bar.__module__})
+
 
 # ---------------------------------------------------------------------------
 # Strategy
@@ -313,6 +331,45 @@ class Strategy:
 
     def finish(self):
         """Called once after the last bar; orders are refused here."""
+
+    # -- indicators the host computes ---------------------------------------
+
+    def indicator(self, name, indicator, line=None, of=None):
+        """Declares, in ``init``, an indicator the host computes for every
+        symbol: each bar then carries its value after that bar as
+        ``bar.<name>`` (a float, NaN while undefined), exactly what updating
+        ``indicator`` with the symbol's bars yourself would give, without
+        running Python per bar. ``indicator`` is an instance of ``Sma``,
+        ``SmaPair`` (its value is ``compare()``: -1.0, 0.0 or 1.0; with
+        ``line="cross"``, its crossing at this bar: 1.0 when fast > slow now
+        and fast <= slow on the previous bar, -1.0 the other way, else 0.0),
+        ``Ema``, ``Rsi``, ``Atr``, ``Donchian`` or ``Bollinger`` (only its
+        settings are read; the host makes one per symbol); ``line`` picks a
+        line of ``Donchian`` or ``Bollinger`` (``"upper"``, ``"middle"``,
+        ``"lower"``); ``of`` the field the others read (default
+        ``"close"``). At most 16 per strategy."""
+        from .indicators import host_declaration
+
+        names = self.__dict__.get("_indicator_names")
+        if type(names) is not list:
+            raise RuntimeError("indicators are declared in init, before the first bar")
+        if type(name) is not str or not name.isidentifier() or name[:1] == "_" or hasattr(Bar, name) or keyword.iskeyword(name):
+            raise ValueError(
+                f"an indicator's name is an identifier not starting with _ and not a Bar attribute "
+                f"({', '.join(Bar._fields)}, count, index), not {name!r}"
+            )
+        if name in names:
+            raise ValueError(f"indicator {name!r} is declared already")
+        args = host_declaration(indicator, line, of)
+        got = self._host.indicator(*args)
+        if got == -6:
+            raise ValueError(
+                f"indicator {name!r} is over the host's limits: at most 16 indicators, "
+                "and 16 MiB of windows (8 bytes a period's value, 32 for Donchian) for all symbols together"
+            )
+        if got < 0 or got != len(names):
+            raise ValueError(f"the host refused indicator {name!r} ({type(indicator).__name__}, code {got})")
+        names.append(name)
 
     # -- actions ------------------------------------------------------------
 

@@ -38,8 +38,9 @@ the sandbox: a strategy's ``except Exception`` cannot swallow it.
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
-from . import _runtime
+from . import _runtime, indicators
 
 __all__ = ["MockHost", "MockOrder", "RunStopped", "run_strategy", "INVALID_PARAMS", "ERROR"]
 
@@ -138,6 +139,11 @@ class MockHost:
         self.ended = False
         # A timestamp next_bar advanced to but could not hand over alone.
         self._held = None
+        # Declared indicators (makers of one symbol's updater) and, per
+        # symbol, their updaters.
+        self._indicators = []
+        self._updaters = []
+        self._window = 0
         self.positions = [0.0] * len(self.symbols)
         self.cash_balance = float(cash)
         self.last_close = [0.0] * len(self.symbols)
@@ -206,16 +212,46 @@ class MockHost:
         for i in range(start, end):
             self._fill_at_open(i)
         self.delivered = end
-        return _runtime.pack_next(self.bars[start:end], self._new_fills)
+        bars = self.bars[start:end]
+        values = self._values(bars) if self._indicators else ()
+        return _runtime.pack_next(bars, self._new_fills, values)
 
     def next_bar(self):
         if self._held is not None:
             return b""
         data = self.next()
-        if len(data) == _runtime.ONE_BAR_PACKING:
+        if _runtime._HEADER.unpack_from(data) == (1, 0):
             return data[_runtime._HEADER.size :]
         self._held = data
         return b""
+
+    def indicator(self, kind, field, period, slow, k, scale):
+        if self.delivered:
+            return -5
+        try:
+            make = partial(indicators.host_updater, kind, field, period, slow, k, scale)
+            make()
+        except (TypeError, ValueError):
+            return -1
+        window = indicators.host_window_bytes(kind, period, slow) * len(self.symbols)
+        if len(self._indicators) >= indicators.HOST_MAX_INDICATORS or self._window + window > indicators.HOST_MAX_WINDOW_BYTES:
+            return -6
+        self._window += window
+        self._indicators.append(make)
+        return len(self._indicators) - 1
+
+    def _values(self, bars):
+        """The declared indicators' values after each of ``bars`` (what the
+        host computes, with the Python classes)."""
+        out = []
+        for b in bars:
+            s = b[1]
+            while len(self._updaters) <= s:
+                self._updaters.append(None)
+            if self._updaters[s] is None:
+                self._updaters[s] = [make() for make in self._indicators]
+            out.append(tuple(u(b) for u in self._updaters[s]))
+        return out
 
     def order(self, symbol, qty, kind, price):
         current = self._current()

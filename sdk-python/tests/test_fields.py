@@ -28,7 +28,7 @@ def plan_of(body):
 
 def planned(loader, cls, fast):
     """What the run asks for the fast path's plan: the runtime's, or none."""
-    return (lambda: loader.fields_plan(cls)) if fast else (lambda: None)
+    return (lambda names: loader.fields_plan(cls, names)) if fast else (lambda names: None)
 
 
 def run_both(body, bars=BARS, symbols=("A", "B")):
@@ -224,8 +224,8 @@ def test_the_run_uses_the_fast_path_and_the_original_next_is_intact():
     loader, cls = loaded(body)
     made = []
 
-    def make():
-        made.append(loader.fields_plan(cls))
+    def make(names):
+        made.append(loader.fields_plan(cls, names))
         return made[-1]
 
     bar = _runtime.Bar(0, 0, 1.0, 1.0, 1.0, 7.5, 1.0)
@@ -250,7 +250,7 @@ def test_an_instance_next_set_in_init_is_what_runs():
     """
     loader, cls = loaded(body)
     host = MockHost(list(BARS), params={}, symbols=["A", "B"])
-    loader.guard(_runtime.execute, cls, host, lambda: loader.fields_plan(cls))
+    loader.guard(_runtime.execute, cls, host, lambda names: loader.fields_plan(cls, names))
     assert host.logs and all(m.startswith("instance next") for _, m in host.logs)
 
 
@@ -273,7 +273,7 @@ def test_on_timestamp_and_history_keep_bars():
     ):
         loader, cls = loaded(body)
         host = MockHost(list(BARS), params={}, symbols=["A", "B"])
-        loader.guard(_runtime.execute, cls, host, lambda: pytest.fail("no plan is asked for"))
+        loader.guard(_runtime.execute, cls, host, lambda names: pytest.fail("no plan is asked for"))
         assert len(host.logs) == len(BARS)
 
 
@@ -284,13 +284,18 @@ def test_the_examples_take_the_fast_path_with_the_same_trades(name):
     path = EXAMPLES / f"{name}.py"
     loader = _runtime._Loader(path.name, path.read_text())
     cls = loader.load()
-    plan = loader.fields_plan(cls)
-    assert plan is not None
+    plans = []
+
+    def fast(names):
+        plans.append(loader.fields_plan(cls, names))
+        return plans[-1]
+
     runs = []
-    for make in (lambda: plan, lambda: None):
+    for make in (fast, lambda names: None):
         host = MockHost(walk(3000, 5, 2), params=resolve_params(cls))
         _runtime.execute(cls, host, make)
         runs.append((host.trades(), host.logs))
+    assert plans and plans[0] is not None
     assert runs[0] == runs[1] and runs[0][0]
 
 
@@ -298,8 +303,10 @@ def test_native_classes_are_planned_from_their_module_source(monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     from sma_cross import SmaCross
 
-    plan = _fields.plan_from_source(SmaCross)
-    assert plan is not None and plan.fields == ("symbol", "close")
+    # Its bars carry the crossing the host computes.
+    assert _fields.plan_from_source(SmaCross) is None
+    plan = _fields.plan_from_source(SmaCross, ("cross",))
+    assert plan is not None and plan.fields == ("symbol", "cross")
     # A class defined inside a function is not top level: no plan.
 
     class Local(SmaCross):
@@ -488,7 +495,7 @@ def test_what_runs_is_the_method_the_instance_resolves():
     plan = loader.fields_plan(cls)
     assert plan is not None
     host = MockHost(list(BARS), params={}, symbols=["A", "B"])
-    loader.guard(_runtime.execute, cls, host, lambda: plan)
+    loader.guard(_runtime.execute, cls, host, lambda names: plan)
     assert host.logs[0][1].startswith("other")
 
 

@@ -493,7 +493,7 @@ def test_a_host_without_next_bar_gets_every_timestamp_through_next():
         def symbol_count(self):
             return 1
 
-    for plan in (None, lambda: None):
+    for plan in (None, lambda names: None):
         seen.clear()
         execute(Recorder, Plain(), plan)
         assert seen == [0.0, 1.0, 2.0]

@@ -9,5 +9,6 @@ mod limits;
 mod live;
 mod lookahead;
 mod python;
+mod python_indicators;
 mod support;
 mod validation;

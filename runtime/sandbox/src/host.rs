@@ -340,8 +340,17 @@ pub(crate) fn charge<T: HasRun>(
     call: &str,
     bytes: u64,
 ) -> wasmtime::Result<()> {
+    charge_fuel(store, call, HOST_CALL_FUEL.saturating_add(bytes / FUEL_BYTES))
+}
+
+/// Takes `cost` fuel for host work done in `call`; running out is
+/// `fuel_exhausted`, as for the guest's own code.
+pub(crate) fn charge_fuel<T: HasRun>(
+    store: &mut impl AsContextMut<Data = T>,
+    call: &str,
+    cost: u64,
+) -> wasmtime::Result<()> {
     let mut store = store.as_context_mut();
-    let cost = HOST_CALL_FUEL.saturating_add(bytes / FUEL_BYTES);
     let left = store.get_fuel()?;
     if left >= cost {
         return store.set_fuel(left - cost);

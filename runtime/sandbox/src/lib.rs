@@ -22,6 +22,7 @@
 
 pub mod compiler;
 mod host;
+pub mod indicators;
 pub mod python;
 pub mod validate;
 mod wasm_engine;

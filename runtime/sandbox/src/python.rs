@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_host_api::manifest::MAX_NAME_LEN;
-use palisade_host_api::{log_level, Bar, Fill};
+use palisade_host_api::{log_level, Fill};
 use palisade_run::session::{MAX_METRIC_NAME, ORDER_RECORD_BYTES};
 use palisade_run::{Cause, Failure};
 use wasmtime::component::{ComponentType, Lift, Linker, ResourceTable};
@@ -32,6 +32,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::host::{self, HasRun, Knobs, RunState, MAX_FAIL_MESSAGE};
+use crate::indicators::{Declaration, Indicators, INDICATOR_FUEL};
 
 /// The instance of the `host` interface the runtime component imports.
 pub const HOST_INTERFACE: &str = "palisade:strategy/host@2.0.0";
@@ -117,6 +118,9 @@ pub struct PyState {
     /// A timestamp `next-bar` advanced to but could not hand over alone
     /// (several bars, fills, or the end): the next `next` call returns it.
     held: Option<Vec<u8>>,
+    /// The indicators the strategy declared, computed as bars are handed
+    /// over.
+    indicators: Indicators,
 }
 
 impl HasRun for PyState {
@@ -175,6 +179,7 @@ impl PyState {
             stdout,
             stderr,
             held: None,
+            indicators: Indicators::default(),
         }
     }
 
@@ -331,6 +336,15 @@ pub fn define(linker: &mut Linker<PyState>) -> wasmtime::Result<()> {
         Ok((alone(&mut store, packed),))
     })?;
     h.func_wrap(
+        "indicator",
+        |mut store: StoreContextMut<'_, PyState>, declaration: Declaration| {
+            host::charge(&mut store, "indicator", 0)?;
+            let data = store.data_mut();
+            let symbols = data.run.session.symbol_count();
+            Ok((data.indicators.declare(declaration, symbols),))
+        },
+    )?;
+    h.func_wrap(
         "order",
         |mut store: StoreContextMut<'_, PyState>, (symbol, qty, kind, price): (i32, f64, i32, f64)| {
             host::charge(&mut store, "order", ORDER_RECORD_BYTES)?;
@@ -458,11 +472,11 @@ async fn wait_for_feed(store: &mut StoreContextMut<'_, PyState>) -> wasmtime::Re
     host::give_feed(&mut store.data_mut().run, feed, bars)
 }
 
-/// `next-bar`'s answer for a timestamp `advance` packed: its one bar's 56
-/// bytes when it is one bar and no fill, else nothing, the packing being
+/// `next-bar`'s answer for a timestamp `advance` packed: its one bar's
+/// record (56 bytes and the declared indicators' values) when it is one bar and no fill, else nothing, the packing being
 /// held for the next `next` call.
 fn alone(store: &mut StoreContextMut<'_, PyState>, mut packed: Vec<u8>) -> Vec<u8> {
-    let one = packed.len() == NEXT_HEADER + Bar::SIZE
+    let one = packed.len() == NEXT_HEADER + store.data().indicators.record_size()
         && packed[..4] == 1u32.to_le_bytes()
         && packed[4..8] == [0; 4];
     if one {
@@ -478,22 +492,29 @@ fn alone(store: &mut StoreContextMut<'_, PyState>, mut packed: Vec<u8>) -> Vec<u
 /// and deadline window (as `next_bars` does for core modules). Each fill
 /// costs what `poll_fill` costs a core module.
 fn advance(mut store: StoreContextMut<'_, PyState>) -> wasmtime::Result<Vec<u8>> {
-    let data = store.data_mut();
-    let st = &mut data.run;
+    let PyState {
+        run: st,
+        indicators,
+        now,
+        ..
+    } = store.data_mut();
     let deadline = host::deadline_tick(&st.ticks, st.limits.deadline_per_event);
     let cap = i32::try_from(st.session.symbol_count()).unwrap_or(i32::MAX);
     let r = st.session.next_bars(cap);
     let events = st.check(r)?;
     let bars = &st.session.data().bars()[events];
-    let mut out = Vec::with_capacity(NEXT_HEADER + bars.len() * Bar::SIZE);
+    indicators.start();
+    let mut out = Vec::with_capacity(NEXT_HEADER + bars.len() * indicators.record_size());
     out.extend_from_slice(&(bars.len() as u32).to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     for b in bars {
         out.extend_from_slice(&b.to_le_bytes());
+        indicators.push(b, &mut out);
     }
     if let Some(b) = bars.first() {
-        data.now.store(b.ts, Ordering::Relaxed);
+        now.store(b.ts, Ordering::Relaxed);
     }
+    let computed = (bars.len() * indicators.len()) as u64;
     let n = bars.len();
     let mut fills = 0u32;
     while let Some(f) = st.session.poll_fill() {
@@ -503,6 +524,9 @@ fn advance(mut store: StoreContextMut<'_, PyState>) -> wasmtime::Result<Vec<u8>>
     out[4..8].copy_from_slice(&fills.to_le_bytes());
     host::refuel(&mut store.as_context_mut(), n.max(1) as u64)?;
     store.data_mut().run.event_deadline_tick = deadline;
+    if computed > 0 {
+        host::charge_fuel(&mut store, "next", computed.saturating_mul(INDICATOR_FUEL))?;
+    }
     for _ in 0..fills {
         host::charge(&mut store, "next", Fill::SIZE as u64)?;
     }
