@@ -900,15 +900,21 @@ HOST_MAX_INDICATORS = 16
 HOST_MAX_WINDOW_BYTES = 16 << 20
 
 
+#: What the host counts for one instance besides its window.
+HOST_INSTANCE_BYTES = 256
+
+
 def host_window_bytes(kind, period, slow):
-    """Bytes of window the host counts for one symbol's instance."""
+    """Bytes the host counts for one symbol's instance, its window included."""
     if kind in (0, 8, 9, 10):
-        return 8 * period
-    if kind in (1, 11):
-        return 8 * max(period, slow)
-    if kind in (5, 6, 7):
-        return 32 * period
-    return 0
+        window = 8 * period
+    elif kind in (1, 11):
+        window = 8 * max(period, slow)
+    elif kind in (5, 6, 7):
+        window = 32 * period
+    else:
+        window = 0
+    return HOST_INSTANCE_BYTES + window
 
 
 def host_declaration(indicator, line=None, of=None):

@@ -365,7 +365,8 @@ class Strategy:
         if got == -6:
             raise ValueError(
                 f"indicator {name!r} is over the host's limits: at most 16 indicators, "
-                "and 16 MiB of windows (8 bytes a period's value, 32 for Donchian) for all symbols together"
+                "and 16 MiB for all symbols together (256 bytes an indicator per symbol, and its window: "
+                "8 bytes a period's value, 32 for Donchian)"
             )
         if got < 0 or got != len(names):
             raise ValueError(f"the host refused indicator {name!r} ({type(indicator).__name__}, code {got})")

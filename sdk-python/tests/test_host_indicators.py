@@ -190,17 +190,18 @@ def test_a_declaration_the_host_cannot_honour_says_what_is_wrong(call, message):
 
 
 def test_limits_hold_on_both_sides():
-    # 16 indicators fit; windows of exactly 16 MiB for two symbols fit.
+    # 16 indicators fit; instances and windows of exactly 16 MiB for two
+    # symbols fit (256 bytes an instance, 8 a value of a window).
     fits = """
     class S(Strategy):
         def init(self):
             for i in range(15):
                 self.indicator(f"x{i}", Ema(2))
-            self.indicator("big", Sma((16 << 20) // 8 // 2))
+            self.indicator("big", Sma(((16 << 20) // 2 - 16 * 256) // 8))
     """
     host, _ = run(fits, walk(2))
     assert host.failure is None
-    over = fits.replace("// 2))", "// 2 + 1))")
+    over = fits.replace("// 8))", "// 8 + 1))")
     with pytest.raises(_runtime.RuntimeFailure, match="over the host's limits"):
         run(over, walk(2))
 

@@ -17,8 +17,9 @@ use palisade_sdk::indicators::{Atr, Bollinger, Donchian, Ema, Rsi, Sma, SmaPair}
 
 /// Most indicators one run may declare.
 pub const MAX_INDICATORS: usize = 16;
-/// Most bytes of windows the declared indicators may hold, all symbols
-/// together (the host's memory, outside the guest's limit).
+/// Most bytes the declared indicators' instances may hold, windows
+/// included, all symbols together (the host's memory, outside the guest's
+/// limit).
 pub const MAX_WINDOW_BYTES: u64 = 16 << 20;
 /// Fuel one indicator's update costs, per bar.
 pub const INDICATOR_FUEL: u64 = 32;
@@ -84,6 +85,11 @@ struct Spec {
     scale: u64,
 }
 
+/// What the host counts for one instance besides its window (a bound on
+/// its size in memory).
+const INSTANCE_BYTES: u64 = 256;
+const _: () = assert!(std::mem::size_of::<State>() as u64 + 32 <= INSTANCE_BYTES);
+
 /// The largest scale an exact indicator takes (`2^53`).
 const MAX_SCALE: u64 = 1 << 53;
 
@@ -133,16 +139,18 @@ impl Spec {
         })
     }
 
-    /// Bytes of window one symbol's instance holds (a bound).
+    /// Bytes one symbol's instance holds (a bound): the instance itself
+    /// and its window.
     fn window_bytes(&self) -> u64 {
         let p = self.period as u64;
-        match self.kind {
+        let window = match self.kind {
             Kind::Sma | Kind::Bollinger(_) => 8 * p,
             Kind::SmaPair | Kind::SmaCross => 8 * p.max(self.slow as u64),
             // Two deques of (index, value) pairs.
             Kind::Donchian(_) => 32 * p,
             Kind::Ema | Kind::Rsi | Kind::Atr => 0,
-        }
+        };
+        INSTANCE_BYTES + window
     }
 
     fn make(&self) -> State {
@@ -352,12 +360,19 @@ mod tests {
         assert_eq!(ind.declare((2, 3, 5, 0, 0.0, 0), 1), code::OVER_LIMIT);
         // Windows: exactly the budget fits, one more value does not.
         let mut ind = Indicators::default();
-        let values = (MAX_WINDOW_BYTES / 8 / 4) as u32;
+        let values = ((MAX_WINDOW_BYTES / 4 - INSTANCE_BYTES) / 8) as u32;
         assert_eq!(ind.declare((0, 3, values, 0, 0.0, 100), 4), 0);
-        assert_eq!(ind.declare((0, 3, 1, 0, 0.0, 100), 1), code::OVER_LIMIT);
+        assert_eq!(ind.declare((2, 3, 1, 0, 0.0, 0), 1), code::OVER_LIMIT);
         let mut ind = Indicators::default();
         assert_eq!(ind.declare((0, 3, values + 1, 0, 0.0, 100), 4), code::OVER_LIMIT);
         assert!(ind.is_empty());
+        // Instances count without windows too: many symbols.
+        let symbols = (MAX_WINDOW_BYTES / INSTANCE_BYTES) as usize;
+        let mut ind = Indicators::default();
+        assert_eq!(ind.declare((2, 3, 5, 0, 0.0, 0), symbols), 0);
+        assert_eq!(ind.declare((2, 3, 5, 0, 0.0, 0), 1), code::OVER_LIMIT);
+        let mut ind = Indicators::default();
+        assert_eq!(ind.declare((2, 3, 5, 0, 0.0, 0), symbols + 1), code::OVER_LIMIT);
     }
 
     #[test]
