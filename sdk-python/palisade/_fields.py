@@ -13,7 +13,7 @@ The copy is made only when nothing could observe it: the method is a plain
 function defined in a top-level class of the strategy's source, takes
 exactly ``(self, bar)``, and its body uses ``bar`` only as ``bar.<field>``
 read, in no nested function, lambda, comprehension or class, no match value
-pattern and no ``{...=}`` f-string field, with no ``super()``,
+pattern, no ``{...=}`` f-string field and no template string, with no ``super()``,
 ``__class__``, ``locals()``, ``vars()``, ``dir()``, ``eval`` or ``exec``,
 and is not a generator; the source nowhere names what could look at a
 frame, a function's code or the builtins (``_INTROSPECTION``); ``Bar``'s
@@ -59,8 +59,9 @@ _OBSERVERS = frozenset({"super", "__class__", "locals", "vars", "dir", "eval", "
 _SCOPES = frozenset(
     {ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.GeneratorExp, ast.ListComp, ast.SetComp, ast.DictComp}
 )
-#: Nodes that make a ``next`` a generator or coroutine.
-_REFUSED = frozenset({ast.Yield, ast.YieldFrom, ast.Await})
+#: Nodes that make a ``next`` a generator or coroutine, and template
+#: strings (Python 3.14), whose interpolations keep their source text.
+_REFUSED = frozenset({ast.Yield, ast.YieldFrom, ast.Await} | ({ast.TemplateStr} if hasattr(ast, "TemplateStr") else set()))
 #: Nodes that bind a name other than through an ``ast.Name`` (``_binds``).
 _BINDERS = frozenset(
     {ast.ExceptHandler, ast.Global, ast.Nonlocal, ast.alias, ast.MatchAs, ast.MatchStar, ast.MatchMapping}

@@ -528,6 +528,7 @@ def _execute(strategy, cls, host, fields_plan):
         # The first timestamp comes first, so that the plan (about as much
         # fuel as loading the source) is made in its window, not init's.
         data = host_next()
+        _check_packing(data, size)
         plan = fields_plan(names)
         on_bar = strategy.next
         if plan is not None and not (
@@ -569,8 +570,9 @@ def _execute(strategy, cls, host, fields_plan):
     else:
         on_timestamp = strategy.on_timestamp
         appends = None if histories is None else [h.append for h in histories]
+        data = host_next()
+        _check_packing(data, size)
         while True:
-            data = host_next()
             nb, nf = header(data)
             if not nb:
                 break
@@ -583,5 +585,19 @@ def _execute(strategy, cls, host, fields_plan):
                 for bar in batch:
                     appends[bar[1]](bar)
             on_timestamp(batch)
+            data = host_next()
     strategy.finish()
+
+
+def _check_packing(data, size):
+    """Checks that the first timestamp's bars take ``size`` bytes each (the
+    bar and the indicators the SDK declared): an indicator declared on the
+    host behind the SDK's back would garble every bar."""
+    nb, nf = _HEADER.unpack_from(data)
+    if len(data) != _HEADER.size + size * nb + _FILL.size * nf:
+        raise StrategyError(
+            f"the host hands over {len(data)} bytes for {nb} bars and {nf} fills, not the "
+            f"{size} bytes a bar the indicators declared through self.indicator make: "
+            "an indicator was declared on the host directly"
+        )
 

@@ -925,6 +925,8 @@ def host_declaration(indicator, line=None, of=None):
     ``TypeError`` or ``ValueError`` naming what is wrong."""
     cls = type(indicator)
     kind = _HOST_KINDS.get(cls)
+    if cls is type and indicator in _HOST_KINDS:
+        raise TypeError(f"pass an instance with its settings, e.g. {indicator.__name__}(20), not the class {indicator.__name__}")
     if kind is None:
         names = ", ".join(c.__name__ for c in _HOST_KINDS)
         raise TypeError(
@@ -938,7 +940,8 @@ def host_declaration(indicator, line=None, of=None):
             raise ValueError(f"{cls.__name__} has {what} line={lines}, not {line!r}")
         kind = kind[line]
     elif line is not None:
-        raise ValueError(f"{cls.__name__} has one value: it takes no line (got {line!r})")
+        hint = f"; to read the {line}, pass of={line!r}" if line in HOST_FIELDS else ""
+        raise ValueError(f"{cls.__name__} has one value: it takes no line (got {line!r}){hint}")
     if cls in _OWN_FIELDS:
         if of is not None:
             raise ValueError(f"{cls.__name__} reads {_OWN_FIELDS[cls]}: it takes no of= (got {of!r})")
@@ -960,9 +963,15 @@ def host_declaration(indicator, line=None, of=None):
         scale = indicator.scale
     if cls is Bollinger:
         k = indicator.k
-    for what, n in (("period", period), ("slow period", slow)):
-        if n > _U32_MAX:
-            raise ValueError(f"{cls.__name__} {what} must be below 2^32 for the host to compute it, got {n}")
+    # The settings as the instance holds them (checked again: an instance's
+    # attributes can be edited after it was made).
+    for what, n, least in (("period", period, 1), ("slow period", slow, 1 if cls is SmaPair else 0)):
+        if type(n) is not int or not least <= n <= _U32_MAX:
+            raise ValueError(f"{cls.__name__} {what} must be an int from {least} to 2^32 - 1 for the host to compute it, got {n!r}")
+    if cls in (Sma, SmaPair, Bollinger) and (type(scale) is not int or not 1 <= scale <= _MAX_QUANTIZED):
+        raise ValueError(f"{cls.__name__} scale must be an int from 1 to 2^53, got {scale!r}")
+    if type(k) is not float:
+        raise ValueError(f"{cls.__name__} k must be a float, got {k!r}")
     return kind, field, period, slow, k, scale
 
 

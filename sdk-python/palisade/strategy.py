@@ -34,6 +34,16 @@ __all__ = [
 #: One bar. ``ts`` is the bar's open in Unix seconds, ``symbol`` the symbol's
 #: index in the run (0 for single-symbol data).
 Bar = namedtuple("Bar", "ts symbol open high low close volume")
+
+
+def _bar_getattr(bar, name):
+    # Reached only when normal lookup fails: a field the bar does not have.
+    fields = ", ".join(type(bar)._fields)
+    hint = "" if name[:1] == "_" else f"; an indicator is read as bar.<name> once declared in init: self.indicator({name!r}, ...)"
+    raise AttributeError(f"Bar has no field {name!r} (its fields: {fields}){hint}")
+
+
+Bar.__getattr__ = _bar_getattr
 #: One fill of an order the strategy placed: ``qty`` is signed, ``price``
 #: includes slippage.
 Fill = namedtuple("Fill", "order_id ts symbol qty price commission")
@@ -209,10 +219,11 @@ class History:
     are ``Column`` views (also under backtesting.py's names ``Close``,
     ``Open``, ``High``, ``Low``, ``Volume``)."""
 
-    __slots__ = ("_bars", "ts", "open", "high", "low", "close", "volume")
+    __slots__ = ("_bars", "_indicators", "ts", "open", "high", "low", "close", "volume")
 
-    def __init__(self, bars):
+    def __init__(self, bars, indicators=()):
         self._bars = bars
+        self._indicators = tuple(indicators)
         for name in ("ts", "open", "high", "low", "close", "volume"):
             setattr(self, name, Column(bars, _FIELDS[name]))
 
@@ -237,11 +248,13 @@ class History:
         return f"History({len(self._bars)} bars)"
 
     def __getattr__(self, name):
-        # The columns of declared indicators (Strategy.indicator).
-        bars = self._bars
-        fields = type(bars[0])._fields if bars else Bar._fields
-        if name in fields[len(Bar._fields) :]:
-            return Column(bars, fields.index(name))
+        # The columns of declared indicators (Strategy.indicator). Private
+        # and special names are never columns (copy and pickle look some up
+        # on objects whose slots are not set yet).
+        if name[:1] != "_":
+            names = self._indicators
+            if name in names:
+                return Column(self._bars, len(Bar._fields) + names.index(name))
         raise AttributeError(f"History has no column {name!r}")
 
 
@@ -353,10 +366,19 @@ class Strategy:
         names = self.__dict__.get("_indicator_names")
         if type(names) is not list:
             raise RuntimeError("indicators are declared in init, before the first bar")
-        if type(name) is not str or not name.isidentifier() or name[:1] == "_" or hasattr(Bar, name) or keyword.iskeyword(name):
+        if (
+            type(name) is not str
+            or not name.isascii()
+            or not name.isidentifier()
+            or name[:1] == "_"
+            or keyword.iskeyword(name)
+            or hasattr(Bar, name)
+            or hasattr(History, name)
+        ):
             raise ValueError(
-                f"an indicator's name is an identifier not starting with _ and not a Bar attribute "
-                f"({', '.join(Bar._fields)}, count, index), not {name!r}"
+                "an indicator's name is an ASCII identifier, not a keyword, not starting with _, and not the "
+                f"name of a Bar or History attribute ({', '.join(Bar._fields)}, count, index, Open, High, Low, "
+                f"Close, Volume), not {name!r}"
             )
         if name in names:
             raise ValueError(f"indicator {name!r} is declared already")
@@ -483,7 +505,7 @@ class Strategy:
             )
         view = views[symbol]
         if view is None:
-            view = views[symbol] = History(self._histories[symbol])
+            view = views[symbol] = History(self._histories[symbol], self.__dict__.get("_indicator_names", ()))
         return view
 
     # -- undeclared names ---------------------------------------------------
@@ -495,6 +517,11 @@ class Strategy:
         host = self._host
         if host is None or name[:1] == "_" or NAME_RE.fullmatch(name) is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        if name in self.__dict__.get("_indicator_names", ()):
+            raise AttributeError(
+                f"{type(self).__name__} has no attribute {name!r}: {name!r} is an indicator the host computes, "
+                f"read it from the bar as bar.{name}"
+            )
         host.param(name)
         raise AttributeError(
             f"{type(self).__name__} has no attribute {name!r} and declares no parameter {name!r}: "

@@ -10,7 +10,7 @@ from conftest import failure, src
 
 from palisade import _runtime
 from palisade.indicators import Atr, Bollinger, Donchian, Ema, Rsi, RollingStats, Sma, SmaPair, host_declaration
-from palisade.testing import MockHost, resolve_params
+from palisade.testing import MockHost, RunStopped, resolve_params
 
 HEAD = "from palisade import Strategy, Int, Float\nfrom palisade.indicators import *\nimport math\n"
 
@@ -173,7 +173,17 @@ def test_without_indicators_bars_are_plain():
         ('self.indicator("_x", Sma(5))', "not '_x'"),
         ('self.indicator("for", Sma(5))', "not 'for'"),
         ('self.indicator("x", Sma(5)); self.indicator("x", Ema(5))', "indicator 'x' is declared already"),
-        ('self.indicator("x", Ema(1 << 32))', "Ema period must be below 2^32"),
+        ('self.indicator("x", Ema(1 << 32))', "Ema period must be an int from 1 to 2^32 - 1 for the host to compute it, got 4294967296"),
+        ("d = Donchian(5); d._period = -1; self.indicator('x', d, line='upper')", "Donchian period must be an int from 1"),
+        ("d = Donchian(5); d._period = 5.5; self.indicator('x', d, line='upper')", "got 5.5"),
+        ("s = Sma(5); s._scale = -1; self.indicator('x', s)", "Sma scale must be an int from 1 to 2^53, got -1"),
+        ("s = SmaPair(2, 5); s._slow_len = 0; self.indicator('x', s)", "SmaPair slow period must be an int from 1"),
+        ("b = Bollinger(5, 2.0); b._k = '2'; self.indicator('x', b, line='upper')", "Bollinger k must be a float, got '2'"),
+        ('self.indicator("x", Sma)', "pass an instance with its settings, e.g. Sma(20), not the class Sma"),
+        ('self.indicator("x", Sma(5), "high")', "it takes no line (got 'high'); to read the high, pass of='high'"),
+        ('self.indicator("Close", Sma(5))', "not 'Close'"),
+        ('self.indicator("\ufb01lter", Sma(5))', "an indicator's name is an ASCII identifier"),
+        ('self.indicator("\uff43lose", Sma(5))', "an indicator's name is an ASCII identifier"),
         ("[self.indicator(f'x{i}', Ema(2)) for i in range(17)]", "indicator 'x16' is over the host's limits: at most 16"),
         ('self.indicator("x", Donchian((1 << 18) + 1), "upper")', "indicator 'x' is over the host's limits"),
     ],
@@ -256,3 +266,73 @@ def test_the_example_and_its_own_pair_twin_trade_the_same():
             _runtime.execute(cls, host, lambda names: loader.fields_plan(cls, names))
             trades.append(host.trades())
     assert trades[:2] == trades[2:] and all(trades)
+
+
+def test_copies_of_a_history_work_with_and_without_indicators():
+    for declare in ("", 'self.indicator("ma", Sma(2))'):
+        body = f"""
+        import copy
+
+        class S(Strategy):
+            keep_bars = True
+
+            def init(self):
+                {declare or "pass"}
+
+            def next(self, bar):
+                a, b = copy.copy(self.data), copy.deepcopy(self.data)
+                self.log(f"{{len(a)}} {{len(b)}} {{a.close[-1] == bar.close}}")
+        """
+        host, _ = run(body, walk(3, symbols=1), symbols=1)
+        assert host.failure is None and [m for _, m in host.logs] == ["1 1 True", "2 2 True", "3 3 True"]
+
+
+def test_an_indicator_column_is_empty_before_its_symbols_first_bar():
+    body = """
+    class S(Strategy):
+        keep_bars = True
+
+        def init(self):
+            self.indicator("ma", Sma(2))
+            self.log(f"init {len(self.data.ma)} {self.history(1).ma.tolist()}")
+
+        def next(self, bar):
+            self.log(f"{bar.symbol} {len(self.history(1).ma)}")
+    """
+    host, _ = run(body, walk(2))
+    # Every bar of a timestamp is in the history before any is handled.
+    assert [m for _, m in host.logs] == ["init 0 []", "0 1", "1 1", "0 2", "1 2"]
+
+
+def test_reading_an_indicator_from_self_or_an_undeclared_one_from_the_bar_says_where_it_is():
+    for read, message in (
+        ("self.ma", "'ma' is an indicator the host computes, read it from the bar as bar.ma"),
+        ("bar.sma", "Bar has no field 'sma' (its fields: ts, symbol, open, high, low, close, volume, ma); an indicator is read as bar.<name> once declared in init"),
+    ):
+        body = f"""
+        class S(Strategy):
+            def init(self):
+                self.indicator("ma", Sma(2))
+
+            def next(self, bar):
+                return {read}
+        """
+        with pytest.raises(_runtime.RuntimeFailure) as e:
+            run(body, walk(2))
+        assert e.value.kind == "exception" and message in e.value.message and "line 9" in e.value.message
+
+
+@pytest.mark.parametrize("symbols", [1, 2])
+def test_an_indicator_declared_on_the_host_directly_is_named_not_garbled(symbols):
+    body = """
+    class S(Strategy):
+        def init(self):
+            self._host.indicator(0, 3, 2, 0, 0.0, 100)
+
+        def next(self, bar):
+            self.log(repr(bar))
+    """
+    with pytest.raises(RunStopped) as e:
+        run(body, walk(3, symbols=symbols), symbols=symbols)
+    assert e.value.host.logs == []
+    assert e.value.kind == 2 and "an indicator was declared on the host directly" in e.value.host.failure[1]

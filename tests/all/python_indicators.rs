@@ -250,8 +250,8 @@ fn declarations_the_host_cannot_honour_are_refused_with_the_reason() {
 
 #[test]
 fn the_host_binding_called_directly_gets_error_codes_and_nothing_else() {
-    // Behind the SDK's back: every bad call is an error code and a
-    // declaration after the first bar is refused; never a host failure.
+    // Behind the SDK's back: every bad call is an error code, never a host
+    // failure.
     let source = r#"
 from palisade import Strategy
 
@@ -259,7 +259,7 @@ from palisade import Strategy
 class S(Strategy):
     def init(self):
         h = self._host
-        self.codes = [
+        codes = [
             h.indicator(-1, 3, 5, 0, 0.0, 100),
             h.indicator(12, 3, 5, 0, 0.0, 100),
             h.indicator(0, 5, 5, 0, 0.0, 100),
@@ -272,21 +272,57 @@ class S(Strategy):
             h.indicator(0, 3, 4294967295, 0, 0.0, 100),
             h.indicator(2, 3, 4294967295, 0, float("nan"), 0),
         ]
-
-    def next(self, bar):
-        if self.codes is not None:
-            self.codes.append(self._host.indicator(2, 3, 5, 0, 0.0, 0))
-            self.log(" ".join(map(str, self.codes)))
-            self.codes = None
+        self.log(" ".join(map(str, codes)))
 "#;
     let p = python();
     let out = py::run_in(&sandbox(&p), source, &p, &[], minute_dataset(50, 1)).unwrap();
-    // Ten refusals, an EMA of period 2^32 - 1 (no window) declared, and -5
-    // once bars flow.
-    assert_eq!(out.logs[0].message, "-1 -1 -1 -1 -1 -1 -1 -1 -1 -6 0 -5");
+    // Ten refusals, then an EMA of period 2^32 - 1 (no window) declared.
+    assert_eq!(out.logs[0].message, "-1 -1 -1 -1 -1 -1 -1 -1 -1 -6 0");
     // The bars are then longer than the SDK expects (the strategy declared
-    // behind its back): its run stops as its own error, nothing else.
+    // behind its back): the SDK says so at the first timestamp, and the run
+    // stops as the strategy's own error, nothing else.
     let f = out.outcome.expect_err("the SDK cannot read its bars");
     assert_eq!(f.cause, Cause::GuestError, "{f}");
-    assert!(f.message.contains("unpack requires a buffer of 56 bytes"), "{f}");
+    assert!(
+        f.message
+            .contains("the host hands over 72 bytes for 1 bars and 0 fills")
+            && f.message
+                .contains("an indicator was declared on the host directly"),
+        "{f}"
+    );
+    // Once bars flow, a declaration is refused and the run goes on.
+    let late = r#"
+from palisade import Strategy
+
+
+class S(Strategy):
+    def next(self, bar):
+        self.metric("code", self._host.indicator(2, 3, 5, 0, 0.0, 0))
+"#;
+    let out = py::run_in(&sandbox(&p), late, &p, &[], minute_dataset(50, 1)).unwrap();
+    assert!(out.outcome.is_ok(), "{:?}", out.outcome);
+    assert_eq!(out.metrics["code"], -5.0);
+}
+
+#[test]
+fn template_strings_keep_the_fast_path_from_showing() {
+    // Python 3.14's t-strings keep each interpolation's source text, which
+    // would show the fast path's locals: a `next` with one gets the Bar.
+    let source = r#"
+from palisade import Strategy
+from palisade.indicators import Sma
+
+
+class S(Strategy):
+    def init(self):
+        self.indicator("ma", Sma(2))
+
+    def next(self, bar):
+        t = t"{bar.ma=} {bar.close}"
+        self.log(f"{t.strings[0]}|{t.interpolations[1].expression}")
+"#;
+    let p = python();
+    let out = py::run_in(&sandbox(&p), source, &p, &[], minute_dataset(3, 1)).unwrap();
+    assert!(out.outcome.is_ok(), "{:?}", out.outcome);
+    assert_eq!(out.logs[0].message, "bar.ma=|bar.close");
 }
