@@ -119,6 +119,9 @@ MAX_MANIFEST_BYTES = 64 * 1024
 MODULE_NAME = "strategy"
 
 _real_import = builtins.__import__
+#: ``len`` as it was when the SDK loaded (a strategy may replace the
+#: builtin; what the SDK computes with it must not change).
+_len = len
 
 
 class RuntimeFailure(Exception):
@@ -500,8 +503,8 @@ def _execute(strategy, cls, host, fields_plan):
     strategy.init()
     # Declaring is over; each bar is followed by the indicators' values.
     names = d["_indicator_names"] = tuple(d["_indicator_names"])
-    size = _BAR.size + 8 * len(names)
-    record = struct.Struct(_BAR.format + "d" * len(names)) if names else _BAR
+    size = _BAR.size + 8 * _len(names)
+    record = struct.Struct(_BAR.format + "d" * _len(names)) if names else _BAR
     bar_cls = bar_type(names)
 
     host_next = host.next
@@ -594,9 +597,9 @@ def _check_packing(data, size):
     bar and the indicators the SDK declared): an indicator declared on the
     host behind the SDK's back would garble every bar."""
     nb, nf = _HEADER.unpack_from(data)
-    if len(data) != _HEADER.size + size * nb + _FILL.size * nf:
+    if _len(data) != _HEADER.size + size * nb + _FILL.size * nf:
         raise StrategyError(
-            f"the host hands over {len(data)} bytes for {nb} bars and {nf} fills, not the "
+            f"the host hands over {_len(data)} bytes for {nb} bars and {nf} fills, not the "
             f"{size} bytes a bar the indicators declared through self.indicator make: "
             "an indicator was declared on the host directly"
         )
