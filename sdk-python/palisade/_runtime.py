@@ -149,12 +149,34 @@ class _ForbiddenImport(BaseException):
 # ---------------------------------------------------------------------------
 
 
-def _static_imports(tree):
+def _statements(body):
+    """Every statement in ``body`` and in the statements nested in them
+    (with except handlers and match cases), in no particular order."""
+    stack = list(body)
+    while stack:
+        node = stack.pop()
+        yield node
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            nested = getattr(node, field, None)
+            if type(nested) is list:
+                stack.extend(nested)
+
+
+def _static_imports(tree, source):
     """Every module the source imports (including relative imports, imports
     inside functions and ``__import__("name")`` with a literal name), as
     (line, column, name, top-level name) in source order."""
     found = []
-    for node in ast.walk(tree):
+    # Import statements are statements: walking only those is far cheaper
+    # in the sandbox than every node of a long source. A call of
+    # `__import__` needs every node; its name is in the source's text
+    # unless the source spells it with other characters that normalize to
+    # it (only in a source that is not ASCII).
+    if "__import__" in source or not source.isascii():
+        nodes = ast.walk(tree)
+    else:
+        nodes = _statements(tree.body)
+    for node in nodes:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 found.append((node.lineno, node.col_offset, alias.name, alias.name.partition(".")[0]))
@@ -215,7 +237,7 @@ class _Loader:
             raise RuntimeFailure("syntax", f"{filename}, line {line}: {e.msg}") from None
         except ValueError as e:  # e.g. a null byte in the source
             raise RuntimeFailure("syntax", f"{filename}, line 0: {e}") from None
-        for _line, _col, name, top in _static_imports(tree):
+        for _line, _col, name, top in _static_imports(tree, self.source):
             if top not in ALLOWED_MODULES:
                 raise RuntimeFailure("forbidden-import", name)
         namespace = self.namespace()

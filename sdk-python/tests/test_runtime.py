@@ -65,6 +65,17 @@ def test_a_null_byte_is_a_syntax_error():
         ("class X:\n    def m(self):\n        from io import StringIO\n", "io"),
         ("x = __import__('os')", "os"),
         ("import math\nimport gc\nimport os\n", "gc"),
+        # Wherever a statement can be (the check walks statements only,
+        # unless the source could call __import__), in code never run.
+        ("def never():\n    try:\n        pass\n    except Exception:\n        import os\n", "os"),
+        ("def never():\n    try:\n        pass\n    finally:\n        from os import path\n", "os"),
+        ("def never():\n    match 1:\n        case 1:\n            import os\n", "os"),
+        ("def never():\n    with x:\n        if y:\n            pass\n        else:\n            for a in b:\n                while c:\n                    import os\n", "os"),
+        ("async def never():\n    async with x:\n        import os\n", "os"),
+        ("def never():\n    return [__import__('os') for _ in ()]", "os"),
+        ("never = lambda: __import__('os')", "os"),
+        # A name that normalizes to __import__ (NFKC), spelled otherwise.
+        ("def never():\n    return __\uff49mport__('os')", "os"),
     ],
 )
 def test_forbidden_imports_are_refused_before_running(code, module):

@@ -826,6 +826,58 @@ fn the_strategy_class_and_its_declarations_are_checked_at_load() {
     );
 }
 
+/// A strategy counting to `n` in `init`, with `padding` bytes of comment.
+fn init_spin(padding: usize) -> String {
+    format!(
+        "from palisade import Int, Strategy\n#{}\n\n\nclass S(Strategy):\n    n = Int(0, min=0, max=1000000000)\n\n    def init(self):\n        i = 0\n        while i < self.n:\n            i += 1\n",
+        "x".repeat(padding)
+    )
+}
+
+#[test]
+fn a_long_source_gets_a_set_up_window_in_proportion() {
+    // Loading a source costs about 5,000-20,000 fuel a byte: the set-up
+    // window (loading and init) is one event's fuel plus one per 4 KiB of
+    // source, so a long strategy has as much left for its init as a short
+    // one.
+    let run = |source: &str, fuel: u64| {
+        let p = py::policy(|p| p.fuel_per_event = fuel);
+        py::run_in(&sandbox(&p), source, &p, &[("n", "200000")], minute_dataset(3, 1))
+            .and_then(|out| out.outcome)
+    };
+    let short = init_spin(0);
+    let need = threshold(1_000_000, 1_000_000_000, |f| run(&short, f).is_ok());
+    // Half the fuel is too little for the short source; padded to 8-12 KiB
+    // (a window of three events) the same init fits.
+    let half = need / 2;
+    assert_cause(run(&short, half), Cause::FuelExhausted, &["init used more than"]);
+    let long = init_spin(9_000);
+    assert!((8_192..12_288).contains(&long.len()));
+    run(&long, half).unwrap();
+    // Padded to 4-8 KiB (a window of two events) at a third of the need,
+    // the window is two thirds of it: too little.
+    assert_cause(
+        run(&init_spin(4_500), need / 3),
+        Cause::FuelExhausted,
+        &["init used more than"],
+    );
+
+    // A realistic long strategy (100 small methods, about 14 KB) loads and
+    // runs under the default Python policy.
+    let mut source = String::from("from palisade import Strategy\n\n\nclass S(Strategy):\n");
+    for i in 0..100 {
+        source.push_str(&format!(
+            "    def m{i}(self, bar):\n        x = bar.close * {i}\n        if x > self.y:\n            return [v for v in self.z if v > x]\n        return None\n\n"
+        ));
+    }
+    source.push_str("    def next(self, bar):\n        pass\n");
+    assert!(source.len() > 12_000, "{}", source.len());
+    check_load("a long source", &source, Ok(()));
+    let p = python();
+    let out = py::run_in(&sandbox(&p), &source, &p, &[], minute_dataset(3, 1)).unwrap();
+    assert!(out.outcome.is_ok(), "{:?}", out.outcome);
+}
+
 #[test]
 fn module_bytes_bounds_the_source_exactly() {
     let base = strategy("", "pass");

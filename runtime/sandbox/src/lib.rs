@@ -548,18 +548,25 @@ impl Sandbox {
         )
     }
 
-    /// Grants the fuel of one event and instantiates the Python runtime in
-    /// `store` (as [`Sandbox::instantiate`] does a core module).
+    /// Grants the fuel of the set-up window and instantiates the Python
+    /// runtime in `store` (as [`Sandbox::instantiate`] does a core module).
+    /// The window is one event's fuel, plus one more per
+    /// [`python::SOURCE_BYTES_PER_EVENT`] bytes of the `source` it will
+    /// load: parsing and compiling a source is the interpreter's work, about
+    /// 5,000 to 20,000 fuel a byte, and would otherwise leave a long
+    /// strategy no fuel for its `init`.
     async fn py_instantiate(
         &self,
         store: &mut Store<PyState>,
         pre: &wasmtime::component::InstancePre<PyState>,
+        source: &str,
     ) -> Result<wasmtime::component::Instance, Failure> {
         let fail = |store: &Store<PyState>, e: &wasmtime::Error| {
             let st = &store.data().run;
             classify(st, e, st.fuel_bound_by_run)
         };
-        host::refuel(&mut store.as_context_mut(), 1).map_err(|e| fail(store, &e))?;
+        let events = 1 + source.len() as u64 / python::SOURCE_BYTES_PER_EVENT;
+        host::refuel(&mut store.as_context_mut(), events).map_err(|e| fail(store, &e))?;
         match pre.instantiate_async(&mut *store).await {
             Ok(i) => Ok(i),
             Err(e) => Err(fail(store, &e)),
@@ -583,7 +590,7 @@ impl Sandbox {
         } else {
             &strategy.runtime.pre
         };
-        let instance = self.py_instantiate(store, pre).await?;
+        let instance = self.py_instantiate(store, pre, &strategy.source).await?;
         let f = instance
             .get_typed_func::<(&str, &str), (Result<R, PyError>,)>(&mut *store, export)
             .map_err(|e| Failure::new(Cause::InvalidModule, format!("python runtime: {export}: {e:#}")))?;
@@ -762,7 +769,9 @@ impl Sandbox {
             }
             Code::Python(py) => {
                 let mut store = self.py_store(session, policy, 0, None, None);
-                self.py_instantiate(&mut store, &py.runtime.pre).await.map(drop)
+                self.py_instantiate(&mut store, &py.runtime.pre, "")
+                    .await
+                    .map(drop)
             }
         }
     }

@@ -55,6 +55,12 @@ const MAX_RANDOM_BYTES: u64 = 64 << 10;
 /// own module declares, does not apply.
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 1 << 16;
 
+/// Bytes of source that earn the set-up window (instantiation, loading the
+/// source, `init`) one more event's fuel: loading costs about 5,000 to
+/// 20,000 fuel a byte, so a long source gets a window in proportion, and
+/// `init` about the same fuel whatever the source's length.
+pub const SOURCE_BYTES_PER_EVENT: u64 = 4096;
+
 /// Bytes of `next`'s header: the bar and fill counts, two u32.
 const NEXT_HEADER: usize = 8;
 
