@@ -525,8 +525,8 @@ def _execute(strategy, cls, host, fields_plan):
     strategy.init()
     # Declaring is over; each bar is followed by the indicators' values.
     names = d["_indicator_names"] = tuple(d["_indicator_names"])
-    size = _BAR.size + 8 * _len(names)
     record = struct.Struct(_BAR.format + "d" * _len(names)) if names else _BAR
+    size = record.size
     bar_cls = bar_type(names)
 
     host_next = host.next
@@ -541,6 +541,10 @@ def _execute(strategy, cls, host, fields_plan):
         for k in range(nf):
             on_fill(new(Fill, fill_at(data, base + 48 * k)))
 
+    # The first timestamp comes first, so that the fast path's plan (about
+    # as much fuel as loading the source) is made in its window, not init's.
+    data = host_next()
+    _check_packing(data, size)
     if histories is None and not per_timestamp:
         # The hot loop of most strategies: `next` per bar, no history, and
         # no Python code of the loop's own per bar: chained iterators call
@@ -550,10 +554,6 @@ def _execute(strategy, cls, host, fields_plan):
         # hands over whole. With several symbols, host.next() hands over
         # each.
         next_bar = getattr(host, "next_bar", None) if n_symbols == 1 else None
-        # The first timestamp comes first, so that the plan (about as much
-        # fuel as loading the source) is made in its window, not init's.
-        data = host_next()
-        _check_packing(data, size)
         plan = fields_plan(names)
         on_bar = strategy.next
         if plan is not None and not (
@@ -595,8 +595,6 @@ def _execute(strategy, cls, host, fields_plan):
     else:
         on_timestamp = strategy.on_timestamp
         appends = None if histories is None else [h.append for h in histories]
-        data = host_next()
-        _check_packing(data, size)
         while True:
             nb, nf = header(data)
             if not nb:

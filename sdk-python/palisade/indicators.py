@@ -895,12 +895,10 @@ _HOST_KINDS = {
 _OWN_FIELDS = {Atr: "high, low and close", Donchian: "high and low"}
 _U32_MAX = (1 << 32) - 1
 #: The host's limits (``runtime/sandbox/src/indicators.rs``): indicators per
-#: strategy, and bytes of windows all symbols together.
+#: strategy, and bytes of instances and their windows, all symbols together,
+#: an instance counting ``HOST_INSTANCE_BYTES`` besides its window.
 HOST_MAX_INDICATORS = 16
 HOST_MAX_WINDOW_BYTES = 16 << 20
-
-
-#: What the host counts for one instance besides its window.
 HOST_INSTANCE_BYTES = 256
 
 
@@ -954,12 +952,9 @@ def host_declaration(indicator, line=None, of=None):
     slow, k, scale = 0, 0.0, 0
     if cls is SmaPair:
         period, slow = indicator.periods
-        scale = indicator.scale
-    elif cls is Donchian:
-        period = indicator._period
     else:
         period = indicator.period
-    if cls in (Sma, Bollinger):
+    if cls in (Sma, SmaPair, Bollinger):
         scale = indicator.scale
     if cls is Bollinger:
         k = indicator.k

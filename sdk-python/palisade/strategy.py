@@ -361,7 +361,7 @@ class Strategy:
         line of ``Donchian`` or ``Bollinger`` (``"upper"``, ``"middle"``,
         ``"lower"``); ``of`` the field the others read (default
         ``"close"``). At most 16 per strategy."""
-        from .indicators import host_declaration
+        from .indicators import HOST_INSTANCE_BYTES, HOST_MAX_INDICATORS, HOST_MAX_WINDOW_BYTES, host_declaration
 
         names = self.__dict__.get("_indicator_names")
         if type(names) is not list:
@@ -386,9 +386,9 @@ class Strategy:
         got = self._host.indicator(*args)
         if got == -6:
             raise ValueError(
-                f"indicator {name!r} is over the host's limits: at most 16 indicators, "
-                "and 16 MiB for all symbols together (256 bytes an indicator per symbol, and its window: "
-                "8 bytes a period's value, 32 for Donchian)"
+                f"indicator {name!r} is over the host's limits: at most {HOST_MAX_INDICATORS} indicators, "
+                f"and {HOST_MAX_WINDOW_BYTES >> 20} MiB for all symbols together ({HOST_INSTANCE_BYTES} bytes an "
+                "indicator per symbol, and its window: 8 bytes a period's value, 32 for Donchian)"
             )
         if got < 0 or got != len(names):
             raise ValueError(f"the host refused indicator {name!r} ({type(indicator).__name__}, code {got})")

@@ -479,13 +479,11 @@ async fn wait_for_feed(store: &mut StoreContextMut<'_, PyState>) -> wasmtime::Re
 }
 
 /// `next-bar`'s answer for a timestamp `advance` packed: its one bar's
-/// record (56 bytes and the declared indicators' values) when it is one bar and no fill, else nothing, the packing being
+/// record (56 bytes and the declared indicators' values) when it is one bar
+/// and no fill (the header's counts say so), else nothing, the packing being
 /// held for the next `next` call.
 fn alone(store: &mut StoreContextMut<'_, PyState>, mut packed: Vec<u8>) -> Vec<u8> {
-    let one = packed.len() == NEXT_HEADER + store.data().indicators.record_size()
-        && packed[..4] == 1u32.to_le_bytes()
-        && packed[4..8] == [0; 4];
-    if one {
+    if packed[..4] == 1u32.to_le_bytes() && packed[4..8] == [0; 4] {
         packed.drain(..NEXT_HEADER);
         return packed;
     }
